@@ -1,0 +1,112 @@
+//! Errors as part of the API: every failure a client can see is a JSON body
+//! `{error, details?}` with a status that names the problem.
+//!
+//! Handlers return [`ApiError`], whose variants appear in the OpenAPI spec.
+//! Errors raised by the framework itself (a body that is not JSON, a missing
+//! field, an unknown route, a body too large) are turned into the same JSON
+//! shape by [`json_errors`]. Unexpected failures are logged with their cause
+//! and answered with an opaque 500.
+
+use poem::{IntoResponse, Response, http::StatusCode};
+use poem_openapi::{ApiResponse, Object, payload::Json};
+use sea_orm::DbErr;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// What went wrong, in a few words.
+    pub error: String,
+    /// Specifics: which field or event, and why.
+    #[oai(skip_serializing_if_is_none)]
+    pub details: Option<serde_json::Value>,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, details: Option<serde_json::Value>) -> Json<Self> {
+        Json(Self {
+            error: error.into(),
+            details,
+        })
+    }
+}
+
+/// Every error a route can answer with.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request broke a rule; `details` says which and why.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such tenant has been seen.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Something unexpected failed; it has been logged.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// A dependency is unavailable; nothing was stored. Retry after the
+    /// number of seconds in `Retry-After`.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+impl ApiError {
+    pub fn bad_request(error: &str, details: serde_json::Value) -> Self {
+        Self::BadRequest(ErrorBody::new(error, Some(details)))
+    }
+
+    pub fn unknown_tenant(tenant: &str) -> Self {
+        Self::NotFound(ErrorBody::new(
+            "unknown tenant",
+            Some(serde_json::json!({ "tenant": tenant })),
+        ))
+    }
+
+    pub fn unavailable(what: &str, retry_after_secs: u64) -> Self {
+        Self::Unavailable(ErrorBody::new(what, None), retry_after_secs)
+    }
+
+    /// Logs an unexpected failure with its cause chain; the client only
+    /// learns that it happened.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %err, source = ?err.source(), "request failed unexpectedly");
+        Self::Internal(ErrorBody::new("internal error", None))
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(err: DbErr) -> Self {
+        match err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self::unavailable("database unavailable", 1)
+            }
+            err => Self::internal(&err),
+        }
+    }
+}
+
+/// Turns a framework error into the JSON error shape; responses the handlers
+/// built themselves pass through untouched.
+pub async fn json_errors(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let error = match status {
+        StatusCode::BAD_REQUEST => "invalid request",
+        StatusCode::NOT_FOUND => "not found",
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type",
+        s if s.is_server_error() => {
+            tracing::error!(error = %err, "request failed unexpectedly");
+            return (
+                status,
+                poem::web::Json(serde_json::json!({ "error": "internal error" })),
+            )
+                .into_response();
+        }
+        _ => status.canonical_reason().unwrap_or("request refused"),
+    };
+    let body = serde_json::json!({ "error": error, "details": err.to_string() });
+    (status, poem::web::Json(body)).into_response()
+}

@@ -1,0 +1,132 @@
+//! Ingest: turning validated client events into stream records and appending
+//! them to Valkey. This path never touches PostgreSQL: an event is accepted
+//! once it is durably in the stream, and counted by the pipeline later.
+
+use chrono::{DateTime, Utc};
+use entity::validate::{self, Invalid};
+use pipeline::{
+    record::{self, EventRecord},
+    stream::{self, AppendError},
+};
+
+use crate::{error::ApiError, state::AppState};
+
+/// One event as a client sent it, before the domain rules are applied.
+pub struct Incoming<'a> {
+    pub tenant: &'a str,
+    pub feature: &'a str,
+    pub tokens: i64,
+    pub id: Option<&'a str>,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl Incoming<'_> {
+    /// Applies every rule and builds the stream record; a missing id becomes
+    /// a UUIDv7 (time-ordered, so the ledger index stays compact), a missing
+    /// timestamp the receipt time.
+    pub fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid> {
+        validate::tenant(self.tenant)?;
+        validate::feature(self.feature)?;
+        validate::tokens(self.tokens)?;
+        if let Some(id) = self.id {
+            validate::event_id(id)?;
+        }
+        let occurred = self.timestamp.unwrap_or(now);
+        validate::occurred_at(occurred, now)?;
+        Ok(EventRecord {
+            v: record::VERSION,
+            id: self
+                .id
+                .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
+            tenant: self.tenant.to_owned(),
+            feature: self.feature.to_owned(),
+            tokens: self.tokens,
+            occurred_ms: occurred.timestamp_millis(),
+            received_ms: now.timestamp_millis(),
+        })
+    }
+}
+
+/// Appends records to the stream in one round trip (atomically for several).
+/// Answers 503 with `Retry-After` whenever it cannot be sure they are stored.
+pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), ApiError> {
+    let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
+    let mut conn = state.valkey.clone();
+    match stream::append(&mut conn, &state.keys.stream, &payloads).await {
+        Ok(_) => Ok(()),
+        Err(AppendError::StreamMissing) => {
+            tracing::error!(
+                stream = %state.keys.stream,
+                "stream is missing: Valkey lost its data; recreating stream and group"
+            );
+            if let Err(err) = stream::ensure_group(&mut conn, &state.keys).await {
+                tracing::warn!(%err, "cannot recreate the stream");
+            }
+            Err(ApiError::unavailable(
+                "event stream unavailable",
+                state.retry_after_secs,
+            ))
+        }
+        Err(AppendError::Redis(err)) => {
+            tracing::warn!(%err, "cannot append to the stream");
+            Err(ApiError::unavailable(
+                "event stream unavailable",
+                state.retry_after_secs,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn incoming(tenant: &str) -> Incoming<'_> {
+        Incoming {
+            tenant,
+            feature: "gpt-4o",
+            tokens: 10,
+            id: None,
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_id_and_timestamp_are_filled_in() {
+        let now = Utc::now();
+        let record = incoming("acme").into_record(now).unwrap();
+        assert_eq!(record.occurred_ms, now.timestamp_millis());
+        assert_eq!(record.received_ms, now.timestamp_millis());
+        assert!(uuid::Uuid::parse_str(&record.id).is_ok());
+    }
+
+    #[test]
+    fn a_client_id_and_timestamp_are_kept() {
+        let now = Utc::now();
+        let at = now - Duration::days(3);
+        let record = Incoming {
+            id: Some("call-42"),
+            timestamp: Some(at),
+            ..incoming("acme")
+        }
+        .into_record(now)
+        .unwrap();
+        assert_eq!(record.id, "call-42");
+        assert_eq!(record.occurred_ms, at.timestamp_millis());
+    }
+
+    #[test]
+    fn every_rule_is_applied() {
+        let now = Utc::now();
+        let err = incoming("-acme").into_record(now).unwrap_err();
+        assert_eq!(err.field, "tenant");
+        let err = Incoming {
+            timestamp: Some(now - Duration::days(36)),
+            ..incoming("acme")
+        }
+        .into_record(now)
+        .unwrap_err();
+        assert_eq!(err.field, "timestamp");
+    }
+}

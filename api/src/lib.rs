@@ -1,0 +1,14 @@
+//! The FlagMeter HTTP service: ingest of usage events into the Valkey stream,
+//! usage queries over the PostgreSQL rollups, health, OpenAPI docs.
+//!
+//! [`startup::Application`] builds the whole service from its configuration;
+//! `main` only parses flags, sets up logging and runs it.
+
+pub mod body_limit;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod usage_query;

@@ -1,0 +1,168 @@
+//! `POST /api/events` and `POST /api/events/batch`: accept usage events.
+//!
+//! Both answer 202 only once the events are durably in the stream. A batch is
+//! validated as a whole before anything is stored: one bad event refuses the
+//! batch with a 400 naming the event's index, field and rule.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::Json,
+    types::{ParseError, ParseFromJSON, ParseResult},
+};
+use serde_json::json;
+
+use super::ApiTags;
+use crate::{
+    error::ApiError,
+    ingest::{self, Incoming},
+    state::AppState,
+};
+
+/// One usage event.
+#[derive(Debug, Object)]
+pub struct EventIn {
+    /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
+    /// A tenant never seen before is created with the default quota.
+    #[oai(validator(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub tenant: String,
+    /// Model or product feature, e.g. `anthropic/claude-3.5-sonnet`:
+    /// 1–128 printable ASCII characters without spaces.
+    #[oai(validator(pattern = r"^[!-~]{1,128}$"))]
+    pub feature: String,
+    /// Tokens used, from 1 to 1,000,000,000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub tokens: i64,
+    /// Client event id, 1–128 printable ASCII characters: the idempotency
+    /// key. Sending the same id for a tenant again counts it once. Generated
+    /// (UUIDv7) when absent.
+    #[oai(validator(pattern = r"^[ -~]{1,128}$"))]
+    pub id: Option<String>,
+    /// Event time (RFC 3339); at most 35 days in the past and 5 minutes in
+    /// the future. Defaults to the time of receipt.
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl EventIn {
+    fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            tenant: &self.tenant,
+            feature: &self.feature,
+            tokens: self.tokens,
+            id: self.id.as_deref(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// Up to 1000 events, stored all together or not at all.
+#[derive(Debug, Object)]
+pub struct BatchIn {
+    #[oai(
+        validator(min_items = 1, max_items = 1000),
+        deserialize_with = "parse_indexed_events"
+    )]
+    pub events: Vec<EventIn>,
+}
+
+/// Parses the events one by one so that an error names the event's index.
+fn parse_indexed_events(value: Option<serde_json::Value>) -> ParseResult<Vec<EventIn>> {
+    match value {
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                EventIn::parse_from_json(Some(item)).map_err(|err| {
+                    ParseError::custom(format!("events[{index}]: {}", err.message()))
+                })
+            })
+            .collect(),
+        other => Err(ParseError::expected_type(other.unwrap_or_default())),
+    }
+}
+
+/// The event is in the stream and will be counted.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct EventAccepted {
+    pub success: bool,
+    /// The event's id: the client's, or the one generated for it.
+    pub event_id: String,
+}
+
+/// The batch is in the stream and will be counted.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BatchAccepted {
+    /// Number of events stored.
+    pub accepted: u32,
+    /// Ids of the events, in the order sent.
+    pub event_ids: Vec<String>,
+}
+
+#[derive(ApiResponse)]
+enum PostEventResponse {
+    /// Durably queued; it will be counted exactly once.
+    #[oai(status = 202)]
+    Accepted(Json<EventAccepted>),
+}
+
+#[derive(ApiResponse)]
+enum PostBatchResponse {
+    /// Every event durably queued; each will be counted exactly once.
+    #[oai(status = 202)]
+    Accepted(Json<BatchAccepted>),
+}
+
+pub struct EventsApi {
+    state: AppState,
+}
+
+impl EventsApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Events")]
+impl EventsApi {
+    /// Record one usage event.
+    #[oai(path = "/api/events", method = "post")]
+    async fn post_event(&self, body: Json<EventIn>) -> Result<PostEventResponse, ApiError> {
+        let record = body.incoming().into_record(Utc::now()).map_err(|invalid| {
+            ApiError::bad_request(
+                "invalid event",
+                json!({ "field": invalid.field, "reason": invalid.reason }),
+            )
+        })?;
+        ingest::append(&self.state, std::slice::from_ref(&record)).await?;
+        Ok(PostEventResponse::Accepted(Json(EventAccepted {
+            success: true,
+            event_id: record.id,
+        })))
+    }
+
+    /// Record up to 1000 usage events at once.
+    #[oai(path = "/api/events/batch", method = "post")]
+    async fn post_batch(&self, body: Json<BatchIn>) -> Result<PostBatchResponse, ApiError> {
+        let now = Utc::now();
+        let records = body
+            .events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                event.incoming().into_record(now).map_err(|invalid| {
+                    ApiError::bad_request(
+                        "invalid event in batch",
+                        json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ingest::append(&self.state, &records).await?;
+        Ok(PostBatchResponse::Accepted(Json(BatchAccepted {
+            accepted: records.len() as u32,
+            event_ids: records.into_iter().map(|r| r.id).collect(),
+        })))
+    }
+}

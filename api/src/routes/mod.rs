@@ -1,0 +1,51 @@
+//! The HTTP surface: the OpenAPI-described routes, their docs, and the
+//! middleware every request passes through.
+
+mod events;
+mod health;
+mod usage;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::{body_limit::limit_body, error::json_errors, state::AppState};
+
+/// Groups of routes in the docs.
+#[derive(Tags)]
+enum ApiTags {
+    /// Recording usage events.
+    Events,
+    /// How much of its quota a tenant has used.
+    Usage,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// The OpenAPI service: every documented route.
+pub fn openapi(
+    state: &AppState,
+) -> OpenApiService<(events::EventsApi, usage::UsageApi, health::HealthApi), ()> {
+    let apis = (
+        events::EventsApi::new(state.clone()),
+        usage::UsageApi::new(state.clone()),
+        health::HealthApi::new(state.clone()),
+    );
+    OpenApiService::new(apis, "FlagMeter", env!("CARGO_PKG_VERSION")).description(
+        "Meters AI token usage per tenant: ingest usage events, read how much \
+             of its monthly quota each tenant has used.",
+    )
+}
+
+/// The whole application: API routes, `/openapi.json`, `/docs`, with JSON
+/// errors and bounded request bodies.
+pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
+    let api = openapi(&state);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .around(move |next, req| limit_body(next, req, max_body_bytes))
+        .catch_all_error(json_errors)
+}

@@ -1,0 +1,301 @@
+//! `GET /api/usage/{tenant}`, `GET /api/usage` and
+//! `GET /api/usage/{tenant}/timeseries`: how much of its quota a tenant has
+//! used this billing period, and how usage spread over time.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use sea_orm::EntityTrait;
+use serde_json::json;
+
+use super::ApiTags;
+use crate::{
+    error::ApiError,
+    state::AppState,
+    usage_query::{self, Granularity, PeriodUsage},
+};
+
+/// Most buckets one time series may hold (a week of minutes).
+const MAX_BUCKETS: i64 = 7 * 24 * 60;
+/// Most tenants one page of `GET /api/usage` holds.
+const MAX_PAGE: u64 = 1000;
+
+/// Tokens one feature used in the period.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct FeatureUsage {
+    pub feature: String,
+    pub total_tokens: i64,
+}
+
+/// A tenant's usage in its current billing period.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TenantUsage {
+    pub tenant: String,
+    pub tenant_name: String,
+    /// Tokens counted in the period, by event time.
+    pub total_tokens: i64,
+    pub monthly_quota: i64,
+    /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
+    pub quota_percent: f64,
+    /// Start of the period (inclusive), 00:00 UTC on the billing day.
+    pub period_start: DateTime<Utc>,
+    /// End of the period (exclusive).
+    pub period_end: DateTime<Utc>,
+    /// Per-feature totals, largest first.
+    pub by_feature: Vec<FeatureUsage>,
+    /// When these figures were read.
+    pub as_of: DateTime<Utc>,
+    /// When the newest counted event of the period was committed; absent
+    /// when nothing has been counted yet. Events accepted after it may still
+    /// be on their way through the pipeline.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_counted_at: Option<DateTime<Utc>>,
+}
+
+impl TenantUsage {
+    fn new(usage: PeriodUsage, as_of: DateTime<Utc>) -> Self {
+        let total_tokens = usage.total_tokens();
+        let quota = usage.tenant.monthly_quota;
+        let percent = total_tokens as f64 * 100.0 / quota as f64;
+        Self {
+            total_tokens,
+            monthly_quota: quota,
+            quota_percent: (percent * 100.0).round() / 100.0,
+            period_start: usage.period.start,
+            period_end: usage.period.end,
+            by_feature: usage
+                .by_feature
+                .into_iter()
+                .map(|f| FeatureUsage {
+                    feature: f.feature,
+                    total_tokens: f.tokens,
+                })
+                .collect(),
+            as_of,
+            last_counted_at: usage.last_counted_at,
+            tenant: usage.tenant.id,
+            tenant_name: usage.tenant.name,
+        }
+    }
+}
+
+/// Every tenant's usage, in tenant id order.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct UsageList {
+    pub tenants: Vec<TenantUsage>,
+    pub as_of: DateTime<Utc>,
+}
+
+/// Bucket width of a time series.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum GranularityParam {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl From<GranularityParam> for Granularity {
+    fn from(value: GranularityParam) -> Self {
+        match value {
+            GranularityParam::Minute => Granularity::Minute,
+            GranularityParam::Hour => Granularity::Hour,
+            GranularityParam::Day => Granularity::Day,
+        }
+    }
+}
+
+/// One bucket.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SeriesPoint {
+    /// Start of the bucket.
+    pub start: DateTime<Utc>,
+    pub total_tokens: i64,
+    pub event_count: i64,
+}
+
+/// Usage per bucket, every bucket of the range present.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TimeSeries {
+    pub tenant: String,
+    pub granularity: GranularityParam,
+    /// Start of the first bucket.
+    pub from: DateTime<Utc>,
+    /// End of the last bucket (exclusive).
+    pub to: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub feature: Option<String>,
+    pub points: Vec<SeriesPoint>,
+}
+
+#[derive(ApiResponse)]
+enum TenantUsageResponse {
+    /// The tenant's usage this period.
+    #[oai(status = 200)]
+    Ok(Json<TenantUsage>),
+}
+
+#[derive(ApiResponse)]
+enum UsageListResponse {
+    /// Every tenant's usage this period.
+    #[oai(status = 200)]
+    Ok(Json<UsageList>),
+}
+
+#[derive(ApiResponse)]
+enum TimeSeriesResponse {
+    /// The tenant's usage per bucket.
+    #[oai(status = 200)]
+    Ok(Json<TimeSeries>),
+}
+
+pub struct UsageApi {
+    state: AppState,
+}
+
+impl UsageApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn check_tenant(tenant: &str) -> Result<(), ApiError> {
+    entity::validate::tenant(tenant).map_err(|invalid| {
+        ApiError::bad_request(
+            "invalid tenant",
+            json!({ "field": invalid.field, "reason": invalid.reason }),
+        )
+    })
+}
+
+#[OpenApi(tag = "ApiTags::Usage")]
+impl UsageApi {
+    /// A tenant's usage in its current billing period.
+    #[oai(path = "/api/usage/:tenant", method = "get")]
+    async fn tenant_usage(&self, tenant: Path<String>) -> Result<TenantUsageResponse, ApiError> {
+        check_tenant(&tenant)?;
+        let now = Utc::now();
+        let usage = usage_query::tenant_usage(&self.state.db, &tenant, now)
+            .await?
+            .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
+        Ok(TenantUsageResponse::Ok(Json(TenantUsage::new(usage, now))))
+    }
+
+    /// Every tenant's usage in its current billing period.
+    #[oai(path = "/api/usage", method = "get")]
+    async fn all_usage(
+        &self,
+        /// Most tenants to return (1–1000).
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u64>,
+        /// Tenants to skip, for the next page.
+        #[oai(default)]
+        offset: Query<u64>,
+    ) -> Result<UsageListResponse, ApiError> {
+        let now = Utc::now();
+        let usage =
+            usage_query::all_usage(&self.state.db, now, limit.0.min(MAX_PAGE), offset.0).await?;
+        Ok(UsageListResponse::Ok(Json(UsageList {
+            tenants: usage
+                .into_iter()
+                .map(|u| TenantUsage::new(u, now))
+                .collect(),
+            as_of: now,
+        })))
+    }
+
+    /// A tenant's usage per minute, hour or day.
+    ///
+    /// Defaults: `to` is now (its bucket included); `from` is 60 minutes,
+    /// 24 hours or 31 days before `to`. At most 10,080 buckets.
+    #[oai(path = "/api/usage/:tenant/timeseries", method = "get")]
+    async fn time_series(
+        &self,
+        tenant: Path<String>,
+        /// Bucket width.
+        #[oai(default = "default_granularity")]
+        granularity: Query<GranularityParam>,
+        /// Start of the range (RFC 3339), rounded down to a bucket.
+        from: Query<Option<DateTime<Utc>>>,
+        /// End of the range (RFC 3339, exclusive), rounded up to a bucket.
+        to: Query<Option<DateTime<Utc>>>,
+        /// Only this feature.
+        feature: Query<Option<String>>,
+    ) -> Result<TimeSeriesResponse, ApiError> {
+        check_tenant(&tenant)?;
+        if let Some(feature) = feature.as_deref() {
+            entity::validate::feature(feature).map_err(|invalid| {
+                ApiError::bad_request("invalid feature", json!({ "reason": invalid.reason }))
+            })?;
+        }
+        let g = Granularity::from(granularity.0);
+        let to_time = to.0.unwrap_or_else(Utc::now);
+        let mut end = g.truncate(to_time);
+        if end < to_time || to.0.is_none() {
+            end += g.step();
+        }
+        let default_span = match g {
+            Granularity::Minute => chrono::Duration::minutes(60),
+            Granularity::Hour => chrono::Duration::hours(24),
+            Granularity::Day => chrono::Duration::days(31),
+        };
+        let start = g.truncate(from.0.unwrap_or(end - default_span));
+        if start >= end {
+            return Err(ApiError::bad_request(
+                "invalid range",
+                json!({ "reason": "`from` must be before `to`" }),
+            ));
+        }
+        let buckets = (end - start).num_seconds() / g.step().num_seconds();
+        if buckets > MAX_BUCKETS {
+            return Err(ApiError::bad_request(
+                "invalid range",
+                json!({ "reason": format!("the range spans {buckets} buckets; at most {MAX_BUCKETS}") }),
+            ));
+        }
+        let db = &self.state.db;
+        if entity::tenants::Entity::find_by_id(tenant.as_str())
+            .one(db)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::unknown_tenant(&tenant));
+        }
+        let points =
+            usage_query::time_series(db, &tenant, g, start, end, feature.as_deref()).await?;
+        Ok(TimeSeriesResponse::Ok(Json(TimeSeries {
+            tenant: tenant.0,
+            granularity: granularity.0,
+            from: start,
+            to: end,
+            feature: feature.0,
+            points: points
+                .into_iter()
+                .map(|p| SeriesPoint {
+                    start: p.start,
+                    total_tokens: p.tokens,
+                    event_count: p.events,
+                })
+                .collect(),
+        })))
+    }
+}
+
+fn default_limit() -> u64 {
+    MAX_PAGE
+}
+
+fn default_granularity() -> GranularityParam {
+    GranularityParam::Minute
+}

@@ -1,0 +1,84 @@
+//! Building the api from its configuration and running it until shutdown.
+
+use std::net::SocketAddr;
+
+use poem::{
+    Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
+
+use pipeline::stream::{StreamKeys, ensure_group};
+
+use crate::{config::ApiConfig, routes, state::AppState};
+
+/// A built api, bound to its port, ready to serve.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    state: AppState,
+    max_body_bytes: usize,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (applying migrations) and Valkey, and binds
+    /// the listen address (port 0 picks a free one).
+    ///
+    /// Valkey is connected lazily: an api started while Valkey is down serves
+    /// reads and answers ingest with 503 until Valkey is back.
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        let db = config.database.connect().await?;
+        migration::run(&db).await?;
+        let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
+        let mut valkey = ConnectionManager::new_lazy_with_config(
+            client,
+            ConnectionManagerConfig::new().set_number_of_retries(1),
+        )?;
+        let keys = StreamKeys::new(&config.valkey.stream, &config.valkey.group);
+        if let Err(err) = ensure_group(&mut valkey, &keys).await {
+            tracing::warn!(%err, "cannot create the stream yet; ingest answers 503 until Valkey is reachable");
+        }
+        let acceptor = TcpListener::bind(config.api_addr).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
+        Ok(Self {
+            acceptor,
+            addr,
+            state: AppState {
+                db,
+                valkey,
+                keys,
+                retry_after_secs: config.retry_after_secs,
+            },
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state, for tests that look behind the api.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets requests in flight
+    /// finish (up to 10 s).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        tracing::info!(addr = %self.addr, "api listening");
+        let app = routes::app(self.state, self.max_body_bytes);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                app,
+                async move { shutdown.cancelled().await },
+                Some(std::time::Duration::from_secs(10)),
+            )
+            .await
+    }
+}

@@ -1,0 +1,19 @@
+//! What every request handler shares: the database pool, the Valkey
+//! connection and the stream names.
+
+use pipeline::stream::StreamKeys;
+use redis::aio::ConnectionManager;
+use sea_orm::DatabaseConnection;
+
+/// Shared, cheaply cloned handles.
+#[derive(Clone)]
+pub struct AppState {
+    /// Read side only: usage and readiness. Ingest never touches it.
+    pub db: DatabaseConnection,
+    /// Multiplexed and auto-reconnecting: every request shares it, so XADDs
+    /// from concurrent requests are pipelined on one socket.
+    pub valkey: ConnectionManager,
+    pub keys: StreamKeys,
+    /// `Retry-After` seconds when ingest is refused.
+    pub retry_after_secs: u64,
+}

@@ -1,0 +1,25 @@
+//! `daily_rollups`: tokens per tenant, feature and UTC day of event time.
+//!
+//! Billing periods start at 00:00 UTC, so a period's total is a sum of at most
+//! 31 rows per feature instead of up to 44,640 minute rows.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "daily_rollups")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub day: Date,
+    pub total_tokens: i64,
+    pub event_count: i64,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,24 @@
+//! `events`: the ledger of every counted event, keyed by `(tenant, id)`.
+//!
+//! Its primary key is what makes counting exactly-once: a redelivered event
+//! conflicts here and adds nothing to the rollups.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "events")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub feature: String,
+    pub tokens: i64,
+    pub occurred_at: DateTimeUtc,
+    pub received_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,22 @@
+//! `rollups`: tokens and events per tenant, feature and minute of event time.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "rollups")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub tenant: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub feature: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub minute: DateTimeUtc,
+    pub total_tokens: i64,
+    pub event_count: i64,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

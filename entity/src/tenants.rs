@@ -1,0 +1,24 @@
+//! `tenants`: the customers being metered, with their quota and billing day.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tenants")]
+pub struct Model {
+    /// The slug clients send as `tenant`.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub name: String,
+    pub monthly_quota: i64,
+    /// Day of the month (1–28) on which a billing period starts.
+    pub billing_day: i16,
+    /// Whole percents of the quota at which an alert fires.
+    pub alert_thresholds: Vec<i32>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

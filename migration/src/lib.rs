@@ -1,0 +1,37 @@
+//! The database schema as sea-orm-migration migrations, and [`run`], which
+//! applies them at start-up.
+//!
+//! Every api and pipeline replica migrates when it starts, often at the same
+//! moment; [`run`] serialises them on a PostgreSQL advisory lock so that one
+//! applies what is pending and the others find nothing left to do.
+
+pub use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
+
+mod m20261122_000001_core_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_core_tables::Migration)]
+    }
+}
+
+/// Key of the advisory lock held while migrating ("flagmeter" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x0066_6c61_676d_6574;
+
+/// Applies every pending migration, safely when many replicas start at once.
+///
+/// The lock is transaction-scoped, so it is released by the COMMIT (or by the
+/// connection dying), never leaked in the pool.
+pub async fn run(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}

@@ -1,0 +1,48 @@
+//! Building and running one pipeline replica from its configuration: the
+//! library entry point that `main` and the tests share.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{DatabaseArgs, ValkeyArgs, WorkerArgs},
+    consumer::{Consumer, ReadSettings},
+    stream::StreamKeys,
+    worker::Worker,
+};
+
+/// Everything one replica needs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineConfig {
+    #[command(flatten)]
+    pub valkey: ValkeyArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Connects, migrates, joins the consumer group and counts until `shutdown`.
+pub async fn run(config: PipelineConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let db = config.database.connect().await?;
+    migration::run(&db).await?;
+    let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
+    let keys = StreamKeys::new(&config.valkey.stream, &config.valkey.group);
+    let worker_args = &config.worker;
+    let settings = ReadSettings {
+        batch_size: worker_args.batch_size as usize,
+        block: Duration::from_millis(worker_args.block_ms),
+        claim_idle: Duration::from_millis(worker_args.claim_idle_ms),
+    };
+    let consumer = Consumer::connect(&client, keys, worker_args.consumer_name(), settings).await?;
+    let worker = Worker::new(
+        consumer,
+        db.clone(),
+        worker_args.default_quota,
+        Duration::from_millis(worker_args.claim_interval_ms),
+    );
+    worker.run(shutdown).await;
+    db.close().await?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Reading from the consumer group: new entries with `XREADGROUP`, entries a
+//! dead or stuck replica left pending with `XAUTOCLAIM`, and the `XACK` that
+//! ends an entry's life once its effect is committed.
+//!
+//! Blocking reads go over a connection of their own with no response timeout
+//! (redis-rs would otherwise time a `BLOCK` out after 500 ms, and a blocking
+//! read would hold up every command queued behind it); acks and claims share
+//! an auto-reconnecting `ConnectionManager`.
+
+use std::time::Duration;
+
+use redis::{
+    AsyncCommands, AsyncConnectionConfig, Client, RedisError, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    },
+};
+
+use crate::stream::{FIELD, StreamKeys, ensure_group};
+
+/// One entry handed to this consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The stream entry id.
+    pub id: String,
+    /// The raw bytes of field `e`, or `None` when the entry has no such field.
+    pub payload: Option<Vec<u8>>,
+}
+
+impl From<StreamId> for Delivery {
+    fn from(entry: StreamId) -> Self {
+        let payload = match entry.map.get(FIELD) {
+            Some(Value::BulkString(bytes)) => Some(bytes.clone()),
+            Some(Value::SimpleString(text)) => Some(text.clone().into_bytes()),
+            _ => None,
+        };
+        Self {
+            id: entry.id,
+            payload,
+        }
+    }
+}
+
+/// How a consumer reads.
+#[derive(Debug, Clone)]
+pub struct ReadSettings {
+    /// Most entries one read returns.
+    pub batch_size: usize,
+    /// How long a read waits for new entries.
+    pub block: Duration,
+    /// How long an entry must have been pending before another replica may
+    /// take it over. Must exceed the longest batch (read + commit + ack).
+    pub claim_idle: Duration,
+}
+
+/// A named member of the consumer group.
+pub struct Consumer {
+    keys: StreamKeys,
+    name: String,
+    settings: ReadSettings,
+    /// Dedicated to blocking reads, with no response timeout.
+    reader: MultiplexedConnection,
+    /// Shared by acks and claims; reconnects by itself.
+    commands: ConnectionManager,
+}
+
+impl Consumer {
+    /// Connects, and creates the stream and group if they do not exist.
+    pub async fn connect(
+        client: &Client,
+        keys: StreamKeys,
+        name: String,
+        settings: ReadSettings,
+    ) -> Result<Self, RedisError> {
+        let reader = client
+            .get_multiplexed_async_connection_with_config(
+                &AsyncConnectionConfig::new().set_response_timeout(None),
+            )
+            .await?;
+        let commands = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new().set_number_of_retries(2),
+        )
+        .await?;
+        let mut consumer = Self {
+            keys,
+            name,
+            settings,
+            reader,
+            commands,
+        };
+        ensure_group(&mut consumer.commands, &consumer.keys).await?;
+        Ok(consumer)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn keys(&self) -> &StreamKeys {
+        &self.keys
+    }
+
+    /// A connection for short commands (acks, dead letters).
+    pub fn commands(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+
+    /// Waits up to the block time for new entries.
+    ///
+    /// If the group has vanished (Valkey restarted without its data), it is
+    /// recreated and the loss is logged for an operator.
+    pub async fn read(&self) -> Result<Vec<Delivery>, RedisError> {
+        let options = StreamReadOptions::default()
+            .group(&self.keys.group, &self.name)
+            .count(self.settings.batch_size)
+            .block(self.settings.block.as_millis() as usize);
+        let mut reader = self.reader.clone();
+        let reply: Result<Option<StreamReadReply>, RedisError> = reader
+            .xread_options(&[&self.keys.stream], &[">"], &options)
+            .await;
+        match reply {
+            Ok(reply) => Ok(reply
+                .into_iter()
+                .flat_map(|reply| reply.keys)
+                .flat_map(|key| key.ids)
+                .map(Delivery::from)
+                .collect()),
+            Err(err) if err.code() == Some("NOGROUP") => {
+                tracing::error!(
+                    stream = %self.keys.stream,
+                    "consumer group is missing: Valkey lost its data; recreating it"
+                );
+                ensure_group(&mut self.commands.clone(), &self.keys).await?;
+                Ok(Vec::new())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Takes over up to one batch of entries that have been pending longer
+    /// than the claim idle time, scanning from `cursor`. Returns the entries
+    /// and the cursor to continue from (`0-0` once the scan is complete).
+    pub async fn reclaim(&self, cursor: &str) -> Result<(Vec<Delivery>, String), RedisError> {
+        let options = StreamAutoClaimOptions::default().count(self.settings.batch_size);
+        let reply: StreamAutoClaimReply = self
+            .commands
+            .clone()
+            .xautoclaim_options(
+                &self.keys.stream,
+                &self.keys.group,
+                &self.name,
+                self.settings.claim_idle.as_millis() as u64,
+                cursor,
+                options,
+            )
+            .await?;
+        let deliveries = reply.claimed.into_iter().map(Delivery::from).collect();
+        Ok((deliveries, reply.next_stream_id))
+    }
+
+    /// Acknowledges entries whose effect is committed.
+    pub async fn ack(&self, ids: &[String]) -> Result<(), RedisError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: u64 = self
+            .commands
+            .clone()
+            .xack(&self.keys.stream, &self.keys.group, ids)
+            .await?;
+        Ok(())
+    }
+}

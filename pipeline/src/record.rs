@@ -1,0 +1,158 @@
+//! The stream record: one usage event, as MessagePack in the entry's field `e`.
+//!
+//! The record is a map with named fields and a version `v`, so that a newer
+//! writer can add fields without breaking an older reader. Decoding is bounded
+//! (size and nesting) and re-applies the domain rules, because anyone with
+//! access to Valkey can write into the stream.
+
+use serde::{Deserialize, Serialize};
+
+/// The record version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// Largest payload accepted: a valid record is well under 1 KiB.
+pub const MAX_RECORD_BYTES: usize = 4096;
+/// Deepest nesting accepted: the record is a flat map.
+const MAX_DEPTH: usize = 4;
+
+/// One usage event as it travels through the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Record format version.
+    pub v: u8,
+    /// Client event id (idempotency key), unique per tenant.
+    pub id: String,
+    pub tenant: String,
+    pub feature: String,
+    pub tokens: i64,
+    /// Event time, milliseconds since the Unix epoch.
+    pub occurred_ms: i64,
+    /// Time the api accepted the event, milliseconds since the Unix epoch.
+    pub received_ms: i64,
+}
+
+/// Why a payload is not a usable record.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload of {0} bytes exceeds {MAX_RECORD_BYTES}")]
+    TooLarge(usize),
+    #[error("not a MessagePack event record: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    #[error("unsupported record version {0}")]
+    Version(u8),
+    #[error("invalid record: {0}")]
+    Invalid(#[from] entity::validate::Invalid),
+}
+
+impl EventRecord {
+    /// Serialises the record for the stream.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising a struct of strings and integers into a Vec cannot fail.
+        rmp_serde::to_vec_named(self).expect("an EventRecord always serialises")
+    }
+
+    /// Parses and checks a stream payload.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DEPTH);
+        let record = Self::deserialize(&mut de)?;
+        if record.v != VERSION {
+            return Err(DecodeError::Version(record.v));
+        }
+        record.check()?;
+        Ok(record)
+    }
+
+    /// The domain rules every counted event obeys. The time window is not
+    /// re-checked: the api checked it on receipt, and a backlog may be old.
+    fn check(&self) -> Result<(), entity::validate::Invalid> {
+        use entity::validate;
+        validate::tenant(&self.tenant)?;
+        validate::feature(&self.feature)?;
+        validate::event_id(&self.id)?;
+        validate::tokens(self.tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EventRecord {
+        EventRecord {
+            v: VERSION,
+            id: "evt-1".into(),
+            tenant: "acme-corp".into(),
+            feature: "anthropic/claude-3.5-sonnet".into(),
+            tokens: 1500,
+            occurred_ms: 1_763_800_000_000,
+            received_ms: 1_763_800_000_123,
+        }
+    }
+
+    #[test]
+    fn a_record_survives_the_round_trip() {
+        let record = sample();
+        assert_eq!(EventRecord::decode(&record.encode()).unwrap(), record);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        for bytes in [
+            &b""[..],
+            b"\xc1",
+            b"hello world",
+            b"\x92\x01",
+            &[0xdc, 0xff, 0xff],
+        ] {
+            assert!(matches!(
+                EventRecord::decode(bytes),
+                Err(DecodeError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_costs_stack() {
+        let bytes = vec![0x91; 100_000];
+        assert!(matches!(
+            EventRecord::decode(&bytes[..MAX_RECORD_BYTES]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            EventRecord::decode(&bytes),
+            Err(DecodeError::TooLarge(100_000))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let record = EventRecord { v: 9, ..sample() };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Version(9))
+        ));
+    }
+
+    #[test]
+    fn a_well_formed_record_breaking_a_rule_is_refused() {
+        let record = EventRecord {
+            tokens: 0,
+            ..sample()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+        let record = EventRecord {
+            tenant: "bad tenant".into(),
+            ..sample()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,109 @@
+//! The exactly-once effect: one batch of events into the ledger and the
+//! rollups, in one PostgreSQL statement (so one transaction and one round
+//! trip).
+//!
+//! The events go in as one array per column (`unnest`), so a batch of any
+//! size is a fixed number of bind parameters. Repeated ids inside the batch
+//! are removed first (the earliest entry wins, as it would across batches),
+//! the ledger insert skips ids it already holds (`ON CONFLICT DO NOTHING`),
+//! and only the rows it really inserted are aggregated into the minute and
+//! daily rollups. The upserts take their rows in key order, so concurrent
+//! workers lock rollup rows in the same order and cannot deadlock. A tenant
+//! seen for the first time is created with the default quota: events are
+//! money, and are counted whether or not the tenant was configured.
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+
+use crate::record::EventRecord;
+
+const WRITE_BATCH: &str = r#"
+WITH input AS (
+    SELECT DISTINCT ON (tenant, id) tenant, id, feature, tokens, occurred_ms, received_ms
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+         WITH ORDINALITY AS t(tenant, id, feature, tokens, occurred_ms, received_ms, ord)
+    ORDER BY tenant, id, ord
+),
+new_tenants AS (
+    INSERT INTO tenants (id, name, monthly_quota)
+    SELECT DISTINCT tenant, tenant, $7::bigint FROM input ORDER BY tenant
+    ON CONFLICT (id) DO NOTHING
+),
+inserted AS (
+    INSERT INTO events (tenant, id, feature, tokens, occurred_at, received_at)
+    SELECT tenant, id, feature, tokens,
+           'epoch'::timestamptz + occurred_ms * interval '1 millisecond',
+           'epoch'::timestamptz + received_ms * interval '1 millisecond'
+    FROM input ORDER BY tenant, id
+    ON CONFLICT (tenant, id) DO NOTHING
+    RETURNING tenant, feature, tokens, occurred_at
+),
+minute_rollups AS (
+    INSERT INTO rollups AS r (tenant, feature, minute, total_tokens, event_count)
+    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), sum(tokens)::bigint, count(*)
+    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant, feature, minute) DO UPDATE
+    SET total_tokens = r.total_tokens + excluded.total_tokens,
+        event_count = r.event_count + excluded.event_count,
+        updated_at = now()
+),
+daily_rollups AS (
+    INSERT INTO daily_rollups AS d (tenant, feature, day, total_tokens, event_count)
+    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, sum(tokens)::bigint, count(*)
+    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant, feature, day) DO UPDATE
+    SET total_tokens = d.total_tokens + excluded.total_tokens,
+        event_count = d.event_count + excluded.event_count,
+        updated_at = now()
+)
+SELECT count(*) AS inserted FROM inserted
+"#;
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Events counted for the first time.
+    pub counted: u64,
+    /// Events the ledger already held (redeliveries, client retries).
+    pub duplicates: u64,
+}
+
+/// Counts a batch of events exactly once. Safe to call again with the same
+/// events: the second call counts nothing.
+pub async fn write_batch<C: ConnectionTrait>(
+    db: &C,
+    records: &[EventRecord],
+    default_quota: i64,
+) -> Result<Written, DbErr> {
+    if records.is_empty() {
+        return Ok(Written {
+            counted: 0,
+            duplicates: 0,
+        });
+    }
+    let strings = |f: fn(&EventRecord) -> &String| -> Value {
+        Value::from(records.iter().map(|r| f(r).clone()).collect::<Vec<_>>())
+    };
+    let numbers = |f: fn(&EventRecord) -> i64| -> Value {
+        Value::from(records.iter().map(f).collect::<Vec<_>>())
+    };
+    let values = vec![
+        strings(|r| &r.tenant),
+        strings(|r| &r.id),
+        strings(|r| &r.feature),
+        numbers(|r| r.tokens),
+        numbers(|r| r.occurred_ms),
+        numbers(|r| r.received_ms),
+        default_quota.into(),
+    ];
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, WRITE_BATCH, values);
+    let row = db
+        .query_one_raw(statement)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the batch insert returned no row".into()))?;
+    let counted: i64 = row.try_get("", "inserted")?;
+    let counted = counted as u64;
+    Ok(Written {
+        counted,
+        duplicates: records.len() as u64 - counted,
+    })
+}
