@@ -18,5 +18,7 @@ pub mod retry;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 pub mod writer;

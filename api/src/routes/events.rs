@@ -24,23 +24,75 @@ use crate::{
 pub struct EventIn {
     /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
     /// A tenant never seen before is created with the default quota.
-    #[oai(validator(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    #[oai(
+        validator(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+        deserialize_with = "named::tenant"
+    )]
     pub tenant: String,
     /// Model or product feature, e.g. `anthropic/claude-3.5-sonnet`:
     /// 1–128 printable ASCII characters without spaces.
-    #[oai(validator(pattern = r"^[!-~]{1,128}$"))]
+    #[oai(
+        validator(pattern = r"^[!-~]{1,128}$"),
+        deserialize_with = "named::feature"
+    )]
     pub feature: String,
     /// Tokens used, from 1 to 1,000,000,000.
-    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    #[oai(
+        validator(minimum(value = "1"), maximum(value = "1000000000")),
+        deserialize_with = "named::tokens"
+    )]
     pub tokens: i64,
     /// Client event id, 1–128 printable ASCII characters: the idempotency
     /// key. Sending the same id for a tenant again counts it once. Generated
     /// (UUIDv7) when absent.
-    #[oai(validator(pattern = r"^[ -~]{1,128}$"))]
+    #[oai(validator(pattern = r"^[ -~]{1,128}$"), deserialize_with = "named::id")]
     pub id: Option<String>,
     /// Event time (RFC 3339); at most 35 days in the past and 5 minutes in
     /// the future. Defaults to the time of receipt.
+    #[oai(deserialize_with = "named::timestamp")]
     pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// Field parsers that put the field's name into a type error ("field
+/// `tokens`: expected integer"), which poem-openapi leaves out, and that
+/// refuse a number where a string belongs (poem-openapi would coerce it).
+mod named {
+    use super::*;
+    use serde_json::Value;
+
+    fn parse<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
+        T::parse_from_json(value)
+            .map_err(|err| ParseError::custom(format!("field `{name}`: {}", err.message())))
+    }
+
+    fn string<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
+        match value {
+            None | Some(Value::Null | Value::String(_)) => parse(name, value),
+            Some(other) => Err(ParseError::custom(format!(
+                "field `{name}`: expected a string, found {other}"
+            ))),
+        }
+    }
+
+    pub fn tenant(value: Option<Value>) -> ParseResult<String> {
+        string("tenant", value)
+    }
+
+    pub fn feature(value: Option<Value>) -> ParseResult<String> {
+        string("feature", value)
+    }
+
+    pub fn tokens(value: Option<Value>) -> ParseResult<i64> {
+        parse("tokens", value)
+    }
+
+    pub fn id(value: Option<Value>) -> ParseResult<Option<String>> {
+        string("id", value)
+    }
+
+    pub fn timestamp(value: Option<Value>) -> ParseResult<Option<DateTime<Utc>>> {
+        string("timestamp", value)
+    }
 }
 
 impl EventIn {

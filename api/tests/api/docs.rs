@@ -1,0 +1,55 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_spec_lists_every_route() {
+    let app = spawn_app().await;
+    let (status, spec) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = spec["paths"].as_object().unwrap();
+    for path in [
+        "/api/events",
+        "/api/events/batch",
+        "/api/usage",
+        "/api/usage/{tenant}",
+        "/api/usage/{tenant}/timeseries",
+        "/api/health",
+        "/api/ready",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys()
+        );
+    }
+    let tokens = &spec["components"]["schemas"]["EventIn"]["properties"]["tokens"];
+    assert_eq!(tokens["maximum"], 1_000_000_000.0);
+}
+
+#[tokio::test]
+async fn the_docs_are_an_html_page_served_by_the_binary() {
+    let app = spawn_app().await;
+    let response = app.get("/docs").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.contains("swagger"), "a Swagger UI page");
+    for external in ["src=\"http", "href=\"http", "src='http", "href='http"] {
+        assert!(!html.contains(external), "no CDN: found {external}");
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/api/health").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = app.get_json("/api/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["database"], true);
+    assert_eq!(body["valkey"], true);
+}

@@ -1,0 +1,121 @@
+//! `spawn_app`: an api on a free port with its own database and stream.
+
+use std::time::Duration;
+
+use api::{config::ApiConfig, startup::Application};
+use pipeline::testing::TestEnv;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub env: TestEnv,
+    pub base: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+/// Largest body the test apps accept, small enough to test cheaply.
+pub const TEST_BODY_LIMIT: usize = 256 * 1024;
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns an app after letting the test adjust its configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
+    let env = TestEnv::new().await;
+    let mut config = ApiConfig {
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        max_body_bytes: TEST_BODY_LIMIT,
+        retry_after_secs: 1,
+        valkey: env.valkey_args(),
+        database: env.database_args(),
+    };
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("the api builds");
+    let base = format!("http://{}", app.addr());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        env,
+        base,
+        client: reqwest::Client::new(),
+        shutdown,
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Polls the tenant's usage until it shows `expected` tokens.
+    pub async fn wait_for_total(&self, tenant: &str, expected: i64, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get_json(&format!("/api/usage/{tenant}")).await;
+            if status == 200 && body["totalTokens"] == expected {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{tenant}: expected {expected} tokens, last answer {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts a 4xx JSON error with an `error` message; returns the body.
+pub async fn assert_client_error(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    body
+}

@@ -1,0 +1,10 @@
+//! The api over real HTTP, against real PostgreSQL and Valkey. One test
+//! binary (faster to link); each test spawns its own app, database and
+//! stream.
+
+mod docs;
+mod end_to_end;
+mod helpers;
+mod ingest;
+mod usage;
+mod validation;

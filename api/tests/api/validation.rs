@@ -1,0 +1,218 @@
+//! Every bad input gets a JSON 4xx naming the problem; nothing is stored.
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use crate::helpers::{TEST_BODY_LIMIT, assert_client_error, spawn_app};
+
+fn valid() -> Value {
+    json!({"tenant": "acme-corp", "feature": "gpt-4o", "tokens": 100})
+}
+
+fn with(field: &str, value: Value) -> Value {
+    let mut event = valid();
+    event[field] = value;
+    event
+}
+
+fn without(field: &str) -> Value {
+    let mut event = valid();
+    event.as_object_mut().unwrap().remove(field);
+    event
+}
+
+#[tokio::test]
+async fn every_malformed_event_is_a_400_naming_the_problem() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("missing tenant", without("tenant"), "tenant"),
+        ("missing feature", without("feature"), "feature"),
+        ("missing tokens", without("tokens"), "tokens"),
+        ("empty tenant", with("tenant", json!("")), "tenant"),
+        (
+            "tenant too long",
+            with("tenant", json!("a".repeat(65))),
+            "tenant",
+        ),
+        (
+            "tenant with space",
+            with("tenant", json!("acme corp")),
+            "tenant",
+        ),
+        (
+            "tenant starting with a dash",
+            with("tenant", json!("-acme")),
+            "tenant",
+        ),
+        ("tenant not a string", with("tenant", json!(5)), "tenant"),
+        (
+            "feature too long",
+            with("feature", json!("f".repeat(129))),
+            "feature",
+        ),
+        (
+            "feature with space",
+            with("feature", json!("gpt 4")),
+            "feature",
+        ),
+        (
+            "feature with control",
+            with("feature", json!("gpt\n4")),
+            "feature",
+        ),
+        ("zero tokens", with("tokens", json!(0)), "tokens"),
+        ("negative tokens", with("tokens", json!(-3)), "tokens"),
+        (
+            "too many tokens",
+            with("tokens", json!(1_000_000_001u64)),
+            "tokens",
+        ),
+        ("fractional tokens", with("tokens", json!(1.5)), "tokens"),
+        ("tokens as a string", with("tokens", json!("100")), "tokens"),
+        ("huge tokens", with("tokens", json!(1e30)), "tokens"),
+        ("empty id", with("id", json!("")), "id"),
+        ("id too long", with("id", json!("i".repeat(129))), "id"),
+        ("id with non-ASCII", with("id", json!("é")), "id"),
+        ("id not a string", with("id", json!(12)), "id"),
+        (
+            "feature not a string",
+            with("feature", json!(["gpt-4o"])),
+            "feature",
+        ),
+        (
+            "timestamp as a number",
+            with("timestamp", json!(1_763_800_000)),
+            "timestamp",
+        ),
+        (
+            "timestamp not RFC 3339",
+            with("timestamp", json!("yesterday")),
+            "timestamp",
+        ),
+        (
+            "timestamp 36 days ago",
+            with(
+                "timestamp",
+                json!((now - chrono::Duration::days(36)).to_rfc3339()),
+            ),
+            "timestamp",
+        ),
+        (
+            "timestamp 10 minutes ahead",
+            with(
+                "timestamp",
+                json!((now + chrono::Duration::minutes(10)).to_rfc3339()),
+            ),
+            "timestamp",
+        ),
+        ("an array", json!([valid()]), ""),
+        ("a number", json!(42), ""),
+    ];
+    for (case, body, field) in cases {
+        let response = app.post("/api/events", &body).await;
+        assert_eq!(response.status().as_u16(), 400, "{case}");
+        let error = assert_client_error(response, 400).await;
+        assert!(error.to_string().contains(field), "{case}: {error}");
+    }
+
+    let mut conn = app.env.valkey().await;
+    let stored: u64 = conn.xlen(&app.env.stream).await.unwrap();
+    assert_eq!(stored, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_events_are_refused() {
+    let app = spawn_app().await;
+    for body in ["", "{", "{\"tenant\": ", "not json", "null", "\u{0}"] {
+        let response = app.post_raw("/api/events", body).await;
+        assert_client_error(response, 400).await;
+    }
+    let response = app
+        .client
+        .post(format!("{}/api/events", app.base))
+        .header("content-type", "text/plain")
+        .body(valid().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn one_bad_event_refuses_the_whole_batch_and_says_which() {
+    let app = spawn_app().await;
+
+    let shape = app
+        .post(
+            "/api/events/batch",
+            &json!({"events": [valid(), valid(), with("tokens", json!(0))]}),
+        )
+        .await;
+    let rule = app
+        .post(
+            "/api/events/batch",
+            &json!({"events": [valid(), with("timestamp", json!("2001-01-01T00:00:00Z")), valid()]}),
+        )
+        .await;
+
+    let shape = assert_client_error(shape, 400).await;
+    assert!(
+        shape["details"].to_string().contains("events[2]"),
+        "{shape}"
+    );
+    let rule = assert_client_error(rule, 400).await;
+    assert_eq!(rule["details"]["index"], 1, "{rule}");
+    assert_eq!(rule["details"]["field"], "timestamp", "{rule}");
+    let mut conn = app.env.valkey().await;
+    let stored: u64 = conn.xlen(&app.env.stream).await.unwrap();
+    assert_eq!(stored, 0, "nothing of a refused batch is stored");
+}
+
+#[tokio::test]
+async fn batches_must_hold_1_to_1000_events() {
+    let app = spawn_app().await;
+    let too_many: Vec<_> = (0..1001).map(|_| valid()).collect();
+    for body in [
+        json!({"events": []}),
+        json!({"events": too_many}),
+        json!({}),
+        json!({"events": {}}),
+    ] {
+        let response = app.post("/api/events/batch", &body).await;
+        assert_client_error(response, 400).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_a_413_with_or_without_content_length() {
+    let app = spawn_app().await;
+    let big = format!("{{\"events\": [\"{}\"]}}", "x".repeat(TEST_BODY_LIMIT));
+
+    let declared = app.post_raw("/api/events/batch", big.clone()).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let chunked = app
+        .post_raw(
+            "/api/events/batch",
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
+        .await;
+
+    assert_client_error(declared, 413).await;
+    assert_client_error(chunked, 413).await;
+    let (status, _) = app.get_json("/api/health").await;
+    assert_eq!(status, 200, "the api is still up");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = spawn_app().await;
+    assert_client_error(app.get("/api/nope").await, 404).await;
+    assert_client_error(app.get("/api/events").await, 405).await;
+}

@@ -1,0 +1,312 @@
+//! The pipeline against real PostgreSQL and Valkey: exactly-once counting,
+//! dead letters, several replicas, reclaiming a dead replica's entries.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::{daily_rollups, events, rollups, tenants};
+use pipeline::{
+    record::{EventRecord, VERSION},
+    stream::{StreamKeys, append, ensure_group},
+    testing::TestEnv,
+    writer::{Written, write_batch},
+};
+use redis::AsyncCommands;
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
+
+fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
+    let now = Utc::now().timestamp_millis();
+    EventRecord {
+        v: VERSION,
+        id: id.into(),
+        tenant: tenant.into(),
+        feature: feature.into(),
+        tokens,
+        occurred_ms: now,
+        received_ms: now,
+    }
+}
+
+async fn counted_tokens(env: &TestEnv, tenant: &str) -> (i64, i64) {
+    let sum = |table: &str| {
+        format!(
+            "SELECT coalesce(sum(total_tokens), 0)::bigint AS t FROM {table} WHERE tenant = '{tenant}'"
+        )
+    };
+    let mut out = [0i64; 2];
+    for (slot, table) in out.iter_mut().zip(["rollups", "daily_rollups"]) {
+        let row = env
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                sum(table),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        *slot = row.try_get("", "t").unwrap();
+    }
+    (out[0], out[1])
+}
+
+#[tokio::test]
+async fn a_batch_written_twice_is_counted_once() {
+    let env = TestEnv::new().await;
+    let batch = vec![
+        event("acme", "e1", "gpt-4o", 100),
+        event("acme", "e2", "gpt-4o", 200),
+        event("globex", "e1", "claude-3-opus", 50),
+    ];
+
+    let first = write_batch(&env.db, &batch, 1_000).await.unwrap();
+    let second = write_batch(&env.db, &batch, 1_000).await.unwrap();
+
+    assert_eq!(
+        first,
+        Written {
+            counted: 3,
+            duplicates: 0
+        }
+    );
+    assert_eq!(
+        second,
+        Written {
+            counted: 0,
+            duplicates: 3
+        }
+    );
+    assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
+    assert_eq!(counted_tokens(&env, "globex").await, (50, 50));
+    assert_eq!(events::Entity::find().count(&env.db).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
+    let env = TestEnv::new().await;
+    let batch = vec![
+        event("acme", "same", "gpt-4o", 100),
+        event("acme", "same", "gpt-4o", 999),
+        event("acme", "other", "gpt-4o", 1),
+    ];
+
+    let written = write_batch(&env.db, &batch, 1_000).await.unwrap();
+
+    assert_eq!(
+        written,
+        Written {
+            counted: 2,
+            duplicates: 1
+        }
+    );
+    assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
+}
+
+#[tokio::test]
+async fn an_unknown_tenant_is_created_with_the_default_quota() {
+    let env = TestEnv::new().await;
+
+    write_batch(&env.db, &[event("newco", "e1", "gpt-4o", 5)], 12_345)
+        .await
+        .unwrap();
+
+    let tenant = tenants::Entity::find_by_id("newco")
+        .one(&env.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tenant.monthly_quota, 12_345);
+    assert_eq!(tenant.billing_day, 1);
+    assert_eq!(tenant.alert_thresholds, vec![80]);
+}
+
+#[tokio::test]
+async fn rollups_bucket_by_event_minute_and_utc_day() {
+    let env = TestEnv::new().await;
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    let mut batch = vec![
+        event("acme", "a", "gpt-4o", 1),
+        event("acme", "b", "gpt-4o", 2),
+        event("acme", "c", "gpt-4o", 4),
+    ];
+    batch[0].occurred_ms = at("2026-11-21T23:59:10Z");
+    batch[1].occurred_ms = at("2026-11-21T23:59:50Z");
+    batch[2].occurred_ms = at("2026-11-22T00:00:00Z");
+
+    write_batch(&env.db, &batch, 1_000).await.unwrap();
+
+    let minutes = rollups::Entity::find().all(&env.db).await.unwrap();
+    let mut minutes: Vec<_> = minutes
+        .iter()
+        .map(|r| (r.minute.to_rfc3339(), r.total_tokens, r.event_count))
+        .collect();
+    minutes.sort();
+    assert_eq!(
+        minutes,
+        vec![
+            ("2026-11-21T23:59:00+00:00".to_owned(), 3, 2),
+            ("2026-11-22T00:00:00+00:00".to_owned(), 4, 1),
+        ]
+    );
+    let mut days: Vec<_> = daily_rollups::Entity::find()
+        .all(&env.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.day.to_string(), d.total_tokens))
+        .collect();
+    days.sort();
+    assert_eq!(
+        days,
+        vec![("2026-11-21".to_owned(), 3), ("2026-11-22".to_owned(), 4)]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
+    let env = TestEnv::new().await;
+    env.db
+        .execute_unprepared(
+            "DROP TABLE slack_webhooks, daily_rollups, rollups, events, tenants, seaql_migrations",
+        )
+        .await
+        .unwrap();
+
+    let runs = (0..4).map(|_| {
+        let url = env.database_url.clone();
+        tokio::spawn(async move {
+            let db = sea_orm::Database::connect(&url).await.unwrap();
+            migration::run(&db).await
+        })
+    });
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+
+    assert_eq!(tenants::Entity::find().count(&env.db).await.unwrap(), 0);
+}
+
+async fn append_records(env: &TestEnv, records: &[EventRecord]) {
+    let mut conn = env.valkey().await;
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    ensure_group(&mut conn, &keys).await.unwrap();
+    for chunk in records.chunks(100) {
+        let payloads: Vec<Vec<u8>> = chunk.iter().map(EventRecord::encode).collect();
+        append(&mut conn, &env.stream, &payloads).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
+    let env = TestEnv::new().await;
+    let records: Vec<_> = (0..50)
+        .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 10))
+        .collect();
+    append_records(&env, &records[..25]).await;
+    let mut conn = env.valkey().await;
+    let _: String = conn
+        .xadd(&env.stream, "*", &[("e", &b"\xc1garbage"[..])])
+        .await
+        .unwrap();
+    let _: String = conn
+        .xadd(&env.stream, "*", &[("other", "field")])
+        .await
+        .unwrap();
+    append_records(&env, &records[25..]).await;
+
+    let (stop, worker) = env.spawn_pipeline("w1");
+    assert!(
+        env.drained(Duration::from_secs(20)).await,
+        "the stream drains"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
+    let dead: redis::streams::StreamRangeReply = conn
+        .xrange_all(format!("{}:dead", env.stream))
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 2);
+    let reasons: Vec<String> = dead.ids.iter().map(|d| d.get("reason").unwrap()).collect();
+    assert!(reasons[0].contains("MessagePack"), "{reasons:?}");
+    assert!(reasons[1].contains("no field 'e'"), "{reasons:?}");
+    let payload: Vec<u8> = dead.ids[0].get("payload").unwrap();
+    assert_eq!(payload, b"\xc1garbage");
+}
+
+#[tokio::test]
+async fn two_workers_on_one_stream_give_exact_totals() {
+    let env = TestEnv::new().await;
+    let tenants = ["acme-corp", "globex-inc", "initech-llc"];
+    let records: Vec<_> = (0..3000)
+        .map(|i| {
+            event(
+                tenants[i % 3],
+                &format!("e{i}"),
+                "gpt-4-turbo",
+                (i % 7 + 1) as i64,
+            )
+        })
+        .collect();
+    let (stop_a, a) = env.spawn_pipeline("worker-a");
+    let (stop_b, b) = env.spawn_pipeline("worker-b");
+
+    append_records(&env, &records).await;
+    // A client retry: the same events again.
+    append_records(&env, &records[..300]).await;
+
+    assert!(
+        env.drained(Duration::from_secs(30)).await,
+        "the stream drains"
+    );
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    for (t, tenant) in tenants.iter().enumerate() {
+        let expected: i64 = records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == t)
+            .map(|(_, r)| r.tokens)
+            .sum();
+        assert_eq!(
+            counted_tokens(&env, tenant).await,
+            (expected, expected),
+            "{tenant}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn entries_left_pending_by_a_dead_replica_are_taken_over() {
+    let env = TestEnv::new().await;
+    let records: Vec<_> = (0..20)
+        .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 5))
+        .collect();
+    append_records(&env, &records).await;
+    // A replica reads the entries and dies before acknowledging them.
+    let mut conn = env.valkey().await;
+    let options = redis::streams::StreamReadOptions::default()
+        .group(&env.group, "ghost")
+        .count(100);
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(&[&env.stream], &[">"], &options)
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), 20);
+
+    let (stop, worker) = env.spawn_pipeline("survivor");
+    assert!(
+        env.drained(Duration::from_secs(20)).await,
+        "the orphaned entries are counted"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(counted_tokens(&env, "acme").await, (100, 100));
+}
