@@ -13,6 +13,9 @@ pub const VERSION: u8 = 1;
 pub const MAX_RECORD_BYTES: usize = 4096;
 /// Deepest nesting accepted: the record is a flat map.
 const MAX_DEPTH: usize = 4;
+/// Event and receipt times must fall in 1970–9999 (PostgreSQL's range and
+/// then some), so that no record can make the batch insert fail forever.
+const TIME_RANGE_MS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
 
 /// One usage event as it travels through the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,14 +68,27 @@ impl EventRecord {
         Ok(record)
     }
 
-    /// The domain rules every counted event obeys. The time window is not
-    /// re-checked: the api checked it on receipt, and a backlog may be old.
+    /// The domain rules every counted event obeys. The 35-day window is not
+    /// re-checked (the api checked it on receipt, and a backlog may be old),
+    /// only that the times are representable.
     fn check(&self) -> Result<(), entity::validate::Invalid> {
-        use entity::validate;
+        use entity::validate::{self, Invalid};
         validate::tenant(&self.tenant)?;
         validate::feature(&self.feature)?;
         validate::event_id(&self.id)?;
-        validate::tokens(self.tokens)
+        validate::tokens(self.tokens)?;
+        for (field, ms) in [
+            ("occurred_ms", self.occurred_ms),
+            ("received_ms", self.received_ms),
+        ] {
+            if !TIME_RANGE_MS.contains(&ms) {
+                return Err(Invalid {
+                    field,
+                    reason: "must be a time between 1970 and 9999".into(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +156,14 @@ mod tests {
     fn a_well_formed_record_breaking_a_rule_is_refused() {
         let record = EventRecord {
             tokens: 0,
+            ..sample()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+        let record = EventRecord {
+            occurred_ms: i64::MAX,
             ..sample()
         };
         assert!(matches!(

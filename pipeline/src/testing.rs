@@ -175,3 +175,22 @@ impl Drop for TestEnv {
         let _ = cleanup.join();
     }
 }
+
+/// A valid stream record for tests.
+pub fn event(
+    tenant: &str,
+    id: &str,
+    feature: &str,
+    tokens: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> crate::record::EventRecord {
+    crate::record::EventRecord {
+        v: crate::record::VERSION,
+        id: id.into(),
+        tenant: tenant.into(),
+        feature: feature.into(),
+        tokens,
+        occurred_ms: at.timestamp_millis(),
+        received_ms: at.timestamp_millis(),
+    }
+}

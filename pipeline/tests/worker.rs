@@ -6,25 +6,16 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::{daily_rollups, events, rollups, tenants};
 use pipeline::{
-    record::{EventRecord, VERSION},
+    record::EventRecord,
     stream::{StreamKeys, append, ensure_group},
-    testing::TestEnv,
+    testing::{self, TestEnv},
     writer::{Written, write_batch},
 };
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 
 fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
-    let now = Utc::now().timestamp_millis();
-    EventRecord {
-        v: VERSION,
-        id: id.into(),
-        tenant: tenant.into(),
-        feature: feature.into(),
-        tokens,
-        occurred_ms: now,
-        received_ms: now,
-    }
+    testing::event(tenant, id, feature, tokens, Utc::now())
 }
 
 async fn counted_tokens(env: &TestEnv, tenant: &str) -> (i64, i64) {

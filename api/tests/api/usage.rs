@@ -1,29 +1,8 @@
 use chrono::{Duration, Utc};
-use pipeline::{
-    record::{EventRecord, VERSION},
-    writer::write_batch,
-};
+use pipeline::{testing::event, writer::write_batch};
 use serde_json::json;
 
 use crate::helpers::{assert_client_error, spawn_app};
-
-fn event(
-    tenant: &str,
-    id: &str,
-    feature: &str,
-    tokens: i64,
-    at: chrono::DateTime<Utc>,
-) -> EventRecord {
-    EventRecord {
-        v: VERSION,
-        id: id.into(),
-        tenant: tenant.into(),
-        feature: feature.into(),
-        tokens,
-        occurred_ms: at.timestamp_millis(),
-        received_ms: at.timestamp_millis(),
-    }
-}
 
 #[tokio::test]
 async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
