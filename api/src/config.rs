@@ -17,6 +17,10 @@ pub struct ApiConfig {
     /// refused because Valkey is unavailable.
     #[arg(long, env = "FLAGMETER_RETRY_AFTER_SECS", default_value_t = 1)]
     pub retry_after_secs: u64,
+    /// Stream length above which ingest answers 503 until the pipeline
+    /// catches up (back-pressure instead of exhausting Valkey's memory).
+    #[arg(long, env = "FLAGMETER_STREAM_HIGH_WATER", default_value_t = 1_000_000)]
+    pub stream_high_water: u64,
     #[command(flatten)]
     pub valkey: ValkeyArgs,
     #[command(flatten)]

@@ -50,6 +50,17 @@ impl Incoming<'_> {
 /// Appends records to the stream in one round trip (atomically for several).
 /// Answers 503 with `Retry-After` whenever it cannot be sure they are stored.
 pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), ApiError> {
+    if state.backlog.len() >= state.high_water {
+        tracing::warn!(
+            backlog = state.backlog.len(),
+            high_water = state.high_water,
+            "stream above its high-water mark; refusing ingest until the pipeline catches up"
+        );
+        return Err(ApiError::unavailable(
+            "event stream is full; the pipeline is catching up",
+            state.retry_after_secs,
+        ));
+    }
     let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
     let mut conn = state.valkey.clone();
     match stream::append(&mut conn, &state.keys.stream, &payloads).await {

@@ -4,6 +4,7 @@
 //! [`startup::Application`] builds the whole service from its configuration;
 //! `main` only parses flags, sets up logging and runs it.
 
+pub mod backlog;
 pub mod body_limit;
 pub mod config;
 pub mod error;

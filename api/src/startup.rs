@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use pipeline::stream::{StreamKeys, ensure_group};
 
-use crate::{config::ApiConfig, routes, state::AppState};
+use crate::{backlog::Backlog, config::ApiConfig, routes, state::AppState};
 
 /// A built api, bound to its port, ready to serve.
 pub struct Application {
@@ -53,6 +53,8 @@ impl Application {
                 valkey,
                 keys,
                 retry_after_secs: config.retry_after_secs,
+                backlog: Backlog::default(),
+                high_water: config.stream_high_water,
             },
             max_body_bytes: config.max_body_bytes,
         })
@@ -72,6 +74,11 @@ impl Application {
     /// finish (up to 10 s).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "api listening");
+        let sampler = tokio::spawn(self.state.backlog.clone().sample(
+            self.state.valkey.clone(),
+            self.state.keys.stream.clone(),
+            shutdown.clone(),
+        ));
         let app = routes::app(self.state, self.max_body_bytes);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
@@ -79,6 +86,8 @@ impl Application {
                 async move { shutdown.cancelled().await },
                 Some(std::time::Duration::from_secs(10)),
             )
-            .await
+            .await?;
+        sampler.abort();
+        Ok(())
     }
 }

@@ -2,6 +2,8 @@
 //! connection and the stream names.
 
 use pipeline::stream::StreamKeys;
+
+use crate::backlog::Backlog;
 use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
@@ -16,4 +18,8 @@ pub struct AppState {
     pub keys: StreamKeys,
     /// `Retry-After` seconds when ingest is refused.
     pub retry_after_secs: u64,
+    /// The stream's sampled length ...
+    pub backlog: Backlog,
+    /// ... above which ingest is refused until the pipeline catches up.
+    pub high_water: u64,
 }

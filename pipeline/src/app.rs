@@ -8,8 +8,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{DatabaseArgs, ValkeyArgs, WorkerArgs},
     consumer::{Consumer, ReadSettings},
+    janitor,
     stream::StreamKeys,
-    worker::Worker,
+    worker::{Worker, WorkerSettings},
 };
 
 /// Everything one replica needs.
@@ -35,14 +36,30 @@ pub async fn run(config: PipelineConfig, shutdown: CancellationToken) -> anyhow:
         block: Duration::from_millis(worker_args.block_ms),
         claim_idle: Duration::from_millis(worker_args.claim_idle_ms),
     };
-    let consumer = Consumer::connect(&client, keys, worker_args.consumer_name(), settings).await?;
+    let consumer =
+        Consumer::connect(&client, keys.clone(), worker_args.consumer_name(), settings).await?;
+    let janitor = tokio::spawn(janitor::run(
+        consumer.commands(),
+        db.clone(),
+        keys,
+        Duration::from_millis(worker_args.trim_interval_ms),
+        worker_args.event_retention_days,
+        shutdown.clone(),
+    ));
+    let claim_idle = Duration::from_millis(worker_args.claim_idle_ms);
     let worker = Worker::new(
         consumer,
         db.clone(),
-        worker_args.default_quota,
-        Duration::from_millis(worker_args.claim_interval_ms),
+        WorkerSettings {
+            default_quota: worker_args.default_quota,
+            claim_interval: Duration::from_millis(worker_args.claim_interval_ms),
+            max_deliveries: worker_args.max_deliveries,
+            keep_fresh_after: claim_idle / 3,
+            failpoint: worker_args.failpoint,
+        },
     );
     worker.run(shutdown).await;
+    janitor.await?;
     db.close().await?;
     Ok(())
 }

@@ -92,6 +92,22 @@ pub struct WorkerArgs {
     /// How often this replica looks for entries to take over, in milliseconds.
     #[arg(long, env = "FLAGMETER_CLAIM_INTERVAL_MS", default_value_t = 5_000)]
     pub claim_interval_ms: u64,
+    /// An entry delivered more often than this without being committed (it
+    /// crashed every worker that took it) goes to the dead-letter stream.
+    #[arg(long, env = "FLAGMETER_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: usize,
+    /// Days a ledger row (the dedupe window) is kept after receipt; at least
+    /// the 35-day backdating window.
+    #[arg(long, env = "FLAGMETER_EVENT_RETENTION_DAYS", default_value_t = 35,
+          value_parser = clap::value_parser!(u32).range(35..))]
+    pub event_retention_days: u32,
+    /// How often acknowledged history is trimmed from the stream, in
+    /// milliseconds.
+    #[arg(long, env = "FLAGMETER_TRIM_INTERVAL_MS", default_value_t = 10_000)]
+    pub trim_interval_ms: u64,
+    /// A deliberate crash, for fault-injection tests only.
+    #[arg(long, env = "FLAGMETER_FAILPOINT", value_enum, hide = true)]
+    pub failpoint: Option<crate::worker::Failpoint>,
     /// Monthly quota given to a tenant created by its first event.
     #[arg(long, env = "FLAGMETER_DEFAULT_QUOTA", default_value_t = entity::DEFAULT_MONTHLY_QUOTA)]
     pub default_quota: i64,

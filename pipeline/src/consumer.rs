@@ -7,13 +7,14 @@
 //! read would hold up every command queued behind it); acks and claims share
 //! an auto-reconnecting `ConnectionManager`.
 
-use std::time::Duration;
+use std::{cmp::Ordering, collections::HashMap, time::Duration};
 
 use redis::{
     AsyncCommands, AsyncConnectionConfig, Client, RedisError, Value,
     aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     streams::{
-        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
+        StreamReadOptions, StreamReadReply,
     },
 };
 
@@ -160,6 +161,59 @@ impl Consumer {
         Ok((deliveries, reply.next_stream_id))
     }
 
+    /// How many times each of `ids` (pending on this consumer) has been
+    /// delivered. `XAUTOCLAIM` does not say; `XPENDING` does. Ids it does not
+    /// list are left out of the map.
+    pub async fn delivery_counts(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, usize>, RedisError> {
+        let (Some(first), Some(last)) = (
+            ids.iter().min_by(|a, b| cmp_ids(a, b)),
+            ids.iter().max_by(|a, b| cmp_ids(a, b)),
+        ) else {
+            return Ok(HashMap::new());
+        };
+        let reply: StreamPendingCountReply = self
+            .commands
+            .clone()
+            .xpending_consumer_count(
+                &self.keys.stream,
+                &self.keys.group,
+                first,
+                last,
+                ids.len() + 1000,
+                &self.name,
+            )
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered))
+            .collect())
+    }
+
+    /// Resets the idle time of entries this consumer is still working on,
+    /// so that a slow but live replica does not have them taken over and
+    /// redone. Only entries idle for half the claim time are touched, so an
+    /// entry another replica already took over stays with it.
+    pub async fn touch(&self, ids: &[String]) -> Result<(), RedisError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let min_idle = (self.settings.claim_idle / 2).as_millis() as u64;
+        let _: Vec<String> = redis::cmd("XCLAIM")
+            .arg(&self.keys.stream)
+            .arg(&self.keys.group)
+            .arg(&self.name)
+            .arg(min_idle)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
     /// Acknowledges entries whose effect is committed.
     pub async fn ack(&self, ids: &[String]) -> Result<(), RedisError> {
         if ids.is_empty() {
@@ -172,4 +226,15 @@ impl Consumer {
             .await?;
         Ok(())
     }
+}
+
+/// A stream entry id as its two numbers (`ms-seq`), for ordering.
+pub fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Orders entry ids numerically (as strings, "9-0" would sort after "10-0").
+pub fn cmp_ids(a: &str, b: &str) -> Ordering {
+    parse_id(a).cmp(&parse_id(b))
 }

@@ -13,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod janitor;
 pub mod record;
 pub mod retry;
 pub mod shutdown;

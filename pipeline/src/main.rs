@@ -1,8 +1,9 @@
 //! `flagmeter-pipeline`: one consumer-group replica counting usage events
-//! from the Valkey stream into PostgreSQL. Run as many as throughput needs.
+//! from the Valkey stream into PostgreSQL (run as many as throughput needs),
+//! and `flagmeter-pipeline dead-letters list|redrive` for the operator.
 
-use clap::Parser;
-use pipeline::{app::PipelineConfig, config::LogArgs};
+use clap::{Parser, Subcommand};
+use pipeline::{app::PipelineConfig, config::LogArgs, dead_letter, stream::StreamKeys};
 
 /// Counts usage events from the stream into per-minute rollups, exactly once.
 #[derive(Parser)]
@@ -12,12 +13,77 @@ struct Cli {
     log: LogArgs,
     #[command(flatten)]
     config: PipelineConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect or re-drive the dead-letter stream (`{stream}:dead`).
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// Print the oldest dead letters: id, original id, deliveries, reason.
+    List {
+        /// Most letters to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back into the stream (after fixing their cause).
+    Redrive {
+        /// Dead-letter ids to re-drive; all of them (up to --limit) if none.
+        ids: Vec<String>,
+        /// Most letters to re-drive when no ids are given.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     pipeline::telemetry::init(&cli.log);
-    let shutdown = pipeline::shutdown::on_signal();
-    pipeline::app::run(cli.config, shutdown).await
+    match cli.command {
+        None => {
+            let shutdown = pipeline::shutdown::on_signal();
+            pipeline::app::run(cli.config, shutdown).await
+        }
+        Some(Command::DeadLetters(command)) => dead_letters(&cli.config, command).await,
+    }
+}
+
+async fn dead_letters(config: &PipelineConfig, command: DeadLetters) -> anyhow::Result<()> {
+    let keys = StreamKeys::new(&config.valkey.stream, &config.valkey.group);
+    let mut conn = redis::Client::open(config.valkey.valkey_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    match command {
+        DeadLetters::List { limit } => {
+            for letter in dead_letter::list(&mut conn, &keys, limit).await? {
+                println!(
+                    "{}\toriginal={}\tdeliveries={}\t{}",
+                    letter.id,
+                    letter.original_id,
+                    letter.deliveries,
+                    letter.reason.escape_debug()
+                );
+            }
+        }
+        DeadLetters::Redrive { ids, limit } => {
+            let mut letters = dead_letter::list(&mut conn, &keys, limit).await?;
+            if !ids.is_empty() {
+                letters.retain(|l| ids.contains(&l.id));
+            }
+            let redriven = dead_letter::redrive(&mut conn, &keys, &letters).await?;
+            println!(
+                "re-drove {redriven} of {} dead letters ({} had no payload and were dropped)",
+                letters.len(),
+                letters.len() - redriven
+            );
+        }
+    }
+    Ok(())
 }

@@ -90,6 +90,10 @@ impl TestEnv {
                 block_ms: 200,
                 claim_idle_ms: 2_000,
                 claim_interval_ms: 500,
+                max_deliveries: 5,
+                event_retention_days: 35,
+                trim_interval_ms: 500,
+                failpoint: None,
                 default_quota: entity::DEFAULT_MONTHLY_QUOTA,
             },
         }

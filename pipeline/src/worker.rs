@@ -4,16 +4,20 @@
 //! that must happen (dead letter, commit, ack) is retried until it does, so a
 //! failure anywhere leaves entries pending rather than lost; the ledger makes
 //! their redelivery harmless. Periodically the worker also takes over entries
-//! that a crashed replica left pending.
+//! that a crashed replica left pending, dead-lettering those that have been
+//! delivered too often (an entry that kills every worker that reads it).
 //!
 //! Shutdown is honoured between steps and while waiting (a blocking read, a
 //! backoff sleep), never in the middle of a commit: the batch in hand is
 //! finished. Should shutdown come while PostgreSQL or Valkey is down, the
 //! batch stays pending and another replica (or this one, restarted) counts it.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -21,32 +25,48 @@ use crate::{
     dead_letter,
     record::EventRecord,
     retry::until_done,
+    stream::FIELD,
     writer,
 };
 
 /// Where an `XAUTOCLAIM` scan starts (and what it returns once complete).
 const SCAN_START: &str = "0-0";
+/// Failed commits of a batch before the worker asks whether PostgreSQL is
+/// down or refuses the batch itself.
+const COMMIT_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
+
+/// A deliberate crash, for fault-injection tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Failpoint {
+    /// Abort the process after a batch is committed and before it is acked.
+    CrashAfterCommit,
+}
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub default_quota: i64,
+    pub claim_interval: Duration,
+    /// An entry delivered more often than this is dead-lettered.
+    pub max_deliveries: usize,
+    /// A batch in hand longer than this has its entries' idle time reset.
+    pub keep_fresh_after: Duration,
+    pub failpoint: Option<Failpoint>,
+}
 
 /// One consumer-group member counting into PostgreSQL.
 pub struct Worker {
     consumer: Consumer,
     db: DatabaseConnection,
-    default_quota: i64,
-    claim_interval: Duration,
+    settings: WorkerSettings,
 }
 
 impl Worker {
-    pub fn new(
-        consumer: Consumer,
-        db: DatabaseConnection,
-        default_quota: i64,
-        claim_interval: Duration,
-    ) -> Self {
+    pub fn new(consumer: Consumer, db: DatabaseConnection, settings: WorkerSettings) -> Self {
         Self {
             consumer,
             db,
-            default_quota,
-            claim_interval,
+            settings,
         }
     }
 
@@ -68,12 +88,15 @@ impl Worker {
                     break;
                 };
                 if cursor == SCAN_START {
-                    next_claim = Instant::now() + self.claim_interval;
+                    next_claim = Instant::now() + self.settings.claim_interval;
                 }
                 claim_cursor = cursor;
                 if !claimed.is_empty() {
                     tracing::info!(entries = claimed.len(), "took over pending entries");
                 }
+                let Some(claimed) = self.dead_letter_redelivered(claimed, &shutdown).await else {
+                    break;
+                };
                 claimed
             } else {
                 tokio::select! {
@@ -95,51 +118,161 @@ impl Worker {
     /// step was failing: the rest of the batch stays pending.
     async fn process(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) -> Option<()> {
         let started = Instant::now();
-        let mut records = Vec::with_capacity(deliveries.len());
+        let mut decoded = Vec::with_capacity(deliveries.len());
         let mut ids = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let decoded = match &delivery.payload {
+            let record = match &delivery.payload {
                 Some(bytes) => EventRecord::decode(bytes).map_err(|err| err.to_string()),
-                None => Err(format!("entry has no field '{}'", crate::stream::FIELD)),
+                None => Err(format!("entry has no field '{FIELD}'")),
             };
-            match decoded {
-                Ok(record) => records.push(record),
-                Err(reason) => self.dead_letter(&delivery, &reason, shutdown).await?,
+            ids.push(delivery.id.clone());
+            match record {
+                Ok(record) => decoded.push((delivery, record)),
+                Err(reason) => self.dead_letter(&delivery, &reason, 1, shutdown).await?,
             }
-            ids.push(delivery.id);
         }
-        let written = until_done("commit", shutdown, || {
-            writer::write_batch(&self.db, &records, self.default_quota)
-        })
-        .await?;
+        let records: Vec<EventRecord> = decoded.iter().map(|(_, r)| r.clone()).collect();
+        let written = self.commit(&records, &ids, started, shutdown).await?;
+        let counted = match written {
+            Some(written) => written.counted,
+            None => self.commit_one_by_one(&decoded, shutdown).await?,
+        };
+        if self.settings.failpoint == Some(Failpoint::CrashAfterCommit) {
+            tracing::warn!("failpoint crash-after-commit: aborting before the ack");
+            std::process::abort();
+        }
         until_done("ack", shutdown, || self.consumer.ack(&ids)).await?;
         tracing::debug!(
             entries = ids.len(),
-            counted = written.counted,
-            duplicates = written.duplicates,
+            counted,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch committed"
         );
         Some(())
     }
 
+    /// Commits the batch, retrying while PostgreSQL is unavailable.
+    /// `Some(None)` when PostgreSQL answers but keeps refusing this batch: the
+    /// caller then finds the entry it refuses.
+    async fn commit(
+        &self,
+        records: &[EventRecord],
+        ids: &[String],
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<writer::Written>> {
+        let failures = AtomicU32::new(0);
+        until_done("commit", shutdown, || async {
+            if started.elapsed() > self.settings.keep_fresh_after
+                && let Err(err) = self.consumer.touch(ids).await
+            {
+                tracing::warn!(%err, "cannot keep the batch's entries fresh");
+            }
+            match writer::write_batch(&self.db, records, self.settings.default_quota).await {
+                Ok(written) => Ok(Some(written)),
+                Err(err) => {
+                    let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failed >= COMMIT_ATTEMPTS_BEFORE_SPLIT && self.database_answers().await {
+                        tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
+                        Ok(None)
+                    } else {
+                        Err(err)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Commits events one at a time, dead-lettering any that PostgreSQL
+    /// refuses while it is otherwise answering. Returns how many counted.
+    async fn commit_one_by_one(
+        &self,
+        decoded: &[(Delivery, EventRecord)],
+        shutdown: &CancellationToken,
+    ) -> Option<u64> {
+        let mut counted = 0;
+        for (delivery, record) in decoded {
+            let outcome = until_done("commit one event", shutdown, || async {
+                match writer::write_batch(
+                    &self.db,
+                    std::slice::from_ref(record),
+                    self.settings.default_quota,
+                )
+                .await
+                {
+                    Ok(written) => Ok(Ok(written.counted)),
+                    Err(err) if self.database_answers().await => Ok(Err(err.to_string())),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+            match outcome {
+                Ok(n) => counted += n,
+                Err(reason) => {
+                    let reason = format!("PostgreSQL refused the event: {reason}");
+                    self.dead_letter(delivery, &reason, 1, shutdown).await?;
+                }
+            }
+        }
+        Some(counted)
+    }
+
+    async fn database_answers(&self) -> bool {
+        self.db.execute_unprepared("SELECT 1").await.is_ok()
+    }
+
+    /// Dead-letters (and acks) the taken-over entries delivered more often
+    /// than allowed; returns the others.
+    async fn dead_letter_redelivered(
+        &self,
+        claimed: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Delivery>> {
+        if claimed.is_empty() {
+            return Some(claimed);
+        }
+        let ids: Vec<String> = claimed.iter().map(|d| d.id.clone()).collect();
+        let counts = until_done("read delivery counts", shutdown, || {
+            self.consumer.delivery_counts(&ids)
+        })
+        .await?;
+        let mut keep = Vec::with_capacity(claimed.len());
+        let mut dead = Vec::new();
+        for delivery in claimed {
+            let count = counts.get(&delivery.id).copied().unwrap_or(1);
+            if count > self.settings.max_deliveries {
+                let reason = format!("delivered {count} times without being committed");
+                self.dead_letter(&delivery, &reason, count, shutdown)
+                    .await?;
+                dead.push(delivery.id);
+            } else {
+                keep.push(delivery);
+            }
+        }
+        until_done("ack", shutdown, || self.consumer.ack(&dead)).await?;
+        Some(keep)
+    }
+
     async fn dead_letter(
         &self,
         delivery: &Delivery,
         reason: &str,
+        deliveries: usize,
         shutdown: &CancellationToken,
     ) -> Option<()> {
-        tracing::warn!(entry = %delivery.id, reason, "moving undecodable entry to the dead-letter stream");
-        let keys = self.consumer.keys();
+        tracing::warn!(entry = %delivery.id, reason, "moving entry to the dead-letter stream");
+        let letter = dead_letter::DeadLetter {
+            original_id: &delivery.id,
+            reason,
+            consumer: self.consumer.name(),
+            deliveries,
+            payload: delivery.payload.as_deref(),
+        };
         until_done("dead letter", shutdown, || async {
-            dead_letter::write(
-                &mut self.consumer.commands(),
-                &keys.dead,
-                delivery,
-                reason,
-                self.consumer.name(),
-            )
-            .await
+            letter
+                .write(&mut self.consumer.commands(), &self.consumer.keys().dead)
+                .await
         })
         .await
     }

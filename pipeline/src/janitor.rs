@@ -1,0 +1,138 @@
+//! Housekeeping that keeps the stream and the ledger from growing forever,
+//! without ever removing something still needed.
+//!
+//! **Stream trimming.** An entry may go once every consumer group has
+//! acknowledged it: it is at or before the group's last-delivered id and no
+//! longer pending. So the stream is trimmed with `XTRIM MINID` just below the
+//! oldest entry that some group still has pending or has not yet been
+//! delivered. Never `MAXLEN`, which deletes by count, read or not.
+//!
+//! **Ledger retention.** The `events` ledger is the dedupe window: a client
+//! may retry an event as long as its timestamp is within the 35-day backdating
+//! window. Rows received longer ago than the retention (never less than that
+//! window, plus an hour's margin for clock skew) are deleted in small batches,
+//! so that ingest and counting are never blocked behind one long DELETE.
+//! Rollups stay.
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, RedisError, aio::ConnectionLike};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use tokio_util::sync::CancellationToken;
+
+use crate::{consumer::parse_id, stream::StreamKeys};
+
+/// Rows deleted per retention statement.
+const RETENTION_BATCH: i64 = 5_000;
+/// How often the ledger is swept.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Trims the stream every `trim_interval` and sweeps the ledger hourly until
+/// shutdown. Failures are logged and tried again next time: nothing here is
+/// urgent, and nothing is lost by waiting.
+pub async fn run(
+    mut valkey: impl ConnectionLike + Send + Sync,
+    db: impl ConnectionTrait,
+    keys: StreamKeys,
+    trim_interval: Duration,
+    retention_days: u32,
+    shutdown: CancellationToken,
+) {
+    let mut next_sweep = tokio::time::Instant::now();
+    loop {
+        match trim_stream(&mut valkey, &keys).await {
+            Ok(0) => {}
+            Ok(trimmed) => tracing::debug!(trimmed, "trimmed acknowledged stream history"),
+            Err(err) => tracing::warn!(%err, "cannot trim the stream"),
+        }
+        if tokio::time::Instant::now() >= next_sweep {
+            match expire_ledger(&db, retention_days, &shutdown).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired ledger rows past retention"),
+                Err(err) => tracing::warn!(%err, "cannot expire ledger rows"),
+            }
+            next_sweep += RETENTION_INTERVAL;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(trim_interval) => {}
+        }
+    }
+}
+
+/// The id below which every entry has been acknowledged by every group, or
+/// `None` when nothing may be trimmed (no group, or nothing delivered yet).
+pub async fn safe_trim_point<C>(
+    conn: &mut C,
+    keys: &StreamKeys,
+) -> Result<Option<String>, RedisError>
+where
+    C: ConnectionLike + Send + Sync,
+{
+    let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&keys.stream).await?;
+    let mut point: Option<(u64, u64)> = None;
+    for group in &groups.groups {
+        let Some((ms, seq)) = parse_id(&group.last_delivered_id) else {
+            return Ok(None);
+        };
+        // The first entry this group has not been delivered yet.
+        let mut keep_from = (ms, seq + 1);
+        if group.pending > 0 {
+            let pending: redis::streams::StreamPendingReply =
+                conn.xpending(&keys.stream, &group.name).await?;
+            if let redis::streams::StreamPendingReply::Data(data) = pending
+                && let Some(oldest) = parse_id(&data.start_id)
+            {
+                keep_from = keep_from.min(oldest);
+            }
+        }
+        point = Some(point.map_or(keep_from, |p: (u64, u64)| p.min(keep_from)));
+    }
+    Ok(point
+        .filter(|&p| p > (0, 1))
+        .map(|(ms, seq)| format!("{ms}-{seq}")))
+}
+
+/// Trims acknowledged history; returns how many entries went.
+pub async fn trim_stream<C>(conn: &mut C, keys: &StreamKeys) -> Result<u64, RedisError>
+where
+    C: ConnectionLike + Send + Sync,
+{
+    let Some(point) = safe_trim_point(conn, keys).await? else {
+        return Ok(0);
+    };
+    redis::cmd("XTRIM")
+        .arg(&keys.stream)
+        .arg("MINID")
+        .arg(&point)
+        .query_async(conn)
+        .await
+}
+
+/// Deletes ledger rows received more than `retention_days` (+1 h) ago, a
+/// batch at a time; returns how many went.
+pub async fn expire_ledger<C: ConnectionTrait>(
+    db: &C,
+    retention_days: u32,
+    shutdown: &CancellationToken,
+) -> Result<u64, DbErr> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "DELETE FROM events WHERE (tenant, id) IN (
+             SELECT tenant, id FROM events
+             WHERE received_at < now() - make_interval(days => $1) - interval '1 hour'
+             LIMIT $2)",
+        [(retention_days as i32).into(), RETENTION_BATCH.into()],
+    );
+    let mut deleted = 0;
+    while !shutdown.is_cancelled() {
+        let batch = db.execute_raw(statement.clone()).await?.rows_affected();
+        deleted += batch;
+        if batch < RETENTION_BATCH as u64 {
+            break;
+        }
+        // Let other work through between batches.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,283 @@
+//! The pipeline's defences, in-process against real PostgreSQL and Valkey:
+//! entries PostgreSQL refuses, entries that keep crashing workers, safe
+//! trimming, dead-letter re-drive, ledger retention, keeping live work fresh.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use pipeline::{
+    consumer::{Consumer, ReadSettings},
+    dead_letter,
+    janitor::{expire_ledger, safe_trim_point, trim_stream},
+    record::EventRecord,
+    stream::{StreamKeys, append, ensure_group},
+    testing::{self, TestEnv},
+};
+use redis::{AsyncCommands, streams::StreamReadOptions};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use tokio_util::sync::CancellationToken;
+
+fn event(id: &str, feature: &str, tokens: i64) -> EventRecord {
+    testing::event("acme", id, feature, tokens, Utc::now())
+}
+
+async fn fill(env: &TestEnv, records: &[EventRecord]) -> Vec<String> {
+    let mut conn = env.valkey().await;
+    ensure_group(&mut conn, &StreamKeys::new(&env.stream, &env.group))
+        .await
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
+    append(&mut conn, &env.stream, &payloads).await.unwrap()
+}
+
+async fn read_as(env: &TestEnv, consumer: &str, count: usize) -> Vec<String> {
+    let mut conn = env.valkey().await;
+    let options = StreamReadOptions::default()
+        .group(&env.group, consumer)
+        .count(count);
+    let reply: redis::streams::StreamReadReply = conn
+        .xread_options(&[&env.stream], &[">"], &options)
+        .await
+        .unwrap();
+    reply
+        .keys
+        .into_iter()
+        .flat_map(|k| k.ids)
+        .map(|e| e.id)
+        .collect()
+}
+
+async fn total(env: &TestEnv) -> i64 {
+    let row = env
+        .db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT coalesce(sum(total_tokens), 0)::bigint AS t FROM daily_rollups",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "t").unwrap()
+}
+
+async fn dead_letters(env: &TestEnv) -> Vec<dead_letter::StoredLetter> {
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    dead_letter::list(&mut env.valkey().await, &keys, 100)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_redriven() {
+    let env = TestEnv::new().await;
+    env.db
+        .execute_unprepared(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN
+                 IF NEW.feature = 'refused' THEN RAISE EXCEPTION 'refused by policy'; END IF;
+                 RETURN NEW; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    fill(
+        &env,
+        &[
+            event("a", "gpt-4o", 10),
+            event("b", "refused", 1000),
+            event("c", "gpt-4o", 20),
+        ],
+    )
+    .await;
+
+    let (stop, worker) = env.spawn_pipeline("w");
+    assert!(env.drained(Duration::from_secs(30)).await);
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(total(&env).await, 30);
+    let letters = dead_letters(&env).await;
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("refused by policy"),
+        "{}",
+        letters[0].reason
+    );
+
+    // The cause fixed, the operator re-drives the letter: it is counted once.
+    env.db
+        .execute_unprepared("DROP TRIGGER refuse ON events")
+        .await
+        .unwrap();
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    let redriven = dead_letter::redrive(&mut env.valkey().await, &keys, &letters)
+        .await
+        .unwrap();
+    assert_eq!(redriven, 1);
+    let (stop, worker) = env.spawn_pipeline("w2");
+    assert!(env.drained(Duration::from_secs(30)).await);
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(total(&env).await, 1030);
+    assert!(dead_letters(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_entry_delivered_too_often_is_dead_lettered_with_its_count() {
+    let env = TestEnv::new().await;
+    let ids = fill(
+        &env,
+        &[event("killer", "gpt-4o", 5), event("fine", "gpt-4o", 7)],
+    )
+    .await;
+    // Six replicas took the first entry and died with it.
+    read_as(&env, "dead-0", 1).await;
+    let mut conn = env.valkey().await;
+    for n in 1..6 {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&env.stream)
+            .arg(&env.group)
+            .arg(format!("dead-{n}"))
+            .arg(0)
+            .arg(&ids[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    let (stop, worker) = env.spawn_pipeline("survivor");
+    assert!(env.drained(Duration::from_secs(30)).await);
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(total(&env).await, 7);
+    let letters = dead_letters(&env).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].original_id, ids[0]);
+    assert_eq!(letters[0].deliveries, 7);
+    assert!(letters[0].reason.contains("delivered 7 times"));
+    assert!(letters[0].payload.is_some());
+}
+
+#[tokio::test]
+async fn trimming_keeps_every_entry_pending_or_not_yet_delivered() {
+    let env = TestEnv::new().await;
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    let records: Vec<_> = (0..10)
+        .map(|i| event(&i.to_string(), "gpt-4o", 1))
+        .collect();
+    let ids = fill(&env, &records).await;
+    let mut conn = env.valkey().await;
+    assert_eq!(
+        safe_trim_point(&mut conn, &keys).await.unwrap(),
+        None,
+        "nothing delivered yet"
+    );
+
+    // Six delivered; the first three and the fifth acknowledged.
+    read_as(&env, "c", 6).await;
+    let _: u64 = conn
+        .xack(
+            &env.stream,
+            &env.group,
+            &[&ids[0], &ids[1], &ids[2], &ids[4]],
+        )
+        .await
+        .unwrap();
+    let trimmed = trim_stream(&mut conn, &keys).await.unwrap();
+
+    assert_eq!(trimmed, 3, "only the acknowledged prefix goes");
+    let left: redis::streams::StreamRangeReply = conn.xrange_all(&env.stream).await.unwrap();
+    let left: Vec<String> = left.ids.into_iter().map(|e| e.id).collect();
+    assert_eq!(left, ids[3..].to_vec());
+
+    // Everything delivered and acknowledged: all of it may go.
+    read_as(&env, "c", 10).await;
+    let _: u64 = conn.xack(&env.stream, &env.group, &ids[3..]).await.unwrap();
+    trim_stream(&mut conn, &keys).await.unwrap();
+    let len: u64 = conn.xlen(&env.stream).await.unwrap();
+    assert_eq!(len, 0);
+}
+
+#[tokio::test]
+async fn a_second_group_that_is_behind_holds_the_trim_back() {
+    let env = TestEnv::new().await;
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    let ids = fill(&env, &[event("a", "x", 1), event("b", "x", 1)]).await;
+    let mut conn = env.valkey().await;
+    let _: () = conn.xgroup_create(&env.stream, "audit", "0").await.unwrap();
+    read_as(&env, "c", 10).await;
+    let _: u64 = conn.xack(&env.stream, &env.group, &ids).await.unwrap();
+
+    assert_eq!(trim_stream(&mut conn, &keys).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn ledger_rows_past_retention_are_deleted_and_rollups_stay() {
+    let env = TestEnv::new().await;
+    pipeline::writer::write_batch(
+        &env.db,
+        &[event("old", "gpt-4o", 5), event("new", "gpt-4o", 6)],
+        1_000,
+    )
+    .await
+    .unwrap();
+    env.db
+        .execute_unprepared(
+            "UPDATE events SET received_at = now() - interval '40 days' WHERE id = 'old'",
+        )
+        .await
+        .unwrap();
+
+    let deleted = expire_ledger(&env.db, 35, &CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(deleted, 1);
+    let left = env
+        .db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT id FROM events",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].try_get::<String>("", "id").unwrap(), "new");
+    assert_eq!(total(&env).await, 11);
+}
+
+#[tokio::test]
+async fn a_slow_worker_keeps_its_entries_from_being_taken_over() {
+    let env = TestEnv::new().await;
+    fill(&env, &[event("a", "x", 1)]).await;
+    let settings = ReadSettings {
+        batch_size: 10,
+        block: Duration::from_millis(100),
+        claim_idle: Duration::from_millis(600),
+    };
+    let client = redis::Client::open(testing::valkey_url()).unwrap();
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    let slow = Consumer::connect(&client, keys.clone(), "slow".into(), settings.clone())
+        .await
+        .unwrap();
+    let other = Consumer::connect(&client, keys, "other".into(), settings)
+        .await
+        .unwrap();
+    let batch = slow.read().await.unwrap();
+    let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
+
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        slow.touch(&ids).await.unwrap();
+    }
+    let (stolen, _) = other.reclaim("0-0").await.unwrap();
+
+    assert!(stolen.is_empty(), "live work was taken over");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (taken, _) = other.reclaim("0-0").await.unwrap();
+    assert_eq!(
+        taken.len(),
+        1,
+        "once the slow worker stops touching, its entries are taken over"
+    );
+}
