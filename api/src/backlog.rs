@@ -25,7 +25,7 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Backlog(Arc<AtomicU64>);
 
 impl Backlog {
-    pub fn len(&self) -> u64 {
+    pub fn entries(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 

@@ -50,9 +50,9 @@ impl Incoming<'_> {
 /// Appends records to the stream in one round trip (atomically for several).
 /// Answers 503 with `Retry-After` whenever it cannot be sure they are stored.
 pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), ApiError> {
-    if state.backlog.len() >= state.high_water {
+    if state.backlog.entries() >= state.high_water {
         tracing::warn!(
-            backlog = state.backlog.len(),
+            backlog = state.backlog.entries(),
             high_water = state.high_water,
             "stream above its high-water mark; refusing ingest until the pipeline catches up"
         );
