@@ -5,13 +5,14 @@
 //! Blocking reads go over a connection of their own with no response timeout
 //! (redis-rs would otherwise time a `BLOCK` out after 500 ms, and a blocking
 //! read would hold up every command queued behind it); acks and claims share
-//! an auto-reconnecting `ConnectionManager`.
+//! another. Both are `ConnectionManager`s, which reconnect by themselves after
+//! Valkey restarts (a plain multiplexed connection stays broken).
 
 use std::{cmp::Ordering, collections::HashMap, time::Duration};
 
 use redis::{
-    AsyncCommands, AsyncConnectionConfig, Client, RedisError, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    AsyncCommands, Client, RedisError, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
         StreamReadOptions, StreamReadReply,
@@ -61,7 +62,7 @@ pub struct Consumer {
     name: String,
     settings: ReadSettings,
     /// Dedicated to blocking reads, with no response timeout.
-    reader: MultiplexedConnection,
+    reader: ConnectionManager,
     /// Shared by acks and claims; reconnects by itself.
     commands: ConnectionManager,
 }
@@ -74,11 +75,13 @@ impl Consumer {
         name: String,
         settings: ReadSettings,
     ) -> Result<Self, RedisError> {
-        let reader = client
-            .get_multiplexed_async_connection_with_config(
-                &AsyncConnectionConfig::new().set_response_timeout(None),
-            )
-            .await?;
+        let reader = ConnectionManager::new_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_response_timeout(None)
+                .set_number_of_retries(2),
+        )
+        .await?;
         let commands = ConnectionManager::new_with_config(
             client.clone(),
             ConnectionManagerConfig::new().set_number_of_retries(2),

@@ -2,6 +2,7 @@
 //! binary (faster to link); each test spawns its own app, database and
 //! stream.
 
+mod backpressure;
 mod docs;
 mod end_to_end;
 mod helpers;

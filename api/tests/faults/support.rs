@@ -1,0 +1,471 @@
+//! Real processes for fault injection: pipeline replicas, a private
+//! PostgreSQL cluster and a private Valkey/Redis with AOF, each of which a
+//! test may kill and restart; and a client that keeps the books on what was
+//! accepted.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use api::{config::ApiConfig, startup::Application};
+use pipeline::config::{DatabaseArgs, ValkeyArgs};
+use serde_json::json;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// Where cargo put the binaries of this workspace.
+fn bin(name: &str) -> PathBuf {
+    let api = PathBuf::from(env!("CARGO_BIN_EXE_flagmeter-api"));
+    let path = api.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test)",
+        path.display()
+    );
+    path
+}
+
+fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends a signal by name (`TERM`, `KILL`) to a process.
+pub async fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Where a stack's services are.
+#[derive(Clone)]
+pub struct Services {
+    pub database_url: String,
+    pub valkey_url: String,
+    pub stream: String,
+    pub group: String,
+}
+
+impl Services {
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes: 1024 * 1024,
+            retry_after_secs: 1,
+            stream_high_water: 10_000_000,
+            valkey: ValkeyArgs {
+                valkey_url: self.valkey_url.clone(),
+                stream: self.stream.clone(),
+                group: self.group.clone(),
+            },
+            database: DatabaseArgs {
+                database_url: self.database_url.clone(),
+                db_max_connections: 5,
+            },
+        }
+    }
+
+    /// Starts the api in this process; returns its base URL.
+    pub async fn spawn_api(&self, shutdown: &CancellationToken) -> String {
+        let app = Application::build(self.api_config())
+            .await
+            .expect("the api builds");
+        let base = format!("http://{}", app.addr());
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        base
+    }
+
+    /// Starts a pipeline replica as a real process.
+    pub fn spawn_pipeline(&self, consumer: &str, extra: &[(&str, &str)]) -> Child {
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("flagmeter-{consumer}.log")))
+                .unwrap();
+        let mut command = Command::new(bin("flagmeter-pipeline"));
+        command
+            .env("DATABASE_URL", &self.database_url)
+            .env("VALKEY_URL", &self.valkey_url)
+            .env("FLAGMETER_STREAM", &self.stream)
+            .env("FLAGMETER_GROUP", &self.group)
+            .env("FLAGMETER_CONSUMER", consumer)
+            .env("FLAGMETER_BATCH_SIZE", "100")
+            .env("FLAGMETER_BLOCK_MS", "200")
+            .env("FLAGMETER_CLAIM_IDLE_MS", "1500")
+            .env("FLAGMETER_CLAIM_INTERVAL_MS", "300")
+            .env("FLAGMETER_DB_MAX_CONNECTIONS", "3")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command.spawn().expect("start flagmeter-pipeline")
+    }
+
+    pub async fn valkey(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.valkey_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the group has nothing undelivered and nothing pending.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.valkey_url.as_str())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && let Ok(groups) = redis::AsyncCommands::xinfo_groups::<
+                    _,
+                    redis::streams::StreamInfoGroupsReply,
+                >(&mut conn, &self.stream)
+                .await
+                && groups
+                    .groups
+                    .iter()
+                    .any(|g| g.name == self.group && g.pending == 0 && g.lag == Some(0))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Per tenant, the tokens in the rollups and in the ledger, and the
+    /// number of ledger rows.
+    pub async fn counted(&self) -> HashMap<String, (i64, i64, i64)> {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(&self.database_url)
+            .await
+            .unwrap();
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT t.id AS tenant,
+                        (SELECT coalesce(sum(total_tokens), 0) FROM daily_rollups d WHERE d.tenant = t.id)::bigint AS rolled,
+                        (SELECT coalesce(sum(tokens), 0) FROM events e WHERE e.tenant = t.id)::bigint AS ledger,
+                        (SELECT count(*) FROM events e WHERE e.tenant = t.id)::bigint AS rows
+                 FROM tenants t",
+            ))
+            .await
+            .unwrap();
+        db.close().await.ok();
+        rows.into_iter()
+            .map(|r| {
+                (
+                    r.try_get("", "tenant").unwrap(),
+                    (
+                        r.try_get("", "rolled").unwrap(),
+                        r.try_get("", "ledger").unwrap(),
+                        r.try_get("", "rows").unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What the client was told was accepted: per tenant, tokens and events.
+#[derive(Clone, Default)]
+pub struct Books(Arc<Mutex<HashMap<String, (i64, i64)>>>);
+
+impl Books {
+    pub fn expected(&self) -> HashMap<String, (i64, i64, i64)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, &(tokens, events))| (t.clone(), (tokens, tokens, events)))
+            .collect()
+    }
+}
+
+/// Outcome counts of a load run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadReport {
+    pub batches: u64,
+    pub refused: u64,
+}
+
+/// Posts batches of `batch` events with unique ids until `stop`. A refused
+/// or failed batch is retried with the same ids until it is accepted, as a
+/// well-behaved client does, so every event is eventually accepted once.
+pub async fn load(
+    base: String,
+    run: String,
+    batch: usize,
+    books: Books,
+    stop: CancellationToken,
+) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let tenants = ["acme-corp", "globex-inc", "initech-llc"];
+    let mut report = LoadReport::default();
+    let mut n = 0usize;
+    while !stop.is_cancelled() {
+        let events: Vec<_> = (n..n + batch)
+            .map(|i| {
+                json!({"tenant": tenants[i % 3], "feature": "gpt-4o", "tokens": 100 + i % 5000, "id": format!("{run}-{i}")})
+            })
+            .collect();
+        loop {
+            let sent = client
+                .post(format!("{base}/api/events/batch"))
+                .json(&json!({ "events": events }))
+                .send()
+                .await;
+            if sent.is_ok_and(|r| r.status().as_u16() == 202) {
+                break;
+            }
+            report.refused += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut books = books.0.lock().unwrap();
+        for i in n..n + batch {
+            let entry = books.entry(tenants[i % 3].to_owned()).or_default();
+            entry.0 += (100 + i % 5000) as i64;
+            entry.1 += 1;
+        }
+        report.batches += 1;
+        n += batch;
+    }
+    report
+}
+
+/// A PostgreSQL cluster of the test's own, on a free port, that the test
+/// may stop and start.
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+fn as_postgres(program: &Path) -> Command {
+    // initdb and postgres refuse to run as root.
+    if nix_is_root() {
+        let mut command = Command::new("runuser");
+        command.arg("-u").arg("postgres").arg("--").arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> Self {
+        let versions =
+            std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL server binaries");
+        let mut versions: Vec<PathBuf> =
+            versions.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        versions.sort();
+        let bin = versions.last().expect("a PostgreSQL version").join("bin");
+        let dir = scratch_dir("flagmeter-pg");
+        if nix_is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+        }
+        let status = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .arg("--auth=trust")
+            .arg("-U")
+            .arg("postgres")
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "initdb");
+        let pg = Self {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        pg.up().await;
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub async fn up(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-o")
+            .arg(options)
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("-w")
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "pg_ctl start");
+    }
+
+    /// Stops at once, as a crash would (`-m immediate`).
+    pub async fn crash(&self) {
+        let status = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "pg_ctl stop");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Valkey (or Redis) of the test's own, with AOF, that the test may kill.
+pub struct PrivateValkey {
+    dir: PathBuf,
+    pub port: u16,
+    fsync: &'static str,
+    child: Option<Child>,
+}
+
+impl PrivateValkey {
+    pub async fn start(fsync: &'static str) -> Self {
+        let mut valkey = Self {
+            dir: scratch_dir("flagmeter-valkey"),
+            port: free_port(),
+            fsync,
+            child: None,
+        };
+        valkey.up().await;
+        valkey
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn up(&mut self) {
+        let server = ["valkey-server", "redis-server"]
+            .into_iter()
+            .find(|s| {
+                std::process::Command::new("which")
+                    .arg(s)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .expect("valkey-server or redis-server");
+        let child = Command::new(server)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", self.fsync])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private Valkey did not start");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+impl Drop for PrivateValkey {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh database on a server, for a stack.
+pub async fn create_database(server_url: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let name = format!("flagmeter_fault_{}", uuid::Uuid::now_v7().simple());
+    let admin = sea_orm::Database::connect(server_url).await.unwrap();
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let base = server_url.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
