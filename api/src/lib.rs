@@ -12,4 +12,3 @@ pub mod ingest;
 pub mod routes;
 pub mod startup;
 pub mod state;
-pub mod usage_query;

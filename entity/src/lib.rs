@@ -5,8 +5,10 @@
 //! access), so both must apply the very same rules: they live here, once.
 
 pub mod period;
+pub mod usage;
 pub mod validate;
 
+pub mod alerts;
 pub mod daily_rollups;
 pub mod events;
 pub mod rollups;

@@ -9,13 +9,17 @@ pub use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 
 mod m20261122_000001_core_tables;
+mod m20261122_000002_alerts;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_core_tables::Migration)]
+        vec![
+            Box::new(m20261122_000001_core_tables::Migration),
+            Box::new(m20261122_000002_alerts::Migration),
+        ]
     }
 }
 

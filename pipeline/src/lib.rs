@@ -9,6 +9,7 @@
 //! (decode) → [`writer`] (one transaction) → [`consumer`] (ack), driven by
 //! [`worker`]. [`config`] and [`telemetry`] are shared with the api binary.
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod consumer;

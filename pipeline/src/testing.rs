@@ -96,6 +96,17 @@ impl TestEnv {
                 failpoint: None,
                 default_quota: entity::DEFAULT_MONTHLY_QUOTA,
             },
+            alerts: crate::config::AlertArgs {
+                alert_thresholds: vec![80],
+                webhook_allowed_hosts: vec!["127.0.0.1".into()],
+                webhook_allow_insecure: true,
+            },
+            sender: crate::config::SenderArgs {
+                alert_retry_base_ms: 100,
+                alert_retry_max_ms: 1_000,
+                alert_give_up_secs: 60,
+                alert_poll_ms: 100,
+            },
         }
     }
 
@@ -196,5 +207,13 @@ pub fn event(
         tokens,
         occurred_ms: at.timestamp_millis(),
         received_ms: at.timestamp_millis(),
+    }
+}
+
+/// How tests create tenants on first sight: this quota, the 80 % threshold.
+pub fn new_tenants(monthly_quota: i64) -> crate::writer::NewTenants {
+    crate::writer::NewTenants {
+        monthly_quota,
+        alert_thresholds: vec![80],
     }
 }

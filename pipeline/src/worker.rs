@@ -45,7 +45,7 @@ pub enum Failpoint {
 /// How a worker behaves.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    pub default_quota: i64,
+    pub new_tenants: writer::NewTenants,
     pub claim_interval: Duration,
     /// An entry delivered more often than this is dead-lettered.
     pub max_deliveries: usize,
@@ -168,7 +168,7 @@ impl Worker {
             {
                 tracing::warn!(%err, "cannot keep the batch's entries fresh");
             }
-            match writer::write_batch(&self.db, records, self.settings.default_quota).await {
+            match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
                 Ok(written) => Ok(Some(written)),
                 Err(err) => {
                     let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -197,7 +197,7 @@ impl Worker {
                 match writer::write_batch(
                     &self.db,
                     std::slice::from_ref(record),
-                    self.settings.default_quota,
+                    &self.settings.new_tenants,
                 )
                 .await
                 {

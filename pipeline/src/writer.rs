@@ -1,6 +1,6 @@
 //! The exactly-once effect: one batch of events into the ledger and the
-//! rollups, in one PostgreSQL statement (so one transaction and one round
-//! trip).
+//! rollups in one PostgreSQL statement, and the quota alerts it made due
+//! ([`crate::alerts::evaluate`]), in one transaction.
 //!
 //! The events go in as one array per column (`unnest`), so a batch of any
 //! size is a fixed number of bind parameters. Repeated ids inside the batch
@@ -12,9 +12,12 @@
 //! seen for the first time is created with the default quota: events are
 //! money, and are counted whether or not the tenant was configured.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use chrono::Utc;
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, Statement, TransactionSession, TransactionTrait, Value,
+};
 
-use crate::record::EventRecord;
+use crate::{alerts::evaluate::evaluate, record::EventRecord};
 
 const WRITE_BATCH: &str = r#"
 WITH input AS (
@@ -24,8 +27,8 @@ WITH input AS (
     ORDER BY tenant, id, ord
 ),
 new_tenants AS (
-    INSERT INTO tenants (id, name, monthly_quota)
-    SELECT DISTINCT tenant, tenant, $7::bigint FROM input ORDER BY tenant
+    INSERT INTO tenants (id, name, monthly_quota, alert_thresholds)
+    SELECT DISTINCT tenant, tenant, $7::bigint, $8::int[] FROM input ORDER BY tenant
     ON CONFLICT (id) DO NOTHING
 ),
 inserted AS (
@@ -55,8 +58,15 @@ daily_rollups AS (
         event_count = d.event_count + excluded.event_count,
         updated_at = now()
 )
-SELECT count(*) AS inserted FROM inserted
+SELECT count(*) AS inserted, coalesce(array_agg(DISTINCT tenant), '{}') AS tenants FROM inserted
 "#;
+
+/// How a tenant first seen in the stream is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenants {
+    pub monthly_quota: i64,
+    pub alert_thresholds: Vec<i32>,
+}
 
 /// What a committed batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,19 +75,23 @@ pub struct Written {
     pub counted: u64,
     /// Events the ledger already held (redeliveries, client retries).
     pub duplicates: u64,
+    /// Quota alerts that became due.
+    pub alerts_fired: u64,
 }
 
-/// Counts a batch of events exactly once. Safe to call again with the same
-/// events: the second call counts nothing.
-pub async fn write_batch<C: ConnectionTrait>(
+/// Counts a batch of events exactly once, and records the quota alerts it
+/// made due, in one transaction. Safe to call again with the same events:
+/// the second call counts nothing.
+pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     records: &[EventRecord],
-    default_quota: i64,
+    new_tenants: &NewTenants,
 ) -> Result<Written, DbErr> {
     if records.is_empty() {
         return Ok(Written {
             counted: 0,
             duplicates: 0,
+            alerts_fired: 0,
         });
     }
     let strings = |f: fn(&EventRecord) -> &String| -> Value {
@@ -93,17 +107,23 @@ pub async fn write_batch<C: ConnectionTrait>(
         numbers(|r| r.tokens),
         numbers(|r| r.occurred_ms),
         numbers(|r| r.received_ms),
-        default_quota.into(),
+        new_tenants.monthly_quota.into(),
+        Value::from(new_tenants.alert_thresholds.clone()),
     ];
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, WRITE_BATCH, values);
-    let row = db
+    let txn = db.begin().await?;
+    let row = txn
         .query_one_raw(statement)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("the batch insert returned no row".into()))?;
     let counted: i64 = row.try_get("", "inserted")?;
+    let touched: Vec<String> = row.try_get("", "tenants")?;
+    let alerts_fired = evaluate(&txn, &touched, Utc::now()).await?;
+    txn.commit().await?;
     let counted = counted as u64;
     Ok(Written {
         counted,
         duplicates: records.len() as u64 - counted,
+        alerts_fired,
     })
 }

@@ -217,7 +217,7 @@ async fn ledger_rows_past_retention_are_deleted_and_rollups_stay() {
     pipeline::writer::write_batch(
         &env.db,
         &[event("old", "gpt-4o", 5), event("new", "gpt-4o", 6)],
-        1_000,
+        &testing::new_tenants(1_000),
     )
     .await
     .unwrap();

@@ -49,21 +49,27 @@ async fn a_batch_written_twice_is_counted_once() {
         event("globex", "e1", "claude-3-opus", 50),
     ];
 
-    let first = write_batch(&env.db, &batch, 1_000).await.unwrap();
-    let second = write_batch(&env.db, &batch, 1_000).await.unwrap();
+    let first = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
+        .await
+        .unwrap();
+    let second = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
+        .await
+        .unwrap();
 
     assert_eq!(
         first,
         Written {
             counted: 3,
-            duplicates: 0
+            duplicates: 0,
+            alerts_fired: 0
         }
     );
     assert_eq!(
         second,
         Written {
             counted: 0,
-            duplicates: 3
+            duplicates: 3,
+            alerts_fired: 0
         }
     );
     assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
@@ -80,13 +86,16 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
         event("acme", "other", "gpt-4o", 1),
     ];
 
-    let written = write_batch(&env.db, &batch, 1_000).await.unwrap();
+    let written = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
+        .await
+        .unwrap();
 
     assert_eq!(
         written,
         Written {
             counted: 2,
-            duplicates: 1
+            duplicates: 1,
+            alerts_fired: 0
         }
     );
     assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
@@ -96,9 +105,13 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
 async fn an_unknown_tenant_is_created_with_the_default_quota() {
     let env = TestEnv::new().await;
 
-    write_batch(&env.db, &[event("newco", "e1", "gpt-4o", 5)], 12_345)
-        .await
-        .unwrap();
+    write_batch(
+        &env.db,
+        &[event("newco", "e1", "gpt-4o", 5)],
+        &testing::new_tenants(12_345),
+    )
+    .await
+    .unwrap();
 
     let tenant = tenants::Entity::find_by_id("newco")
         .one(&env.db)
@@ -127,7 +140,9 @@ async fn rollups_bucket_by_event_minute_and_utc_day() {
     batch[1].occurred_ms = at("2026-11-21T23:59:50Z");
     batch[2].occurred_ms = at("2026-11-22T00:00:00Z");
 
-    write_batch(&env.db, &batch, 1_000).await.unwrap();
+    write_batch(&env.db, &batch, &testing::new_tenants(1_000))
+        .await
+        .unwrap();
 
     let minutes = rollups::Entity::find().all(&env.db).await.unwrap();
     let mut minutes: Vec<_> = minutes
@@ -161,7 +176,7 @@ async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
     let env = TestEnv::new().await;
     env.db
         .execute_unprepared(
-            "DROP TABLE slack_webhooks, daily_rollups, rollups, events, tenants, seaql_migrations",
+            "DROP TABLE alerts, slack_webhooks, daily_rollups, rollups, events, tenants, seaql_migrations",
         )
         .await
         .unwrap();

@@ -11,12 +11,10 @@ use poem_openapi::{
 use sea_orm::EntityTrait;
 use serde_json::json;
 
+use entity::usage::{self as usage_query, Granularity, PeriodUsage};
+
 use super::ApiTags;
-use crate::{
-    error::ApiError,
-    state::AppState,
-    usage_query::{self, Granularity, PeriodUsage},
-};
+use crate::{error::ApiError, state::AppState};
 
 /// Most buckets one time series may hold (a week of minutes).
 const MAX_BUCKETS: i64 = 7 * 24 * 60;

@@ -26,7 +26,7 @@ async fn usage_sums_the_current_period_by_feature() {
             // Before the period: not counted in it.
             event("acme", "4", "gpt-4o", 99_999, now - Duration::days(40)),
         ],
-        10_000,
+        &pipeline::testing::new_tenants(10_000),
     )
     .await
     .unwrap();
@@ -60,7 +60,13 @@ async fn all_usage_lists_every_tenant_and_pages() {
         .iter()
         .map(|t| event(t, "1", "gpt-4o", 10, now))
         .collect();
-    write_batch(&app.env.db, &records, 1_000).await.unwrap();
+    write_batch(
+        &app.env.db,
+        &records,
+        &pipeline::testing::new_tenants(1_000),
+    )
+    .await
+    .unwrap();
 
     let (status, body) = app.get_json("/api/usage").await;
     let (_, page) = app.get_json("/api/usage?limit=1&offset=1").await;
@@ -99,7 +105,7 @@ async fn a_time_series_has_every_bucket_and_filters_by_feature() {
             event("acme", "2", "gpt-4o", 7, base + Duration::seconds(50)),
             event("acme", "3", "claude", 11, base + Duration::minutes(2)),
         ],
-        1_000,
+        &pipeline::testing::new_tenants(1_000),
     )
     .await
     .unwrap();
@@ -152,7 +158,7 @@ async fn a_bad_time_series_request_is_a_400() {
     write_batch(
         &app.env.db,
         &[event("acme", "1", "gpt-4o", 5, Utc::now())],
-        1_000,
+        &pipeline::testing::new_tenants(1_000),
     )
     .await
     .unwrap();

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::{period::BillingPeriod, tenants};
 use chrono::{DateTime, NaiveDate, Utc};
-use entity::{period::BillingPeriod, tenants};
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryOrder, QuerySelect, Statement, Value,
 };
@@ -75,7 +75,7 @@ pub async fn all_usage<C: ConnectionTrait>(
 }
 
 /// One query for any number of tenants, each with its own billing period.
-async fn period_usage<C: ConnectionTrait>(
+pub async fn period_usage<C: ConnectionTrait>(
     db: &C,
     tenants: Vec<tenants::Model>,
     now: DateTime<Utc>,

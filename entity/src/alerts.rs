@@ -1,0 +1,51 @@
+//! `alerts`: the quota-alert outbox. One row per tenant, billing period and
+//! threshold (unique), written in the rollup transaction that crossed the
+//! threshold and then delivered to Slack by a sender.
+
+use sea_orm::entity::prelude::*;
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum Status {
+    /// Due or waiting for its next attempt.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// Slack accepted the message.
+    #[sea_orm(string_value = "delivered")]
+    Delivered,
+    /// Given up after the retry horizon, or refused for good.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Recorded, but the tenant has no enabled webhook: nothing was sent.
+    #[sea_orm(string_value = "no_webhook")]
+    NoWebhook,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "alerts")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub tenant: String,
+    pub period_start: DateTimeUtc,
+    pub period_end: DateTimeUtc,
+    /// Whole percent of the quota that was crossed.
+    pub threshold: i32,
+    /// Tokens used in the period when the threshold was crossed.
+    pub usage_tokens: i64,
+    /// The quota at that moment.
+    pub quota: i64,
+    pub status: Status,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: DateTimeUtc,
+    pub delivered_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

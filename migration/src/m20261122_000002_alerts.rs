@@ -1,0 +1,48 @@
+//! The quota-alert outbox.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const UP: &str = r#"
+CREATE TABLE alerts (
+    id              bigserial   PRIMARY KEY,
+    tenant          text        NOT NULL,
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    threshold       integer     NOT NULL CHECK (threshold > 0),
+    usage_tokens    bigint      NOT NULL,
+    quota           bigint      NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'failed', 'no_webhook')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    last_error      text,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- At most one alert per tenant, period and threshold, however many
+    -- replicas evaluate it and however often.
+    UNIQUE (tenant, period_start, threshold)
+);
+-- The sender's queue.
+CREATE INDEX alerts_due_idx ON alerts (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX alerts_tenant_idx ON alerts (tenant, created_at DESC);
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(UP).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE alerts")
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! The outbox sender: delivers recorded alerts to Slack, one row at a time,
+//! in every pipeline replica.
+//!
+//! A due row is claimed with `FOR UPDATE SKIP LOCKED`, so replicas never send
+//! the same alert at once; the row stays locked while Slack is asked and is
+//! marked in the same transaction. A crash after Slack answered but before the
+//! COMMIT leaves the row pending, and it is sent again: at most one repeated
+//! message per crash. Failures are retried with capped exponential backoff
+//! and jitter (Slack's `Retry-After` wins for a 429) until the alert is older
+//! than the give-up horizon, then marked `failed`. Pending rows survive
+//! restarts: they are simply found again.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use entity::{tenants, usage::period_usage};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement,
+    TransactionTrait,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    slack::{AlertMessage, Answer, SlackClient},
+    webhook::WebhookPolicy,
+};
+
+/// How the sender behaves.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    pub policy: WebhookPolicy,
+    /// Wait after the first failure; doubles each time ...
+    pub retry_base: Duration,
+    /// ... up to this.
+    pub retry_max: Duration,
+    /// An alert older than this that still fails is marked `failed`.
+    pub give_up_after: Duration,
+    /// How often to look for due alerts when there are none.
+    pub poll: Duration,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Due {
+    id: i64,
+    tenant: String,
+    threshold: i32,
+    usage_tokens: i64,
+    quota: i64,
+    period_end: DateTime<Utc>,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    url: Option<String>,
+    enabled: Option<bool>,
+}
+
+const CLAIM_DUE: &str = r#"
+SELECT a.id, a.tenant, a.threshold, a.usage_tokens, a.quota, a.period_end, a.attempts,
+       a.created_at, w.url, w.enabled
+FROM alerts a LEFT JOIN slack_webhooks w ON w.tenant = a.tenant
+WHERE a.status = 'pending' AND a.next_attempt_at <= now()
+ORDER BY a.next_attempt_at
+LIMIT 1
+FOR UPDATE OF a SKIP LOCKED
+"#;
+
+/// What happened to one alert.
+enum Outcome {
+    Delivered,
+    NoWebhook,
+    Retry { error: String, after: Duration },
+    Failed(String),
+}
+
+pub struct Sender {
+    db: DatabaseConnection,
+    slack: SlackClient,
+    settings: SenderSettings,
+}
+
+impl Sender {
+    pub fn new(db: DatabaseConnection, slack: SlackClient, settings: SenderSettings) -> Self {
+        Self {
+            db,
+            slack,
+            settings,
+        }
+    }
+
+    /// Delivers due alerts until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let idle = match self.deliver_one().await {
+                Ok(found) => !found,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot deliver alerts; trying again shortly");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims one due alert and tries to deliver it; `false` if none is due.
+    pub async fn deliver_one(&self) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let Some(due) =
+            Due::find_by_statement(Statement::from_string(DbBackend::Postgres, CLAIM_DUE))
+                .one(&txn)
+                .await?
+        else {
+            return Ok(false);
+        };
+        let outcome = self.attempt(&txn, &due).await?;
+        self.mark(&txn, &due, outcome).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn attempt<C: ConnectionTrait>(&self, db: &C, due: &Due) -> Result<Outcome, DbErr> {
+        let (Some(url), Some(true)) = (&due.url, due.enabled) else {
+            return Ok(Outcome::NoWebhook);
+        };
+        let url = match self.settings.policy.check(url) {
+            Ok(url) => url,
+            Err(refused) => return Ok(Outcome::Failed(format!("webhook URL refused: {refused}"))),
+        };
+        let message = self.message(db, due).await?;
+        let failures = due.attempts as usize + 1;
+        let outcome = match self.slack.post(url, &message.payload()).await {
+            Answer::Delivered => Outcome::Delivered,
+            Answer::RateLimited(wait) => Outcome::Retry {
+                error: "429 rate limited by Slack".into(),
+                after: wait.unwrap_or_else(|| self.backoff(failures)),
+            },
+            Answer::Transient(error) => Outcome::Retry {
+                error,
+                after: self.backoff(failures),
+            },
+            Answer::Permanent(error) => Outcome::Failed(error),
+        };
+        Ok(match outcome {
+            Outcome::Retry { error, after } if self.past_horizon(due, after) => {
+                Outcome::Failed(format!("gave up after {failures} attempts: {error}"))
+            }
+            other => other,
+        })
+    }
+
+    fn past_horizon(&self, due: &Due, after: Duration) -> bool {
+        let next = Utc::now() + after;
+        let horizon = due.created_at + self.settings.give_up_after;
+        next > horizon
+    }
+
+    /// The wait after the `failures`-th failed attempt.
+    fn backoff(&self, failures: usize) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_base)
+            .with_max_delay(self.settings.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(failures.saturating_sub(1))
+            .unwrap_or(self.settings.retry_max)
+    }
+
+    async fn message<C: ConnectionTrait>(&self, db: &C, due: &Due) -> Result<AlertMessage, DbErr> {
+        let tenant = tenants::Entity::find_by_id(due.tenant.as_str())
+            .one(db)
+            .await?;
+        let tenant_name = tenant
+            .as_ref()
+            .map_or_else(|| due.tenant.clone(), |t| t.name.clone());
+        let top_features = match tenant {
+            Some(tenant) => period_usage(db, vec![tenant], Utc::now())
+                .await?
+                .pop()
+                .map(|u| {
+                    u.by_feature
+                        .into_iter()
+                        .map(|f| (f.feature, f.tokens))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(AlertMessage {
+            tenant: due.tenant.clone(),
+            tenant_name,
+            threshold: due.threshold,
+            usage_tokens: due.usage_tokens,
+            quota: due.quota,
+            period_end: due.period_end,
+            top_features,
+        })
+    }
+
+    async fn mark<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        due: &Due,
+        outcome: Outcome,
+    ) -> Result<(), DbErr> {
+        let (status, attempted, error, after): (&str, i32, Option<String>, Duration) =
+            match &outcome {
+                Outcome::Delivered => ("delivered", 1, None, Duration::ZERO),
+                Outcome::NoWebhook => ("no_webhook", 0, None, Duration::ZERO),
+                Outcome::Retry { error, after } => ("pending", 1, Some(error.clone()), *after),
+                Outcome::Failed(error) => ("failed", 1, Some(error.clone()), Duration::ZERO),
+            };
+        match &outcome {
+            Outcome::Delivered => {
+                tracing::info!(tenant = %due.tenant, threshold = due.threshold, "quota alert delivered");
+                metrics::counter!("flagmeter_alerts_delivered_total").increment(1);
+            }
+            Outcome::NoWebhook => {
+                tracing::info!(tenant = %due.tenant, threshold = due.threshold, "quota alert recorded; the tenant has no webhook");
+            }
+            Outcome::Retry { error, after } => {
+                tracing::warn!(tenant = %due.tenant, threshold = due.threshold, error, retry_in = ?after, "quota alert not delivered; will retry");
+                metrics::counter!("flagmeter_alert_retries_total").increment(1);
+            }
+            Outcome::Failed(error) => {
+                tracing::error!(tenant = %due.tenant, threshold = due.threshold, error, "quota alert could not be delivered; giving up");
+                metrics::counter!("flagmeter_alerts_failed_total").increment(1);
+            }
+        }
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE alerts SET status = $2, attempts = attempts + $3, last_error = coalesce($4, last_error),
+                    next_attempt_at = now() + make_interval(secs => $5),
+                    delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END,
+                    updated_at = now()
+             WHERE id = $1",
+            [
+                due.id.into(),
+                status.into(),
+                attempted.into(),
+                error.into(),
+                after.as_secs_f64().into(),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+}
