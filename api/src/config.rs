@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use pipeline::config::{DatabaseArgs, ValkeyArgs};
+use pipeline::config::{AlertArgs, DatabaseArgs, ValkeyArgs};
 
 /// Everything the api needs to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,4 +25,6 @@ pub struct ApiConfig {
     pub valkey: ValkeyArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }

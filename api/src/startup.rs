@@ -9,7 +9,10 @@ use poem::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use pipeline::stream::{StreamKeys, ensure_group};
+use pipeline::{
+    alerts::slack::SlackClient,
+    stream::{StreamKeys, ensure_group},
+};
 
 use crate::{backlog::Backlog, config::ApiConfig, routes, state::AppState};
 
@@ -55,6 +58,9 @@ impl Application {
                 retry_after_secs: config.retry_after_secs,
                 backlog: Backlog::default(),
                 high_water: config.stream_high_water,
+                default_thresholds: config.alerts.alert_thresholds.clone(),
+                webhook_policy: config.alerts.policy(),
+                slack: SlackClient::new()?,
             },
             max_body_bytes: config.max_body_bytes,
         })

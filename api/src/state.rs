@@ -1,7 +1,10 @@
 //! What every request handler shares: the database pool, the Valkey
 //! connection and the stream names.
 
-use pipeline::stream::StreamKeys;
+use pipeline::{
+    alerts::{slack::SlackClient, webhook::WebhookPolicy},
+    stream::StreamKeys,
+};
 
 use crate::backlog::Backlog;
 use redis::aio::ConnectionManager;
@@ -22,4 +25,10 @@ pub struct AppState {
     pub backlog: Backlog,
     /// ... above which ingest is refused until the pipeline catches up.
     pub high_water: u64,
+    /// Thresholds of a tenant created without any.
+    pub default_thresholds: Vec<i32>,
+    /// Which webhook URLs may be saved.
+    pub webhook_policy: WebhookPolicy,
+    /// For the webhook test message.
+    pub slack: SlackClient,
 }

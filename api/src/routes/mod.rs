@@ -3,6 +3,7 @@
 
 mod events;
 mod health;
+mod tenants;
 mod usage;
 
 use poem::{Endpoint, EndpointExt, Route};
@@ -17,17 +18,38 @@ enum ApiTags {
     Events,
     /// How much of its quota a tenant has used.
     Usage,
+    /// Tenant configuration, Slack webhooks and alert history.
+    Tenants,
     /// Liveness and readiness probes.
     Health,
+}
+
+/// Refuses a malformed tenant slug in a path with a 400.
+fn check_tenant(tenant: &str) -> Result<(), crate::error::ApiError> {
+    entity::validate::tenant(tenant).map_err(|invalid| {
+        crate::error::ApiError::bad_request(
+            "invalid tenant",
+            serde_json::json!({ "field": invalid.field, "reason": invalid.reason }),
+        )
+    })
 }
 
 /// The OpenAPI service: every documented route.
 pub fn openapi(
     state: &AppState,
-) -> OpenApiService<(events::EventsApi, usage::UsageApi, health::HealthApi), ()> {
+) -> OpenApiService<
+    (
+        events::EventsApi,
+        usage::UsageApi,
+        tenants::TenantsApi,
+        health::HealthApi,
+    ),
+    (),
+> {
     let apis = (
         events::EventsApi::new(state.clone()),
         usage::UsageApi::new(state.clone()),
+        tenants::TenantsApi::new(state.clone()),
         health::HealthApi::new(state.clone()),
     );
     OpenApiService::new(apis, "FlagMeter", env!("CARGO_PKG_VERSION")).description(

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use entity::usage::{self as usage_query, Granularity, PeriodUsage};
 
-use super::ApiTags;
+use super::{ApiTags, check_tenant};
 use crate::{error::ApiError, state::AppState};
 
 /// Most buckets one time series may hold (a week of minutes).
@@ -163,15 +163,6 @@ impl UsageApi {
     pub fn new(state: AppState) -> Self {
         Self { state }
     }
-}
-
-fn check_tenant(tenant: &str) -> Result<(), ApiError> {
-    entity::validate::tenant(tenant).map_err(|invalid| {
-        ApiError::bad_request(
-            "invalid tenant",
-            json!({ "field": invalid.field, "reason": invalid.reason }),
-        )
-    })
 }
 
 #[OpenApi(tag = "ApiTags::Usage")]

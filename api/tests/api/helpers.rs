@@ -31,6 +31,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         stream_high_water: 1_000_000,
         valkey: env.valkey_args(),
         database: env.database_args(),
+        alerts: pipeline::config::AlertArgs {
+            alert_thresholds: vec![80],
+            webhook_allowed_hosts: vec!["127.0.0.1".into()],
+            webhook_allow_insecure: true,
+        },
     };
     adjust(&mut config);
     let app = Application::build(config).await.expect("the api builds");

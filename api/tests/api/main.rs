@@ -2,9 +2,12 @@
 //! binary (faster to link); each test spawns its own app, database and
 //! stream.
 
+mod alerts;
 mod backpressure;
 mod docs;
 mod end_to_end;
+#[path = "../common/fake_slack.rs"]
+mod fake_slack;
 mod helpers;
 mod ingest;
 mod usage;

@@ -7,12 +7,16 @@
 //! `FLAGMETER_FAULT_SECONDS` (default 6) sets how long each load runs; a
 //! longer soak is the same tests with a larger value.
 
+#[path = "../common/fake_slack.rs"]
+mod fake_slack;
 mod support;
 
 use std::time::Duration;
 
+use fake_slack::FakeSlack;
 use pipeline::testing::{self, TestEnv};
 use redis::AsyncCommands;
+use serde_json::{Value, json};
 use support::{Books, PrivatePostgres, PrivateValkey, Services, create_database, load, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -293,4 +297,109 @@ async fn measure_valkey_killed_with_appendfsync_everysec() {
         accepted - counted,
         report.refused
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_a_flaky_slack() {
+    let env = TestEnv::new().await;
+    let stack = services(&env);
+    let stop_api = CancellationToken::new();
+    let base = stack.spawn_api(&stop_api).await;
+    let http = reqwest::Client::new();
+    let slack = FakeSlack::start(&[(500, None), (500, None), (429, Some(1))]).await;
+    let tenant =
+        json!({"name": "Acme Corp", "monthlyQuota": 100_000, "alertThresholds": [80, 100]});
+    let put = http
+        .put(format!("{base}/api/tenants/acme"))
+        .json(&tenant)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    let hook = http
+        .put(format!("{base}/api/tenants/acme/slack-webhook"))
+        .json(&json!({"url": slack.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status().as_u16(), 200);
+    let mut workers: Vec<_> = (0..3)
+        .map(|n| stack.spawn_pipeline(&format!("alert-{n}"), &[]))
+        .collect();
+    let post = |from: usize, count: usize| {
+        let events: Vec<_> = (from..from + count)
+            .map(|i| json!({"tenant": "acme", "feature": if i % 2 == 0 { "gpt-4o" } else { "claude-3-opus" }, "tokens": 1000, "id": format!("a{i}")}))
+            .collect();
+        http.post(format!("{base}/api/events/batch"))
+            .json(&json!({ "events": events }))
+            .send()
+    };
+    let alerts = || async {
+        let response = http
+            .get(format!("{base}/api/tenants/acme/alerts"))
+            .send()
+            .await
+            .unwrap();
+        response.json::<Vec<Value>>().await.unwrap()
+    };
+    let wait_for = |want: usize, status: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = alerts().await;
+            if now.len() == want && now.iter().all(|a| a["status"] == status) {
+                return now;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "alerts: {now:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // To 85 %, in batches the three replicas share.
+    for chunk in (0..85).step_by(5) {
+        assert_eq!(post(chunk, 5).await.unwrap().status().as_u16(), 202);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while alerts().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the 80 % alert never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A replica dies mid-way, perhaps while delivering.
+    workers[0].kill().await.unwrap();
+    // Past 100 %.
+    for chunk in (85..105).step_by(5) {
+        assert_eq!(post(chunk, 5).await.unwrap().status().as_u16(), 202);
+    }
+    let history = wait_for(2, "delivered").await;
+
+    let delivered = slack.delivered();
+    assert_eq!(delivered.len(), 2, "exactly two messages: {delivered:?}");
+    let texts: Vec<&str> = delivered
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert!(texts.iter().all(|t| t.contains("Acme Corp")), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.contains("80% alert threshold")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("100% alert threshold")),
+        "{texts:?}"
+    );
+    let mut thresholds: Vec<i64> = history
+        .iter()
+        .map(|a| a["threshold"].as_i64().unwrap())
+        .collect();
+    thresholds.sort();
+    assert_eq!(thresholds, [80, 100]);
+    // Nothing more arrives later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(slack.delivered().len(), 2);
+    for worker in &mut workers[1..] {
+        worker.kill().await.unwrap();
+    }
+    stop_api.cancel();
 }

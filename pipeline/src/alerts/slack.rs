@@ -127,6 +127,16 @@ impl AlertMessage {
     }
 }
 
+/// The message `POST /api/tenants/{tenant}/slack-webhook/test` sends.
+pub fn test_payload(tenant_name: &str) -> Value {
+    let text =
+        format!("FlagMeter test message: quota alerts for {tenant_name} will be posted here.");
+    json!({
+        "text": text,
+        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": escape(&text) } }]
+    })
+}
+
 /// What Slack answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
