@@ -494,7 +494,7 @@ impl TenantsApi {
         tenant: Path<String>,
         /// Most alerts to return (1–1000).
         #[oai(
-            default = "default_alerts",
+            default = "default_page",
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u64>,
