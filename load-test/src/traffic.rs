@@ -1,0 +1,203 @@
+//! What each request is: like the original's k6 script, a random tenant, a
+//! random feature and 100–5,099 tokens, posted (alone or in batches) or a
+//! usage read, in the configured mix.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::Rng;
+use serde::Serialize;
+
+/// Fewest and one past the most tokens of an event, as in the original.
+const TOKENS: std::ops::Range<i64> = 100..5100;
+
+/// One request to send.
+#[derive(Debug)]
+pub struct Request {
+    pub kind: Kind,
+    pub url: String,
+    /// JSON body of a post.
+    pub body: Option<Vec<u8>>,
+    /// `(tenant index, tokens)` of each event posted.
+    pub events: Vec<(usize, i64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /api/events` or `/api/events/batch`: answered 202 when stored.
+    Post,
+    /// `GET /api/usage/{tenant}`: 200, or 404 for a tenant not seen yet.
+    Read,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    tenant: &'a str,
+    feature: &'a str,
+    tokens: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Batch<'a> {
+    events: Vec<Event<'a>>,
+}
+
+/// Makes requests; shared by every task of the run.
+#[derive(Debug)]
+pub struct Traffic {
+    base: String,
+    tenants: Vec<String>,
+    features: Vec<String>,
+    /// Chance that a request is a post.
+    post_share: f64,
+    batch: u32,
+    /// With an audit, events carry `{run id}-{counter}` ids.
+    ids: Option<String>,
+    counter: AtomicU64,
+}
+
+impl Traffic {
+    pub fn new(
+        base: &str,
+        tenants: Vec<String>,
+        features: Vec<String>,
+        mix_percent: u8,
+        batch: u32,
+        run_id: Option<String>,
+    ) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            tenants,
+            features,
+            post_share: f64::from(mix_percent) / 100.0,
+            batch,
+            ids: run_id,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn tenants(&self) -> &[String] {
+        &self.tenants
+    }
+
+    /// `GET /api/usage/{tenant}` (tenant names are checked to be URL-safe).
+    pub fn usage_url(&self, tenant: &str) -> String {
+        format!("{}/api/usage/{tenant}", self.base)
+    }
+
+    /// The next request, chosen at random.
+    pub fn next(&self) -> Request {
+        let mut rng = rand::rng();
+        if !rng.random_bool(self.post_share) {
+            let tenant = &self.tenants[rng.random_range(0..self.tenants.len())];
+            return Request {
+                kind: Kind::Read,
+                url: self.usage_url(tenant),
+                body: None,
+                events: Vec::new(),
+            };
+        }
+        let events: Vec<(usize, usize, i64)> = (0..self.batch)
+            .map(|_| {
+                (
+                    rng.random_range(0..self.tenants.len()),
+                    rng.random_range(0..self.features.len()),
+                    rng.random_range(TOKENS),
+                )
+            })
+            .collect();
+        let mut bodies = events.iter().map(|&(tenant, feature, tokens)| Event {
+            tenant: &self.tenants[tenant],
+            feature: &self.features[feature],
+            tokens,
+            id: self.ids.as_ref().map(|run| {
+                let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                format!("{run}-{n}")
+            }),
+        });
+        let (url, body) = if self.batch == 1 {
+            let event = bodies.next();
+            (
+                format!("{}/api/events", self.base),
+                serde_json::to_vec(&event),
+            )
+        } else {
+            (
+                format!("{}/api/events/batch", self.base),
+                serde_json::to_vec(&Batch {
+                    events: bodies.collect(),
+                }),
+            )
+        };
+        Request {
+            kind: Kind::Post,
+            url,
+            // Serializing strings and integers into memory cannot fail.
+            body: Some(body.expect("events serialize to JSON")),
+            events: events
+                .into_iter()
+                .map(|(t, _, tokens)| (t, tokens))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn traffic(mix: u8, batch: u32, run: Option<&str>) -> Traffic {
+        Traffic::new(
+            "http://127.0.0.1:3000/",
+            vec!["acme-corp".into(), "globex-inc".into()],
+            vec!["gpt-4o".into()],
+            mix,
+            batch,
+            run.map(str::to_owned),
+        )
+    }
+
+    #[test]
+    fn single_posts_carry_one_valid_event_with_a_unique_id() {
+        let traffic = traffic(100, 1, Some("run"));
+        let a = traffic.next();
+        let b = traffic.next();
+        assert_eq!(a.kind, Kind::Post);
+        assert_eq!(a.url, "http://127.0.0.1:3000/api/events");
+        let body: Value = serde_json::from_slice(a.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["id"], "run-0");
+        assert_eq!(body["feature"], "gpt-4o");
+        let tokens = body["tokens"].as_i64().unwrap();
+        assert!(TOKENS.contains(&tokens));
+        assert_eq!(a.events.len(), 1);
+        assert_eq!(a.events[0].1, tokens);
+        assert_eq!(
+            body["tenant"].as_str().unwrap(),
+            traffic.tenants()[a.events[0].0]
+        );
+        let body: Value = serde_json::from_slice(b.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["id"], "run-1");
+    }
+
+    #[test]
+    fn batches_go_to_the_batch_route_and_ids_are_left_out_without_audit() {
+        let request = traffic(100, 5, None).next();
+        assert_eq!(request.url, "http://127.0.0.1:3000/api/events/batch");
+        let body: Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
+        let events = body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 5);
+        assert!(events.iter().all(|e| e.get("id").is_none()));
+        let sent: i64 = events.iter().map(|e| e["tokens"].as_i64().unwrap()).sum();
+        assert_eq!(sent, request.events.iter().map(|e| e.1).sum::<i64>());
+    }
+
+    #[test]
+    fn a_zero_mix_only_reads() {
+        let request = traffic(0, 1, None).next();
+        assert_eq!(request.kind, Kind::Read);
+        assert!(request.url.starts_with("http://127.0.0.1:3000/api/usage/"));
+        assert!(request.body.is_none());
+    }
+}
