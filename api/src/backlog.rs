@@ -39,7 +39,10 @@ impl Backlog {
     ) {
         loop {
             match valkey.xlen::<_, u64>(&stream).await {
-                Ok(len) => self.0.store(len, Ordering::Relaxed),
+                Ok(len) => {
+                    self.0.store(len, Ordering::Relaxed);
+                    metrics::gauge!("flagmeter_stream_length_entries").set(len as f64);
+                }
                 Err(err) => tracing::debug!(%err, "cannot sample the stream length"),
             }
             tokio::select! {

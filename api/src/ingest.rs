@@ -48,9 +48,14 @@ impl Incoming<'_> {
 }
 
 /// Appends records to the stream in one round trip (atomically for several).
-/// Answers 503 with `Retry-After` whenever it cannot be sure they are stored.
+/// Answers 503 with `Retry-After` whenever it cannot be sure they are stored:
+/// Valkey unreachable, the stream full or missing, or no reply within the
+/// response timeout (in which case the events may in fact be stored, so
+/// clients retry with the same ids).
 pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), ApiError> {
     if state.backlog.entries() >= state.high_water {
+        metrics::counter!("flagmeter_backpressure_responses_total", "cause" => "high_water")
+            .increment(1);
         tracing::warn!(
             backlog = state.backlog.entries(),
             high_water = state.high_water,
@@ -63,8 +68,17 @@ pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), Api
     }
     let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
     let mut conn = state.valkey.clone();
-    match stream::append(&mut conn, &state.keys.stream, &payloads).await {
-        Ok(_) => Ok(()),
+    let started = std::time::Instant::now();
+    let appended = stream::append(&mut conn, &state.keys.stream, &payloads).await;
+    metrics::histogram!("flagmeter_xadd_duration_seconds").record(started.elapsed().as_secs_f64());
+    if appended.is_err() {
+        metrics::counter!("flagmeter_backpressure_responses_total", "cause" => "valkey_unavailable").increment(1);
+    }
+    match appended {
+        Ok(_) => {
+            metrics::counter!("flagmeter_events_accepted_total").increment(records.len() as u64);
+            Ok(())
+        }
         Err(AppendError::StreamMissing) => {
             tracing::error!(
                 stream = %state.keys.stream,

@@ -8,6 +8,7 @@ pub mod backlog;
 pub mod body_limit;
 pub mod config;
 pub mod error;
+pub mod http_metrics;
 pub mod ingest;
 pub mod routes;
 pub mod startup;

@@ -12,11 +12,19 @@ struct Cli {
     log: LogArgs,
     #[command(flatten)]
     config: ApiConfig,
+    /// Exit 0 if the api on FLAGMETER_API_ADDR answers `GET /api/health`,
+    /// 1 otherwise (for a container health check), instead of running.
+    #[arg(long)]
+    healthcheck: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.healthcheck {
+        let healthy = pipeline::telemetry::probe(cli.config.api_addr, "/api/health").await;
+        std::process::exit(if healthy { 0 } else { 1 });
+    }
     pipeline::telemetry::init(&cli.log);
     let shutdown = pipeline::shutdown::on_signal();
     let app = Application::build(cli.config).await?;

@@ -1,6 +1,6 @@
 //! Building the api from its configuration and running it until shutdown.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use poem::{
     Server,
@@ -34,9 +34,16 @@ impl Application {
         let db = config.database.connect().await?;
         migration::run(&db).await?;
         let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
+        // A reply slower than 5 s counts as Valkey unavailable (503). The
+        // default 500 ms fires under CPU starvation on appends that did
+        // succeed, and such a 503 cannot tell the client whether its event
+        // was stored.
         let mut valkey = ConnectionManager::new_lazy_with_config(
             client,
-            ConnectionManagerConfig::new().set_number_of_retries(1),
+            ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5))),
         )?;
         let keys = StreamKeys::new(&config.valkey.stream, &config.valkey.group);
         if let Err(err) = ensure_group(&mut valkey, &keys).await {
@@ -85,7 +92,10 @@ impl Application {
             self.state.keys.stream.clone(),
             shutdown.clone(),
         ));
-        let app = routes::app(self.state, self.max_body_bytes);
+        let metrics = pipeline::metrics::handle();
+        crate::http_metrics::describe();
+        let upkeep = tokio::spawn(pipeline::metrics::upkeep(metrics.clone(), shutdown.clone()));
+        let app = routes::app(self.state, self.max_body_bytes, metrics);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app,
@@ -94,6 +104,7 @@ impl Application {
             )
             .await?;
         sampler.abort();
+        upkeep.abort();
         Ok(())
     }
 }

@@ -101,9 +101,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "FLAGMETER_EVENT_RETENTION_DAYS", default_value_t = 35,
           value_parser = clap::value_parser!(u32).range(35..))]
     pub event_retention_days: u32,
-    /// How often acknowledged history is trimmed from the stream, in
-    /// milliseconds.
-    #[arg(long, env = "FLAGMETER_TRIM_INTERVAL_MS", default_value_t = 10_000)]
+    /// How often acknowledged history is trimmed from the stream (and the
+    /// backlog gauges sampled), in milliseconds.
+    #[arg(long, env = "FLAGMETER_TRIM_INTERVAL_MS", default_value_t = 5_000)]
     pub trim_interval_ms: u64,
     /// A deliberate crash, for fault-injection tests only.
     #[arg(long, env = "FLAGMETER_FAILPOINT", value_enum, hide = true)]

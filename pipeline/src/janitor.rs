@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use redis::{AsyncCommands, RedisError, aio::ConnectionLike};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::{consumer::parse_id, stream::StreamKeys};
@@ -27,12 +27,12 @@ const RETENTION_BATCH: i64 = 5_000;
 /// How often the ledger is swept.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Trims the stream every `trim_interval` and sweeps the ledger hourly until
-/// shutdown. Failures are logged and tried again next time: nothing here is
-/// urgent, and nothing is lost by waiting.
+/// Every `trim_interval`, samples the backlog gauges and trims the stream;
+/// sweeps the ledger hourly; until shutdown. Failures are logged and tried
+/// again next time: nothing here is urgent, and nothing is lost by waiting.
 pub async fn run(
     mut valkey: impl ConnectionLike + Send + Sync,
-    db: impl ConnectionTrait,
+    db: DatabaseConnection,
     keys: StreamKeys,
     trim_interval: Duration,
     retention_days: u32,
@@ -40,6 +40,14 @@ pub async fn run(
 ) {
     let mut next_sweep = tokio::time::Instant::now();
     loop {
+        if let Err(err) = sample_backlog(&mut valkey, &keys).await {
+            tracing::debug!(%err, "cannot sample the backlog");
+        }
+        let pool = db.get_postgres_connection_pool();
+        let idle = pool.num_idle() as f64;
+        metrics::gauge!("flagmeter_db_pool_connections", "state" => "idle").set(idle);
+        metrics::gauge!("flagmeter_db_pool_connections", "state" => "in_use")
+            .set(f64::from(pool.size()) - idle);
         match trim_stream(&mut valkey, &keys).await {
             Ok(0) => {}
             Ok(trimmed) => tracing::debug!(trimmed, "trimmed acknowledged stream history"),
@@ -91,6 +99,23 @@ where
     Ok(point
         .filter(|&p| p > (0, 1))
         .map(|(ms, seq)| format!("{ms}-{seq}")))
+}
+
+/// Stream length, and this group's lag (undelivered) and pending entries.
+async fn sample_backlog<C>(conn: &mut C, keys: &StreamKeys) -> Result<(), RedisError>
+where
+    C: ConnectionLike + Send + Sync,
+{
+    let length: u64 = conn.xlen(&keys.stream).await?;
+    metrics::gauge!("flagmeter_stream_length_entries").set(length as f64);
+    let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&keys.stream).await?;
+    if let Some(group) = groups.groups.iter().find(|g| g.name == keys.group) {
+        metrics::gauge!("flagmeter_consumer_group_pending_entries").set(group.pending as f64);
+        if let Some(lag) = group.lag {
+            metrics::gauge!("flagmeter_consumer_group_lag_entries").set(lag as f64);
+        }
+    }
+    Ok(())
 }
 
 /// Trims acknowledged history; returns how many entries went.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod consumer;
 pub mod dead_letter;
 pub mod janitor;
+pub mod metrics;
 pub mod record;
 pub mod retry;
 pub mod shutdown;

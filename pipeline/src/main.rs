@@ -11,6 +11,13 @@ use pipeline::{app::PipelineConfig, config::LogArgs, dead_letter, stream::Stream
 struct Cli {
     #[command(flatten)]
     log: LogArgs,
+    /// Where Prometheus scrapes this replica's metrics.
+    #[arg(long, env = "FLAGMETER_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    metrics_addr: std::net::SocketAddr,
+    /// Exit 0 if this replica's metrics endpoint answers, 1 otherwise (for a
+    /// container health check), instead of running.
+    #[arg(long)]
+    healthcheck: bool,
     #[command(flatten)]
     config: PipelineConfig,
     #[command(subcommand)]
@@ -45,10 +52,17 @@ enum DeadLetters {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.healthcheck {
+        let healthy = pipeline::telemetry::probe(cli.metrics_addr, "/").await;
+        std::process::exit(if healthy { 0 } else { 1 });
+    }
     pipeline::telemetry::init(&cli.log);
     match cli.command {
         None => {
             let shutdown = pipeline::shutdown::on_signal();
+            let handle = pipeline::metrics::serve(cli.metrics_addr)?;
+            pipeline::metrics::describe_pipeline();
+            tokio::spawn(pipeline::metrics::upkeep(handle, shutdown.clone()));
             pipeline::app::run(cli.config, shutdown).await
         }
         Some(Command::DeadLetters(command)) => dead_letters(&cli.config, command).await,

@@ -93,6 +93,8 @@ impl Worker {
                 claim_cursor = cursor;
                 if !claimed.is_empty() {
                     tracing::info!(entries = claimed.len(), "took over pending entries");
+                    metrics::counter!("flagmeter_events_reclaimed_total")
+                        .increment(claimed.len() as u64);
                 }
                 let Some(claimed) = self.dead_letter_redelivered(claimed, &shutdown).await else {
                     break;
@@ -116,8 +118,11 @@ impl Worker {
 
     /// Counts one batch and acknowledges it. `None` if shutdown came while a
     /// step was failing: the rest of the batch stays pending.
+    #[tracing::instrument(name = "batch", skip_all, fields(entries = deliveries.len()))]
     async fn process(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) -> Option<()> {
         let started = Instant::now();
+        metrics::counter!("flagmeter_events_read_total").increment(deliveries.len() as u64);
+        metrics::histogram!("flagmeter_batch_size_events").record(deliveries.len() as f64);
         let mut decoded = Vec::with_capacity(deliveries.len());
         let mut ids = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
@@ -128,20 +133,26 @@ impl Worker {
             ids.push(delivery.id.clone());
             match record {
                 Ok(record) => decoded.push((delivery, record)),
-                Err(reason) => self.dead_letter(&delivery, &reason, 1, shutdown).await?,
+                Err(reason) => {
+                    self.dead_letter(&delivery, &reason, "undecodable", 1, shutdown)
+                        .await?
+                }
             }
         }
         let records: Vec<EventRecord> = decoded.iter().map(|(_, r)| r.clone()).collect();
         let written = self.commit(&records, &ids, started, shutdown).await?;
-        let counted = match written {
-            Some(written) => written.counted,
-            None => self.commit_one_by_one(&decoded, shutdown).await?,
+        let (counted, alerts_fired) = match written {
+            Some(written) => (written.counted, written.alerts_fired),
+            None => (self.commit_one_by_one(&decoded, shutdown).await?, 0),
         };
+        record_committed(&records, counted, alerts_fired);
         if self.settings.failpoint == Some(Failpoint::CrashAfterCommit) {
             tracing::warn!("failpoint crash-after-commit: aborting before the ack");
             std::process::abort();
         }
         until_done("ack", shutdown, || self.consumer.ack(&ids)).await?;
+        metrics::histogram!("flagmeter_batch_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         tracing::debug!(
             entries = ids.len(),
             counted,
@@ -171,6 +182,7 @@ impl Worker {
             match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
                 Ok(written) => Ok(Some(written)),
                 Err(err) => {
+                    metrics::counter!("flagmeter_transaction_retries_total").increment(1);
                     let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
                     if failed >= COMMIT_ATTEMPTS_BEFORE_SPLIT && self.database_answers().await {
                         tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
@@ -211,7 +223,8 @@ impl Worker {
                 Ok(n) => counted += n,
                 Err(reason) => {
                     let reason = format!("PostgreSQL refused the event: {reason}");
-                    self.dead_letter(delivery, &reason, 1, shutdown).await?;
+                    self.dead_letter(delivery, &reason, "refused", 1, shutdown)
+                        .await?;
                 }
             }
         }
@@ -243,7 +256,7 @@ impl Worker {
             let count = counts.get(&delivery.id).copied().unwrap_or(1);
             if count > self.settings.max_deliveries {
                 let reason = format!("delivered {count} times without being committed");
-                self.dead_letter(&delivery, &reason, count, shutdown)
+                self.dead_letter(&delivery, &reason, "redelivered", count, shutdown)
                     .await?;
                 dead.push(delivery.id);
             } else {
@@ -258,10 +271,12 @@ impl Worker {
         &self,
         delivery: &Delivery,
         reason: &str,
+        kind: &'static str,
         deliveries: usize,
         shutdown: &CancellationToken,
     ) -> Option<()> {
         tracing::warn!(entry = %delivery.id, reason, "moving entry to the dead-letter stream");
+        metrics::counter!("flagmeter_events_dead_lettered_total", "reason" => kind).increment(1);
         let letter = dead_letter::DeadLetter {
             original_id: &delivery.id,
             reason,
@@ -275,5 +290,19 @@ impl Worker {
                 .await
         })
         .await
+    }
+}
+
+/// Per-batch metrics of a commit: counted, duplicates, alerts, and how long
+/// each event took from the api's receipt to this commit.
+fn record_committed(records: &[EventRecord], counted: u64, alerts_fired: u64) {
+    metrics::counter!("flagmeter_events_counted_total").increment(counted);
+    metrics::counter!("flagmeter_events_duplicate_total")
+        .increment((records.len() as u64).saturating_sub(counted));
+    metrics::counter!("flagmeter_alerts_fired_total").increment(alerts_fired);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let lag = metrics::histogram!("flagmeter_end_to_end_lag_seconds");
+    for record in records {
+        lag.record((now_ms - record.received_ms).max(0) as f64 / 1000.0);
     }
 }

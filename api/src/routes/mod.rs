@@ -9,7 +9,10 @@ mod usage;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::{body_limit::limit_body, error::json_errors, state::AppState};
+use metrics_exporter_prometheus::PrometheusHandle;
+use poem::middleware::{CatchPanic, Tracing};
+
+use crate::{body_limit::limit_body, error::json_errors, http_metrics, state::AppState};
 
 /// Groups of routes in the docs.
 #[derive(Tags)]
@@ -58,9 +61,10 @@ pub fn openapi(
     )
 }
 
-/// The whole application: API routes, `/openapi.json`, `/docs`, with JSON
-/// errors and bounded request bodies.
-pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
+/// The whole application: API routes, `/openapi.json`, `/docs`, `/metrics`,
+/// with JSON errors, bounded request bodies, a tracing span and metrics per
+/// request, and a 500 instead of a dropped connection should a handler panic.
+pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
     let api = openapi(&state);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
@@ -68,6 +72,13 @@ pub fn app(state: AppState, max_body_bytes: usize) -> impl Endpoint {
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at(
+            "/metrics",
+            poem::get(poem::endpoint::make_sync(move |_| metrics.render())),
+        )
         .around(move |next, req| limit_body(next, req, max_body_bytes))
+        .around(http_metrics::record)
+        .with(CatchPanic::new())
+        .with(Tracing)
         .catch_all_error(json_errors)
 }

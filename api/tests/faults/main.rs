@@ -7,6 +7,7 @@
 //! `FLAGMETER_FAULT_SECONDS` (default 6) sets how long each load runs; a
 //! longer soak is the same tests with a larger value.
 
+mod deployment;
 #[path = "../common/fake_slack.rs"]
 mod fake_slack;
 mod support;

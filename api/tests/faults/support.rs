@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Where cargo put the binaries of this workspace.
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     let api = PathBuf::from(env!("CARGO_BIN_EXE_flagmeter-api"));
     let path = api.with_file_name(name);
     assert!(
@@ -35,7 +35,7 @@ fn scratch_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

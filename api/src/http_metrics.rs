@@ -1,0 +1,94 @@
+//! Per-request metrics: requests by route template, method and status, and
+//! request duration by route and method. The route is the matched template
+//! (`/api/usage/:tenant`), never the raw path, so the label set stays small;
+//! a request that matched no route is `unmatched`.
+//!
+//! Ingest rejections are counted here too, per request: the handlers count
+//! accepted events (a batch is many), but a request refused before its
+//! handler ran (malformed JSON, too large) never reaches them.
+
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, PathPattern, Request, Response, Result};
+
+const INGEST_ROUTES: [&str; 2] = ["/api/events", "/api/events/batch"];
+
+/// Describes the api's metrics and starts its counters at zero, so that
+/// dashboards show 0 rather than "no data" before the first request.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "flagmeter_http_requests_total",
+        Unit::Count,
+        "HTTP requests, by route template, method and status"
+    );
+    describe_histogram!(
+        "flagmeter_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration, by route template and method"
+    );
+    describe_counter!(
+        "flagmeter_events_accepted_total",
+        Unit::Count,
+        "Events durably appended to the stream"
+    );
+    metrics::counter!("flagmeter_events_accepted_total").increment(0);
+    describe_counter!(
+        "flagmeter_events_rejected_total",
+        Unit::Count,
+        "Ingest requests refused, by reason"
+    );
+    for reason in ["invalid", "unavailable"] {
+        metrics::counter!("flagmeter_events_rejected_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "flagmeter_backpressure_responses_total",
+        Unit::Count,
+        "503s answered to ingest, by cause"
+    );
+    for cause in ["high_water", "valkey_unavailable"] {
+        metrics::counter!("flagmeter_backpressure_responses_total", "cause" => cause).increment(0);
+    }
+    describe_histogram!(
+        "flagmeter_xadd_duration_seconds",
+        Unit::Seconds,
+        "Time to append a request's events to the stream"
+    );
+    describe_gauge!(
+        "flagmeter_stream_length_entries",
+        Unit::Count,
+        "Entries in the stream (sampled)"
+    );
+    pipeline::metrics::describe_process();
+}
+
+pub async fn record<E: Endpoint>(next: E, req: Request) -> Result<Response> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    let (status, pattern) = match &result {
+        Ok(response) => (response.status(), response.data::<PathPattern>()),
+        Err(err) => (err.status(), err.data::<PathPattern>()),
+    };
+    let route = pattern.map_or_else(|| "unmatched".to_owned(), |p| p.0.to_string());
+    if INGEST_ROUTES.contains(&route.as_str()) {
+        let reason = match status.as_u16() {
+            503 => Some("unavailable"),
+            400..=499 => Some("invalid"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            metrics::counter!("flagmeter_events_rejected_total", "reason" => reason).increment(1);
+        }
+    }
+    metrics::counter!(
+        "flagmeter_http_requests_total",
+        "route" => route.clone(),
+        "method" => method.clone(),
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!("flagmeter_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
