@@ -194,8 +194,18 @@ pub fn describe_process() {
 
 /// Serves `/metrics` on `addr` (the pipeline's endpoint; the api serves it
 /// on its own port) until the process ends.
+///
+/// If the address cannot be bound (another replica on this host has it),
+/// the replica still counts, without an endpoint: the error is logged for an
+/// operator and the health check, which probes the endpoint, fails.
 pub fn serve(addr: std::net::SocketAddr) -> anyhow::Result<PrometheusHandle> {
-    let (recorder, exporter) = builder().with_http_listener(addr).build()?;
+    let (recorder, exporter) = match builder().with_http_listener(addr).build() {
+        Ok(built) => built,
+        Err(err) => {
+            tracing::error!(%addr, %err, "cannot serve metrics; counting without them (set FLAGMETER_METRICS_ADDR per replica)");
+            return Ok(handle());
+        }
+    };
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;
     let _ = HANDLE.set(handle.clone());

@@ -109,6 +109,7 @@ impl Services {
             .env("FLAGMETER_STREAM", &self.stream)
             .env("FLAGMETER_GROUP", &self.group)
             .env("FLAGMETER_CONSUMER", consumer)
+            .env("FLAGMETER_METRICS_ADDR", "127.0.0.1:0")
             .env("FLAGMETER_BATCH_SIZE", "100")
             .env("FLAGMETER_BLOCK_MS", "200")
             .env("FLAGMETER_CLAIM_IDLE_MS", "1500")
