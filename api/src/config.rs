@@ -21,6 +21,10 @@ pub struct ApiConfig {
     /// catches up (back-pressure instead of exhausting Valkey's memory).
     #[arg(long, env = "FLAGMETER_STREAM_HIGH_WATER", default_value_t = 1_000_000)]
     pub stream_high_water: u64,
+    /// How long a tenant's usage, once read, answers `GET /api/usage/{tenant}`
+    /// (milliseconds; 0 reads PostgreSQL every time). `asOf` tells its age.
+    #[arg(long, env = "FLAGMETER_USAGE_CACHE_MS", default_value_t = 250)]
+    pub usage_cache_ms: u64,
     #[command(flatten)]
     pub valkey: ValkeyArgs,
     #[command(flatten)]

@@ -13,3 +13,4 @@ pub mod ingest;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod usage_cache;

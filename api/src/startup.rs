@@ -14,7 +14,9 @@ use pipeline::{
     stream::{StreamKeys, ensure_group},
 };
 
-use crate::{backlog::Backlog, config::ApiConfig, routes, state::AppState};
+use crate::{
+    backlog::Backlog, config::ApiConfig, routes, state::AppState, usage_cache::UsageCache,
+};
 
 /// A built api, bound to its port, ready to serve.
 pub struct Application {
@@ -68,6 +70,7 @@ impl Application {
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
                 slack: SlackClient::new()?,
+                usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
             },
             max_body_bytes: config.max_body_bytes,
         })

@@ -6,7 +6,7 @@ use pipeline::{
     stream::StreamKeys,
 };
 
-use crate::backlog::Backlog;
+use crate::{backlog::Backlog, usage_cache::UsageCache};
 use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
@@ -31,4 +31,6 @@ pub struct AppState {
     pub webhook_policy: WebhookPolicy,
     /// For the webhook test message.
     pub slack: SlackClient,
+    /// Recent period usage per tenant, shared by concurrent readers.
+    pub usage_cache: UsageCache,
 }

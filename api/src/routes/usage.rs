@@ -46,7 +46,8 @@ pub struct TenantUsage {
     pub period_end: DateTime<Utc>,
     /// Per-feature totals, largest first.
     pub by_feature: Vec<FeatureUsage>,
-    /// When these figures were read.
+    /// When these figures were read from the rollups (a tenant's figures
+    /// may be reused for `FLAGMETER_USAGE_CACHE_MS`).
     pub as_of: DateTime<Utc>,
     /// When the newest counted event of the period was committed; absent
     /// when nothing has been counted yet. Events accepted after it may still
@@ -171,11 +172,19 @@ impl UsageApi {
     #[oai(path = "/api/usage/:tenant", method = "get")]
     async fn tenant_usage(&self, tenant: Path<String>) -> Result<TenantUsageResponse, ApiError> {
         check_tenant(&tenant)?;
-        let now = Utc::now();
-        let usage = usage_query::tenant_usage(&self.state.db, &tenant, now)
+        let db = &self.state.db;
+        let snapshot = self
+            .state
+            .usage_cache
+            .get(&tenant, || {
+                usage_query::tenant_usage(db, &tenant, Utc::now())
+            })
             .await?
             .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
-        Ok(TenantUsageResponse::Ok(Json(TenantUsage::new(usage, now))))
+        Ok(TenantUsageResponse::Ok(Json(TenantUsage::new(
+            snapshot.usage,
+            snapshot.read_at,
+        ))))
     }
 
     /// Every tenant's usage in its current billing period.

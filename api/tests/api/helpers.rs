@@ -28,6 +28,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         api_addr: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: TEST_BODY_LIMIT,
         retry_after_secs: 1,
+        usage_cache_ms: 250,
         stream_high_water: 1_000_000,
         valkey: env.valkey_args(),
         database: env.database_args(),

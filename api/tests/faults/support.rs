@@ -69,6 +69,7 @@ impl Services {
             api_addr: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: 1024 * 1024,
             retry_after_secs: 1,
+            usage_cache_ms: 250,
             stream_high_water: 10_000_000,
             valkey: ValkeyArgs {
                 valkey_url: self.valkey_url.clone(),
