@@ -1,6 +1,7 @@
 # Sourced by scripts/run and scripts/test: makes sure PostgreSQL and
 # Valkey/Redis answer on loopback, installing them from the distribution's
-# packages and starting them when they do not.
+# packages and starting them when they do not (and, for the tests, that
+# Chromium is installed).
 #
 # PostgreSQL: 127.0.0.1:5432, user postgres without a password (loopback
 # connections are trusted; on a fresh install this script adds that rule).
@@ -68,6 +69,15 @@ ensure_valkey() {
     --appendonly yes --appendfsync everysec --dir "$data" --logfile "$data/server.log"
   for _ in $(seq 1 30); do valkey_answers && return 0; sleep 0.5; done
   say "Valkey/Redis does not answer on 127.0.0.1:$VALKEY_PORT"; return 1
+}
+
+# Chromium, for the dashboard's browser test (api/tests/api/dashboard.rs).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    return 0
+  fi
+  apt_install chromium
+  command -v chromium >/dev/null 2>&1 || { say "chromium is still missing"; return 1; }
 }
 
 ensure_services() {

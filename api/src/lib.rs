@@ -7,6 +7,7 @@
 pub mod backlog;
 pub mod body_limit;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http_metrics;
 pub mod ingest;

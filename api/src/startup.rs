@@ -15,7 +15,8 @@ use pipeline::{
 };
 
 use crate::{
-    backlog::Backlog, config::ApiConfig, routes, state::AppState, usage_cache::UsageCache,
+    backlog::Backlog, config::ApiConfig, dashboard::snapshot, routes, state::AppState,
+    usage_cache::UsageCache,
 };
 
 /// A built api, bound to its port, ready to serve.
@@ -24,6 +25,8 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     max_body_bytes: usize,
+    /// Reads the dashboard's figures while the api runs.
+    snapshot_publisher: snapshot::Publisher,
 }
 
 impl Application {
@@ -57,6 +60,7 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
+        let (snapshot_publisher, snapshots) = snapshot::channel();
         Ok(Self {
             acceptor,
             addr,
@@ -71,8 +75,10 @@ impl Application {
                 webhook_policy: config.alerts.policy(),
                 slack: SlackClient::new()?,
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
+                snapshots,
             },
             max_body_bytes: config.max_body_bytes,
+            snapshot_publisher,
         })
     }
 
@@ -98,6 +104,12 @@ impl Application {
         let metrics = pipeline::metrics::handle();
         crate::http_metrics::describe();
         let upkeep = tokio::spawn(pipeline::metrics::upkeep(metrics.clone(), shutdown.clone()));
+        // Stopping it ends every dashboard stream, so that open browsers do
+        // not hold the graceful shutdown up.
+        let snapshots = tokio::spawn(
+            self.snapshot_publisher
+                .run(self.state.db.clone(), shutdown.clone()),
+        );
         let app = routes::app(self.state, self.max_body_bytes, metrics);
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
@@ -108,6 +120,7 @@ impl Application {
             .await?;
         sampler.abort();
         upkeep.abort();
+        snapshots.abort();
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use pipeline::{
     stream::StreamKeys,
 };
 
-use crate::{backlog::Backlog, usage_cache::UsageCache};
+use crate::{backlog::Backlog, dashboard::snapshot::Snapshots, usage_cache::UsageCache};
 use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
@@ -33,4 +33,6 @@ pub struct AppState {
     pub slack: SlackClient,
     /// Recent period usage per tenant, shared by concurrent readers.
     pub usage_cache: UsageCache,
+    /// The dashboard's latest figures, read once for every viewer.
+    pub snapshots: Snapshots,
 }

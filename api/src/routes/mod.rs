@@ -5,6 +5,7 @@ mod events;
 mod health;
 mod tenants;
 mod usage;
+mod usage_stream;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -12,7 +13,7 @@ use poem_openapi::{OpenApiService, Tags};
 use metrics_exporter_prometheus::PrometheusHandle;
 use poem::middleware::{CatchPanic, Tracing};
 
-use crate::{body_limit::limit_body, error::json_errors, http_metrics, state::AppState};
+use crate::{body_limit::limit_body, dashboard, error::json_errors, http_metrics, state::AppState};
 
 /// Groups of routes in the docs.
 #[derive(Tags)]
@@ -44,16 +45,20 @@ pub fn openapi(
     (
         events::EventsApi,
         usage::UsageApi,
+        usage_stream::UsageStreamApi,
         tenants::TenantsApi,
         health::HealthApi,
+        dashboard::DashboardApi,
     ),
     (),
 > {
     let apis = (
         events::EventsApi::new(state.clone()),
         usage::UsageApi::new(state.clone()),
+        usage_stream::UsageStreamApi::new(state),
         tenants::TenantsApi::new(state.clone()),
         health::HealthApi::new(state.clone()),
+        dashboard::DashboardApi,
     );
     OpenApiService::new(apis, "FlagMeter", env!("CARGO_PKG_VERSION")).description(
         "Meters AI token usage per tenant: ingest usage events, read how much \
@@ -61,9 +66,10 @@ pub fn openapi(
     )
 }
 
-/// The whole application: API routes, `/openapi.json`, `/docs`, `/metrics`,
-/// with JSON errors, bounded request bodies, a tracing span and metrics per
-/// request, and a 500 instead of a dropped connection should a handler panic.
+/// The whole application: the dashboard at `/`, API routes, `/openapi.json`,
+/// `/docs`, `/metrics`, with JSON errors, bounded request bodies, a tracing
+/// span and metrics per request, and a 500 instead of a dropped connection
+/// should a handler panic.
 pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
     let api = openapi(&state);
     let spec = api.spec_endpoint();

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod backpressure;
+mod dashboard;
 mod docs;
 mod end_to_end;
 #[path = "../common/fake_slack.rs"]

@@ -1,0 +1,90 @@
+//! `GET /api/usage/stream`: every tenant's usage, pushed as Server-Sent
+//! Events. It feeds the dashboard at `/`, and anything else that wants live
+//! figures without polling.
+//!
+//! The figures come from the one shared reader in
+//! [`crate::dashboard::snapshot`]: a connection costs the database nothing.
+
+use std::time::Duration;
+
+use futures::{StreamExt, stream::BoxStream};
+use poem::{
+    IntoResponse, Response,
+    web::sse::{Event, SSE},
+};
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    payload::{EventStream, Payload},
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+};
+
+use super::ApiTags;
+use crate::{
+    dashboard::snapshot::{DashboardEvent, Snapshots},
+    state::AppState,
+};
+
+/// A comment line this often keeps idle proxies from closing the stream
+/// while no figures can be read.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The event stream, documented as a stream of [`DashboardEvent`]s; unlike
+/// poem-openapi's `EventStream` it also sends a `retry:` line, and its
+/// events are serialized once for all viewers.
+pub struct UsageEvents(BoxStream<'static, Event>);
+
+impl IntoResponse for UsageEvents {
+    fn into_response(self) -> Response {
+        SSE::new(self.0).keep_alive(KEEP_ALIVE).into_response()
+    }
+}
+
+impl ApiResponse for UsageEvents {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "A `retry:` line, then one `snapshot` as soon as the figures \
+                              are read, then every second a `snapshot` if they changed or a \
+                              `heartbeat` if not. JSON in each event's `data`.",
+                status: Some(200),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "text/event-stream",
+                    schema: EventStream::<BoxStream<'static, DashboardEvent>>::schema_ref(),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        DashboardEvent::register(registry);
+    }
+}
+
+pub struct UsageStreamApi {
+    snapshots: Snapshots,
+}
+
+impl UsageStreamApi {
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            snapshots: state.snapshots.clone(),
+        }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Usage")]
+impl UsageStreamApi {
+    /// Every tenant's usage, live (Server-Sent Events).
+    ///
+    /// The first 1000 tenants in id order, each with its period usage,
+    /// quota, lowest alert threshold, per-feature totals and tokens per
+    /// minute over the last hour. Read once a second for all connections
+    /// together; a browser's `EventSource` reconnects by itself.
+    #[oai(path = "/api/usage/stream", method = "get")]
+    async fn usage_stream(&self) -> UsageEvents {
+        UsageEvents(self.snapshots.subscribe().boxed())
+    }
+}

@@ -1,0 +1,716 @@
+//! The live dashboard: its page and event stream over plain HTTP, then the
+//! real thing in headless Chromium, driven over the DevTools protocol.
+//!
+//! Chromium is required: `scripts/test` installs Debian's `chromium` when it
+//! is missing, and the browser test fails (rather than passes silently) when
+//! it cannot be found or started.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use api::{config::ApiConfig, startup::Application};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use pipeline::{testing::event, writer::write_batch};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+    task::JoinHandle,
+    time::Instant,
+};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+/// Reads SSE `data:` lines from `/api/usage/stream` until `done` holds for
+/// one of them; returns the `retry:` hint seen and that message.
+async fn read_stream(app: &TestApp, done: impl Fn(&Value) -> bool) -> (Option<u64>, Value) {
+    let mut response = app.get("/api/usage/stream").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut buffer, mut retry) = (String::new(), None);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("the stream delivers the expected message within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            for line in message.lines() {
+                if let Some(ms) = line.strip_prefix("retry: ") {
+                    retry = Some(ms.parse().unwrap());
+                }
+                if let Some(data) = line.strip_prefix("data: ") {
+                    let data: Value = serde_json::from_str(data).unwrap();
+                    if done(&data) {
+                        return (retry, data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stream_sends_a_retry_hint_then_every_tenant_with_its_last_hour() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    write_batch(
+        &app.env.db,
+        &[
+            event("acme", "1", "gpt-4o", 600, now),
+            event(
+                "acme",
+                "2",
+                "claude-3-opus",
+                400,
+                now - chrono::Duration::minutes(3),
+            ),
+            event("globex", "3", "gpt-4o", 50, now),
+        ],
+        &pipeline::testing::new_tenants(10_000),
+    )
+    .await
+    .unwrap();
+
+    let (retry, snapshot) = read_stream(&app, |m| m["type"] == "snapshot").await;
+
+    assert_eq!(retry, Some(2000), "a reconnection hint comes first");
+    let tenants = snapshot["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 2, "{snapshot}");
+    let acme = &tenants[0];
+    assert_eq!(acme["tenant"], "acme");
+    assert_eq!(acme["totalTokens"], 1000);
+    assert_eq!(acme["quotaPercent"], 10.0);
+    assert_eq!(acme["alertAt"], 80);
+    assert_eq!(acme["byFeature"][0]["feature"], "gpt-4o");
+    let last_hour: Vec<i64> = acme["lastHour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(last_hour.len(), 60);
+    let series_start: DateTime<Utc> = snapshot["seriesStart"].as_str().unwrap().parse().unwrap();
+    let minute_of = |t: DateTime<Utc>| ((t - series_start).num_seconds() / 60) as usize;
+    let mut expected = vec![0; 60];
+    expected[minute_of(now)] += 600;
+    expected[minute_of(now - chrono::Duration::minutes(3))] += 400;
+    assert_eq!(last_hour, expected);
+    assert_eq!(tenants[1]["lastHour"].as_array().unwrap().len(), 60);
+
+    // Unchanged figures come as heartbeats.
+    let (_, heartbeat) = read_stream(&app, |m| m["type"] == "heartbeat").await;
+    assert!(heartbeat["asOf"].is_string(), "{heartbeat}");
+}
+
+#[tokio::test]
+async fn the_stream_is_documented_and_does_not_hide_the_tenant_routes() {
+    let app = spawn_app().await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let stream = &spec["paths"]["/api/usage/stream"]["get"];
+    let content = &stream["responses"]["200"]["content"]["text/event-stream"];
+    assert!(content["schema"]["items"].is_object(), "{stream}");
+    assert!(
+        spec["components"]["schemas"]["DashboardSnapshot"].is_object(),
+        "the snapshot schema is in the spec"
+    );
+    // A tenant's time series under `/api/usage/stream/...` is still routed
+    // to the tenant routes.
+    let (status, body) = app.get_json("/api/usage/stream/timeseries").await;
+    assert_eq!((status, &body["error"]), (404, &json!("unknown tenant")));
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_by_the_binary() {
+    let app = spawn_app().await;
+    let response = app.get("/").await;
+    assert_eq!(response.status().as_u16(), 200);
+    let headers = response.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let html = response.text().await.unwrap();
+    for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!html.contains(external), "no CDN: found {external}");
+    }
+    for (path, content_type) in [
+        ("/dashboard.css", "text/css"),
+        ("/dashboard.js", "text/javascript"),
+    ] {
+        assert!(html.contains(path), "the page loads {path}");
+        let response = app.get(path).await;
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type)
+        );
+        let text = response.text().await.unwrap();
+        assert!(
+            !text.contains("url(") && !text.contains("@import"),
+            "no fetches from {path}"
+        );
+        if path.ends_with(".js") {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+            ] {
+                assert!(
+                    !text.contains(sink),
+                    "tenant data never goes through {sink}"
+                );
+            }
+        }
+    }
+    let response = app.post("/", &json!({})).await;
+    assert_eq!(response.status().as_u16(), 405);
+    assert!(
+        response.json::<Value>().await.unwrap()["error"].is_string(),
+        "a JSON error"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// In a browser.
+
+/// Longest wait for any one thing the browser should show.
+const UI_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An api the browser watches, on an address it keeps across restarts.
+struct WatchedApi {
+    config: ApiConfig,
+    base: String,
+    shutdown: CancellationToken,
+    running: JoinHandle<std::io::Result<()>>,
+}
+
+impl WatchedApi {
+    async fn start(mut config: ApiConfig) -> Self {
+        let app = Application::build(config.clone())
+            .await
+            .expect("the api builds");
+        config.api_addr = app.addr();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self {
+            base: format!("http://{}", config.api_addr),
+            config,
+            shutdown,
+            running,
+        }
+    }
+
+    /// Stops the api; open dashboard streams must not hold it up.
+    async fn stop(self) -> ApiConfig {
+        let started = Instant::now();
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.running)
+            .await
+            .expect("the api stops within 5 s although a dashboard is open")
+            .unwrap()
+            .unwrap();
+        note(&format!("api stopped in {:?}", started.elapsed()));
+        self.config
+    }
+}
+
+/// A line in the test's output (shown with `--nocapture`).
+fn note(what: &str) {
+    eprintln!("[dashboard test] {what}");
+}
+
+/// Where test artifacts (screenshots) go: `target/test-artifacts`.
+fn artifacts_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().unwrap_or(tmp).join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn find_chromium() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "Chromium is not installed, and the dashboard test needs it: run `scripts/test` \
+                 (it installs Debian's `chromium`) or `apt-get install -y chromium`"
+            )
+        })
+}
+
+/// Headless Chromium with one page, driven over the DevTools protocol.
+struct Browser {
+    child: Child,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    session: String,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn launch() -> Self {
+        let binary = find_chromium();
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(&binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--lang=en-US",
+                "--window-size=1100,900",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .env("LANG", "en_US.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut said = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                    return Some(url.trim().to_owned());
+                }
+                said.push(line);
+            }
+            None
+        })
+        .await;
+        let Ok(Some(url)) = found else {
+            panic!(
+                "{} did not open its DevTools endpoint within 30 s; it said:\n{}",
+                binary.display(),
+                said.join("\n")
+            );
+        };
+        // Keep reading its stderr, or Chromium blocks once the pipe is full.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap_or_else(|err| panic!("cannot connect to DevTools at {url}: {err}"));
+        let mut browser = Self {
+            child,
+            ws,
+            session: String::new(),
+            next_id: 0,
+            _profile: profile,
+        };
+        let target = browser
+            .send(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .await;
+        let attached = browser
+            .send(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target["targetId"], "flatten": true }),
+            )
+            .await;
+        browser.session = attached["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        browser
+    }
+
+    /// Sends one DevTools command (to the page, or with `None` to the
+    /// browser) and returns its result; events in between are skipped.
+    async fn send(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            command["sessionId"] = json!(session);
+        }
+        self.ws
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap_or_else(|err| panic!("cannot send {method}: {err}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("Chromium did not answer {method} within 20 s"))
+                .unwrap_or_else(|| panic!("Chromium closed DevTools during {method}"))
+                .unwrap_or_else(|err| panic!("DevTools failed during {method}: {err}"));
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+            if reply["id"] == id {
+                assert!(reply["error"].is_null(), "{method} failed: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    async fn page(&mut self, method: &str, params: Value) -> Value {
+        let session = self.session.clone();
+        self.send(Some(&session), method, params).await
+    }
+
+    /// The value of a JavaScript expression in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .page(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "`{expression}` threw: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is truthy; returns that value.
+    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        loop {
+            let value = self.eval(expression).await;
+            let truthy = match &value {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                _ => true,
+            };
+            if truthy {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let state = self.eval(STATE).await;
+                panic!("the page did not show {what} within {UI_TIMEOUT:?}; it shows {state}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&mut self, name: &str) -> PathBuf {
+        let shot = self
+            .page("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let path = artifacts_dir().join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// Asks Chromium to quit (it may drop the connection before it
+    /// answers), and kills it if it has not after 5 s.
+    async fn close(mut self) {
+        self.next_id += 1;
+        let command = json!({ "id": self.next_id, "method": "Browser.close" });
+        self.ws.send(Message::text(command.to_string())).await.ok();
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await.ok();
+        }
+    }
+}
+
+/// What the page shows, as JSON: connection state and every row in order.
+const STATE: &str = r##"JSON.stringify({
+  connection: document.getElementById("connection").dataset.state,
+  summary: document.getElementById("summary").textContent,
+  rows: Array.from(document.querySelectorAll("#tenants > li")).map((li) => {
+    const marker = li.querySelector(".marker");
+    return {
+      tenant: li.dataset.tenant,
+      hidden: li.hidden,
+      name: li.querySelector(".tenant-name").textContent,
+      level: li.dataset.level,
+      percent: li.querySelector(".percent").textContent,
+      tokens: li.querySelector(".tokens").textContent,
+      marker: marker.hidden ? "" : marker.textContent,
+      period: li.querySelector(".period").textContent,
+      features: li.querySelector("summary").textContent,
+      spark: li.querySelector(".spark").getAttribute("aria-label") || "",
+    };
+  }),
+})"##;
+
+async fn page_state(browser: &mut Browser) -> Value {
+    serde_json::from_str(browser.eval(STATE).await.as_str().unwrap()).unwrap()
+}
+
+fn row<'a>(state: &'a Value, tenant: &str) -> &'a Value {
+    state["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tenant"] == tenant)
+        .unwrap_or_else(|| panic!("no row for {tenant}: {state}"))
+}
+
+async fn post_usage(app: &TestApp, tenant: &str, feature: &str, tokens: i64) {
+    let response = app
+        .post(
+            "/api/events",
+            &json!({ "tenant": tenant, "feature": feature, "tokens": tokens }),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 202);
+}
+
+async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
+    let response = app
+        .client
+        .put(format!("{}/api/tenants/{tenant}", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restart() {
+    let mut captured = None;
+    let app = spawn_app_with(|config| captured = Some(config.clone())).await;
+    let (stop_pipeline, pipeline) = app.env.spawn_pipeline("w");
+    put_tenant(
+        &app,
+        "acme-corp",
+        json!({ "name": "Acme <b>Corp</b> & Sons", "monthlyQuota": 10_000 }),
+    )
+    .await;
+    put_tenant(
+        &app,
+        "globex-inc",
+        json!({ "monthlyQuota": 100_000, "alertThresholds": [90, 100] }),
+    )
+    .await;
+    put_tenant(&app, "initech", json!({ "monthlyQuota": 1_000_000 })).await;
+    post_usage(&app, "acme-corp", "gpt-4o", 5_000).await;
+    post_usage(&app, "acme-corp", "claude-3-opus", 3_500).await;
+    post_usage(&app, "globex-inc", "gpt-4o", 82_000).await;
+    post_usage(&app, "initech", "gpt-4o", 50_000).await;
+    for (tenant, tokens) in [
+        ("acme-corp", 8_500),
+        ("globex-inc", 82_000),
+        ("initech", 50_000),
+    ] {
+        app.wait_for_total(tenant, tokens, Duration::from_secs(10))
+            .await;
+    }
+
+    // The browser watches an api of its own (same database and stream), so
+    // that the test can restart it at the same address.
+    let watched = WatchedApi::start(captured.expect("the config")).await;
+    let mut browser = Browser::launch().await;
+    browser
+        .page(
+            "Page.navigate",
+            json!({ "url": format!("{}/", watched.base) }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "three tenants",
+            "document.querySelectorAll('#tenants > li').length === 3",
+        )
+        .await;
+    let state = page_state(&mut browser).await;
+    assert_eq!(state["connection"], "live", "{state}");
+    let order: Vec<&str> = state["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["acme-corp", "globex-inc", "initech"],
+        "by percent used"
+    );
+
+    let acme = row(&state, "acme-corp");
+    assert_eq!(acme["name"], "Acme <b>Corp</b> & Sons", "the name as text");
+    assert_eq!(acme["percent"], "85.0\u{a0}%");
+    assert_eq!(acme["tokens"], "8,500 of 10,000 tokens");
+    assert_eq!(acme["level"], "over");
+    assert!(
+        acme["marker"]
+            .as_str()
+            .unwrap()
+            .contains("at or over 80\u{a0}%"),
+        "marked in words, not only in red: {acme}"
+    );
+    assert_eq!(acme["features"], "2 features");
+    assert!(
+        acme["spark"].as_str().unwrap().contains("8,500 in total"),
+        "{acme}"
+    );
+    assert!(acme["period"].as_str().unwrap().starts_with("Period ends "));
+    // 82 % is past 80 but below this tenant's own first threshold (90): near.
+    let globex = row(&state, "globex-inc");
+    assert_eq!(globex["percent"], "82.0\u{a0}%");
+    assert_eq!(globex["level"], "near");
+    assert!(globex["marker"].as_str().unwrap().contains("near 90"));
+    let initech = row(&state, "initech");
+    assert_eq!(
+        (&initech["level"], &initech["marker"]),
+        (&json!("ok"), &json!(""))
+    );
+    assert_eq!(initech["tokens"], "50,000 of 1,000,000 tokens");
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#tenants b').length")
+            .await,
+        0,
+        "no markup from tenant data"
+    );
+
+    // The per-feature breakdown, and the filter box.
+    let features = browser
+        .eval(
+            r##"(() => {
+              const d = document.querySelector('li[data-tenant="acme-corp"] details');
+              d.open = true;
+              return Array.from(d.querySelectorAll("tbody tr"))
+                .map((tr) => Array.from(tr.cells).map((c) => c.textContent));
+            })()"##,
+        )
+        .await;
+    assert_eq!(
+        features,
+        json!([
+            ["gpt-4o", "5,000", "58.8\u{a0}%"],
+            ["claude-3-opus", "3,500", "41.2\u{a0}%"]
+        ])
+    );
+    let shown = browser
+        .eval(
+            r##"(() => {
+              const f = document.getElementById("filter");
+              f.value = "GLOB";
+              f.dispatchEvent(new Event("input"));
+              const shown = Array.from(document.querySelectorAll("#tenants > li"))
+                .filter((li) => !li.hidden).map((li) => li.dataset.tenant);
+              f.value = "";
+              f.dispatchEvent(new Event("input"));
+              return shown;
+            })()"##,
+        )
+        .await;
+    assert_eq!(shown, json!(["globex-inc"]));
+
+    // A tenant seen for the first time appears without a reload.
+    browser.eval("window.notReloaded = true").await;
+    let posted = Instant::now();
+    post_usage(&app, "hooli-xyz", "gpt-4o", 900_000).await;
+    browser
+        .wait_for(
+            "the new tenant",
+            r##"document.querySelector('li[data-tenant="hooli-xyz"]') !== null"##,
+        )
+        .await;
+    note(&format!("a new tenant showed after {:?}", posted.elapsed()));
+    assert_eq!(browser.eval("window.notReloaded === true").await, true);
+    let state = page_state(&mut browser).await;
+    let hooli = row(&state, "hooli-xyz");
+    assert_eq!(
+        (&hooli["percent"], &hooli["level"]),
+        (&json!("90.0\u{a0}%"), &json!("over"))
+    );
+    assert_eq!(state["rows"][0]["tenant"], "hooli-xyz", "highest first");
+    assert_eq!(
+        browser
+            .eval(r##"document.querySelector('li[data-tenant="acme-corp"] details').open"##)
+            .await,
+        true,
+        "an expanded row stays expanded across updates"
+    );
+    let shot = browser.screenshot("dashboard.png").await;
+    note(&format!("screenshot: {}", shot.display()));
+
+    // At phone width nothing overflows sideways.
+    browser
+        .page(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the phone layout",
+            "window.innerWidth === 390 && document.documentElement.scrollWidth <= 390",
+        )
+        .await;
+    browser.screenshot("dashboard-phone.png").await;
+    browser
+        .page("Emulation.clearDeviceMetricsOverride", json!({}))
+        .await;
+
+    // The api restarts: the page says it lost the connection, then comes
+    // back by itself with fresh figures.
+    let config = watched.stop().await;
+    browser
+        .wait_for(
+            "the connection as down",
+            "document.getElementById('connection').dataset.state !== 'live'",
+        )
+        .await;
+    let watched = WatchedApi::start(config).await;
+    post_usage(&app, "after-restart", "gpt-4o", 10).await;
+    browser
+        .wait_for(
+            "the tenant posted after the restart",
+            r##"document.querySelector('li[data-tenant="after-restart"]') !== null
+               && document.getElementById('connection').dataset.state === 'live'"##,
+        )
+        .await;
+    assert_eq!(browser.eval("window.notReloaded === true").await, true);
+
+    browser.close().await;
+    watched.stop().await;
+    stop_pipeline.cancel();
+    pipeline.await.unwrap().unwrap();
+}
