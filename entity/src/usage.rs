@@ -34,6 +34,13 @@ impl PeriodUsage {
     pub fn total_tokens(&self) -> i64 {
         self.by_feature.iter().map(|f| f.tokens).sum()
     }
+
+    /// Tokens used as a percentage of the quota, to two decimals (may
+    /// exceed 100).
+    pub fn quota_percent(&self) -> f64 {
+        let percent = self.total_tokens() as f64 * 100.0 / self.tenant.monthly_quota as f64;
+        (percent * 100.0).round() / 100.0
+    }
 }
 
 const PERIOD_TOTALS: &str = r#"

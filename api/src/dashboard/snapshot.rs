@@ -289,11 +289,10 @@ async fn read(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<DashboardSn
 fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
     let total_tokens = usage.total_tokens();
     let quota = usage.tenant.monthly_quota;
-    let percent = total_tokens as f64 * 100.0 / quota as f64;
     DashboardTenant {
+        quota_percent: usage.quota_percent(),
         total_tokens,
         monthly_quota: quota,
-        quota_percent: (percent * 100.0).round() / 100.0,
         alert_at: usage
             .tenant
             .alert_thresholds

@@ -60,11 +60,10 @@ impl TenantUsage {
     fn new(usage: PeriodUsage, as_of: DateTime<Utc>) -> Self {
         let total_tokens = usage.total_tokens();
         let quota = usage.tenant.monthly_quota;
-        let percent = total_tokens as f64 * 100.0 / quota as f64;
         Self {
+            quota_percent: usage.quota_percent(),
             total_tokens,
             monthly_quota: quota,
-            quota_percent: (percent * 100.0).round() / 100.0,
             period_start: usage.period.start,
             period_end: usage.period.end,
             by_feature: usage
