@@ -123,7 +123,9 @@ impl Worker {
         let started = Instant::now();
         metrics::counter!("flagmeter_events_read_total").increment(deliveries.len() as u64);
         metrics::histogram!("flagmeter_batch_size_events").record(deliveries.len() as f64);
-        let mut decoded = Vec::with_capacity(deliveries.len());
+        // Decoded records and the entries they came from, index for index.
+        let mut records = Vec::with_capacity(deliveries.len());
+        let mut sources = Vec::with_capacity(deliveries.len());
         let mut ids = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let record = match &delivery.payload {
@@ -132,18 +134,23 @@ impl Worker {
             };
             ids.push(delivery.id.clone());
             match record {
-                Ok(record) => decoded.push((delivery, record)),
+                Ok(record) => {
+                    records.push(record);
+                    sources.push(delivery);
+                }
                 Err(reason) => {
                     self.dead_letter(&delivery, &reason, "undecodable", 1, shutdown)
                         .await?
                 }
             }
         }
-        let records: Vec<EventRecord> = decoded.iter().map(|(_, r)| r.clone()).collect();
         let written = self.commit(&records, &ids, started, shutdown).await?;
         let (counted, alerts_fired) = match written {
             Some(written) => (written.counted, written.alerts_fired),
-            None => (self.commit_one_by_one(&decoded, shutdown).await?, 0),
+            None => (
+                self.commit_one_by_one(&sources, &records, shutdown).await?,
+                0,
+            ),
         };
         record_committed(&records, counted, alerts_fired);
         if self.settings.failpoint == Some(Failpoint::CrashAfterCommit) {
@@ -200,11 +207,12 @@ impl Worker {
     /// refuses while it is otherwise answering. Returns how many counted.
     async fn commit_one_by_one(
         &self,
-        decoded: &[(Delivery, EventRecord)],
+        sources: &[Delivery],
+        records: &[EventRecord],
         shutdown: &CancellationToken,
     ) -> Option<u64> {
         let mut counted = 0;
-        for (delivery, record) in decoded {
+        for (delivery, record) in sources.iter().zip(records) {
             let outcome = until_done("commit one event", shutdown, || async {
                 match writer::write_batch(
                     &self.db,

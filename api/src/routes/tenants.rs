@@ -253,6 +253,19 @@ impl TenantsApi {
             .await?
             .ok_or_else(|| ApiError::unknown_tenant(tenant))
     }
+
+    /// The tenant and its webhook; 404 if either is missing.
+    async fn with_webhook(
+        &self,
+        tenant: &str,
+    ) -> Result<(tenants::Model, slack_webhooks::Model), ApiError> {
+        let existing = self.existing(tenant).await?;
+        let hook = slack_webhooks::Entity::find_by_id(existing.id.as_str())
+            .one(&self.state.db)
+            .await?
+            .ok_or_else(|| no_webhook(tenant))?;
+        Ok((existing, hook))
+    }
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> ApiError {
@@ -437,11 +450,7 @@ impl TenantsApi {
     /// The tenant's webhook, its secret part masked.
     #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "get")]
     async fn get_webhook(&self, tenant: Path<String>) -> Result<WebhookResponse, ApiError> {
-        let existing = self.existing(&tenant).await?;
-        let hook = slack_webhooks::Entity::find_by_id(existing.id)
-            .one(&self.state.db)
-            .await?
-            .ok_or_else(|| no_webhook(&tenant))?;
+        let (_, hook) = self.with_webhook(&tenant).await?;
         Ok(WebhookResponse::Ok(Json(hook.into())))
     }
 
@@ -461,11 +470,7 @@ impl TenantsApi {
     /// Send a test message to the tenant's webhook and report Slack's answer.
     #[oai(path = "/api/tenants/:tenant/slack-webhook/test", method = "post")]
     async fn test_webhook(&self, tenant: Path<String>) -> Result<WebhookTestResponse, ApiError> {
-        let existing = self.existing(&tenant).await?;
-        let hook = slack_webhooks::Entity::find_by_id(existing.id.as_str())
-            .one(&self.state.db)
-            .await?
-            .ok_or_else(|| no_webhook(&tenant))?;
+        let (existing, hook) = self.with_webhook(&tenant).await?;
         let url = self
             .state
             .webhook_policy

@@ -135,27 +135,31 @@ async fn every_dashboard_query_names_a_metric_the_binaries_export() {
         "{pipeline_metrics}"
     );
 
-    let healthy = tokio::process::Command::new(bin("flagmeter-pipeline"))
-        .args(["--healthcheck", "--metrics-addr", &metrics_addr])
-        .status()
-        .await
-        .unwrap();
-    assert!(healthy.success(), "the pipeline's health check passes");
+    assert!(
+        healthcheck("flagmeter-pipeline", "--metrics-addr", &metrics_addr).await,
+        "the pipeline's health check passes"
+    );
     worker.kill().await.unwrap();
-    let unhealthy = tokio::process::Command::new(bin("flagmeter-pipeline"))
-        .args(["--healthcheck", "--metrics-addr", &metrics_addr])
-        .status()
-        .await
-        .unwrap();
-    assert!(!unhealthy.success(), "and fails once it is gone");
+    assert!(
+        !healthcheck("flagmeter-pipeline", "--metrics-addr", &metrics_addr).await,
+        "and fails once it is gone"
+    );
     let api_addr = base.trim_start_matches("http://");
-    let api_healthy = tokio::process::Command::new(bin("flagmeter-api"))
-        .args(["--healthcheck", "--api-addr", api_addr])
+    assert!(
+        healthcheck("flagmeter-api", "--api-addr", api_addr).await,
+        "the api's health check passes"
+    );
+    stop_api.cancel();
+}
+
+/// Whether `binary --healthcheck <flag> <addr>` exits 0.
+async fn healthcheck(binary: &str, flag: &str, addr: &str) -> bool {
+    tokio::process::Command::new(bin(binary))
+        .args(["--healthcheck", flag, addr])
         .status()
         .await
-        .unwrap();
-    assert!(api_healthy.success(), "the api's health check passes");
-    stop_api.cancel();
+        .unwrap()
+        .success()
 }
 
 /// Every variable name the binaries read, from their `--help`.
