@@ -1,13 +1,28 @@
 // FlagMeter dashboard: renders /api/usage/stream (Server-Sent Events).
 // Tenant data only ever reaches the page through textContent and
 // attributes, never through markup.
+//
+// The stream needs an API key (read scope), sent as a Bearer token, which
+// an EventSource cannot do: the stream is read with fetch and parsed here.
+// The key comes from the address (#key=..., removed from it at once), else
+// from this tab's sessionStorage, else from the form the page then shows.
 "use strict";
 
 (() => {
   const SVG = "http://www.w3.org/2000/svg";
   const NEAR_POINTS = 10; // "near" within this many points below the alert
   const STALE_AFTER_MS = 5000; // figures older than this are called out
-  const REOPEN_MAX_MS = 15000;
+  const STREAM_URL = "/api/usage/stream";
+  const KEY_STORAGE = "flagmeter.dashboard.apiKey";
+  // Reconnection: the server's `retry:` hint, kept within these bounds and
+  // doubled after each failed attempt up to the upper one.
+  const RETRY_MIN_MS = 1000;
+  const RETRY_MAX_MS = 10000;
+  // The server sends an event every second and a comment line at least
+  // every 15 s even when it cannot read the figures: three times that
+  // without a single byte means the connection is dead.
+  const SILENCE_MS = 45000;
+  const RATE_LIMIT_MAX_S = 3600;
 
   const numbers = new Intl.NumberFormat();
   const percents = new Intl.NumberFormat(undefined, {
@@ -30,14 +45,27 @@
   const connectionText = document.getElementById("connection-text");
   const updated = document.getElementById("updated");
   const age = document.getElementById("age");
+  const toolbar = document.getElementById("toolbar");
+  const keyForm = document.getElementById("key-form");
+  const keyInput = document.getElementById("key");
+  const forget = document.getElementById("forget");
 
   /** Row elements by tenant id. */
   const rows = new Map();
   let tenants = [];
   let lastMessageAt = 0;
   let state = "";
-  let source = null;
-  let reopenDelay = 1000;
+
+  /** The key in use (null: none, the form is shown). */
+  let apiKey = null;
+  /** Bumped whenever the current connection is dropped: callbacks of an
+      older connection check it and do nothing. */
+  let generation = 0;
+  let controller = null;
+  let retryTimer = 0;
+  let retryHintMs = 2000;
+  let nextRetryMs = 2000;
+  let rateLimitedUntil = 0;
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -237,20 +265,31 @@
     empty.hidden = tenants.length > 0;
   }
 
-  function setState(next) {
-    if (next === state) return;
+  const STATE_TEXT = {
+    connecting: "Connecting…",
+    live: "Live",
+    stale: "Connected, but the figures are not being refreshed",
+    reconnecting: "Connection lost, reconnecting…",
+    down: "Disconnected, retrying…",
+    limited: "Too many requests, retrying soon…",
+    "no-key": "Not connected: an API key is needed",
+    refused: "Key refused",
+  };
+
+  /** Shows a connection state, with `text` instead of its usual words. */
+  function setState(next, text) {
+    const words = text || STATE_TEXT[next];
+    if (next === state && connectionText.textContent === words) return;
     state = next;
     connection.dataset.state = next;
-    connectionText.textContent = {
-      connecting: "Connecting…",
-      live: "Live",
-      stale: "Connected, but the figures are not being refreshed",
-      reconnecting: "Connection lost, reconnecting…",
-      down: "Disconnected, retrying…",
-    }[next];
+    connectionText.textContent = words;
   }
 
   function showFreshness() {
+    if (state === "limited") {
+      const seconds = Math.max(0, Math.ceil((rateLimitedUntil - Date.now()) / 1000));
+      setState("limited", "Too many requests, retrying in " + seconds + "\u00a0s…");
+    }
     if (lastMessageAt === 0) return;
     const seconds = Math.round((Date.now() - lastMessageAt) / 1000);
     age.textContent = "(" + seconds + "\u00a0s ago)";
@@ -272,28 +311,309 @@
     showFreshness();
   }
 
-  function open() {
-    setState(state === "" ? "connecting" : state);
-    source = new EventSource("/api/usage/stream");
-    source.addEventListener("open", () => {
-      reopenDelay = 1000;
-    });
-    source.addEventListener("message", onMessage);
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. a proxy answered with an error): open
-        // a new connection ourselves, backing off.
-        source.close();
-        setState("down");
-        setTimeout(open, reopenDelay);
-        reopenDelay = Math.min(reopenDelay * 2, REOPEN_MAX_MS);
-      } else {
-        setState("reconnecting");
-      }
-    });
+  // -------------------------------------------------------------------------
+  // The key.
+
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE);
+    } catch {
+      return null; // storage disabled: the key lives in memory only
+    }
   }
+
+  function storeKey(key) {
+    try {
+      sessionStorage.setItem(KEY_STORAGE, key);
+    } catch {
+      // Kept in memory only.
+    }
+  }
+
+  function dropStoredKey() {
+    try {
+      sessionStorage.removeItem(KEY_STORAGE);
+    } catch {
+      // Nothing stored.
+    }
+  }
+
+  /** Takes `key=...` out of the address's fragment (keeping anything else
+      there) so that the key is neither left on screen nor in the history;
+      returns it, or null. */
+  function takeKeyFromAddress() {
+    const fragment = location.hash.replace(/^#/, "");
+    if (fragment === "") return null;
+    let key = null;
+    const rest = fragment.split("&").filter((part) => {
+      if (!part.startsWith("key=")) return true;
+      const raw = part.slice(4);
+      try {
+        key = decodeURIComponent(raw);
+      } catch {
+        key = raw;
+      }
+      return false;
+    });
+    if (key === null) return null;
+    const clean = location.pathname + location.search + (rest.length ? "#" + rest.join("&") : "");
+    history.replaceState(history.state, "", clean);
+    key = key.trim();
+    return key === "" ? null : key;
+  }
+
+  /** Shows the key form (nothing else to see without a key) or the
+      figures. */
+  function showKeyForm(shown) {
+    keyForm.hidden = !shown;
+    toolbar.hidden = shown;
+    forget.hidden = shown;
+  }
+
+  /** Removes every figure from the page: they were read with a key that is
+      no longer in use. */
+  function clearFigures() {
+    rows.clear();
+    tenants = [];
+    list.replaceChildren();
+    lastMessageAt = 0;
+    updated.removeAttribute("datetime");
+    updated.textContent = "not yet";
+    age.textContent = "";
+    summary.textContent = "";
+    truncated.hidden = true;
+    empty.hidden = true;
+  }
+
+  function useKey(key) {
+    if (apiKey !== null && key !== apiKey) clearFigures();
+    apiKey = key;
+    storeKey(key);
+    showKeyForm(false);
+    nextRetryMs = clampRetry(retryHintMs);
+    setState("connecting");
+    connect();
+  }
+
+  /** Stops using the key, forgets it and its figures, and shows the form
+      with `nextState` (and `text`, if given, for its words). */
+  function dropKey(nextState, text, focus) {
+    stopConnection();
+    apiKey = null;
+    dropStoredKey();
+    clearFigures();
+    setState(nextState, text);
+    showKeyForm(true);
+    if (focus) keyInput.focus();
+  }
+
+  // -------------------------------------------------------------------------
+  // The stream.
+
+  function clampRetry(ms) {
+    return Math.min(Math.max(ms, RETRY_MIN_MS), RETRY_MAX_MS);
+  }
+
+  /** Drops the current connection (if any) and any pending retry. */
+  function stopConnection() {
+    generation += 1;
+    clearTimeout(retryTimer);
+    retryTimer = 0;
+    if (controller) controller.abort();
+    controller = null;
+  }
+
+  /** Tries again after the current delay, then backs off. */
+  function retryLater(nextState) {
+    stopConnection();
+    setState(nextState);
+    retryTimer = setTimeout(connect, nextRetryMs);
+    nextRetryMs = clampRetry(nextRetryMs * 2);
+  }
+
+  function retryAfterSeconds(header) {
+    let seconds = NaN;
+    if (header && /^\s*\d+\s*$/.test(header)) {
+      seconds = Number(header);
+    } else if (header) {
+      seconds = (Date.parse(header) - Date.now()) / 1000;
+    }
+    if (!Number.isFinite(seconds)) seconds = RETRY_MAX_MS / 1000;
+    return Math.min(Math.max(Math.ceil(seconds), 1), RATE_LIMIT_MAX_S);
+  }
+
+  /** The `error` of a JSON error body, else the HTTP status. */
+  async function errorText(response) {
+    try {
+      const body = await response.json();
+      if (body && typeof body.error === "string" && body.error.trim() !== "") {
+        return body.error.trim().slice(0, 300);
+      }
+    } catch {
+      // Not JSON.
+    }
+    return "HTTP " + response.status;
+  }
+
+  async function connect() {
+    if (apiKey === null) return;
+    stopConnection();
+    const mine = generation;
+    const current = () => mine === generation;
+    const aborter = new AbortController();
+    controller = aborter;
+    // Until the first byte, and between any two, at most SILENCE_MS.
+    let silence = 0;
+    const watch = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => aborter.abort(), SILENCE_MS);
+    };
+    if (state !== "reconnecting" && state !== "down") setState("connecting");
+    try {
+      await stream(aborter.signal, watch, current);
+    } finally {
+      clearTimeout(silence);
+    }
+  }
+
+  /** One connection, until it ends, fails or is refused. */
+  async function stream(signal, watch, current) {
+    let response;
+    try {
+      watch();
+      response = await fetch(STREAM_URL, {
+        headers: { Authorization: "Bearer " + apiKey, Accept: "text/event-stream" },
+        cache: "no-store",
+        signal,
+      });
+    } catch {
+      if (current()) retryLater("down");
+      return;
+    }
+    if (!current()) return;
+    if (response.status === 401 || response.status === 403) {
+      const why = await errorText(response);
+      if (current()) dropKey("refused", "Key refused: " + why, true);
+      return;
+    }
+    if (response.status === 429) {
+      const seconds = retryAfterSeconds(response.headers.get("Retry-After"));
+      response.body?.cancel().catch(() => {});
+      stopConnection();
+      rateLimitedUntil = Date.now() + seconds * 1000;
+      setState("limited");
+      showFreshness();
+      retryTimer = setTimeout(connect, seconds * 1000);
+      return;
+    }
+    const type = response.headers.get("Content-Type") || "";
+    if (!response.ok || !response.body || !type.startsWith("text/event-stream")) {
+      response.body?.cancel().catch(() => {});
+      retryLater("down");
+      return;
+    }
+    try {
+      await readEvents(response.body, watch, current);
+    } catch {
+      // Aborted (silence, or the key was dropped) or the network failed.
+    }
+    if (current()) retryLater("reconnecting");
+  }
+
+  /** Parses the event stream (https://html.spec.whatwg.org/multipage/server-sent-events.html)
+      until it ends: `data:` lines joined with "\n", dispatched at a blank
+      line; comments ignored; `retry:` kept as the reconnection delay. */
+  async function readEvents(body, watch, current) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder(); // drops a leading byte order mark
+    let buffer = "";
+    let data = [];
+    let type = "";
+
+    const line = (text) => {
+      if (text === "") {
+        if (data.length > 0 && (type === "" || type === "message")) {
+          // A complete event: the server is answering, so back off from
+          // its hint again next time.
+          nextRetryMs = clampRetry(retryHintMs);
+          onMessage({ data: data.join("\n") });
+        }
+        data = [];
+        type = "";
+        return;
+      }
+      if (text.startsWith(":")) return; // a comment (keep-alive)
+      const colon = text.indexOf(":");
+      const field = colon === -1 ? text : text.slice(0, colon);
+      let value = colon === -1 ? "" : text.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "data") data.push(value);
+      else if (field === "event") type = value;
+      else if (field === "retry" && /^\d+$/.test(value)) retryHintMs = Number(value);
+    };
+
+    const lines = (final) => {
+      let start = 0;
+      for (let i = 0; i < buffer.length; i += 1) {
+        const c = buffer[i];
+        if (c !== "\n" && c !== "\r") continue;
+        if (c === "\r" && i + 1 === buffer.length && !final) break; // "\r\n" split
+        line(buffer.slice(start, i));
+        if (c === "\r" && buffer[i + 1] === "\n") i += 1;
+        start = i + 1;
+      }
+      buffer = buffer.slice(start);
+    };
+
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (!current()) return;
+        watch();
+        if (done) {
+          buffer += decoder.decode();
+          lines(true);
+          return; // an unfinished event is dropped
+        }
+        buffer += decoder.decode(value, { stream: true });
+        lines(false);
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  // -------------------------------------------------------------------------
+
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = keyInput.value.trim();
+    keyInput.value = "";
+    if (key === "") {
+      keyInput.focus();
+      return;
+    }
+    useKey(key);
+  });
+
+  forget.addEventListener("click", () => {
+    dropKey("no-key", undefined, true);
+  });
+
+  // A key pasted into the address of an open page.
+  window.addEventListener("hashchange", () => {
+    const key = takeKeyFromAddress();
+    if (key !== null) useKey(key);
+  });
 
   filter.addEventListener("input", applyFilter);
   setInterval(showFreshness, 1000);
-  open();
+
+  const key = takeKeyFromAddress() ?? storedKey();
+  if (key) {
+    useKey(key);
+  } else {
+    setState("no-key");
+    showKeyForm(true);
+  }
 })();
