@@ -26,9 +26,45 @@ pub struct ApiConfig {
     #[arg(long, env = "FLAGMETER_USAGE_CACHE_MS", default_value_t = 250)]
     pub usage_cache_ms: u64,
     #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
     pub valkey: ValkeyArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
+}
+
+/// Who may call the api, and how often.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// A bootstrap admin key (at least 20 characters), accepted besides the
+    /// keys in the database: to create the first keys, or for operators.
+    /// Unset, only database keys are accepted.
+    #[arg(
+        long,
+        env = "FLAGMETER_ADMIN_KEY",
+        hide_env_values = true,
+        value_parser = admin_key
+    )]
+    pub admin_key: Option<String>,
+    /// Requests a second each key may make on average (0: no limit).
+    #[arg(long, env = "FLAGMETER_RATE_LIMIT_PER_SEC", default_value_t = 10_000)]
+    pub rate_limit_per_sec: u32,
+    /// Requests a key may make at once above its average (default: one
+    /// second's worth).
+    #[arg(long, env = "FLAGMETER_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// How long a replica trusts what it found for a key (milliseconds): a
+    /// revoked key stops working on every replica within this time.
+    #[arg(long, env = "FLAGMETER_KEY_CACHE_MS", default_value_t = 2_000)]
+    pub key_cache_ms: u64,
+}
+
+/// Refuses a bootstrap admin key short enough to guess.
+fn admin_key(value: &str) -> Result<String, String> {
+    if value.chars().count() < 20 {
+        return Err("the admin key must be at least 20 characters".into());
+    }
+    Ok(value.to_owned())
 }

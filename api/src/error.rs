@@ -11,6 +11,9 @@ use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, payload::Json};
 use sea_orm::DbErr;
 
+/// The `WWW-Authenticate` challenge of a 401.
+const BEARER_CHALLENGE: &str = "Bearer realm=\"flagmeter\"";
+
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorBody {
@@ -36,9 +39,19 @@ pub enum ApiError {
     /// The request broke a rule; `details` says which and why.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// No such tenant has been seen.
+    /// No API key, or a key that is unknown or revoked.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// The key lacks the scope, or is restricted to another tenant.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such tenant (or key).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The key is over its rate limit. Retry after the number of seconds
+    /// in `Retry-After`.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// Something unexpected failed; it has been logged.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -51,6 +64,24 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(error: &str, details: serde_json::Value) -> Self {
         Self::BadRequest(ErrorBody::new(error, Some(details)))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized(
+            ErrorBody::new("missing, unknown or revoked API key", None),
+            BEARER_CHALLENGE.to_owned(),
+        )
+    }
+
+    pub fn forbidden(error: &str, details: serde_json::Value) -> Self {
+        Self::Forbidden(ErrorBody::new(error, Some(details)))
+    }
+
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self::TooManyRequests(
+            ErrorBody::new("rate limit exceeded", None),
+            retry_after_secs,
+        )
     }
 
     pub fn unknown_tenant(tenant: &str) -> Self {
@@ -91,6 +122,10 @@ pub async fn json_errors(err: poem::Error) -> Response {
         return err.into_response();
     }
     let status = err.status();
+    if status == StatusCode::UNAUTHORIZED {
+        // The framework found no `Authorization: Bearer` header at all.
+        return ApiError::unauthorized().into_response();
+    }
     let error = match status {
         StatusCode::BAD_REQUEST => "invalid request",
         StatusCode::NOT_FOUND => "not found",

@@ -4,6 +4,7 @@
 //! [`startup::Application`] builds the whole service from its configuration;
 //! `main` only parses flags, sets up logging and runs it.
 
+pub mod auth;
 pub mod backlog;
 pub mod body_limit;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod ingest;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod ttl_cache;
 pub mod usage_cache;

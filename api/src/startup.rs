@@ -15,7 +15,7 @@ use pipeline::{
 };
 
 use crate::{
-    backlog::Backlog, config::ApiConfig, dashboard::snapshot, routes, state::AppState,
+    auth::Auth, backlog::Backlog, config::ApiConfig, dashboard::snapshot, routes, state::AppState,
     usage_cache::UsageCache,
 };
 
@@ -65,6 +65,7 @@ impl Application {
             acceptor,
             addr,
             state: AppState {
+                auth: Auth::new(db.clone(), &config.auth),
                 db,
                 valkey,
                 keys,

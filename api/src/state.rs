@@ -6,13 +6,17 @@ use pipeline::{
     stream::StreamKeys,
 };
 
-use crate::{backlog::Backlog, dashboard::snapshot::Snapshots, usage_cache::UsageCache};
+use crate::{
+    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, usage_cache::UsageCache,
+};
 use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
 /// Shared, cheaply cloned handles.
 #[derive(Clone)]
 pub struct AppState {
+    /// Checks API keys and their rate limits.
+    pub auth: Auth,
     /// Read side only: usage and readiness. Ingest never touches it.
     pub db: DatabaseConnection,
     /// Multiplexed and auto-reconnecting: every request shares it, so XADDs

@@ -9,6 +9,7 @@ pub mod usage;
 pub mod validate;
 
 pub mod alerts;
+pub mod api_keys;
 pub mod daily_rollups;
 pub mod events;
 pub mod rollups;

@@ -37,7 +37,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),

@@ -26,6 +26,8 @@ async fn a_constant_run_is_audited_as_counted_in_full() {
     config.api_addr = "127.0.0.1:0".parse().unwrap();
     config.valkey = env.valkey_args();
     config.database = env.database_args();
+    let admin_key = "load-smoke-admin-key-not-secret";
+    config.auth.admin_key = Some(admin_key.into());
     let app = Application::build(config).await.expect("the api builds");
     let url = format!("http://{}", app.addr());
     let stop_api = CancellationToken::new();
@@ -36,6 +38,7 @@ async fn a_constant_run_is_audited_as_counted_in_full() {
         .join(format!("flagmeter-load-smoke-{}.json", std::process::id()));
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flagmeter-load"))
         .args(["--url", &url, "--profile", "constant", "--rate", "200"])
+        .args(["--api-key", admin_key])
         .args(["--duration", "5s", "--connections", "32"])
         .args(["--audit", "--drain-timeout", "30s", "--report"])
         .arg(&report)

@@ -10,6 +10,7 @@ use sea_orm_migration::sea_orm::{DatabaseConnection, TransactionTrait};
 
 mod m20261122_000001_core_tables;
 mod m20261122_000002_alerts;
+mod m20261122_000003_api_keys;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_core_tables::Migration),
             Box::new(m20261122_000002_alerts::Migration),
+            Box::new(m20261122_000003_api_keys::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::ApiTags;
 use crate::{
+    auth::{ApiKey, Scope},
     error::ApiError,
     ingest::{self, Incoming},
     state::AppState,
@@ -189,7 +190,12 @@ impl EventsApi {
 impl EventsApi {
     /// Record one usage event.
     #[oai(path = "/api/events", method = "post")]
-    async fn post_event(&self, body: Json<EventIn>) -> Result<PostEventResponse, ApiError> {
+    async fn post_event(
+        &self,
+        auth: ApiKey,
+        body: Json<EventIn>,
+    ) -> Result<PostEventResponse, ApiError> {
+        auth.0.require_for(Scope::Ingest, &body.tenant)?;
         let record = body.incoming().into_record(Utc::now()).map_err(|invalid| {
             ApiError::bad_request(
                 "invalid event",
@@ -205,7 +211,14 @@ impl EventsApi {
 
     /// Record up to 1000 usage events at once.
     #[oai(path = "/api/events/batch", method = "post")]
-    async fn post_batch(&self, body: Json<BatchIn>) -> Result<PostBatchResponse, ApiError> {
+    async fn post_batch(
+        &self,
+        auth: ApiKey,
+        body: Json<BatchIn>,
+    ) -> Result<PostBatchResponse, ApiError> {
+        for event in &body.events {
+            auth.0.require_for(Scope::Ingest, &event.tenant)?;
+        }
         let now = Utc::now();
         let records = body
             .events

@@ -3,6 +3,7 @@
 
 mod events;
 mod health;
+mod keys;
 mod tenants;
 mod usage;
 mod usage_stream;
@@ -24,6 +25,8 @@ enum ApiTags {
     Usage,
     /// Tenant configuration, Slack webhooks and alert history.
     Tenants,
+    /// API keys: who may call the api, for what and for which tenant.
+    Keys,
     /// Liveness and readiness probes.
     Health,
 }
@@ -38,25 +41,33 @@ fn check_tenant(tenant: &str) -> Result<(), crate::error::ApiError> {
     })
 }
 
+/// A 400 naming the field of the body that broke a rule.
+fn invalid(field: &str, reason: impl std::fmt::Display) -> crate::error::ApiError {
+    crate::error::ApiError::bad_request(
+        "invalid request",
+        serde_json::json!({ "field": field, "reason": reason.to_string() }),
+    )
+}
+
+/// Every group of routes.
+type Apis = (
+    events::EventsApi,
+    usage::UsageApi,
+    usage_stream::UsageStreamApi,
+    tenants::TenantsApi,
+    keys::KeysApi,
+    health::HealthApi,
+    dashboard::DashboardApi,
+);
+
 /// The OpenAPI service: every documented route.
-pub fn openapi(
-    state: &AppState,
-) -> OpenApiService<
-    (
-        events::EventsApi,
-        usage::UsageApi,
-        usage_stream::UsageStreamApi,
-        tenants::TenantsApi,
-        health::HealthApi,
-        dashboard::DashboardApi,
-    ),
-    (),
-> {
+pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi::new(state.clone()),
         usage::UsageApi::new(state.clone()),
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantsApi::new(state.clone()),
+        keys::KeysApi::new(state.clone()),
         health::HealthApi::new(state.clone()),
         dashboard::DashboardApi,
     );
@@ -82,6 +93,7 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
             "/metrics",
             poem::get(poem::endpoint::make_sync(move |_| metrics.render())),
         )
+        .data(state.auth.clone())
         .around(move |next, req| limit_body(next, req, max_body_bytes))
         .around(http_metrics::record)
         .with(CatchPanic::new())

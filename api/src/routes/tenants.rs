@@ -20,8 +20,12 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{ApiTags, check_tenant};
-use crate::{error::ApiError, state::AppState};
+use super::{ApiTags, check_tenant, invalid};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::ApiError,
+    state::AppState,
+};
 
 /// A tenant's configuration, as saved.
 #[derive(Debug, Object)]
@@ -268,13 +272,6 @@ impl TenantsApi {
     }
 }
 
-fn invalid(field: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(
-        "invalid request",
-        json!({ "field": field, "reason": reason.to_string() }),
-    )
-}
-
 /// Deletes this period's alerts whose threshold the usage no longer reaches
 /// (after a quota raise), then records those now reached.
 async fn rearm<C: ConnectionTrait>(
@@ -311,9 +308,11 @@ impl TenantsApi {
     #[oai(path = "/api/tenants/:tenant", method = "put")]
     async fn save(
         &self,
+        auth: ApiKey,
         tenant: Path<String>,
         body: Json<TenantIn>,
     ) -> Result<SaveTenantResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         check_tenant(&tenant)?;
         if let Some(name) = &body.name
             && name.trim().is_empty()
@@ -367,7 +366,8 @@ impl TenantsApi {
 
     /// A tenant's configuration.
     #[oai(path = "/api/tenants/:tenant", method = "get")]
-    async fn get(&self, tenant: Path<String>) -> Result<TenantResponse, ApiError> {
+    async fn get(&self, auth: ApiKey, tenant: Path<String>) -> Result<TenantResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         Ok(TenantResponse::Ok(Json(
             self.existing(&tenant).await?.into(),
         )))
@@ -377,6 +377,7 @@ impl TenantsApi {
     #[oai(path = "/api/tenants", method = "get")]
     async fn list(
         &self,
+        auth: ApiKey,
         /// Most tenants to return (1–1000).
         #[oai(
             default = "default_page",
@@ -387,6 +388,7 @@ impl TenantsApi {
         #[oai(default)]
         offset: Query<u64>,
     ) -> Result<TenantPageResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         let tenants = tenants::Entity::find()
             .order_by_asc(tenants::Column::Id)
             .limit(limit.0)
@@ -403,7 +405,12 @@ impl TenantsApi {
     /// Delete a tenant's configuration and webhook. Its usage history and
     /// alert history stay; a later event recreates it with the defaults.
     #[oai(path = "/api/tenants/:tenant", method = "delete")]
-    async fn delete(&self, tenant: Path<String>) -> Result<DeletedResponse, ApiError> {
+    async fn delete(
+        &self,
+        auth: ApiKey,
+        tenant: Path<String>,
+    ) -> Result<DeletedResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         let existing = self.existing(&tenant).await?;
         tenants::Entity::delete_by_id(existing.id)
             .exec(&self.state.db)
@@ -415,9 +422,11 @@ impl TenantsApi {
     #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "put")]
     async fn put_webhook(
         &self,
+        auth: ApiKey,
         tenant: Path<String>,
         body: Json<WebhookIn>,
     ) -> Result<WebhookResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         let existing = self.existing(&tenant).await?;
         let url = self
             .state
@@ -449,14 +458,24 @@ impl TenantsApi {
 
     /// The tenant's webhook, its secret part masked.
     #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "get")]
-    async fn get_webhook(&self, tenant: Path<String>) -> Result<WebhookResponse, ApiError> {
+    async fn get_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<String>,
+    ) -> Result<WebhookResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         let (_, hook) = self.with_webhook(&tenant).await?;
         Ok(WebhookResponse::Ok(Json(hook.into())))
     }
 
     /// Remove the tenant's webhook: alerts are then recorded as `no_webhook`.
     #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "delete")]
-    async fn delete_webhook(&self, tenant: Path<String>) -> Result<DeletedResponse, ApiError> {
+    async fn delete_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<String>,
+    ) -> Result<DeletedResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         let existing = self.existing(&tenant).await?;
         let deleted = slack_webhooks::Entity::delete_by_id(existing.id)
             .exec(&self.state.db)
@@ -469,7 +488,12 @@ impl TenantsApi {
 
     /// Send a test message to the tenant's webhook and report Slack's answer.
     #[oai(path = "/api/tenants/:tenant/slack-webhook/test", method = "post")]
-    async fn test_webhook(&self, tenant: Path<String>) -> Result<WebhookTestResponse, ApiError> {
+    async fn test_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<String>,
+    ) -> Result<WebhookTestResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         let (existing, hook) = self.with_webhook(&tenant).await?;
         let url = self
             .state
@@ -496,6 +520,7 @@ impl TenantsApi {
     #[oai(path = "/api/tenants/:tenant/alerts", method = "get")]
     async fn alerts(
         &self,
+        auth: ApiKey,
         tenant: Path<String>,
         /// Most alerts to return (1–1000).
         #[oai(
@@ -504,6 +529,7 @@ impl TenantsApi {
         )]
         limit: Query<u64>,
     ) -> Result<AlertsResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
         check_tenant(&tenant)?;
         let rows = alerts::Entity::find()
             .filter(alerts::Column::Tenant.eq(tenant.as_str()))

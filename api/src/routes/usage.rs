@@ -14,7 +14,11 @@ use serde_json::json;
 use entity::usage::{self as usage_query, Granularity, PeriodUsage};
 
 use super::{ApiTags, check_tenant};
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::ApiError,
+    state::AppState,
+};
 
 /// Most buckets one time series may hold (a week of minutes).
 const MAX_BUCKETS: i64 = 7 * 24 * 60;
@@ -169,7 +173,12 @@ impl UsageApi {
 impl UsageApi {
     /// A tenant's usage in its current billing period.
     #[oai(path = "/api/usage/:tenant", method = "get")]
-    async fn tenant_usage(&self, tenant: Path<String>) -> Result<TenantUsageResponse, ApiError> {
+    async fn tenant_usage(
+        &self,
+        auth: ApiKey,
+        tenant: Path<String>,
+    ) -> Result<TenantUsageResponse, ApiError> {
+        auth.0.require_for(Scope::Read, &tenant)?;
         check_tenant(&tenant)?;
         let db = &self.state.db;
         let snapshot = self
@@ -190,6 +199,7 @@ impl UsageApi {
     #[oai(path = "/api/usage", method = "get")]
     async fn all_usage(
         &self,
+        auth: ApiKey,
         /// Most tenants to return (1–1000).
         #[oai(
             default = "default_limit",
@@ -200,6 +210,7 @@ impl UsageApi {
         #[oai(default)]
         offset: Query<u64>,
     ) -> Result<UsageListResponse, ApiError> {
+        auth.0.require_all_tenants(Scope::Read)?;
         let now = Utc::now();
         let usage =
             usage_query::all_usage(&self.state.db, now, limit.0.min(MAX_PAGE), offset.0).await?;
@@ -219,6 +230,7 @@ impl UsageApi {
     #[oai(path = "/api/usage/:tenant/timeseries", method = "get")]
     async fn time_series(
         &self,
+        auth: ApiKey,
         tenant: Path<String>,
         /// Bucket width.
         #[oai(default = "default_granularity")]
@@ -230,6 +242,7 @@ impl UsageApi {
         /// Only this feature.
         feature: Query<Option<String>>,
     ) -> Result<TimeSeriesResponse, ApiError> {
+        auth.0.require_for(Scope::Read, &tenant)?;
         check_tenant(&tenant)?;
         if let Some(feature) = feature.as_deref() {
             entity::validate::feature(feature).map_err(|invalid| {

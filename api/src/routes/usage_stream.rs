@@ -21,7 +21,9 @@ use poem_openapi::{
 
 use super::ApiTags;
 use crate::{
+    auth::{ApiKey, Scope},
     dashboard::snapshot::{DashboardEvent, Snapshots},
+    error::ApiError,
     state::AppState,
 };
 
@@ -82,9 +84,11 @@ impl UsageStreamApi {
     /// The first 1000 tenants in id order, each with its period usage,
     /// quota, lowest alert threshold, per-feature totals and tokens per
     /// minute over the last hour. Read once a second for all connections
-    /// together; a browser's `EventSource` reconnects by itself.
+    /// together. Needs a `read` key for all tenants (the dashboard sends
+    /// it with `fetch`, since a browser's `EventSource` cannot).
     #[oai(path = "/api/usage/stream", method = "get")]
-    async fn usage_stream(&self) -> UsageEvents {
-        UsageEvents(self.snapshots.subscribe().boxed())
+    async fn usage_stream(&self, auth: ApiKey) -> Result<UsageEvents, ApiError> {
+        auth.0.require_all_tenants(Scope::Read)?;
+        Ok(UsageEvents(self.snapshots.subscribe().boxed()))
     }
 }

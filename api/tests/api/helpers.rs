@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use api::{config::ApiConfig, startup::Application};
+use api::{
+    config::{ApiConfig, AuthArgs},
+    startup::Application,
+};
 use pipeline::testing::TestEnv;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -10,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub env: TestEnv,
     pub base: String,
+    /// The api's `FLAGMETER_ADMIN_KEY`.
+    pub admin_key: String,
+    /// Sends `admin_key` with every request.
     pub client: reqwest::Client,
+    config: ApiConfig,
     shutdown: CancellationToken,
 }
 
@@ -30,6 +37,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         retry_after_secs: 1,
         usage_cache_ms: 250,
         stream_high_water: 1_000_000,
+        auth: AuthArgs {
+            admin_key: Some(format!("test-admin-{}", uuid::Uuid::now_v7().simple())),
+            rate_limit_per_sec: 10_000,
+            rate_limit_burst: None,
+            key_cache_ms: 2_000,
+        },
         valkey: env.valkey_args(),
         database: env.database_args(),
         alerts: pipeline::config::AlertArgs {
@@ -39,19 +52,47 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         },
     };
     adjust(&mut config);
-    let app = Application::build(config).await.expect("the api builds");
-    let base = format!("http://{}", app.addr());
+    let admin_key = config.auth.admin_key.clone().unwrap_or_default();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let base = serve(config.clone(), &shutdown).await;
     TestApp {
         env,
         base,
-        client: reqwest::Client::new(),
+        config,
+        client: client_with_key(&admin_key),
+        admin_key,
         shutdown,
     }
 }
 
+/// An HTTP client that sends `key` as its bearer token with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Builds and runs an api until `shutdown`; returns its base URL.
+async fn serve(config: ApiConfig, shutdown: &CancellationToken) -> String {
+    let app = Application::build(config).await.expect("the api builds");
+    let base = format!("http://{}", app.addr());
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    base
+}
+
 impl TestApp {
+    /// Starts a second api on the same database and stream, as another
+    /// replica; it stops with this one. Returns its base URL.
+    pub async fn spawn_replica(&self) -> String {
+        serve(self.config.clone(), &self.shutdown).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))

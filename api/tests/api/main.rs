@@ -3,6 +3,7 @@
 //! stream.
 
 mod alerts;
+mod auth;
 mod backpressure;
 mod dashboard;
 mod docs;

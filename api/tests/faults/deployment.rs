@@ -9,7 +9,7 @@ use pipeline::testing::{self, TestEnv};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Services, bin, free_port};
+use crate::support::{Services, bin, client, free_port};
 
 fn repo_file(path: &str) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -75,7 +75,7 @@ async fn every_dashboard_query_names_a_metric_the_binaries_export() {
             ("FLAGMETER_TRIM_INTERVAL_MS", "200"),
         ],
     );
-    let http = reqwest::Client::new();
+    let http = client();
     for i in 0..20 {
         let event =
             json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 10, "id": i.to_string()});
@@ -164,7 +164,8 @@ async fn healthcheck(binary: &str, flag: &str, addr: &str) -> bool {
 
 /// Every variable name the binaries read, from their `--help`.
 fn variables_read() -> BTreeSet<String> {
-    let env = regex::Regex::new(r"\[env: ([A-Z_]+)=").unwrap();
+    // `[env: NAME=value]`, or `[env: NAME]` for a secret (hide_env_values).
+    let env = regex::Regex::new(r"\[env: ([A-Z_]+)[=\]]").unwrap();
     let mut read: BTreeSet<String> = ["flagmeter-api", "flagmeter-pipeline"]
         .iter()
         .flat_map(|name| {

@@ -18,7 +18,9 @@ use fake_slack::FakeSlack;
 use pipeline::testing::{self, TestEnv};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use support::{Books, PrivatePostgres, PrivateValkey, Services, create_database, load, signal};
+use support::{
+    Books, PrivatePostgres, PrivateValkey, Services, client, create_database, load, signal,
+};
 use tokio_util::sync::CancellationToken;
 
 fn load_seconds() -> u64 {
@@ -306,7 +308,7 @@ async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_
     let stack = services(&env);
     let stop_api = CancellationToken::new();
     let base = stack.spawn_api(&stop_api).await;
-    let http = reqwest::Client::new();
+    let http = client();
     let slack = FakeSlack::start(&[(500, None), (500, None), (429, Some(1))]).await;
     let tenant =
         json!({"name": "Acme Corp", "monthlyQuota": 100_000, "alertThresholds": [80, 100]});

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use api::{config::ApiConfig, startup::Application};
+use api::{
+    config::{ApiConfig, AuthArgs},
+    startup::Application,
+};
 use pipeline::config::{DatabaseArgs, ValkeyArgs};
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -54,6 +57,23 @@ pub async fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// The bootstrap admin key of every api the suite starts.
+pub const ADMIN_KEY: &str = "fault-suite-admin-key-not-secret";
+
+/// An HTTP client that sends [`ADMIN_KEY`] with every request.
+pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_KEY}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 /// Where a stack's services are.
 #[derive(Clone)]
 pub struct Services {
@@ -71,6 +91,12 @@ impl Services {
             retry_after_secs: 1,
             usage_cache_ms: 250,
             stream_high_water: 10_000_000,
+            auth: AuthArgs {
+                admin_key: Some(ADMIN_KEY.into()),
+                rate_limit_per_sec: 10_000,
+                rate_limit_burst: None,
+                key_cache_ms: 2_000,
+            },
             valkey: ValkeyArgs {
                 valkey_url: self.valkey_url.clone(),
                 stream: self.stream.clone(),
@@ -227,10 +253,7 @@ pub async fn load(
     books: Books,
     stop: CancellationToken,
 ) -> LoadReport {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = client();
     let tenants = ["acme-corp", "globex-inc", "initech-llc"];
     let mut report = LoadReport::default();
     let mut n = 0usize;

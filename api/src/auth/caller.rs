@@ -1,0 +1,105 @@
+//! A caller: the key that authenticated a request, what it may do, and for
+//! which tenant.
+
+use entity::api_keys;
+use poem_openapi::Enum;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// What a key may do. `admin` includes the other two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Scope {
+    /// Manage tenants, webhooks and keys; ingest and read anything.
+    Admin,
+    /// Send usage events.
+    Ingest,
+    /// Read usage.
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Scope::Admin, Scope::Ingest, Scope::Read]
+            .into_iter()
+            .find(|scope| scope.as_str() == name)
+    }
+}
+
+/// The authenticated key behind a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's id (nil for `FLAGMETER_ADMIN_KEY`); its rate limit's key.
+    pub key_id: Uuid,
+    scopes: Vec<Scope>,
+    /// The only tenant this key may touch, if restricted.
+    tenant: Option<String>,
+}
+
+impl From<api_keys::Model> for Caller {
+    fn from(key: api_keys::Model) -> Self {
+        Self {
+            key_id: key.id,
+            scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            tenant: key.tenant,
+        }
+    }
+}
+
+impl Caller {
+    /// `FLAGMETER_ADMIN_KEY`: every scope, every tenant.
+    pub fn bootstrap_admin() -> Self {
+        Self {
+            key_id: Uuid::nil(),
+            scopes: vec![Scope::Admin],
+            tenant: None,
+        }
+    }
+
+    /// Refuses (403) a key without `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "the key lacks a scope",
+                json!({ "requiredScope": scope.as_str() }),
+            ))
+        }
+    }
+
+    /// Refuses (403) a key without `scope`, or restricted to another tenant.
+    pub fn require_for(&self, scope: Scope, tenant: &str) -> Result<(), ApiError> {
+        self.require(scope)?;
+        match &self.tenant {
+            Some(own) if own != tenant => Err(ApiError::forbidden(
+                "the key is restricted to another tenant",
+                json!({ "tenant": tenant }),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses (403) a key without `scope`, or restricted to one tenant:
+    /// for routes that span every tenant.
+    pub fn require_all_tenants(&self, scope: Scope) -> Result<(), ApiError> {
+        self.require(scope)?;
+        match &self.tenant {
+            Some(_) => Err(ApiError::forbidden(
+                "the key is restricted to one tenant; this route spans all tenants",
+                json!({ "requiredScope": scope.as_str() }),
+            )),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `/api/keys`: create, list and revoke API keys (admin scope).
+//!
+//! A key's secret is in the answer to its creation and nowhere else: the
+//! database keeps only its hash, listings show its first characters.
+
+use chrono::{DateTime, Utc};
+use entity::api_keys;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{ApiTags, invalid};
+use crate::{
+    auth::{ApiKey, Scope, store},
+    error::ApiError,
+    state::AppState,
+};
+
+/// A key to create.
+#[derive(Debug, Object)]
+pub struct KeyIn {
+    /// What the key is for, e.g. `acme ingest, production`.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub name: String,
+    /// What the key may do: `admin` (everything), `ingest`, `read`.
+    #[oai(validator(min_items = 1, max_items = 3, unique_items = true))]
+    pub scopes: Vec<Scope>,
+    /// Restrict the key to this tenant: it may then only ingest events for
+    /// it and read its usage (a customer-facing key). Not with `admin`.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub tenant: Option<String>,
+}
+
+/// A key, without its secret.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// The secret's first characters, to recognise the key.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    #[oai(skip_serializing_if_is_none)]
+    pub tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// When the key was last used, to within `FLAGMETER_KEY_CACHE_MS`.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Set once the key is revoked; it no longer works.
+    #[oai(skip_serializing_if_is_none)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_keys::Model> for KeyInfo {
+    fn from(key: api_keys::Model) -> Self {
+        Self {
+            id: key.id,
+            name: key.name,
+            prefix: key.prefix,
+            scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            tenant: key.tenant,
+            created_at: key.created_at,
+            last_used_at: key.last_used_at,
+            revoked_at: key.revoked_at,
+        }
+    }
+}
+
+/// A new key and its secret.
+#[derive(Debug, Object)]
+pub struct CreatedKey {
+    /// The secret, to send as `Authorization: Bearer <key>`. Shown this once:
+    /// it cannot be read back.
+    pub key: String,
+    #[oai(flatten)]
+    pub info: KeyInfo,
+}
+
+/// Every key, oldest first.
+#[derive(Debug, Object)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+#[derive(ApiResponse)]
+enum CreateKeyResponse {
+    /// Created; keep the secret, it is not shown again.
+    #[oai(status = 201)]
+    Created(Json<CreatedKey>),
+}
+
+#[derive(ApiResponse)]
+enum KeyListResponse {
+    /// Every key, revoked ones included.
+    #[oai(status = 200)]
+    Ok(Json<KeyList>),
+}
+
+#[derive(ApiResponse)]
+enum RevokeKeyResponse {
+    /// Revoked: the key stops working within `FLAGMETER_KEY_CACHE_MS` on
+    /// every replica.
+    #[oai(status = 204)]
+    Revoked,
+}
+
+pub struct KeysApi {
+    state: AppState,
+}
+
+impl KeysApi {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Keys")]
+impl KeysApi {
+    /// Create an API key. Its secret is in this answer only.
+    #[oai(path = "/api/keys", method = "post")]
+    async fn create(&self, auth: ApiKey, body: Json<KeyIn>) -> Result<CreateKeyResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let name = store::check(&body.name, &body.scopes, body.tenant.as_deref())
+            .map_err(|e| invalid(e.field, e.reason))?;
+        let created =
+            store::create(&self.state.db, name, &body.scopes, body.tenant.as_deref()).await?;
+        Ok(CreateKeyResponse::Created(Json(CreatedKey {
+            key: created.secret,
+            info: created.key.into(),
+        })))
+    }
+
+    /// Every API key, without secrets.
+    #[oai(path = "/api/keys", method = "get")]
+    async fn list(&self, auth: ApiKey) -> Result<KeyListResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let keys = store::list(&self.state.db).await?;
+        Ok(KeyListResponse::Ok(Json(KeyList {
+            keys: keys.into_iter().map(KeyInfo::from).collect(),
+        })))
+    }
+
+    /// Revoke an API key. Revoking a revoked key changes nothing.
+    #[oai(path = "/api/keys/:id", method = "delete")]
+    async fn revoke(&self, auth: ApiKey, id: Path<Uuid>) -> Result<RevokeKeyResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let key = store::revoke(&self.state.db, id.0).await?.ok_or_else(|| {
+            ApiError::NotFound(crate::error::ErrorBody::new(
+                "unknown key",
+                Some(json!({ "id": id.0 })),
+            ))
+        })?;
+        self.state.auth.forget(&key.key_hash);
+        Ok(RevokeKeyResponse::Revoked)
+    }
+}

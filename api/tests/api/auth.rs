@@ -1,0 +1,534 @@
+//! API keys: 401 without a valid key on every protected route, scopes and
+//! tenant restrictions, revocation on every replica, rate limits, and
+//! secrets that never reach the database.
+
+use std::time::Duration;
+
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_client_error, client_with_key, spawn_app, spawn_app_with};
+
+/// A key created through the api: its id and secret.
+struct Key {
+    id: String,
+    client: reqwest::Client,
+    secret: String,
+}
+
+async fn create_key(app: &TestApp, body: Value) -> Key {
+    let response = app.post("/api/keys", &body).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    let secret = created["key"].as_str().unwrap().to_owned();
+    Key {
+        id: created["id"].as_str().unwrap().to_owned(),
+        client: client_with_key(&secret),
+        secret,
+    }
+}
+
+/// Sends `method path` with `key`'s client and a JSON body; the status.
+async fn status(
+    app: &TestApp,
+    key: &reqwest::Client,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> u16 {
+    key.request(method.parse().unwrap(), format!("{}{path}", app.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn event(tenant: &str) -> Value {
+    json!({"tenant": tenant, "feature": "gpt-4o", "tokens": 10})
+}
+
+#[tokio::test]
+async fn without_a_valid_key_every_protected_route_is_a_401_and_public_ones_answer() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let anonymous = reqwest::Client::new();
+    let forged =
+        client_with_key("fmk_0000000000000000000000000000000000000000000000000000000000000000");
+    let mut protected = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let concrete = path
+                .replace("{tenant}", "acme")
+                .replace("{id}", "0194b9a2-8f1c-7000-8000-000000000000");
+            let url = format!("{}{concrete}", app.base);
+            let method = method.to_uppercase();
+            if operation.get("security").is_none() {
+                let response = anonymous
+                    .request(method.parse().unwrap(), &url)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "public {method} {path}");
+                continue;
+            }
+            protected += 1;
+            for client in [&anonymous, &forged] {
+                let response = client
+                    .request(method.parse().unwrap(), &url)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status().as_u16(), 401, "{method} {path}");
+                assert!(
+                    response.headers()["www-authenticate"]
+                        .to_str()
+                        .unwrap()
+                        .starts_with("Bearer")
+                );
+                assert_client_error(response, 401).await;
+            }
+        }
+    }
+    assert!(protected >= 17, "{protected} protected operations");
+    for public in [
+        "/",
+        "/dashboard.js",
+        "/dashboard.css",
+        "/docs",
+        "/openapi.json",
+        "/metrics",
+        "/api/health",
+        "/api/ready",
+    ] {
+        let response = anonymous
+            .get(format!("{}{public}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{public}");
+    }
+    let basic = anonymous
+        .get(format!("{}/api/usage/acme", app.base))
+        .header("authorization", "Basic YWRtaW46YWRtaW4=")
+        .send()
+        .await
+        .unwrap();
+    assert_client_error(basic, 401).await;
+}
+
+#[tokio::test]
+async fn each_scope_and_tenant_restriction_holds() {
+    let app = spawn_app().await;
+    let ingest = create_key(&app, json!({"name": "ingest", "scopes": ["ingest"]})).await;
+    let read = create_key(&app, json!({"name": "read", "scopes": ["read"]})).await;
+    let acme = create_key(
+        &app,
+        json!({"name": "acme", "scopes": ["ingest", "read"], "tenant": "acme"}),
+    )
+    .await;
+    let admin = create_key(&app, json!({"name": "ops", "scopes": ["admin"]})).await;
+    let tenant = json!({"monthlyQuota": 1000});
+
+    // An ingest key ingests, and can neither read nor manage.
+    assert_eq!(
+        status(&app, &ingest.client, "POST", "/api/events", event("acme")).await,
+        202
+    );
+    assert_eq!(
+        status(
+            &app,
+            &ingest.client,
+            "POST",
+            "/api/events/batch",
+            json!({"events": [event("globex")]})
+        )
+        .await,
+        202
+    );
+    for (method, path, body) in [
+        ("GET", "/api/usage/acme", json!(null)),
+        ("GET", "/api/usage", json!(null)),
+        ("PUT", "/api/tenants/acme", tenant.clone()),
+        ("GET", "/api/tenants", json!(null)),
+        ("GET", "/api/keys", json!(null)),
+        (
+            "POST",
+            "/api/keys",
+            json!({"name": "mine", "scopes": ["admin"]}),
+        ),
+    ] {
+        assert_eq!(
+            status(&app, &ingest.client, method, path, body).await,
+            403,
+            "ingest key: {method} {path}"
+        );
+    }
+
+    // A read key reads every tenant, and cannot ingest or manage.
+    assert_ne!(
+        status(&app, &read.client, "GET", "/api/usage", json!(null)).await,
+        403
+    );
+    assert_ne!(
+        status(&app, &read.client, "GET", "/api/usage/globex", json!(null)).await,
+        403
+    );
+    assert_eq!(
+        status(&app, &read.client, "POST", "/api/events", event("acme")).await,
+        403
+    );
+    assert_eq!(
+        status(
+            &app,
+            &read.client,
+            "PUT",
+            "/api/tenants/acme",
+            tenant.clone()
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        status(
+            &app,
+            &read.client,
+            "DELETE",
+            &format!("/api/keys/{}", ingest.id),
+            json!(null)
+        )
+        .await,
+        403
+    );
+
+    // A tenant key touches its tenant only.
+    assert_eq!(
+        status(&app, &acme.client, "POST", "/api/events", event("acme")).await,
+        202
+    );
+    assert_eq!(
+        status(&app, &acme.client, "POST", "/api/events", event("globex")).await,
+        403
+    );
+    let mixed = json!({"events": [event("acme"), event("globex")]});
+    assert_eq!(
+        status(&app, &acme.client, "POST", "/api/events/batch", mixed).await,
+        403
+    );
+    assert_ne!(
+        status(&app, &acme.client, "GET", "/api/usage/acme", json!(null)).await,
+        403
+    );
+    assert_ne!(
+        status(
+            &app,
+            &acme.client,
+            "GET",
+            "/api/usage/acme/timeseries",
+            json!(null)
+        )
+        .await,
+        403
+    );
+    for path in [
+        "/api/usage/globex",
+        "/api/usage/globex/timeseries",
+        "/api/usage",
+        "/api/usage/stream",
+        "/api/tenants/acme",
+    ] {
+        assert_eq!(
+            status(&app, &acme.client, "GET", path, json!(null)).await,
+            403,
+            "acme key: GET {path}"
+        );
+    }
+    let refused = acme
+        .client
+        .get(format!("{}/api/usage/globex", app.base))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_client_error(refused, 403).await;
+    assert_eq!(body["details"]["tenant"], "globex");
+
+    // An admin key does everything.
+    assert_eq!(
+        status(&app, &admin.client, "PUT", "/api/tenants/acme", tenant).await,
+        201
+    );
+    assert_eq!(
+        status(&app, &admin.client, "POST", "/api/events", event("initech")).await,
+        202
+    );
+    assert_eq!(
+        status(&app, &admin.client, "GET", "/api/keys", json!(null)).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn keys_are_listed_without_secrets_and_refused_when_malformed() {
+    let app = spawn_app().await;
+    let key = create_key(&app, json!({"name": " reporting ", "scopes": ["read"]})).await;
+    assert!(key.secret.starts_with("fmk_") && key.secret.len() == 68);
+
+    // Using it records when.
+    assert_eq!(
+        status(&app, &key.client, "GET", "/api/usage", json!(null)).await,
+        200
+    );
+    let (code, listing) = app.get_json("/api/keys").await;
+    assert_eq!(code, 200);
+    assert!(!listing.to_string().contains(&key.secret[4..]), "{listing}");
+    let listed = listing["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key.id.as_str())
+        .unwrap();
+    assert_eq!(listed["name"], "reporting");
+    assert_eq!(listed["scopes"], json!(["read"]));
+    assert_eq!(listed["prefix"], &key.secret[..12]);
+    assert!(listed["lastUsedAt"].is_string(), "{listed}");
+    assert!(listed.get("revokedAt").is_none());
+
+    for (body, field) in [
+        (
+            json!({"name": "x", "scopes": ["admin"], "tenant": "acme"}),
+            "scopes",
+        ),
+        (
+            json!({"name": "x", "scopes": ["read"], "tenant": "-bad"}),
+            "tenant",
+        ),
+        (json!({"name": "   ", "scopes": ["read"]}), "name"),
+        (json!({"name": "a\u{7}b", "scopes": ["read"]}), "name"),
+    ] {
+        let response = app.post("/api/keys", &body).await;
+        let error = assert_client_error(response, 400).await;
+        assert_eq!(error["details"]["field"], field, "{body}: {error}");
+    }
+    for body in [
+        json!({"name": "x", "scopes": []}),
+        json!({"name": "x", "scopes": ["root"]}),
+        json!({"name": "x"}),
+    ] {
+        assert_client_error(app.post("/api/keys", &body).await, 400).await;
+    }
+    let unknown = app
+        .client
+        .delete(format!(
+            "{}/api/keys/0194b9a2-8f1c-7000-8000-000000000000",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_client_error(unknown, 404).await;
+    let malformed = app
+        .client
+        .delete(format!("{}/api/keys/not-a-uuid", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_client_error(malformed, 400).await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_on_every_replica() {
+    let app = spawn_app_with(|config| config.auth.key_cache_ms = 300).await;
+    let replica = app.spawn_replica().await;
+    let key = create_key(&app, json!({"name": "leaked", "scopes": ["read"]})).await;
+    let on_replica = |key: &Key| key.client.get(format!("{replica}/api/usage")).send();
+    assert_eq!(on_replica(&key).await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        status(&app, &key.client, "GET", "/api/usage", json!(null)).await,
+        200
+    );
+
+    let revoked = app
+        .client
+        .delete(format!("{}/api/keys/{}", app.base, key.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    // At once on the replica that revoked it ...
+    assert_eq!(
+        status(&app, &key.client, "GET", "/api/usage", json!(null)).await,
+        401
+    );
+    // ... and on the other within its key cache's lifetime.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let code = on_replica(&key).await.unwrap().status().as_u16();
+        if code == 401 {
+            break;
+        }
+        assert_eq!(code, 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica still accepts a revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Revoking again changes nothing; the listing says when.
+    let again = app
+        .client
+        .delete(format!("{}/api/keys/{}", app.base, key.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 204);
+    let (_, listing) = app.get_json("/api/keys").await;
+    assert!(listing["keys"][0]["revokedAt"].is_string(), "{listing}");
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_limit_gets_429s_with_retry_after() {
+    let app = spawn_app_with(|config| config.auth.rate_limit_per_sec = 100).await;
+    let busy = create_key(&app, json!({"name": "busy", "scopes": ["read"]})).await;
+    let calm = create_key(&app, json!({"name": "calm", "scopes": ["read"]})).await;
+    let url = format!("{}/api/usage", app.base);
+    let requests = (0..600).map(|_| {
+        let (client, url) = (busy.client.clone(), url.clone());
+        tokio::spawn(async move { client.get(url).send().await.unwrap() })
+    });
+    let mut limited = 0;
+    let mut served = 0;
+    for request in requests.collect::<Vec<_>>() {
+        let response = request.await.unwrap();
+        match response.status().as_u16() {
+            200 => served += 1,
+            429 => {
+                let retry_after: u64 = response.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+                assert_client_error(response, 429).await;
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(limited >= 300, "{limited} of 600 limited");
+    assert!(served >= 100, "{served} of 600 served (the burst at least)");
+    // Another key has its own budget, and the busy one recovers.
+    assert_eq!(
+        status(&app, &calm.client, "GET", "/api/usage", json!(null)).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        status(&app, &busy.client, "GET", "/api/usage", json!(null)).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn no_secret_is_stored_in_plain_anywhere_in_the_database() {
+    let app = spawn_app().await;
+    let mut secrets = Vec::new();
+    for name in ["one", "two", "three"] {
+        let key = create_key(&app, json!({"name": name, "scopes": ["ingest", "read"]})).await;
+        assert_eq!(
+            status(&app, &key.client, "POST", "/api/events", event("acme")).await,
+            202
+        );
+        secrets.push(key.secret);
+    }
+    let db = &app.env.db;
+    let tables = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+        ))
+        .await
+        .unwrap();
+    assert!(tables.len() >= 6);
+    for table in tables {
+        let table: String = table.try_get("", "tablename").unwrap();
+        for secret in &secrets {
+            // The hex part too, in case something stored it without `fmk_`.
+            let sql = format!(
+                "SELECT count(*) AS n FROM \"{table}\" t WHERE t::text ILIKE '%{}%'",
+                &secret[4..]
+            );
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    sql,
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            let n: i64 = row.try_get("", "n").unwrap();
+            assert_eq!(n, 0, "a secret in {table}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_keys_command_creates_lists_and_revokes_keys() {
+    let app = spawn_app().await;
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_flagmeter-api"))
+            .args(args)
+            .env("DATABASE_URL", &app.env.database_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&[
+        "keys", "create", "--name", "cli", "--scope", "read", "--scope", "ingest", "--tenant",
+        "acme",
+    ]);
+    assert!(ok, "{stderr}");
+    let secret = stdout.trim().to_owned();
+    assert!(secret.starts_with("fmk_"), "{stdout}");
+    let key = client_with_key(&secret);
+    assert_eq!(
+        status(&app, &key, "POST", "/api/events", event("acme")).await,
+        202
+    );
+    assert_eq!(
+        status(&app, &key, "POST", "/api/events", event("globex")).await,
+        403
+    );
+
+    let (ok, listing, _) = run(&["keys", "list"]);
+    assert!(
+        ok && listing.contains("cli") && listing.contains("tenant=acme"),
+        "{listing}"
+    );
+    assert!(!listing.contains(&secret));
+    let id = listing.split_whitespace().next().unwrap().to_owned();
+
+    let (ok, _, stderr) = run(&[
+        "keys", "create", "--name", "x", "--scope", "admin", "--tenant", "acme",
+    ]);
+    assert!(!ok && stderr.contains("scopes"), "{stderr}");
+    let (ok, _, stderr) = run(&["keys", "create", "--name", "x", "--scope", "root"]);
+    assert!(!ok && stderr.contains("unknown scope"), "{stderr}");
+
+    let (ok, _, stderr) = run(&["keys", "revoke", &id]);
+    assert!(ok, "{stderr}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while status(&app, &key, "GET", "/api/usage/acme", json!(null)).await != 401 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revoked key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,27 @@
+//! `api_keys`: who may call the api, for what, and for which tenant.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_keys")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub name: String,
+    /// SHA-256 of the secret. The secret itself is never stored.
+    pub key_hash: Vec<u8>,
+    /// The secret's first characters, to recognise a key in a list.
+    pub prefix: String,
+    /// Any of `admin`, `ingest`, `read`.
+    pub scopes: Vec<String>,
+    /// The one tenant this key may ingest for or read, if restricted.
+    pub tenant: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub last_used_at: Option<DateTimeUtc>,
+    pub revoked_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
