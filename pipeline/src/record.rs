@@ -180,3 +180,120 @@ mod tests {
         ));
     }
 }
+
+/// Property tests: the decoder faces whatever anyone with Valkey access
+/// writes into the stream, so arbitrary and mutated payloads must be refused
+/// with an error (never a panic, never a huge allocation), and every valid
+/// record must survive the round trip.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn valid_record() -> impl Strategy<Value = EventRecord> {
+        (
+            "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+            "[!-~]{1,128}",
+            "[!-~]{1,128}",
+            1..=1_000_000_000i64,
+            TIME_RANGE_MS,
+            TIME_RANGE_MS,
+        )
+            .prop_map(|(tenant, feature, id, tokens, occurred_ms, received_ms)| {
+                EventRecord {
+                    v: VERSION,
+                    id,
+                    tenant,
+                    feature,
+                    tokens,
+                    occurred_ms,
+                    received_ms,
+                }
+            })
+    }
+
+    /// What can be done to a valid payload's bytes.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+        Truncate(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(at, bits)| Mutation::Flip(at, bits)),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert(at, byte)),
+            any::<usize>().prop_map(Mutation::Remove),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
+        let len = bytes.len().max(1);
+        match *mutation {
+            Mutation::Flip(at, bits) => {
+                if let Some(byte) = bytes.get_mut(at % len) {
+                    *byte ^= bits;
+                }
+            }
+            Mutation::Insert(at, byte) => bytes.insert(at % (bytes.len() + 1), byte),
+            Mutation::Remove(at) => {
+                if !bytes.is_empty() {
+                    bytes.remove(at % len);
+                }
+            }
+            Mutation::Truncate(at) => bytes.truncate(at % len),
+        }
+    }
+
+    /// A decoded payload is a record that obeys every rule.
+    fn sound(result: Result<EventRecord, DecodeError>) {
+        if let Ok(record) = result {
+            assert_eq!(record.v, VERSION);
+            assert!(record.check().is_ok(), "{record:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn every_valid_record_survives_the_round_trip(record in valid_record()) {
+            prop_assert_eq!(EventRecord::decode(&record.encode()).unwrap(), record);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_sound(bytes in proptest::collection::vec(any::<u8>(), 0..5_000)) {
+            sound(EventRecord::decode(&bytes));
+        }
+
+        #[test]
+        fn mutated_records_are_refused_or_sound(
+            record in valid_record(),
+            mutations in proptest::collection::vec(mutation(), 1..8),
+        ) {
+            let mut bytes = record.encode();
+            for mutation in &mutations {
+                apply(&mut bytes, mutation);
+            }
+            sound(EventRecord::decode(&bytes));
+        }
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_refused_without_allocating_them() {
+        // A map, a string, an array and a binary each claiming 4 Gi entries
+        // or bytes, followed by almost nothing.
+        for header in [
+            &[0xdf, 0xff, 0xff, 0xff, 0xff][..],
+            &[0x81, 0xa2, b'i', b'd', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01],
+            &[0x81, 0xa2, b'i', b'd', 0xc6, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert!(EventRecord::decode(header).is_err());
+        }
+    }
+}
