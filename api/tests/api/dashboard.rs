@@ -337,21 +337,27 @@ impl Browser {
             next_id: 0,
             _profile: profile,
         };
-        let target = browser
+        browser.new_tab().await;
+        browser
+    }
+
+    /// Opens a new tab (with a session storage of its own) and drives it
+    /// from now on.
+    async fn new_tab(&mut self) {
+        let target = self
             .send(None, "Target.createTarget", json!({ "url": "about:blank" }))
             .await;
-        let attached = browser
+        let attached = self
             .send(
                 None,
                 "Target.attachToTarget",
                 json!({ "targetId": target["targetId"], "flatten": true }),
             )
             .await;
-        browser.session = attached["sessionId"]
+        self.session = attached["sessionId"]
             .as_str()
             .expect("a session id")
             .to_owned();
-        browser
     }
 
     /// Sends one DevTools command (to the page, or with `None` to the
@@ -455,9 +461,18 @@ impl Browser {
     }
 }
 
-/// What the page shows, as JSON: connection state and every row in order.
+/// Where the page keeps its API key in the tab's session storage.
+const KEY_STORAGE: &str = "flagmeter.dashboard.apiKey";
+
+/// What the page shows, as JSON: connection state, whether it asks for a
+/// key (and holds one), and every row in order.
 const STATE: &str = r##"JSON.stringify({
+  href: location.href,
   connection: document.getElementById("connection").dataset.state,
+  connectionText: document.getElementById("connection-text").textContent,
+  keyForm: !document.getElementById("key-form").hidden,
+  forgetButton: !document.getElementById("forget").hidden,
+  keyStored: sessionStorage.getItem("flagmeter.dashboard.apiKey") !== null,
   summary: document.getElementById("summary").textContent,
   rows: Array.from(document.querySelectorAll("#tenants > li")).map((li) => {
     const marker = li.querySelector(".marker");
@@ -476,6 +491,19 @@ const STATE: &str = r##"JSON.stringify({
   }),
 })"##;
 
+/// `value` percent-encoded for a URL's fragment.
+fn fragment_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 async fn page_state(browser: &mut Browser) -> Value {
     serde_json::from_str(browser.eval(STATE).await.as_str().unwrap()).unwrap()
 }
@@ -487,6 +515,17 @@ fn row<'a>(state: &'a Value, tenant: &str) -> &'a Value {
         .iter()
         .find(|r| r["tenant"] == tenant)
         .unwrap_or_else(|| panic!("no row for {tenant}: {state}"))
+}
+
+/// Types `key` into the page's key form, as a person would, and submits it.
+async fn type_key(browser: &mut Browser, key: &str) {
+    browser.eval("document.getElementById('key').focus()").await;
+    browser
+        .page("Input.insertText", json!({ "text": key }))
+        .await;
+    browser
+        .eval("document.querySelector('#key-form button[type=submit]').click()")
+        .await;
 }
 
 async fn post_usage(app: &TestApp, tenant: &str, feature: &str, tokens: i64) {
@@ -545,10 +584,12 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // that the test can restart it at the same address.
     let watched = WatchedApi::start(captured.expect("the config")).await;
     let mut browser = Browser::launch().await;
+    // The key comes in the address's fragment (never sent to the server).
+    let admin_key = app.admin_key.clone();
     browser
         .page(
             "Page.navigate",
-            json!({ "url": format!("{}/", watched.base) }),
+            json!({ "url": format!("{}/#key={}", watched.base, fragment_encoded(&admin_key)) }),
         )
         .await;
     browser
@@ -559,6 +600,24 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         .await;
     let state = page_state(&mut browser).await;
     assert_eq!(state["connection"], "live", "{state}");
+    // It is taken out of the address at once (replacing the history entry
+    // that had it), and kept in the tab's session storage instead.
+    assert_eq!(
+        state["href"],
+        json!(format!("{}/", watched.base)),
+        "no key left in the address bar"
+    );
+    assert_eq!(
+        browser
+            .eval(&format!("sessionStorage.getItem({KEY_STORAGE:?})"))
+            .await,
+        json!(admin_key)
+    );
+    assert_eq!(
+        (&state["keyForm"], &state["forgetButton"]),
+        (&json!(false), &json!(true)),
+        "no key form while connected, and a way to forget the key: {state}"
+    );
     let order: Vec<&str> = state["rows"]
         .as_array()
         .unwrap()
@@ -708,6 +767,174 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         )
         .await;
     assert_eq!(browser.eval("window.notReloaded === true").await, true);
+    assert_eq!(
+        browser
+            .eval(&format!("sessionStorage.getItem({KEY_STORAGE:?})"))
+            .await,
+        json!(admin_key),
+        "the key survives a reconnection"
+    );
+    // A new page in the same tab takes the key from the session storage.
+    browser
+        .page(
+            "Page.navigate",
+            json!({ "url": format!("{}/", watched.base) }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the figures again after a reload",
+            r##"window.notReloaded === undefined
+               && document.querySelector('li[data-tenant="after-restart"]') !== null
+               && document.getElementById('connection')?.dataset.state === 'live'"##,
+        )
+        .await;
+
+    // A new tab, without a key in its address or its session storage: the
+    // page asks for one, and shows no figures.
+    browser.new_tab().await;
+    browser
+        .page(
+            "Page.navigate",
+            json!({ "url": format!("{}/", watched.base) }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the key form",
+            "document.getElementById('key-form')?.hidden === false",
+        )
+        .await;
+    // Figures would have arrived within this time, had the page connected.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = page_state(&mut browser).await;
+    assert_eq!(state["connection"], "no-key", "{state}");
+    assert_eq!(state["rows"], json!([]), "no figures without a key");
+    assert_eq!(state["keyStored"], false, "{state}");
+    assert_eq!(
+        browser
+            .eval(
+                r##"(() => {
+                  const input = document.getElementById("key");
+                  return input.type + " " + input.labels[0].textContent + " "
+                    + document.querySelector("#key-form button[type=submit]").textContent;
+                })()"##
+            )
+            .await,
+        "password API key with read scope Connect",
+        "a labelled password field and a Connect button"
+    );
+    let shot = browser.screenshot("dashboard-key-form.png").await;
+    note(&format!("screenshot: {}", shot.display()));
+
+    // A wrong key, typed into the form: refused, forgotten, asked again.
+    type_key(&mut browser, "not-a-real-key").await;
+    browser
+        .wait_for(
+            "the key as refused",
+            "document.getElementById('connection').dataset.state === 'refused'",
+        )
+        .await;
+    let state = page_state(&mut browser).await;
+    let said = state["connectionText"].as_str().unwrap();
+    assert!(
+        said.starts_with("Key refused: ") && said.len() > "Key refused: ".len(),
+        "the server's reason is shown: {state}"
+    );
+    assert_eq!(
+        (&state["keyForm"], &state["keyStored"], &state["rows"]),
+        (&json!(true), &json!(false), &json!([])),
+        "the form again, the key forgotten, no figures: {state}"
+    );
+    let shot = browser.screenshot("dashboard-key-refused.png").await;
+    note(&format!("screenshot: {}", shot.display()));
+    // It does not retry with a refused key.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(page_state(&mut browser).await["connection"], "refused");
+
+    // A valid key without the read scope (403), put into the address of
+    // the open page: refused as well, and taken out of the address.
+    let response = app
+        .post(
+            "/api/keys",
+            &json!({ "name": "ingest only", "scopes": ["ingest"] }),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    let ingest_key = created["key"].as_str().expect("the new key").to_owned();
+    browser
+        .eval("document.getElementById('connection-text').textContent = ''")
+        .await;
+    browser
+        .page(
+            "Page.navigate",
+            json!({ "url": format!("{}/#key={}", watched.base, fragment_encoded(&ingest_key)) }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the key without the read scope as refused",
+            "document.getElementById('connection').dataset.state === 'refused'
+               && document.getElementById('connection-text').textContent !== ''",
+        )
+        .await;
+    let state = page_state(&mut browser).await;
+    assert!(
+        state["connectionText"]
+            .as_str()
+            .unwrap()
+            .starts_with("Key refused: "),
+        "{state}"
+    );
+    assert_eq!(
+        (&state["href"], &state["keyForm"], &state["keyStored"]),
+        (
+            &json!(format!("{}/", watched.base)),
+            &json!(true),
+            &json!(false)
+        ),
+        "{state}"
+    );
+
+    // The right key, typed into the form: the figures; then "Forget key".
+    type_key(&mut browser, &admin_key).await;
+    browser
+        .wait_for(
+            "the figures with a typed key",
+            r##"document.querySelector('li[data-tenant="after-restart"]') !== null
+               && document.getElementById('connection').dataset.state === 'live'"##,
+        )
+        .await;
+    let state = page_state(&mut browser).await;
+    assert_eq!(
+        (
+            &state["keyForm"],
+            &state["keyStored"],
+            &state["forgetButton"]
+        ),
+        (&json!(false), &json!(true), &json!(true)),
+        "{state}"
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('key').value").await,
+        "",
+        "the typed key does not stay in the field"
+    );
+    browser
+        .eval("document.getElementById('forget').click()")
+        .await;
+    let state = page_state(&mut browser).await;
+    assert_eq!(
+        (
+            &state["connection"],
+            &state["keyForm"],
+            &state["keyStored"],
+            &state["rows"]
+        ),
+        (&json!("no-key"), &json!(true), &json!(false), &json!([])),
+        "forgotten, with its figures: {state}"
+    );
 
     browser.close().await;
     watched.stop().await;
