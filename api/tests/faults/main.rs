@@ -10,6 +10,7 @@
 mod deployment;
 #[path = "../common/fake_slack.rs"]
 mod fake_slack;
+mod logs;
 mod support;
 
 use std::time::Duration;
