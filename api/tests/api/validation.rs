@@ -3,7 +3,7 @@
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_BODY_LIMIT, assert_client_error, spawn_app};
+use crate::helpers::{TEST_BODY_LIMIT, TestApp, assert_client_error, spawn_app, spawn_app_with};
 
 fn valid() -> Value {
     json!({"tenant": "acme-corp", "feature": "gpt-4o", "tokens": 100})
@@ -190,7 +190,19 @@ async fn batches_must_hold_1_to_1000_events() {
 async fn an_oversized_body_is_a_413_with_or_without_content_length() {
     let app = spawn_app().await;
     let big = format!("{{\"events\": [\"{}\"]}}", "x".repeat(TEST_BODY_LIMIT));
+    assert_oversized_refused(&app, big).await;
+}
 
+#[tokio::test]
+async fn an_8_mib_body_is_refused_under_the_default_1_mib_limit() {
+    let app = spawn_app_with(|config| config.max_body_bytes = 1024 * 1024).await;
+    let big = format!("{{\"events\": [\"{}\"]}}", "x".repeat(8 * 1024 * 1024));
+    assert_oversized_refused(&app, big).await;
+}
+
+/// Sends `big` with `Content-Length` and chunked: both are a 413, and the
+/// api still answers afterwards.
+async fn assert_oversized_refused(app: &TestApp, big: String) {
     let declared = app.post_raw("/api/events/batch", big.clone()).await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
         .into_bytes()
