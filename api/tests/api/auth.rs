@@ -53,6 +53,10 @@ fn event(tenant: &str) -> Value {
 async fn without_a_valid_key_every_protected_route_is_a_401_and_public_ones_answer() {
     let app = spawn_app().await;
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    // The scheme `/docs` offers to fill in ("Authorize").
+    let scheme = &spec["components"]["securitySchemes"]["ApiKey"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
     let anonymous = reqwest::Client::new();
     let forged =
         client_with_key("fmk_0000000000000000000000000000000000000000000000000000000000000000");
