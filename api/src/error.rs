@@ -1,14 +1,20 @@
 //! Errors as part of the API: every failure a client can see is a JSON body
 //! `{error, details?}` with a status that names the problem.
 //!
-//! Handlers return [`ApiError`], whose variants appear in the OpenAPI spec.
-//! Errors raised by the framework itself (a body that is not JSON, a missing
-//! field, an unknown route, a body too large) are turned into the same JSON
-//! shape by [`json_errors`]. Unexpected failures are logged with their cause
-//! and answered with an opaque 500.
+//! Handlers return [`ApiError`], whose variants appear in the OpenAPI spec;
+//! routes that read a body return [`BodyError`], which also lists the
+//! refusals of the body itself (413, 415). Errors raised by the framework
+//! itself (a body that is not JSON, a missing field, an unknown route, a
+//! body too large) are turned into the same JSON shape by [`json_errors`].
+//! Unexpected failures (and panics) are logged with their cause and answered
+//! with an opaque 500.
 
 use poem::{IntoResponse, Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object,
+    payload::Json,
+    registry::{MetaResponses, Registry},
+};
 use sea_orm::DbErr;
 
 /// The `WWW-Authenticate` challenge of a 401.
@@ -101,6 +107,67 @@ impl ApiError {
         tracing::error!(error = %err, source = ?err.source(), "request failed unexpectedly");
         Self::Internal(ErrorBody::new("internal error", None))
     }
+
+    /// The answer when a handler panicked (the panic hook has logged where).
+    pub fn panicked() -> Self {
+        tracing::error!("a request handler panicked");
+        Self::Internal(ErrorBody::new("internal error", None))
+    }
+}
+
+/// Refusals of a request body, before any handler runs: by the body limit
+/// ([`crate::body_limit`]) and by the framework.
+#[derive(Debug, ApiResponse)]
+pub enum BodyRefused {
+    /// The body is larger than `FLAGMETER_MAX_BODY_BYTES`.
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// The body is missing or not `application/json` (see `Content-Type`).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+}
+
+/// The errors of a route that reads a JSON body: those of [`ApiError`] and
+/// those of [`BodyRefused`].
+#[derive(Debug)]
+pub struct BodyError(pub ApiError);
+
+impl From<ApiError> for BodyError {
+    fn from(err: ApiError) -> Self {
+        Self(err)
+    }
+}
+
+impl From<DbErr> for BodyError {
+    fn from(err: DbErr) -> Self {
+        Self(err.into())
+    }
+}
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl From<BodyError> for poem::Error {
+    fn from(err: BodyError) -> Self {
+        err.0.into()
+    }
+}
+
+impl ApiResponse for BodyError {
+    fn meta() -> MetaResponses {
+        let mut responses = ApiError::meta().responses;
+        responses.extend(BodyRefused::meta().responses);
+        responses.sort_by_key(|response| response.status);
+        MetaResponses { responses }
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+        BodyRefused::register(registry);
+    }
 }
 
 impl From<DbErr> for ApiError {
@@ -126,12 +193,19 @@ pub async fn json_errors(err: poem::Error) -> Response {
         // The framework found no `Authorization: Bearer` header at all.
         return ApiError::unauthorized().into_response();
     }
+    let details = || Some(serde_json::Value::String(err.to_string()));
     let error = match status {
         StatusCode::BAD_REQUEST => "invalid request",
         StatusCode::NOT_FOUND => "not found",
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type",
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            let body = ErrorBody::new("request body too large", details());
+            return BodyRefused::TooLarge(body).into_response();
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            let body = ErrorBody::new("unsupported content type", details());
+            return BodyRefused::UnsupportedMediaType(body).into_response();
+        }
         s if s.is_server_error() => {
             tracing::error!(error = %err, "request failed unexpectedly");
             return (
