@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::Json,
-    types::{ParseError, ParseFromJSON, ParseResult},
+    types::{Example, ParseError, ParseFromJSON, ParseResult},
 };
 use serde_json::json;
 
 use super::ApiTags;
 use crate::{
     auth::{ApiKey, Scope},
-    error::ApiError,
+    error::{ApiError, BodyError},
     ingest::{self, Incoming},
     state::AppState,
 };
@@ -28,6 +28,7 @@ use crate::{
 /// (`entity::validate`), applied in the handler, and stated in each field's
 /// description.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct EventIn {
     /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
     /// A tenant never seen before is created with the default quota.
@@ -53,14 +54,27 @@ pub struct EventIn {
     /// key. Sending the same id for a tenant again counts it once. Generated
     /// (UUIDv7) when absent.
     #[oai(
+        nullable,
         validator(min_length = 1, max_length = 128),
         deserialize_with = "named::id"
     )]
     pub id: Option<String>,
     /// Event time (RFC 3339); at most 35 days in the past and 5 minutes in
     /// the future. Defaults to the time of receipt.
-    #[oai(deserialize_with = "named::timestamp")]
+    #[oai(nullable, deserialize_with = "named::timestamp")]
     pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl Example for EventIn {
+    fn example() -> Self {
+        Self {
+            tenant: "acme-corp".to_owned(),
+            feature: "gpt-4-turbo".to_owned(),
+            tokens: 1500,
+            id: None,
+            timestamp: None,
+        }
+    }
 }
 
 /// Field parsers that put the field's name into a type error ("field
@@ -119,12 +133,21 @@ impl EventIn {
 
 /// Up to 1000 events, stored all together or not at all.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct BatchIn {
     #[oai(
         validator(min_items = 1, max_items = 1000),
         deserialize_with = "parse_indexed_events"
     )]
     pub events: Vec<EventIn>,
+}
+
+impl Example for BatchIn {
+    fn example() -> Self {
+        Self {
+            events: vec![EventIn::example()],
+        }
+    }
 }
 
 /// Parses the events one by one so that an error names the event's index.
@@ -194,7 +217,7 @@ impl EventsApi {
         &self,
         auth: ApiKey,
         body: Json<EventIn>,
-    ) -> Result<PostEventResponse, ApiError> {
+    ) -> Result<PostEventResponse, BodyError> {
         auth.0.require_for(Scope::Ingest, &body.tenant)?;
         let record = body.incoming().into_record(Utc::now()).map_err(|invalid| {
             ApiError::bad_request(
@@ -215,7 +238,7 @@ impl EventsApi {
         &self,
         auth: ApiKey,
         body: Json<BatchIn>,
-    ) -> Result<PostBatchResponse, ApiError> {
+    ) -> Result<PostBatchResponse, BodyError> {
         for event in &body.events {
             auth.0.require_for(Scope::Ingest, &event.tenant)?;
         }

@@ -5,30 +5,45 @@
 
 use chrono::{DateTime, Utc};
 use entity::api_keys;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json, types::Example};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{ApiTags, invalid};
+use super::{
+    ApiTags, invalid,
+    rules::{KeyName, TenantSlug},
+};
 use crate::{
     auth::{ApiKey, Scope, store},
-    error::ApiError,
+    error::{ApiError, BodyError},
     state::AppState,
 };
 
 /// A key to create.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct KeyIn {
-    /// What the key is for, e.g. `acme ingest, production`.
+    /// What the key is for, e.g. `acme ingest, production`: 1–100
+    /// characters, not all white space, without control characters.
     #[oai(validator(min_length = 1, max_length = 100))]
-    pub name: String,
+    pub name: KeyName,
     /// What the key may do: `admin` (everything), `ingest`, `read`.
     #[oai(validator(min_items = 1, max_items = 3, unique_items = true))]
     pub scopes: Vec<Scope>,
     /// Restrict the key to this tenant: it may then only ingest events for
     /// it and read its usage (a customer-facing key). Not with `admin`.
-    #[oai(validator(min_length = 1, max_length = 64))]
-    pub tenant: Option<String>,
+    #[oai(nullable, validator(min_length = 1, max_length = 64))]
+    pub tenant: Option<TenantSlug>,
+}
+
+impl Example for KeyIn {
+    fn example() -> Self {
+        Self {
+            name: KeyName("acme production".to_owned()),
+            scopes: vec![Scope::Ingest, Scope::Read],
+            tenant: Some(TenantSlug("acme-corp".to_owned())),
+        }
+    }
 }
 
 /// A key, without its secret.
@@ -118,7 +133,11 @@ impl KeysApi {
 impl KeysApi {
     /// Create an API key. Its secret is in this answer only.
     #[oai(path = "/api/keys", method = "post")]
-    async fn create(&self, auth: ApiKey, body: Json<KeyIn>) -> Result<CreateKeyResponse, ApiError> {
+    async fn create(
+        &self,
+        auth: ApiKey,
+        body: Json<KeyIn>,
+    ) -> Result<CreateKeyResponse, BodyError> {
         auth.0.require(Scope::Admin)?;
         let name = store::check(&body.name, &body.scopes, body.tenant.as_deref())
             .map_err(|e| invalid(e.field, e.reason))?;

@@ -4,6 +4,7 @@
 mod events;
 mod health;
 mod keys;
+mod rules;
 mod tenants;
 mod usage;
 mod usage_stream;

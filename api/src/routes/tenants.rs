@@ -13,6 +13,7 @@ use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
+    types::Example,
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
@@ -20,35 +21,53 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::{ApiTags, check_tenant, invalid};
+use super::{
+    ApiTags, check_tenant, invalid,
+    rules::{DisplayName, TenantSlug},
+};
 use crate::{
     auth::{ApiKey, Scope},
-    error::ApiError,
+    error::{ApiError, BodyError},
     state::AppState,
 };
 
 /// A tenant's configuration, as saved.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 pub struct TenantIn {
-    /// Display name (defaults to the tenant id).
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<String>,
+    /// Display name (defaults to the tenant id): 1–200 characters, not all
+    /// white space.
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    pub name: Option<DisplayName>,
     /// Tokens per billing period.
     #[oai(validator(minimum(value = "1")))]
     pub monthly_quota: i64,
     /// Day of the month (1–28) a billing period starts, at 00:00 UTC.
-    #[oai(validator(minimum(value = "1"), maximum(value = "28")))]
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "28")))]
     pub billing_day: Option<i16>,
     /// Whole percents of the quota at which an alert fires (1–1000, at
     /// most 10, no repeats). Defaults to `FLAGMETER_ALERT_THRESHOLDS`.
-    #[oai(validator(
-        max_items = 10,
-        unique_items = true,
-        minimum(value = "1"),
-        maximum(value = "1000")
-    ))]
+    #[oai(
+        nullable,
+        validator(
+            max_items = 10,
+            unique_items = true,
+            minimum(value = "1"),
+            maximum(value = "1000")
+        )
+    )]
     pub alert_thresholds: Option<Vec<i32>>,
+}
+
+impl Example for TenantIn {
+    fn example() -> Self {
+        Self {
+            name: Some(DisplayName("Acme Corp".to_owned())),
+            monthly_quota: 100_000,
+            billing_day: Some(1),
+            alert_thresholds: Some(vec![80, 100]),
+        }
+    }
 }
 
 /// A tenant's configuration.
@@ -88,13 +107,24 @@ pub struct TenantPage {
 
 /// A Slack incoming webhook, as saved.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct WebhookIn {
     /// `https://hooks.slack.com/services/...` (hosts per
     /// `FLAGMETER_WEBHOOK_ALLOWED_HOSTS`).
     #[oai(validator(max_length = 2048))]
     pub url: String,
     /// Whether alerts are posted (default true).
+    #[oai(nullable)]
     pub enabled: Option<bool>,
+}
+
+impl Example for WebhookIn {
+    fn example() -> Self {
+        Self {
+            url: "https://hooks.slack.com/services/T000/B000/XXXX".to_owned(),
+            enabled: Some(true),
+        }
+    }
 }
 
 /// A tenant's webhook, its secret part masked.
@@ -309,15 +339,15 @@ impl TenantsApi {
     async fn save(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
         body: Json<TenantIn>,
-    ) -> Result<SaveTenantResponse, ApiError> {
+    ) -> Result<SaveTenantResponse, BodyError> {
         auth.0.require(Scope::Admin)?;
         check_tenant(&tenant)?;
         if let Some(name) = &body.name
             && name.trim().is_empty()
         {
-            return Err(invalid("name", "must not be blank"));
+            return Err(invalid("name", "must not be blank").into());
         }
         let now = Utc::now();
         let txn = self.state.db.begin().await?;
@@ -329,8 +359,8 @@ impl TenantsApi {
         let mut row: tenants::ActiveModel = match current {
             Some(model) => model.into(),
             None => tenants::ActiveModel {
-                id: Set(tenant.0.clone()),
-                name: Set(tenant.0.clone()),
+                id: Set(tenant.as_str().to_owned()),
+                name: Set(tenant.as_str().to_owned()),
                 billing_day: Set(1),
                 alert_thresholds: Set(self.state.default_thresholds.clone()),
                 created_at: Set(now),
@@ -366,7 +396,11 @@ impl TenantsApi {
 
     /// A tenant's configuration.
     #[oai(path = "/api/tenants/:tenant", method = "get")]
-    async fn get(&self, auth: ApiKey, tenant: Path<String>) -> Result<TenantResponse, ApiError> {
+    async fn get(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<TenantResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
         Ok(TenantResponse::Ok(Json(
             self.existing(&tenant).await?.into(),
@@ -384,8 +418,13 @@ impl TenantsApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u64>,
-        /// Tenants to skip.
-        #[oai(default)]
+        /// Tenants to skip (at most 2^53 − 1, the largest
+        /// integer every JSON client holds exactly; the database's limit is
+        /// 2^63 − 1).
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
+        )]
         offset: Query<u64>,
     ) -> Result<TenantPageResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
@@ -408,7 +447,7 @@ impl TenantsApi {
     async fn delete(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
         let existing = self.existing(&tenant).await?;
@@ -423,9 +462,9 @@ impl TenantsApi {
     async fn put_webhook(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
         body: Json<WebhookIn>,
-    ) -> Result<WebhookResponse, ApiError> {
+    ) -> Result<WebhookResponse, BodyError> {
         auth.0.require(Scope::Admin)?;
         let existing = self.existing(&tenant).await?;
         let url = self
@@ -461,7 +500,7 @@ impl TenantsApi {
     async fn get_webhook(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
     ) -> Result<WebhookResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
         let (_, hook) = self.with_webhook(&tenant).await?;
@@ -473,7 +512,7 @@ impl TenantsApi {
     async fn delete_webhook(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
         let existing = self.existing(&tenant).await?;
@@ -491,7 +530,7 @@ impl TenantsApi {
     async fn test_webhook(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
     ) -> Result<WebhookTestResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
         let (existing, hook) = self.with_webhook(&tenant).await?;
@@ -521,7 +560,7 @@ impl TenantsApi {
     async fn alerts(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
         /// Most alerts to return (1–1000).
         #[oai(
             default = "default_page",

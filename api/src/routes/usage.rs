@@ -13,7 +13,10 @@ use serde_json::json;
 
 use entity::usage::{self as usage_query, Granularity, PeriodUsage};
 
-use super::{ApiTags, check_tenant};
+use super::{
+    ApiTags, check_tenant,
+    rules::{FeatureName, TenantSlug},
+};
 use crate::{
     auth::{ApiKey, Scope},
     error::ApiError,
@@ -176,7 +179,7 @@ impl UsageApi {
     async fn tenant_usage(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
     ) -> Result<TenantUsageResponse, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
         check_tenant(&tenant)?;
@@ -206,8 +209,13 @@ impl UsageApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u64>,
-        /// Tenants to skip, for the next page.
-        #[oai(default)]
+        /// Tenants to skip, for the next page (at most 2^53 − 1, the largest
+        /// integer every JSON client holds exactly; the database's limit is
+        /// 2^63 − 1).
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
+        )]
         offset: Query<u64>,
     ) -> Result<UsageListResponse, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
@@ -231,7 +239,7 @@ impl UsageApi {
     async fn time_series(
         &self,
         auth: ApiKey,
-        tenant: Path<String>,
+        tenant: Path<TenantSlug>,
         /// Bucket width.
         #[oai(default = "default_granularity")]
         granularity: Query<GranularityParam>,
@@ -240,7 +248,7 @@ impl UsageApi {
         /// End of the range (RFC 3339, exclusive), rounded up to a bucket.
         to: Query<Option<DateTime<Utc>>>,
         /// Only this feature.
-        feature: Query<Option<String>>,
+        feature: Query<Option<FeatureName>>,
     ) -> Result<TimeSeriesResponse, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
         check_tenant(&tenant)?;
@@ -285,11 +293,11 @@ impl UsageApi {
         let points =
             usage_query::time_series(db, &tenant, g, start, end, feature.as_deref()).await?;
         Ok(TimeSeriesResponse::Ok(Json(TimeSeries {
-            tenant: tenant.0,
+            tenant: tenant.0.0,
             granularity: granularity.0,
             from: start,
             to: end,
-            feature: feature.0,
+            feature: feature.0.map(|f| f.0),
             points: points
                 .into_iter()
                 .map(|p| SeriesPoint {

@@ -1,0 +1,203 @@
+//! Strings whose rule the spec states as a `pattern`, checked by hand.
+//!
+//! poem-openapi's `pattern` validator compiles its regex on every request
+//! (which cost more than half the api's CPU on ingest), and its refusal does
+//! not name the field the way our 400s do. These types put the rule into the
+//! OpenAPI document, so that clients and fuzzers know it, and parse any JSON
+//! string or parameter; the handlers then check the rule with the domain
+//! functions (`entity::validate`, `auth::store::check`), which answer a 400
+//! naming the field and the reason. A type here must only be used where its
+//! handler checks its rule.
+
+use std::{borrow::Cow, ops::Deref};
+
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
+
+/// The characters Rust's `str::trim` removes (Unicode `White_Space`),
+/// spelled out: `\s` means slightly different things to the regex engines
+/// that read the spec.
+macro_rules! white_space {
+    () => {
+        r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    };
+}
+
+/// Defines a string newtype whose schema carries `pattern` and lengths.
+macro_rules! ruled_string {
+    (
+        $(#[$doc:meta])* $name:ident,
+        pattern = $pattern:expr,
+        min = $min:expr,
+        max = $max:expr,
+        example = $example:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(pub String);
+
+        impl Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Type for $name {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = String;
+            type RawElementValueType = String;
+
+            fn name() -> Cow<'static, str> {
+                "string".into()
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                MetaSchemaRef::Inline(Box::new(MetaSchema {
+                    pattern: Some($pattern.to_owned()),
+                    min_length: Some($min),
+                    max_length: Some($max),
+                    example: Some(Value::String($example.to_owned())),
+                    ..MetaSchema::new("string")
+                }))
+            }
+
+            fn as_raw_value(&self) -> Option<&String> {
+                Some(&self.0)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+                Box::new(std::iter::once(&self.0))
+            }
+        }
+
+        impl ParseFromParameter for $name {
+            fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+                Ok(Self(value.to_owned()))
+            }
+        }
+
+        /// A JSON string only: unlike `String`, a number or a boolean is
+        /// not taken for its text.
+        impl ParseFromJSON for $name {
+            fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                match value.unwrap_or_default() {
+                    Value::String(s) => Ok(Self(s)),
+                    other => Err(ParseError::expected_type(other)),
+                }
+            }
+        }
+
+        impl ToJSON for $name {
+            fn to_json(&self) -> Option<Value> {
+                Some(Value::String(self.0.clone()))
+            }
+        }
+    };
+}
+
+ruled_string!(
+    /// A tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or
+    /// digit (`entity::validate::tenant`).
+    TenantSlug,
+    pattern = entity::validate::TENANT_PATTERN,
+    min = 1,
+    max = entity::validate::TENANT_MAX_LEN,
+    example = "acme-corp",
+);
+
+impl TenantSlug {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+ruled_string!(
+    /// A feature name: 1–128 printable ASCII characters without spaces
+    /// (`entity::validate::feature`).
+    FeatureName,
+    pattern = entity::validate::FEATURE_PATTERN,
+    min = 1,
+    max = entity::validate::FEATURE_MAX_LEN,
+    example = "gpt-4o",
+);
+
+ruled_string!(
+    /// A display name: 1–200 characters, not all white space.
+    DisplayName,
+    pattern = concat!("[^", white_space!(), "]"),
+    min = 1,
+    max = 200,
+    example = "Acme Corp",
+);
+
+ruled_string!(
+    /// An API key's name: 1–100 characters, not all white space, without
+    /// control characters (`auth::store::check`).
+    KeyName,
+    pattern = concat!(
+        r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f",
+        white_space!(),
+        r"][^\x00-\x1f\x7f-\x9f]*$"
+    ),
+    min = 1,
+    max = 100,
+    example = "acme production",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern<T: Type>() -> regex::Regex {
+        match T::schema_ref() {
+            MetaSchemaRef::Inline(schema) => regex::Regex::new(&schema.pattern.unwrap()).unwrap(),
+            MetaSchemaRef::Reference(_) => unreachable!(),
+        }
+    }
+
+    /// The patterns say what the hand-written rules check.
+    #[test]
+    fn patterns_agree_with_the_rules() {
+        let samples = [
+            "",
+            " ",
+            "a",
+            "a b",
+            " a ",
+            "-a",
+            "a-b.c_d",
+            "\t",
+            "\u{a0}",
+            "\u{3000}x",
+            "a\u{7}b",
+            "\u{85}",
+            "é",
+            "x\n",
+            "\u{1f}",
+            "~!",
+            "a/b:c",
+        ];
+        let (tenant, feature) = (pattern::<TenantSlug>(), pattern::<FeatureName>());
+        let (display, key) = (pattern::<DisplayName>(), pattern::<KeyName>());
+        for s in samples {
+            assert_eq!(
+                tenant.is_match(s),
+                entity::validate::tenant(s).is_ok(),
+                "tenant {s:?}"
+            );
+            assert_eq!(
+                feature.is_match(s),
+                entity::validate::feature(s).is_ok(),
+                "feature {s:?}"
+            );
+            assert_eq!(display.is_match(s), !s.trim().is_empty(), "name {s:?}");
+            let key_ok = !s.trim().is_empty() && !s.chars().any(char::is_control);
+            assert_eq!(key.is_match(s), key_ok, "key name {s:?}");
+        }
+    }
+}
