@@ -62,9 +62,30 @@ pub fn describe() {
     pipeline::metrics::describe_process();
 }
 
+/// The method as a label: one of the standard methods, or `other`. A
+/// client may send any token as a method, and each distinct label would be a
+/// new time series kept forever.
+fn method_label(method: &poem::http::Method) -> String {
+    use poem::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+    ];
+    if known.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 pub async fn record<E: Endpoint>(next: E, req: Request) -> Result<Response> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let result = next.call(req).await.map(IntoResponse::into_response);
     let (status, pattern) = match &result {
         Ok(response) => (response.status(), response.data::<PathPattern>()),

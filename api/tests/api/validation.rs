@@ -228,3 +228,19 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_client_error(app.get("/api/nope").await, 404).await;
     assert_client_error(app.get("/api/events").await, 405).await;
 }
+
+#[tokio::test]
+async fn made_up_methods_do_not_become_metric_labels() {
+    let app = spawn_app().await;
+    let method = reqwest::Method::from_bytes(b"MADEUPMETHOD").unwrap();
+    let response = app
+        .client
+        .request(method, format!("{}/api/health", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error());
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(!metrics.contains("MADEUPMETHOD"));
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+}
