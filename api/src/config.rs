@@ -38,7 +38,7 @@ pub struct ApiConfig {
 /// Who may call the api, and how often.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
-    /// A bootstrap admin key (at least 20 characters), accepted besides the
+    /// A bootstrap admin key (at least 32 characters), accepted besides the
     /// keys in the database: to create the first keys, or for operators.
     /// Unset, only database keys are accepted.
     #[arg(
@@ -63,8 +63,8 @@ pub struct AuthArgs {
 
 /// Refuses a bootstrap admin key short enough to guess.
 fn admin_key(value: &str) -> Result<String, String> {
-    if value.chars().count() < 20 {
-        return Err("the admin key must be at least 20 characters".into());
+    if value.chars().count() < 32 {
+        return Err("the admin key must be at least 32 characters".into());
     }
     Ok(value.to_owned())
 }

@@ -119,6 +119,9 @@ impl ApiError {
 /// ([`crate::body_limit`]) and by the framework.
 #[derive(Debug, ApiResponse)]
 pub enum BodyRefused {
+    /// The body did not arrive in time (30 s).
+    #[oai(status = 408)]
+    Timeout(Json<ErrorBody>),
     /// The body is larger than `FLAGMETER_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
@@ -198,6 +201,10 @@ pub async fn json_errors(err: poem::Error) -> Response {
         StatusCode::BAD_REQUEST => "invalid request",
         StatusCode::NOT_FOUND => "not found",
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed",
+        StatusCode::REQUEST_TIMEOUT => {
+            let body = ErrorBody::new("request body too slow", details());
+            return BodyRefused::Timeout(body).into_response();
+        }
         StatusCode::PAYLOAD_TOO_LARGE => {
             let body = ErrorBody::new("request body too large", details());
             return BodyRefused::TooLarge(body).into_response();

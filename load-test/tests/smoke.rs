@@ -26,7 +26,7 @@ async fn a_constant_run_is_audited_as_counted_in_full() {
     config.api_addr = "127.0.0.1:0".parse().unwrap();
     config.valkey = env.valkey_args();
     config.database = env.database_args();
-    let admin_key = "load-smoke-admin-key-not-secret";
+    let admin_key = "load-smoke-admin-key-that-is-not-secret";
     config.auth.admin_key = Some(admin_key.into());
     let app = Application::build(config).await.expect("the api builds");
     let url = format!("http://{}", app.addr());

@@ -6,6 +6,7 @@ use poem_openapi::Enum;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::secret::KeyHash;
 use crate::error::ApiError;
 
 /// What a key may do. `admin` includes the other two.
@@ -41,6 +42,8 @@ impl Scope {
 pub struct Caller {
     /// The key's id (nil for `FLAGMETER_ADMIN_KEY`); its rate limit's key.
     pub key_id: Uuid,
+    /// The hash of the key's secret, to check later that it still works.
+    pub key_hash: KeyHash,
     scopes: Vec<Scope>,
     /// The only tenant this key may touch, if restricted.
     tenant: Option<String>,
@@ -50,6 +53,7 @@ impl From<api_keys::Model> for Caller {
     fn from(key: api_keys::Model) -> Self {
         Self {
             key_id: key.id,
+            key_hash: KeyHash::try_from(key.key_hash.as_slice()).unwrap_or_default(),
             scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             tenant: key.tenant,
         }
@@ -58,9 +62,10 @@ impl From<api_keys::Model> for Caller {
 
 impl Caller {
     /// `FLAGMETER_ADMIN_KEY`: every scope, every tenant.
-    pub fn bootstrap_admin() -> Self {
+    pub fn bootstrap_admin(key_hash: KeyHash) -> Self {
         Self {
             key_id: Uuid::nil(),
+            key_hash,
             scopes: vec![Scope::Admin],
             tenant: None,
         }

@@ -10,7 +10,10 @@
 //! found for a secret for `FLAGMETER_KEY_CACHE_MS` (default 2 s), so a
 //! revoked key stops working on every replica within that time, and a
 //! busy key costs one query per replica every 2 s, which also records when
-//! it was last used. `FLAGMETER_ADMIN_KEY`, if set, is an admin key that is
+//! it was last used. While PostgreSQL is down, keys a replica has seen keep
+//! working as last read (a revocation needs PostgreSQL anyway), so ingest,
+//! which only needs Valkey, is not stopped by authentication. An open event stream re-checks its key as often, and
+//! ends when the key is revoked. `FLAGMETER_ADMIN_KEY`, if set, is an admin key that is
 //! not in the database (to create the first keys).
 
 mod caller;
@@ -20,7 +23,10 @@ pub mod store;
 
 use std::time::Duration;
 
-use poem::{IntoResponse, Request};
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{Method, header},
+};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use sea_orm::DatabaseConnection;
 
@@ -42,12 +48,51 @@ use crate::{config::AuthArgs, error::ApiError, ttl_cache::TtlCache};
 pub struct ApiKey(pub Caller);
 
 async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        return Ok(caller.clone());
+    }
     let auth = req
         .data::<Auth>()
         .expect("routes::app installs the authenticator");
     auth.authenticate(&bearer.token)
         .await
         .map_err(|err| poem::Error::from_response(err.into_response()))
+}
+
+/// Longest a key lookup may wait for PostgreSQL before the key's last known
+/// answer is used (or, for a key never seen, a 503).
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Authenticates a request that carries a body (POST, PUT, PATCH) before
+/// its body is read: without a valid key nobody can make the api buffer or
+/// wait for a body. The caller is handed on to the route's [`ApiKey`]; other
+/// requests are authenticated by their route alone.
+pub async fn before_body<E: Endpoint>(
+    next: E,
+    mut req: Request,
+    auth: Auth,
+) -> poem::Result<Response> {
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        let caller = match bearer_token(&req) {
+            Some(token) => auth.authenticate(token).await,
+            None => Err(ApiError::unauthorized()),
+        };
+        match caller {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+            }
+            Err(err) => return Ok(err.into_response()),
+        }
+    }
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in
+/// any case), as poem-openapi reads it.
+fn bearer_token(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Checks presented keys: the bootstrap admin key, the key cache, the
@@ -58,39 +103,82 @@ pub struct Auth {
     admin: Option<KeyHash>,
     /// What each presented secret's hash turned out to be: a live key, or
     /// nothing (unknown secrets are remembered too, so that guessing costs
-    /// the database little).
+    /// the database little). While PostgreSQL is unreachable, a key keeps
+    /// the answer last read, so ingest (which needs only Valkey) goes on.
     keys: TtlCache<KeyHash, Option<Caller>>,
+    /// How long a cached answer lives; open streams re-check their key this
+    /// often.
+    key_ttl: Duration,
     limits: Option<RateLimits>,
 }
 
 impl Auth {
     pub fn new(db: DatabaseConnection, args: &AuthArgs) -> Self {
+        let key_ttl = Duration::from_millis(args.key_cache_ms);
         Self {
             db,
             admin: args.admin_key.as_deref().map(secret::hash),
-            keys: TtlCache::new(Duration::from_millis(args.key_cache_ms), |_| true),
+            keys: TtlCache::new(key_ttl, |_| true).stale_if_error(),
+            key_ttl,
             limits: RateLimits::new(args.rate_limit_per_sec, args.rate_limit_burst),
         }
     }
 
-    /// The caller a secret belongs to, within its rate limit.
+    /// The caller a secret belongs to, within its rate limit (the request
+    /// costs one).
     pub async fn authenticate(&self, presented: &str) -> Result<Caller, ApiError> {
         let hash = secret::hash(presented);
-        let caller = match self.admin {
-            Some(admin) if secret::same(&admin, &hash) => Caller::bootstrap_admin(),
-            _ => self
-                .keys
-                .get(&hash, || async {
-                    let key = store::use_key(&self.db, &hash).await?;
-                    Ok::<_, ApiError>(key.map(Caller::from))
-                })
-                .await?
-                .ok_or_else(ApiError::unauthorized)?,
-        };
-        if let Some(limits) = &self.limits {
-            limits.check(caller.key_id)?;
+        let is_admin = self.admin.is_some_and(|admin| secret::same(&admin, &hash));
+        // Anything that is not shaped like a key cannot be in the database:
+        // refused without a query, and without a cache entry.
+        if !is_admin && !secret::well_formed(presented) {
+            return Err(ApiError::unauthorized());
         }
+        let caller = self
+            .lookup(&hash)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        self.charge(&caller, 1)?;
         Ok(caller)
+    }
+
+    /// Charges `cost` requests to the caller's rate limit: a 429 if it is
+    /// over (for a batch, which costs one per event).
+    pub fn charge(&self, caller: &Caller, cost: u32) -> Result<(), ApiError> {
+        match &self.limits {
+            Some(limits) if cost > 0 => limits.check(caller.key_id, cost),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves once the caller's key no longer works (it was revoked),
+    /// checked as often as the key cache lets a revocation through: an open
+    /// stream ends within about twice `FLAGMETER_KEY_CACHE_MS`.
+    pub async fn revoked(self, caller: Caller) {
+        let every = self.key_ttl.max(Duration::from_millis(250));
+        loop {
+            tokio::time::sleep(every).await;
+            // A database error is not a revocation: the stream goes on.
+            if let Ok(None) = self.lookup(&caller.key_hash).await {
+                return;
+            }
+        }
+    }
+
+    /// The live key behind a secret's hash: the bootstrap admin key, or a
+    /// database key (through the cache).
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<Caller>, ApiError> {
+        if self.admin.is_some_and(|admin| secret::same(&admin, hash)) {
+            return Ok(Some(Caller::bootstrap_admin(*hash)));
+        }
+        self.keys
+            .get(hash, || async {
+                let key = tokio::time::timeout(LOOKUP_TIMEOUT, store::use_key(&self.db, hash))
+                    .await
+                    .map_err(|_| ApiError::unavailable("database unavailable", 1))??;
+                Ok::<_, ApiError>(key.map(Caller::from))
+            })
+            .await
     }
 
     /// Makes this replica forget a key at once (after its revocation); other

@@ -3,11 +3,11 @@
 //! of up to `FLAGMETER_RATE_LIMIT_BURST`; beyond that it gets a 429 with
 //! `Retry-After`.
 //!
-//! A batch of events counts as one request: the body limit and the batch
-//! size cap already bound what one request can cost, and a client batching
-//! to go easy on the api should not be punished for it. The limit holds per
-//! api replica (no shared state): with N replicas behind a balancer a key
-//! gets up to N times the limit.
+//! A batch of events costs one per event (a batch larger than the burst
+//! costs the whole burst): events are what fill the shared stream, and a
+//! key, say a customer's, must not be able to fill it for everyone by
+//! batching. The limit holds per api replica (no shared state): with N
+//! replicas behind a balancer a key gets up to N times the limit.
 
 use std::{num::NonZeroU32, sync::Arc};
 
@@ -17,7 +17,10 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 #[derive(Clone)]
-pub struct RateLimits(Arc<DefaultKeyedRateLimiter<Uuid>>);
+pub struct RateLimits {
+    limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    burst: NonZeroU32,
+}
 
 impl RateLimits {
     /// Limits of `per_sec` requests a second with bursts of `burst` (one
@@ -26,14 +29,26 @@ impl RateLimits {
         let rate = NonZeroU32::new(per_sec)?;
         let burst = burst.and_then(NonZeroU32::new).unwrap_or(rate);
         let quota = Quota::per_second(rate).allow_burst(burst);
-        Some(Self(Arc::new(DefaultKeyedRateLimiter::keyed(quota))))
+        Some(Self {
+            limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)),
+            burst,
+        })
     }
 
-    /// Counts one request of `key`; a 429 if it is over its limit.
-    pub fn check(&self, key: Uuid) -> Result<(), ApiError> {
-        self.0.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.0.clock().now());
-            ApiError::too_many_requests(wait.as_secs_f64().ceil().max(1.0) as u64)
-        })
+    /// Counts `cost` requests of `key` (at most its burst); a 429 if it is
+    /// over its limit.
+    pub fn check(&self, key: Uuid, cost: u32) -> Result<(), ApiError> {
+        let cost = NonZeroU32::new(cost).map_or(NonZeroU32::MIN, |c| c.min(self.burst));
+        match self.limiter.check_key_n(&key, cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                Err(ApiError::too_many_requests(
+                    wait.as_secs_f64().ceil().max(1.0) as u64,
+                ))
+            }
+            // Cannot happen: the cost is capped at the burst.
+            Err(_) => Err(ApiError::too_many_requests(1)),
+        }
     }
 }

@@ -37,6 +37,16 @@ pub fn hash(secret: &str) -> KeyHash {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Whether `presented` looks like a secret this module made (`fmk_` and 64
+/// hex digits), so that anything else is refused without a lookup.
+pub fn well_formed(presented: &str) -> bool {
+    presented.len() == MARK.len() + 64
+        && presented.starts_with(MARK)
+        && presented[MARK.len()..]
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit())
+}
+
 /// Whether two hashes are equal, in time that does not depend on where they
 /// differ.
 pub fn same(a: &KeyHash, b: &[u8]) -> bool {
@@ -57,7 +67,7 @@ mod tests {
         let (a, b) = (generate(), generate());
         assert_ne!(a, b);
         assert!(a.starts_with(MARK) && a.len() == MARK.len() + 64);
-        assert!(a[MARK.len()..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(well_formed(&a) && !well_formed(&a[1..]) && !well_formed("fmk_x"));
         assert_eq!(prefix(&a).len(), PREFIX_LEN);
         assert!(same(&hash(&a), &hash(&a)));
         assert!(!same(&hash(&a), &hash(&b)));

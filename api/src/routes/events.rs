@@ -242,6 +242,10 @@ impl EventsApi {
         for event in &body.events {
             auth.0.require_for(Scope::Ingest, &event.tenant)?;
         }
+        // The request paid one; each further event pays one more.
+        self.state
+            .auth
+            .charge(&auth.0, body.events.len().saturating_sub(1) as u32)?;
         let now = Utc::now();
         let records = body
             .events

@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use poem::middleware::{CatchPanic, Tracing};
 
 use crate::{
+    auth,
     body_limit::limit_body,
     dashboard,
     error::{ApiError, json_errors},
@@ -108,6 +109,7 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         )
         .data(state.auth.clone())
         .around(move |next, req| limit_body(next, req, max_body_bytes))
+        .around(move |next, req| auth::before_body(next, req, state.auth.clone()))
         .around(move |next, req| allow_header(next, req, allowed.clone()))
         .around(http_metrics::record)
         .with(CatchPanic::new().with_handler(|_| ApiError::panicked().into_response()))

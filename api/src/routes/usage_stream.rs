@@ -21,7 +21,7 @@ use poem_openapi::{
 
 use super::ApiTags;
 use crate::{
-    auth::{ApiKey, Scope},
+    auth::{ApiKey, Auth, Scope},
     dashboard::snapshot::{DashboardEvent, Snapshots},
     error::ApiError,
     state::AppState,
@@ -67,12 +67,14 @@ impl ApiResponse for UsageEvents {
 
 pub struct UsageStreamApi {
     snapshots: Snapshots,
+    auth: Auth,
 }
 
 impl UsageStreamApi {
     pub fn new(state: &AppState) -> Self {
         Self {
             snapshots: state.snapshots.clone(),
+            auth: state.auth.clone(),
         }
     }
 }
@@ -85,10 +87,15 @@ impl UsageStreamApi {
     /// quota, lowest alert threshold, per-feature totals and tokens per
     /// minute over the last hour. Read once a second for all connections
     /// together. Needs a `read` key for all tenants (the dashboard sends
-    /// it with `fetch`, since a browser's `EventSource` cannot).
+    /// it with `fetch`, since a browser's `EventSource` cannot); the stream
+    /// ends soon after the key is revoked.
     #[oai(path = "/api/usage/stream", method = "get")]
     async fn usage_stream(&self, auth: ApiKey) -> Result<UsageEvents, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
-        Ok(UsageEvents(self.snapshots.subscribe().boxed()))
+        // A revoked key's stream ends, as its next request would be refused.
+        let revoked = Box::pin(self.auth.clone().revoked(auth.0));
+        Ok(UsageEvents(
+            self.snapshots.subscribe().take_until(revoked).boxed(),
+        ))
     }
 }

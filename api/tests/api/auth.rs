@@ -45,6 +45,15 @@ async fn status(
         .as_u16()
 }
 
+/// `DELETE /api/keys/{id}` with the admin key.
+async fn revoke(app: &TestApp, id: &str) -> reqwest::Response {
+    app.client
+        .delete(format!("{}/api/keys/{id}", app.base))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn event(tenant: &str) -> Value {
     json!({"tenant": tenant, "feature": "gpt-4o", "tokens": 10})
 }
@@ -353,12 +362,7 @@ async fn a_revoked_key_stops_working_on_every_replica() {
         200
     );
 
-    let revoked = app
-        .client
-        .delete(format!("{}/api/keys/{}", app.base, key.id))
-        .send()
-        .await
-        .unwrap();
+    let revoked = revoke(&app, &key.id).await;
     assert_eq!(revoked.status().as_u16(), 204);
     // At once on the replica that revoked it ...
     assert_eq!(
@@ -380,12 +384,7 @@ async fn a_revoked_key_stops_working_on_every_replica() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Revoking again changes nothing; the listing says when.
-    let again = app
-        .client
-        .delete(format!("{}/api/keys/{}", app.base, key.id))
-        .send()
-        .await
-        .unwrap();
+    let again = revoke(&app, &key.id).await;
     assert_eq!(again.status().as_u16(), 204);
     let (_, listing) = app.get_json("/api/keys").await;
     assert!(listing["keys"][0]["revokedAt"].is_string(), "{listing}");
@@ -534,5 +533,75 @@ async fn the_keys_command_creates_lists_and_revokes_keys() {
             "the revoked key still works"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_open_event_stream_ends_when_its_key_is_revoked() {
+    use futures::StreamExt;
+    let app = spawn_app_with(|config| config.auth.key_cache_ms = 300).await;
+    let key = create_key(&app, json!({"name": "viewer", "scopes": ["read"]})).await;
+    let response = key
+        .client
+        .get(format!("{}/api/usage/stream", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.bytes_stream();
+    assert!(stream.next().await.is_some(), "the stream sends something");
+
+    let revoked = revoke(&app, &key.id).await;
+    assert_eq!(revoked.status().as_u16(), 204);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its key");
+}
+
+#[tokio::test]
+async fn a_batch_costs_one_request_per_event() {
+    let app = spawn_app_with(|config| config.auth.rate_limit_per_sec = 100).await;
+    let key = create_key(&app, json!({"name": "batcher", "scopes": ["ingest"]})).await;
+    let batch = |n: usize| json!({"events": vec![event("acme"); n]});
+    assert_eq!(
+        status(&app, &key.client, "POST", "/api/events/batch", batch(100)).await,
+        202
+    );
+    let refused = key
+        .client
+        .post(format!("{}/api/events/batch", app.base))
+        .json(&batch(50))
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_client_error(refused, 429).await;
+}
+
+#[tokio::test]
+async fn a_body_without_a_key_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app.base.trim_start_matches("http://");
+    for auth in ["", "Authorization: Bearer fmk_unknown\r\n"] {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Headers announcing a large body, and then no body at all.
+        let head = format!(
+            "POST /api/events/batch HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 512];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     }
 }

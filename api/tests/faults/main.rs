@@ -20,7 +20,8 @@ use pipeline::testing::{self, TestEnv};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
-    Books, PrivatePostgres, PrivateValkey, Services, client, create_database, load, signal,
+    Books, PrivatePostgres, PrivateValkey, Services, client, client_with_key, create_database,
+    load, signal,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +68,7 @@ async fn workers_killed_again_and_again_lose_nothing_and_count_nothing_twice() {
     let stop_load = CancellationToken::new();
     let loader = tokio::spawn(load(
         base,
+        client(),
         "kill".into(),
         50,
         books.clone(),
@@ -103,6 +105,7 @@ async fn a_crash_between_commit_and_ack_counts_the_batch_once() {
     let stop_load = CancellationToken::new();
     let loader = tokio::spawn(load(
         base,
+        client(),
         "failpoint".into(),
         100,
         books.clone(),
@@ -143,6 +146,7 @@ async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
     let stop_load = CancellationToken::new();
     let loader = tokio::spawn(load(
         base,
+        client(),
         "term".into(),
         100,
         books.clone(),
@@ -178,6 +182,18 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
     };
     let stop_api = CancellationToken::new();
     let base = stack.spawn_api(&stop_api).await;
+    // A key from the (soon crashing) database, not the environment's: the
+    // api must go on authenticating it with PostgreSQL down.
+    let created: Value = client()
+        .post(format!("{base}/api/keys"))
+        .json(&json!({"name": "loader", "scopes": ["ingest", "read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
     let mut workers: Vec<_> = (0..2)
         .map(|n| stack.spawn_pipeline(&format!("pg-{n}"), &[]))
         .collect();
@@ -185,6 +201,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
     let stop_load = CancellationToken::new();
     let loader = tokio::spawn(load(
         base,
+        client_with_key(key),
         "pg".into(),
         50,
         books.clone(),
@@ -193,8 +210,12 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     postgres.crash().await;
+    // Down long enough for the api's key cache (2 s) to expire: the last
+    // second shows whether the key still works without PostgreSQL.
+    let down = Duration::from_secs((load_seconds() / 2).max(4));
+    tokio::time::sleep(down - Duration::from_secs(1)).await;
     let accepted_before = books.expected().values().map(|e| e.2).sum::<i64>();
-    tokio::time::sleep(Duration::from_secs(load_seconds() / 2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let accepted_while_down = books.expected().values().map(|e| e.2).sum::<i64>() - accepted_before;
     let mut conn = stack.valkey().await;
     let backlog: u64 = conn.xlen(&stack.stream).await.unwrap();
@@ -205,7 +226,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
 
     assert!(
         accepted_while_down > 0,
-        "ingest kept accepting while PostgreSQL was down"
+        "ingest kept accepting while PostgreSQL was down, after the key cache expired"
     );
     assert!(backlog > 0, "the backlog grew");
     assert_eq!(report.refused, 0, "no request was refused");
@@ -245,6 +266,7 @@ async fn valkey_killed_mid_load(fsync: &'static str) -> (i64, i64, support::Load
         .map(|n| {
             tokio::spawn(load(
                 base.clone(),
+                client(),
                 format!("valkey{n}"),
                 20,
                 books.clone(),
