@@ -82,6 +82,11 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         self
     }
 
+    /// How long an answer is reused.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The answer for `key`: cached if loaded less than the lifetime ago,
     /// else loaded by `load` (once, however many callers ask at once).
     pub async fn get<F, Fut, E>(&self, key: &K, load: F) -> Result<V, E>

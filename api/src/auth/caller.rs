@@ -35,6 +35,11 @@ impl Scope {
             .into_iter()
             .find(|scope| scope.as_str() == name)
     }
+
+    /// The scopes among stored names (the database allows no others).
+    pub fn parse_all(names: &[String]) -> Vec<Self> {
+        names.iter().filter_map(|name| Self::parse(name)).collect()
+    }
 }
 
 /// The authenticated key behind a request.
@@ -54,7 +59,7 @@ impl From<api_keys::Model> for Caller {
         Self {
             key_id: key.id,
             key_hash: KeyHash::try_from(key.key_hash.as_slice()).unwrap_or_default(),
-            scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            scopes: Scope::parse_all(&key.scopes),
             tenant: key.tenant,
         }
     }
@@ -69,6 +74,12 @@ impl Caller {
             scopes: vec![Scope::Admin],
             tenant: None,
         }
+    }
+
+    /// Whether this is `FLAGMETER_ADMIN_KEY`, which lives outside the
+    /// database.
+    pub fn is_bootstrap_admin(&self) -> bool {
+        self.key_id.is_nil()
     }
 
     /// Refuses (403) a key without `scope`.

@@ -106,9 +106,6 @@ pub struct Auth {
     /// the database little). While PostgreSQL is unreachable, a key keeps
     /// the answer last read, so ingest (which needs only Valkey) goes on.
     keys: TtlCache<KeyHash, Option<Caller>>,
-    /// How long a cached answer lives; open streams re-check their key this
-    /// often.
-    key_ttl: Duration,
     limits: Option<RateLimits>,
 }
 
@@ -119,7 +116,6 @@ impl Auth {
             db,
             admin: args.admin_key.as_deref().map(secret::hash),
             keys: TtlCache::new(key_ttl, |_| true).stale_if_error(),
-            key_ttl,
             limits: RateLimits::new(args.rate_limit_per_sec, args.rate_limit_burst),
         }
     }
@@ -128,16 +124,16 @@ impl Auth {
     /// costs one).
     pub async fn authenticate(&self, presented: &str) -> Result<Caller, ApiError> {
         let hash = secret::hash(presented);
-        let is_admin = self.admin.is_some_and(|admin| secret::same(&admin, &hash));
-        // Anything that is not shaped like a key cannot be in the database:
-        // refused without a query, and without a cache entry.
-        if !is_admin && !secret::well_formed(presented) {
-            return Err(ApiError::unauthorized());
-        }
-        let caller = self
-            .lookup(&hash)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+        let caller = if self.admin.is_some_and(|admin| secret::same(&admin, &hash)) {
+            Some(Caller::bootstrap_admin(hash))
+        } else if secret::well_formed(presented) {
+            self.stored(&hash).await?
+        } else {
+            // Not shaped like a key, so not in the database: refused without
+            // a query, and without a cache entry.
+            None
+        };
+        let caller = caller.ok_or_else(ApiError::unauthorized)?;
         self.charge(&caller, 1)?;
         Ok(caller)
     }
@@ -153,24 +149,24 @@ impl Auth {
 
     /// Resolves once the caller's key no longer works (it was revoked),
     /// checked as often as the key cache lets a revocation through: an open
-    /// stream ends within about twice `FLAGMETER_KEY_CACHE_MS`.
+    /// stream ends within about twice `FLAGMETER_KEY_CACHE_MS`. The
+    /// environment's admin key cannot be revoked: never.
     pub async fn revoked(self, caller: Caller) {
-        let every = self.key_ttl.max(Duration::from_millis(250));
+        if caller.is_bootstrap_admin() {
+            return std::future::pending().await;
+        }
+        let every = self.keys.ttl().max(Duration::from_millis(250));
         loop {
             tokio::time::sleep(every).await;
             // A database error is not a revocation: the stream goes on.
-            if let Ok(None) = self.lookup(&caller.key_hash).await {
+            if let Ok(None) = self.stored(&caller.key_hash).await {
                 return;
             }
         }
     }
 
-    /// The live key behind a secret's hash: the bootstrap admin key, or a
-    /// database key (through the cache).
-    async fn lookup(&self, hash: &KeyHash) -> Result<Option<Caller>, ApiError> {
-        if self.admin.is_some_and(|admin| secret::same(&admin, hash)) {
-            return Ok(Some(Caller::bootstrap_admin(*hash)));
-        }
+    /// The live database key behind a secret's hash, through the cache.
+    async fn stored(&self, hash: &KeyHash) -> Result<Option<Caller>, ApiError> {
         self.keys
             .get(hash, || async {
                 let key = tokio::time::timeout(LOOKUP_TIMEOUT, store::use_key(&self.db, hash))

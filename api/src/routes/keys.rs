@@ -72,7 +72,7 @@ impl From<api_keys::Model> for KeyInfo {
             id: key.id,
             name: key.name,
             prefix: key.prefix,
-            scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            scopes: Scope::parse_all(&key.scopes),
             tenant: key.tenant,
             created_at: key.created_at,
             last_used_at: key.last_used_at,
