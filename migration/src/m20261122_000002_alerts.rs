@@ -31,18 +31,4 @@ CREATE INDEX alerts_due_idx ON alerts (next_attempt_at) WHERE status = 'pending'
 CREATE INDEX alerts_tenant_idx ON alerts (tenant, created_at DESC);
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE alerts")
-            .await?;
-        Ok(())
-    }
-}
+sql_migration!(UP, "DROP TABLE alerts");

@@ -25,18 +25,4 @@ CREATE TABLE api_keys (
 );
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE api_keys")
-            .await?;
-        Ok(())
-    }
-}
+sql_migration!(UP, "DROP TABLE api_keys");

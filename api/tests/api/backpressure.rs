@@ -104,52 +104,42 @@ async fn one_client_id_posted_concurrently_and_retried_is_counted_once() {
 #[tokio::test]
 async fn one_worker_then_three_give_exact_totals() {
     let app = spawn_app().await;
-    let batch = |from: usize| {
-        let events: Vec<_> = (from..from + 500)
-            .map(|i| json!({"tenant": format!("t{}", i % 4), "feature": "gpt-4o", "tokens": i + 1, "id": i.to_string()}))
-            .collect();
-        json!({ "events": events })
-    };
-    let expected = |upto: usize, t: usize| -> i64 {
-        (0..upto).filter(|i| i % 4 == t).map(|i| i as i64 + 1).sum()
-    };
 
     let (stop, one) = app.env.spawn_pipeline("solo");
-    for from in (0..2000).step_by(500) {
-        assert_eq!(
-            app.post("/api/events/batch", &batch(from))
-                .await
-                .status()
-                .as_u16(),
-            202
-        );
-    }
-    for t in 0..4 {
-        app.wait_for_total(&format!("t{t}"), expected(2000, t), Duration::from_secs(15))
-            .await;
-    }
+    post_and_count(&app, 0..2000).await;
     stop.cancel();
     one.await.unwrap().unwrap();
 
     let workers: Vec<_> = (0..3)
         .map(|n| app.env.spawn_pipeline(&format!("replica-{n}")))
         .collect();
-    for from in (2000..6000).step_by(500) {
-        assert_eq!(
-            app.post("/api/events/batch", &batch(from))
-                .await
-                .status()
-                .as_u16(),
-            202
-        );
-    }
-    for t in 0..4 {
-        app.wait_for_total(&format!("t{t}"), expected(6000, t), Duration::from_secs(15))
-            .await;
-    }
+    post_and_count(&app, 2000..6000).await;
     assert!(app.env.drained(Duration::from_secs(10)).await);
     for (stop, worker) in workers {
         stop.cancel();
         worker.await.unwrap().unwrap();
+    }
+}
+
+/// Posts events `ids` in batches of 500 (spread over tenants `t0`..`t3`,
+/// event `i` worth `i + 1` tokens), then waits until every tenant's total
+/// counts all events up to `ids.end`.
+async fn post_and_count(app: &crate::helpers::TestApp, ids: std::ops::Range<usize>) {
+    for from in ids.clone().step_by(500) {
+        let events: Vec<_> = (from..from + 500)
+            .map(|i| json!({"tenant": format!("t{}", i % 4), "feature": "gpt-4o", "tokens": i + 1, "id": i.to_string()}))
+            .collect();
+        let response = app
+            .post("/api/events/batch", &json!({ "events": events }))
+            .await;
+        assert_eq!(response.status().as_u16(), 202);
+    }
+    for t in 0..4 {
+        let expected: i64 = (0..ids.end)
+            .filter(|i| i % 4 == t)
+            .map(|i| i as i64 + 1)
+            .sum();
+        app.wait_for_total(&format!("t{t}"), expected, Duration::from_secs(15))
+            .await;
     }
 }

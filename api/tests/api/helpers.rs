@@ -67,15 +67,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
 
 /// An HTTP client that sends `key` as its bearer token with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {key}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    crate::bearer::client_builder(key).build().unwrap()
 }
 
 /// Builds and runs an api until `shutdown`; returns its base URL.

@@ -5,6 +5,8 @@
 mod alerts;
 mod auth;
 mod backpressure;
+#[path = "../common/bearer.rs"]
+mod bearer;
 mod dashboard;
 mod docs;
 mod end_to_end;

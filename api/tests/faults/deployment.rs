@@ -97,22 +97,9 @@ async fn every_dashboard_query_names_a_metric_the_binaries_export() {
     assert!(stack.drained(Duration::from_secs(20)).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let api_metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let pipeline_metrics = http
-        .get(format!("http://{metrics_addr}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = |url: String| async { http.get(url).send().await.unwrap().text().await.unwrap() };
+    let api_metrics = text(format!("{base}/metrics")).await;
+    let pipeline_metrics = text(format!("http://{metrics_addr}/")).await;
     let exported: BTreeSet<String> = api_metrics
         .lines()
         .chain(pipeline_metrics.lines())

@@ -7,6 +7,8 @@
 //! `FLAGMETER_FAULT_SECONDS` (default 6) sets how long each load runs; a
 //! longer soak is the same tests with a larger value.
 
+#[path = "../common/bearer.rs"]
+mod bearer;
 mod deployment;
 #[path = "../common/fake_slack.rs"]
 mod fake_slack;

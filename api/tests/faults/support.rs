@@ -67,13 +67,7 @@ pub fn client() -> reqwest::Client {
 
 /// An HTTP client that sends `key` with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {key}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
+    crate::bearer::client_builder(key)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
