@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use pipeline::config::{AlertArgs, DatabaseArgs, ValkeyArgs};
+use alerts::config::AlertArgs;
+use service::config::DatabaseArgs;
+use stream::config::ValkeyArgs;
 
 /// Everything the api needs to run.
 #[derive(Debug, Clone, clap::Args)]

@@ -12,6 +12,7 @@
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
+    error::{ParseParamError, ParsePathError},
     payload::Json,
     registry::{MetaResponses, Registry},
 };
@@ -190,6 +191,16 @@ impl From<DbErr> for ApiError {
 pub async fn json_errors(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
+    }
+    let parameter = if let Some(refused) = err.downcast_ref::<ParsePathError>() {
+        crate::routes::rules::parameter_error(&refused.reason)
+    } else if let Some(refused) = err.downcast_ref::<ParseParamError>() {
+        crate::routes::rules::parameter_error(&refused.reason)
+    } else {
+        None
+    };
+    if let Some(refusal) = parameter {
+        return refusal.into_response();
     }
     let status = err.status();
     if status == StatusCode::UNAUTHORIZED {

@@ -59,7 +59,7 @@ pub fn describe() {
         Unit::Count,
         "Entries in the stream (sampled)"
     );
-    pipeline::metrics::describe_process();
+    service::metrics::describe_process();
 }
 
 /// The method as a label: one of the standard methods, or `other`. A

@@ -4,10 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::validate::{self, Invalid};
-use pipeline::{
-    record::{self, EventRecord},
-    stream::{self, AppendError},
-};
+use stream::{AppendError, EventRecord};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -33,17 +30,15 @@ impl Incoming<'_> {
         }
         let occurred = self.timestamp.unwrap_or(now);
         validate::occurred_at(occurred, now)?;
-        Ok(EventRecord {
-            v: record::VERSION,
-            id: self
-                .id
+        Ok(EventRecord::new(
+            self.id
                 .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
-            tenant: self.tenant.to_owned(),
-            feature: self.feature.to_owned(),
-            tokens: self.tokens,
-            occurred_ms: occurred.timestamp_millis(),
-            received_ms: now.timestamp_millis(),
-        })
+            self.tenant.to_owned(),
+            self.feature.to_owned(),
+            self.tokens,
+            occurred.timestamp_millis(),
+            now.timestamp_millis(),
+        ))
     }
 }
 

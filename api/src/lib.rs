@@ -1,8 +1,13 @@
-//! The FlagMeter HTTP service: ingest of usage events into the Valkey stream,
-//! usage queries over the PostgreSQL rollups, health, OpenAPI docs.
+//! The FlagMeter HTTP service: ingest of usage events into the Valkey stream
+//! ([`ingest`]), usage queries over the PostgreSQL rollups, tenant
+//! administration (configuration, Slack webhook, alert history), API keys
+//! and their rate limits ([`auth`]), the live dashboard ([`dashboard`]),
+//! health, metrics and the OpenAPI docs ([`routes`]).
 //!
 //! [`startup::Application`] builds the whole service from its configuration;
-//! `main` only parses flags, sets up logging and runs it.
+//! `main` only parses flags, sets up logging and runs it (or a `keys`
+//! command, [`auth::cli`]). It depends on the stream contract (`stream`), not
+//! on the worker (`pipeline`).
 
 pub mod auth;
 pub mod backlog;

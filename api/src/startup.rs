@@ -9,10 +9,8 @@ use poem::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use pipeline::{
-    alerts::slack::SlackClient,
-    stream::{StreamKeys, ensure_group},
-};
+use alerts::slack::SlackClient;
+use stream::ensure_group;
 
 use crate::{
     auth::Auth, backlog::Backlog, config::ApiConfig, dashboard::snapshot, routes, state::AppState,
@@ -50,7 +48,7 @@ impl Application {
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(5))),
         )?;
-        let keys = StreamKeys::new(&config.valkey.stream, &config.valkey.group);
+        let keys = config.valkey.keys();
         if let Err(err) = ensure_group(&mut valkey, &keys).await {
             tracing::warn!(%err, "cannot create the stream yet; ingest answers 503 until Valkey is reachable");
         }
@@ -88,11 +86,6 @@ impl Application {
         self.addr
     }
 
-    /// The shared state, for tests that look behind the api.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `shutdown` is cancelled, then lets requests in flight
     /// finish (up to 10 s).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
@@ -102,9 +95,9 @@ impl Application {
             self.state.keys.stream.clone(),
             shutdown.clone(),
         ));
-        let metrics = pipeline::metrics::handle();
+        let metrics = service::metrics::handle();
         crate::http_metrics::describe();
-        let upkeep = tokio::spawn(pipeline::metrics::upkeep(metrics.clone(), shutdown.clone()));
+        let upkeep = tokio::spawn(service::metrics::upkeep(metrics.clone(), shutdown.clone()));
         // Stopping it ends every dashboard stream, so that open browsers do
         // not hold the graceful shutdown up.
         let snapshots = tokio::spawn(

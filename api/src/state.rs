@@ -1,10 +1,8 @@
 //! What every request handler shares: the database pool, the Valkey
 //! connection and the stream names.
 
-use pipeline::{
-    alerts::{slack::SlackClient, webhook::WebhookPolicy},
-    stream::StreamKeys,
-};
+use alerts::{slack::SlackClient, webhook::WebhookPolicy};
+use stream::StreamKeys;
 
 use crate::{
     auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, usage_cache::UsageCache,
@@ -17,7 +15,8 @@ use sea_orm::DatabaseConnection;
 pub struct AppState {
     /// Checks API keys and their rate limits.
     pub auth: Auth,
-    /// Read side only: usage and readiness. Ingest never touches it.
+    /// Usage reads, tenant and key administration, readiness, and key
+    /// lookups (cached by [`Auth`]). Accepting an event needs only Valkey.
     pub db: DatabaseConnection,
     /// Multiplexed and auto-reconnecting: every request shares it, so XADDs
     /// from concurrent requests are pipelined on one socket.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use api::{config::ApiConfig, startup::Application};
 use clap::Parser;
-use pipeline::testing::TestEnv;
 use serde_json::Value;
+use testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 /// The api's configuration as its command line builds it.

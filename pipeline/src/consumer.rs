@@ -8,7 +8,7 @@
 //! another. Both are `ConnectionManager`s, which reconnect by themselves after
 //! Valkey restarts (a plain multiplexed connection stays broken).
 
-use std::{cmp::Ordering, collections::HashMap, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use redis::{
     AsyncCommands, Client, RedisError, Value,
@@ -19,7 +19,7 @@ use redis::{
     },
 };
 
-use crate::stream::{FIELD, StreamKeys, ensure_group};
+use stream::{EntryId, FIELD, StreamKeys, ensure_group};
 
 /// One entry handed to this consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +171,8 @@ impl Consumer {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, usize>, RedisError> {
-        let (Some(first), Some(last)) = (
-            ids.iter().min_by(|a, b| cmp_ids(a, b)),
-            ids.iter().max_by(|a, b| cmp_ids(a, b)),
-        ) else {
+        let parsed = ids.iter().filter_map(|id| id.parse::<EntryId>().ok());
+        let (Some(first), Some(last)) = (parsed.clone().min(), parsed.max()) else {
             return Ok(HashMap::new());
         };
         let reply: StreamPendingCountReply = self
@@ -183,8 +181,8 @@ impl Consumer {
             .xpending_consumer_count(
                 &self.keys.stream,
                 &self.keys.group,
-                first,
-                last,
+                first.to_string(),
+                last.to_string(),
                 ids.len() + 1000,
                 &self.name,
             )
@@ -229,15 +227,4 @@ impl Consumer {
             .await?;
         Ok(())
     }
-}
-
-/// A stream entry id as its two numbers (`ms-seq`), for ordering.
-pub fn parse_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-/// Orders entry ids numerically (as strings, "9-0" would sort after "10-0").
-pub fn cmp_ids(a: &str, b: &str) -> Ordering {
-    parse_id(a).cmp(&parse_id(b))
 }

@@ -11,7 +11,7 @@
 
 use redis::{AsyncCommands, RedisError, Value, aio::ConnectionLike, streams::StreamRangeReply};
 
-use crate::stream::{AppendError, StreamKeys, append};
+use stream::{AppendError, StreamKeys, append};
 
 /// One entry on its way to the dead-letter stream.
 pub struct DeadLetter<'a> {

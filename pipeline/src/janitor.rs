@@ -16,54 +16,65 @@
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, RedisError, aio::ConnectionLike};
+use redis::{
+    AsyncCommands, RedisError,
+    aio::{ConnectionLike, ConnectionManager},
+};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use tokio_util::sync::CancellationToken;
 
-use crate::{consumer::parse_id, stream::StreamKeys};
+use stream::{EntryId, StreamKeys};
 
 /// Rows deleted per retention statement.
 const RETENTION_BATCH: i64 = 5_000;
 /// How often the ledger is swept.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Every `trim_interval`, samples the backlog gauges and trims the stream;
-/// sweeps the ledger hourly; until shutdown. Failures are logged and tried
-/// again next time: nothing here is urgent, and nothing is lost by waiting.
-pub async fn run(
-    mut valkey: impl ConnectionLike + Send + Sync,
-    db: DatabaseConnection,
-    keys: StreamKeys,
-    trim_interval: Duration,
-    retention_days: u32,
-    shutdown: CancellationToken,
-) {
-    let mut next_sweep = tokio::time::Instant::now();
-    loop {
-        if let Err(err) = sample_backlog(&mut valkey, &keys).await {
-            tracing::debug!(%err, "cannot sample the backlog");
-        }
-        let pool = db.get_postgres_connection_pool();
-        let idle = pool.num_idle() as f64;
-        metrics::gauge!("flagmeter_db_pool_connections", "state" => "idle").set(idle);
-        metrics::gauge!("flagmeter_db_pool_connections", "state" => "in_use")
-            .set(f64::from(pool.size()) - idle);
-        match trim_stream(&mut valkey, &keys).await {
-            Ok(0) => {}
-            Ok(trimmed) => tracing::debug!(trimmed, "trimmed acknowledged stream history"),
-            Err(err) => tracing::warn!(%err, "cannot trim the stream"),
-        }
-        if tokio::time::Instant::now() >= next_sweep {
-            match expire_ledger(&db, retention_days, &shutdown).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "expired ledger rows past retention"),
-                Err(err) => tracing::warn!(%err, "cannot expire ledger rows"),
+/// The housekeeping task of one replica.
+pub struct Janitor {
+    /// Shared with the worker's acks and claims.
+    pub valkey: ConnectionManager,
+    pub db: DatabaseConnection,
+    pub keys: StreamKeys,
+    /// How often the stream is trimmed and the backlog gauges sampled.
+    pub trim_interval: Duration,
+    /// Days a ledger row is kept after receipt.
+    pub retention_days: u32,
+}
+
+impl Janitor {
+    /// Every `trim_interval`, samples the backlog gauges and trims the
+    /// stream; sweeps the ledger hourly; until shutdown. Failures are logged
+    /// and tried again next time: nothing here is urgent, and nothing is
+    /// lost by waiting.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut next_sweep = tokio::time::Instant::now();
+        loop {
+            if let Err(err) = sample_backlog(&mut self.valkey, &self.keys).await {
+                tracing::debug!(%err, "cannot sample the backlog");
             }
-            next_sweep += RETENTION_INTERVAL;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(trim_interval) => {}
+            let pool = self.db.get_postgres_connection_pool();
+            let idle = pool.num_idle() as f64;
+            metrics::gauge!("flagmeter_db_pool_connections", "state" => "idle").set(idle);
+            metrics::gauge!("flagmeter_db_pool_connections", "state" => "in_use")
+                .set(f64::from(pool.size()) - idle);
+            match trim_stream(&mut self.valkey, &self.keys).await {
+                Ok(0) => {}
+                Ok(trimmed) => tracing::debug!(trimmed, "trimmed acknowledged stream history"),
+                Err(err) => tracing::warn!(%err, "cannot trim the stream"),
+            }
+            if tokio::time::Instant::now() >= next_sweep {
+                match expire_ledger(&self.db, self.retention_days, &shutdown).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "expired ledger rows past retention"),
+                    Err(err) => tracing::warn!(%err, "cannot expire ledger rows"),
+                }
+                next_sweep += RETENTION_INTERVAL;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.trim_interval) => {}
+            }
         }
     }
 }
@@ -78,27 +89,27 @@ where
     C: ConnectionLike + Send + Sync,
 {
     let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&keys.stream).await?;
-    let mut point: Option<(u64, u64)> = None;
+    let mut point: Option<EntryId> = None;
     for group in &groups.groups {
-        let Some((ms, seq)) = parse_id(&group.last_delivered_id) else {
+        let Ok(last_delivered) = group.last_delivered_id.parse::<EntryId>() else {
             return Ok(None);
         };
         // The first entry this group has not been delivered yet.
-        let mut keep_from = (ms, seq + 1);
+        let mut keep_from = last_delivered.next();
         if group.pending > 0 {
             let pending: redis::streams::StreamPendingReply =
                 conn.xpending(&keys.stream, &group.name).await?;
             if let redis::streams::StreamPendingReply::Data(data) = pending
-                && let Some(oldest) = parse_id(&data.start_id)
+                && let Ok(oldest) = data.start_id.parse::<EntryId>()
             {
                 keep_from = keep_from.min(oldest);
             }
         }
-        point = Some(point.map_or(keep_from, |p: (u64, u64)| p.min(keep_from)));
+        point = Some(point.map_or(keep_from, |p| p.min(keep_from)));
     }
     Ok(point
-        .filter(|&p| p > (0, 1))
-        .map(|(ms, seq)| format!("{ms}-{seq}")))
+        .filter(|&p| p > EntryId { ms: 0, seq: 1 })
+        .map(|p| p.to_string()))
 }
 
 /// Stream length, and this group's lag (undelivered) and pending entries.

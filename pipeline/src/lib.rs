@@ -1,27 +1,21 @@
-//! The stream contract and the consumer-group worker.
+//! The consumer-group worker: reads usage events from the Valkey stream in
+//! batches, counts each exactly once into PostgreSQL ([`writer`]) and
+//! acknowledges only what is committed. The stream contract it reads is the
+//! `stream` crate; the alerts it records and delivers are the `alerts`
+//! crate.
 //!
-//! The api appends events to a Valkey stream with [`stream::append`]; the
-//! worker reads them in batches through a consumer group, counts each exactly
-//! once into PostgreSQL ([`writer`]) and acknowledges only what is committed.
-//! The record format ([`record`]) is known here and nowhere else.
-//!
-//! The chain, one module a step: [`consumer`] (read, reclaim) → [`record`]
-//! (decode) → [`writer`] (one transaction) → [`consumer`] (ack), driven by
-//! [`worker`]. [`config`] and [`telemetry`] are shared with the api binary.
+//! The chain, one module a step: [`consumer`] (read, reclaim) → [`worker`]
+//! (decode, commit, ack) → [`writer`] (one transaction); beside it
+//! [`janitor`] (trimming, retention) and [`dead_letter`]. [`app`] builds and
+//! runs a replica; [`config`] is the worker's settings.
 
-pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod dead_letters_cli;
 pub mod janitor;
 pub mod metrics;
-pub mod record;
 pub mod retry;
-pub mod shutdown;
-pub mod stream;
-pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod worker;
 pub mod writer;

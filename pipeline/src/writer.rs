@@ -17,7 +17,8 @@ use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, Statement, TransactionSession, TransactionTrait, Value,
 };
 
-use crate::{alerts::evaluate::evaluate, record::EventRecord};
+use alerts::rules::evaluate;
+use stream::EventRecord;
 
 const WRITE_BATCH: &str = r#"
 WITH input AS (

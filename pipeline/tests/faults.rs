@@ -9,12 +9,11 @@ use pipeline::{
     consumer::{Consumer, ReadSettings},
     dead_letter,
     janitor::{expire_ledger, safe_trim_point, trim_stream},
-    record::EventRecord,
-    stream::{StreamKeys, append, ensure_group},
-    testing::{self, TestEnv},
 };
 use redis::{AsyncCommands, streams::StreamReadOptions};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use stream::{EventRecord, StreamKeys, append, ensure_group};
+use testkit::{TestEnv, env as testing};
 use tokio_util::sync::CancellationToken;
 
 fn event(id: &str, feature: &str, tokens: i64) -> EventRecord {

@@ -5,14 +5,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::{daily_rollups, events, rollups, tenants};
-use pipeline::{
-    record::EventRecord,
-    stream::{StreamKeys, append, ensure_group},
-    testing::{self, TestEnv},
-    writer::{Written, write_batch},
-};
+use pipeline::writer::{Written, write_batch};
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
+use stream::{EventRecord, StreamKeys, append, ensure_group};
+use testkit::{TestEnv, env as testing};
 
 fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
     testing::event(tenant, id, feature, tokens, Utc::now())

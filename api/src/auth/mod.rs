@@ -17,6 +17,7 @@
 //! not in the database (to create the first keys).
 
 mod caller;
+pub mod cli;
 mod rate_limit;
 pub mod secret;
 pub mod store;

@@ -199,15 +199,8 @@ enum PostBatchResponse {
     Accepted(Json<BatchAccepted>),
 }
 
-pub struct EventsApi {
-    state: AppState,
-}
-
-impl EventsApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
-    }
-}
+/// The routes below, over the shared state.
+pub struct EventsApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Events")]
 impl EventsApi {
@@ -225,7 +218,7 @@ impl EventsApi {
                 json!({ "field": invalid.field, "reason": invalid.reason }),
             )
         })?;
-        ingest::append(&self.state, std::slice::from_ref(&record)).await?;
+        ingest::append(&self.0, std::slice::from_ref(&record)).await?;
         Ok(PostEventResponse::Accepted(Json(EventAccepted {
             success: true,
             event_id: record.id,
@@ -243,7 +236,7 @@ impl EventsApi {
             auth.0.require_for(Scope::Ingest, &event.tenant)?;
         }
         // The request paid one; each further event pays one more.
-        self.state
+        self.0
             .auth
             .charge(&auth.0, body.events.len().saturating_sub(1) as u32)?;
         let now = Utc::now();
@@ -260,7 +253,7 @@ impl EventsApi {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        ingest::append(&self.state, &records).await?;
+        ingest::append(&self.0, &records).await?;
         Ok(PostBatchResponse::Accepted(Json(BatchAccepted {
             accepted: records.len() as u32,
             event_ids: records.into_iter().map(|r| r.id).collect(),

@@ -30,15 +30,8 @@ enum ReadyResponse {
     NotReady(Json<Health>),
 }
 
-pub struct HealthApi {
-    state: AppState,
-}
-
-impl HealthApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
-    }
-}
+/// The routes below, over the shared state.
+pub struct HealthApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
@@ -56,10 +49,10 @@ impl HealthApi {
     #[oai(path = "/api/ready", method = "get")]
     async fn ready(&self) -> ReadyResponse {
         let timeout = std::time::Duration::from_secs(2);
-        let database = tokio::time::timeout(timeout, self.state.db.execute_unprepared("SELECT 1"))
+        let database = tokio::time::timeout(timeout, self.0.db.execute_unprepared("SELECT 1"))
             .await
             .is_ok_and(|r| r.is_ok());
-        let mut conn = self.state.valkey.clone();
+        let mut conn = self.0.valkey.clone();
         let valkey =
             tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
                 .await

@@ -10,8 +10,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    ApiTags, invalid,
-    rules::{KeyName, TenantSlug},
+    ApiTags, Found, invalid,
+    rules::{KeyName, TenantField},
 };
 use crate::{
     auth::{ApiKey, Scope, store},
@@ -33,7 +33,7 @@ pub struct KeyIn {
     /// Restrict the key to this tenant: it may then only ingest events for
     /// it and read its usage (a customer-facing key). Not with `admin`.
     #[oai(nullable, validator(min_length = 1, max_length = 64))]
-    pub tenant: Option<TenantSlug>,
+    pub tenant: Option<TenantField>,
 }
 
 impl Example for KeyIn {
@@ -41,7 +41,7 @@ impl Example for KeyIn {
         Self {
             name: KeyName("acme production".to_owned()),
             scopes: vec![Scope::Ingest, Scope::Read],
-            tenant: Some(TenantSlug("acme-corp".to_owned())),
+            tenant: Some(TenantField("acme-corp".to_owned())),
         }
     }
 }
@@ -105,13 +105,6 @@ enum CreateKeyResponse {
 }
 
 #[derive(ApiResponse)]
-enum KeyListResponse {
-    /// Every key, revoked ones included.
-    #[oai(status = 200)]
-    Ok(Json<KeyList>),
-}
-
-#[derive(ApiResponse)]
 enum RevokeKeyResponse {
     /// Revoked: the key stops working within `FLAGMETER_KEY_CACHE_MS` on
     /// every replica.
@@ -119,15 +112,8 @@ enum RevokeKeyResponse {
     Revoked,
 }
 
-pub struct KeysApi {
-    state: AppState,
-}
-
-impl KeysApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
-    }
-}
+/// The routes below, over the shared state.
+pub struct KeysApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Keys")]
 impl KeysApi {
@@ -141,8 +127,7 @@ impl KeysApi {
         auth.0.require(Scope::Admin)?;
         let name = store::check(&body.name, &body.scopes, body.tenant.as_deref())
             .map_err(|e| invalid(e.field, e.reason))?;
-        let created =
-            store::create(&self.state.db, name, &body.scopes, body.tenant.as_deref()).await?;
+        let created = store::create(&self.0.db, name, &body.scopes, body.tenant.as_deref()).await?;
         Ok(CreateKeyResponse::Created(Json(CreatedKey {
             key: created.secret,
             info: created.key.into(),
@@ -151,10 +136,10 @@ impl KeysApi {
 
     /// Every API key, without secrets.
     #[oai(path = "/api/keys", method = "get")]
-    async fn list(&self, auth: ApiKey) -> Result<KeyListResponse, ApiError> {
+    async fn list(&self, auth: ApiKey) -> Result<Found<KeyList>, ApiError> {
         auth.0.require(Scope::Admin)?;
-        let keys = store::list(&self.state.db).await?;
-        Ok(KeyListResponse::Ok(Json(KeyList {
+        let keys = store::list(&self.0.db).await?;
+        Ok(Found::Ok(Json(KeyList {
             keys: keys.into_iter().map(KeyInfo::from).collect(),
         })))
     }
@@ -163,13 +148,13 @@ impl KeysApi {
     #[oai(path = "/api/keys/:id", method = "delete")]
     async fn revoke(&self, auth: ApiKey, id: Path<Uuid>) -> Result<RevokeKeyResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
-        let key = store::revoke(&self.state.db, id.0).await?.ok_or_else(|| {
+        let key = store::revoke(&self.0.db, id.0).await?.ok_or_else(|| {
             ApiError::NotFound(crate::error::ErrorBody::new(
                 "unknown key",
                 Some(json!({ "id": id.0 })),
             ))
         })?;
-        self.state.auth.forget(&key.key_hash);
+        self.0.auth.forget(&key.key_hash);
         Ok(RevokeKeyResponse::Revoked)
     }
 }

@@ -4,7 +4,8 @@
 mod events;
 mod health;
 mod keys;
-mod rules;
+mod paging;
+pub mod rules;
 mod tenants;
 mod usage;
 mod usage_stream;
@@ -15,7 +16,7 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
     http::{HeaderValue, StatusCode, header},
 };
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use poem::middleware::{CatchPanic, Tracing};
@@ -31,7 +32,7 @@ use crate::{
 
 /// Groups of routes in the docs.
 #[derive(Tags)]
-enum ApiTags {
+pub(crate) enum ApiTags {
     /// Recording usage events.
     Events,
     /// How much of its quota a tenant has used.
@@ -44,22 +45,20 @@ enum ApiTags {
     Health,
 }
 
-/// Refuses a malformed tenant slug in a path with a 400.
-fn check_tenant(tenant: &str) -> Result<(), crate::error::ApiError> {
-    entity::validate::tenant(tenant).map_err(|invalid| {
-        crate::error::ApiError::bad_request(
-            "invalid tenant",
-            serde_json::json!({ "field": invalid.field, "reason": invalid.reason }),
-        )
-    })
-}
-
 /// A 400 naming the field of the body that broke a rule.
-fn invalid(field: &str, reason: impl std::fmt::Display) -> crate::error::ApiError {
+pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> crate::error::ApiError {
     crate::error::ApiError::bad_request(
         "invalid request",
         serde_json::json!({ "field": field, "reason": reason.to_string() }),
     )
+}
+
+/// The answer of a route whose only success is a 200 with a JSON body.
+#[derive(ApiResponse)]
+pub(crate) enum Found<T: ToJSON + Send + Sync> {
+    /// What was asked for.
+    #[oai(status = 200)]
+    Ok(Json<T>),
 }
 
 /// Every group of routes.
@@ -67,7 +66,9 @@ type Apis = (
     events::EventsApi,
     usage::UsageApi,
     usage_stream::UsageStreamApi,
-    tenants::TenantsApi,
+    tenants::TenantConfigApi,
+    tenants::SlackWebhookApi,
+    tenants::AlertHistoryApi,
     keys::KeysApi,
     health::HealthApi,
     dashboard::DashboardApi,
@@ -76,12 +77,14 @@ type Apis = (
 /// The OpenAPI service: every documented route.
 pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
-        events::EventsApi::new(state.clone()),
-        usage::UsageApi::new(state.clone()),
+        events::EventsApi(state.clone()),
+        usage::UsageApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
-        tenants::TenantsApi::new(state.clone()),
-        keys::KeysApi::new(state.clone()),
-        health::HealthApi::new(state.clone()),
+        tenants::TenantConfigApi(state.clone()),
+        tenants::SlackWebhookApi(state.clone()),
+        tenants::AlertHistoryApi(state.clone()),
+        keys::KeysApi(state.clone()),
+        health::HealthApi(state.clone()),
         dashboard::DashboardApi,
     );
     OpenApiService::new(apis, "FlagMeter", env!("CARGO_PKG_VERSION")).description(

@@ -3,11 +3,17 @@
 //! poem-openapi's `pattern` validator compiles its regex on every request
 //! (which cost more than half the api's CPU on ingest), and its refusal does
 //! not name the field the way our 400s do. These types put the rule into the
-//! OpenAPI document, so that clients and fuzzers know it, and parse any JSON
-//! string or parameter; the handlers then check the rule with the domain
-//! functions (`entity::validate`, `auth::store::check`), which answer a 400
-//! naming the field and the reason. A type here must only be used where its
-//! handler checks its rule.
+//! OpenAPI document, so that clients and fuzzers know it.
+//!
+//! A type declared with `check = ...` parses: as a path or query parameter
+//! (and in JSON) it holds only values that obey the domain rule
+//! (`entity::validate`), so a handler cannot be handed an invalid tenant or
+//! feature. Its refusal answers the same 400 as before it was a type
+//! ([`parameter_error`], called by [`crate::error::json_errors`]). A type
+//! without `check` only documents its rule: the body it sits in is checked
+//! by the constructor that turns it into a domain value
+//! (`auth::store::check`, `ingest::Incoming::into_record`), which names the
+//! field in its 400.
 
 use std::{borrow::Cow, ops::Deref};
 
@@ -15,7 +21,9 @@ use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
     types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
 
 /// The characters Rust's `str::trim` removes (Unicode `White_Space`),
 /// spelled out: `\s` means slightly different things to the regex engines
@@ -33,7 +41,8 @@ macro_rules! ruled_string {
         pattern = $pattern:expr,
         min = $min:expr,
         max = $max:expr,
-        example = $example:expr $(,)?
+        example = $example:expr
+        $(, check = $check:path)? $(,)?
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +84,17 @@ macro_rules! ruled_string {
             }
         }
 
+        impl $name {
+            /// The value, if it obeys the rule.
+            pub fn parse(value: String) -> Result<Self, entity::validate::Invalid> {
+                $($check(&value)?;)?
+                Ok(Self(value))
+            }
+        }
+
         impl ParseFromParameter for $name {
             fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-                Ok(Self(value.to_owned()))
+                Self::parse(value.to_owned()).map_err(|invalid| ParseError::custom(invalid))
             }
         }
 
@@ -86,7 +103,9 @@ macro_rules! ruled_string {
         impl ParseFromJSON for $name {
             fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
                 match value.unwrap_or_default() {
-                    Value::String(s) => Ok(Self(s)),
+                    Value::String(s) => {
+                        Self::parse(s).map_err(|invalid| ParseError::custom(invalid))
+                    }
                     other => Err(ParseError::expected_type(other)),
                 }
             }
@@ -108,6 +127,7 @@ ruled_string!(
     min = 1,
     max = entity::validate::TENANT_MAX_LEN,
     example = "acme-corp",
+    check = entity::validate::tenant,
 );
 
 impl TenantSlug {
@@ -117,6 +137,16 @@ impl TenantSlug {
 }
 
 ruled_string!(
+    /// A tenant slug in a request body, checked by the body's constructor
+    /// (`auth::store::check`), whose 400 names the field.
+    TenantField,
+    pattern = entity::validate::TENANT_PATTERN,
+    min = 1,
+    max = entity::validate::TENANT_MAX_LEN,
+    example = "acme-corp",
+);
+
+ruled_string!(
     /// A feature name: 1–128 printable ASCII characters without spaces
     /// (`entity::validate::feature`).
     FeatureName,
@@ -124,6 +154,7 @@ ruled_string!(
     min = 1,
     max = entity::validate::FEATURE_MAX_LEN,
     example = "gpt-4o",
+    check = entity::validate::feature,
 );
 
 ruled_string!(
@@ -149,6 +180,31 @@ ruled_string!(
     example = "acme production",
 );
 
+/// The 400 for a path or query parameter its type refused, in the shape
+/// the handlers answered before the rule moved into the type; `None` for
+/// any other refusal. poem-openapi reports `failed to parse "string": `,
+/// the [`entity::validate::Invalid`] (`field: reason`), and for an
+/// optional parameter ` (occurred while parsing "optional_string")`.
+pub fn parameter_error(refusal: &str) -> Option<ApiError> {
+    let prefix = format!("failed to parse \"{}\": ", TenantSlug::name());
+    let refusal = refusal.strip_prefix(&prefix)?;
+    let refusal = refusal
+        .rsplit_once(" (occurred while parsing \"")
+        .map_or(refusal, |(refusal, _)| refusal);
+    let (field, reason) = refusal.split_once(": ")?;
+    match field {
+        "tenant" => Some(ApiError::bad_request(
+            "invalid tenant",
+            json!({ "field": "tenant", "reason": reason }),
+        )),
+        "feature" => Some(ApiError::bad_request(
+            "invalid feature",
+            json!({ "reason": reason }),
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +214,32 @@ mod tests {
             MetaSchemaRef::Inline(schema) => regex::Regex::new(&schema.pattern.unwrap()).unwrap(),
             MetaSchemaRef::Reference(_) => unreachable!(),
         }
+    }
+
+    /// A refused tenant or feature parameter, required or optional, is
+    /// answered with the body the handlers gave before the types checked.
+    #[test]
+    fn refused_parameters_are_answered_as_before() {
+        let refusal = |err: ParseError<TenantSlug>| err.into_message();
+        let tenant = refusal(TenantSlug::parse_from_parameter("-acme").unwrap_err());
+        let feature = <Option<FeatureName> as ParseFromParameter>::parse_from_parameters(["a b"])
+            .unwrap_err()
+            .into_message();
+        let body = |err: Option<ApiError>| match err {
+            Some(ApiError::BadRequest(body)) => body.0.to_json().unwrap(),
+            _ => Value::Null,
+        };
+        assert_eq!(
+            body(parameter_error(&tenant)),
+            json!({"error": "invalid tenant",
+                   "details": {"field": "tenant", "reason": "must start with a letter or digit"}})
+        );
+        assert_eq!(
+            body(parameter_error(&feature)),
+            json!({"error": "invalid feature",
+                   "details": {"reason": "may contain only printable ASCII without spaces"}})
+        );
+        assert!(parameter_error("failed to parse \"integer\": nope").is_none());
     }
 
     /// The patterns say what the hand-written rules check.

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{
-    ApiResponse, Enum, Object, OpenApi,
+    Enum, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
 };
@@ -14,7 +14,7 @@ use serde_json::json;
 use entity::usage::{self as usage_query, Granularity, PeriodUsage};
 
 use super::{
-    ApiTags, check_tenant,
+    ApiTags, Found,
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
@@ -141,36 +141,8 @@ pub struct TimeSeries {
     pub points: Vec<SeriesPoint>,
 }
 
-#[derive(ApiResponse)]
-enum TenantUsageResponse {
-    /// The tenant's usage this period.
-    #[oai(status = 200)]
-    Ok(Json<TenantUsage>),
-}
-
-#[derive(ApiResponse)]
-enum UsageListResponse {
-    /// Every tenant's usage this period.
-    #[oai(status = 200)]
-    Ok(Json<UsageList>),
-}
-
-#[derive(ApiResponse)]
-enum TimeSeriesResponse {
-    /// The tenant's usage per bucket.
-    #[oai(status = 200)]
-    Ok(Json<TimeSeries>),
-}
-
-pub struct UsageApi {
-    state: AppState,
-}
-
-impl UsageApi {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
-    }
-}
+/// The routes below, over the shared state.
+pub struct UsageApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Usage")]
 impl UsageApi {
@@ -180,19 +152,18 @@ impl UsageApi {
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
-    ) -> Result<TenantUsageResponse, ApiError> {
+    ) -> Result<Found<TenantUsage>, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
-        check_tenant(&tenant)?;
-        let db = &self.state.db;
+        let db = &self.0.db;
         let snapshot = self
-            .state
+            .0
             .usage_cache
             .get(&tenant, || {
                 usage_query::tenant_usage(db, &tenant, Utc::now())
             })
             .await?
             .ok_or_else(|| ApiError::unknown_tenant(&tenant))?;
-        Ok(TenantUsageResponse::Ok(Json(TenantUsage::new(
+        Ok(Found::Ok(Json(TenantUsage::new(
             snapshot.usage,
             snapshot.read_at,
         ))))
@@ -217,12 +188,12 @@ impl UsageApi {
             validator(minimum(value = "0"), maximum(value = "9007199254740991"))
         )]
         offset: Query<u64>,
-    ) -> Result<UsageListResponse, ApiError> {
+    ) -> Result<Found<UsageList>, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
         let now = Utc::now();
         let usage =
-            usage_query::all_usage(&self.state.db, now, limit.0.min(MAX_PAGE), offset.0).await?;
-        Ok(UsageListResponse::Ok(Json(UsageList {
+            usage_query::all_usage(&self.0.db, now, limit.0.min(MAX_PAGE), offset.0).await?;
+        Ok(Found::Ok(Json(UsageList {
             tenants: usage
                 .into_iter()
                 .map(|u| TenantUsage::new(u, now))
@@ -249,14 +220,8 @@ impl UsageApi {
         to: Query<Option<DateTime<Utc>>>,
         /// Only this feature.
         feature: Query<Option<FeatureName>>,
-    ) -> Result<TimeSeriesResponse, ApiError> {
+    ) -> Result<Found<TimeSeries>, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
-        check_tenant(&tenant)?;
-        if let Some(feature) = feature.as_deref() {
-            entity::validate::feature(feature).map_err(|invalid| {
-                ApiError::bad_request("invalid feature", json!({ "reason": invalid.reason }))
-            })?;
-        }
         let g = Granularity::from(granularity.0);
         let to_time = to.0.unwrap_or_else(Utc::now);
         let mut end = g.truncate(to_time);
@@ -282,7 +247,7 @@ impl UsageApi {
                 json!({ "reason": format!("the range spans {buckets} buckets; at most {MAX_BUCKETS}") }),
             ));
         }
-        let db = &self.state.db;
+        let db = &self.0.db;
         if entity::tenants::Entity::find_by_id(tenant.as_str())
             .one(db)
             .await?
@@ -292,7 +257,7 @@ impl UsageApi {
         }
         let points =
             usage_query::time_series(db, &tenant, g, start, end, feature.as_deref()).await?;
-        Ok(TimeSeriesResponse::Ok(Json(TimeSeries {
+        Ok(Found::Ok(Json(TimeSeries {
             tenant: tenant.0.0,
             granularity: granularity.0,
             from: start,

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
+use alerts::rules::evaluate;
 use chrono::{DateTime, Utc};
-use pipeline::{alerts::evaluate::evaluate, testing, writer::write_batch};
+use pipeline::writer::write_batch;
 use serde_json::{Value, json};
-
-use crate::{
-    fake_slack::FakeSlack,
-    helpers::{TestApp, assert_client_error, spawn_app},
+use testkit::{
+    TestApp, assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app,
 };
 
 async fn put(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
@@ -35,19 +34,16 @@ async fn wait_for_alerts(
     tenant: &str,
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the alerts settled", Duration::from_secs(20), || async {
         let (_, alerts) = app.get_json(&format!("/api/tenants/{tenant}/alerts")).await;
         let alerts = alerts.as_array().cloned().unwrap_or_default();
         if done(&alerts) {
-            return alerts;
+            Ok(alerts)
+        } else {
+            Err(alerts)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alerts never settled: {alerts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use testkit::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn above_the_high_water_mark_ingest_is_refused_and_nothing_unacked_is_trimmed() {
@@ -34,18 +34,13 @@ async fn above_the_high_water_mark_ingest_is_refused_and_nothing_unacked_is_trim
     let (stop, worker) = app.env.spawn_pipeline("w");
     app.wait_for_total("acme", 50, Duration::from_secs(10))
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let response = app.post("/api/events", &event(5)).await;
-        if response.status().as_u16() == 202 {
-            break;
+    testkit::eventually("ingest resumed", Duration::from_secs(10), || async {
+        match app.post("/api/events", &event(5)).await.status().as_u16() {
+            202 => Ok(()),
+            status => Err(status),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest never resumed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     app.wait_for_total("acme", 60, Duration::from_secs(10))
         .await;
     stop.cancel();
@@ -124,7 +119,7 @@ async fn one_worker_then_three_give_exact_totals() {
 /// Posts events `ids` in batches of 500 (spread over tenants `t0`..`t3`,
 /// event `i` worth `i + 1` tokens), then waits until every tenant's total
 /// counts all events up to `ids.end`.
-async fn post_and_count(app: &crate::helpers::TestApp, ids: std::ops::Range<usize>) {
+async fn post_and_count(app: &testkit::TestApp, ids: std::ops::Range<usize>) {
     for from in ids.clone().step_by(500) {
         let events: Vec<_> = (from..from + 500)
             .map(|i| json!({"tenant": format!("t{}", i % 4), "feature": "gpt-4o", "tokens": i + 1, "id": i.to_string()}))

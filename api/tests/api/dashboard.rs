@@ -7,27 +7,18 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
 use api::{config::ApiConfig, startup::Application};
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use futures::{SinkExt, StreamExt};
-use pipeline::{testing::event, writer::write_batch};
+use pipeline::writer::write_batch;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    net::TcpStream,
-    process::{Child, Command},
-    task::JoinHandle,
-    time::Instant,
-};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use testkit::env::event;
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use testkit::{TestApp, chromium::Browser, spawn_app, spawn_app_with};
 
 /// Reads SSE `data:` lines from `/api/usage/stream` until `done` holds for
 /// one of them; returns the `retry:` hint seen and that message.
@@ -83,7 +74,7 @@ async fn the_stream_sends_a_retry_hint_then_every_tenant_with_its_last_hour() {
             ),
             event("globex", "3", "gpt-4o", 50, now),
         ],
-        &pipeline::testing::new_tenants(10_000),
+        &testkit::env::new_tenants(10_000),
     )
     .await
     .unwrap();
@@ -242,223 +233,27 @@ impl WatchedApi {
     }
 }
 
+/// Waiting for the dashboard to show something, describing what it shows
+/// instead on failure.
+trait Shows {
+    async fn shows(&mut self, what: &str, expression: &str) -> Value;
+}
+
+impl Shows for Browser {
+    async fn shows(&mut self, what: &str, expression: &str) -> Value {
+        self.wait_for(what, expression, UI_TIMEOUT, STATE).await
+    }
+}
+
+/// Where screenshots go: `target/test-artifacts`.
+fn artifacts_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("test-artifacts")
+}
+
 /// A line in the test's output (shown with `--nocapture`).
 fn note(what: &str) {
     eprintln!("[dashboard test] {what}");
-}
-
-/// Where test artifacts (screenshots) go: `target/test-artifacts`.
-fn artifacts_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = tmp.parent().unwrap_or(tmp).join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn find_chromium() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "Chromium is not installed, and the dashboard test needs it: run `scripts/test` \
-                 (it installs Debian's `chromium`) or `apt-get install -y chromium`"
-            )
-        })
-}
-
-/// Headless Chromium with one page, driven over the DevTools protocol.
-struct Browser {
-    child: Child,
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    session: String,
-    next_id: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn launch() -> Self {
-        let binary = find_chromium();
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--lang=en-US",
-                "--window-size=1100,900",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .env("LANG", "en_US.UTF-8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut said = Vec::new();
-        let found = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.split("DevTools listening on ").nth(1) {
-                    return Some(url.trim().to_owned());
-                }
-                said.push(line);
-            }
-            None
-        })
-        .await;
-        let Ok(Some(url)) = found else {
-            panic!(
-                "{} did not open its DevTools endpoint within 30 s; it said:\n{}",
-                binary.display(),
-                said.join("\n")
-            );
-        };
-        // Keep reading its stderr, or Chromium blocks once the pipe is full.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap_or_else(|err| panic!("cannot connect to DevTools at {url}: {err}"));
-        let mut browser = Self {
-            child,
-            ws,
-            session: String::new(),
-            next_id: 0,
-            _profile: profile,
-        };
-        browser.new_tab().await;
-        browser
-    }
-
-    /// Opens a new tab (with a session storage of its own) and drives it
-    /// from now on.
-    async fn new_tab(&mut self) {
-        let target = self
-            .send(None, "Target.createTarget", json!({ "url": "about:blank" }))
-            .await;
-        let attached = self
-            .send(
-                None,
-                "Target.attachToTarget",
-                json!({ "targetId": target["targetId"], "flatten": true }),
-            )
-            .await;
-        self.session = attached["sessionId"]
-            .as_str()
-            .expect("a session id")
-            .to_owned();
-    }
-
-    /// Sends one DevTools command (to the page, or with `None` to the
-    /// browser) and returns its result; events in between are skipped.
-    async fn send(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut command = json!({ "id": id, "method": method, "params": params });
-        if let Some(session) = session {
-            command["sessionId"] = json!(session);
-        }
-        self.ws
-            .send(Message::text(command.to_string()))
-            .await
-            .unwrap_or_else(|err| panic!("cannot send {method}: {err}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("Chromium did not answer {method} within 20 s"))
-                .unwrap_or_else(|| panic!("Chromium closed DevTools during {method}"))
-                .unwrap_or_else(|err| panic!("DevTools failed during {method}: {err}"));
-            let Message::Text(text) = message else {
-                continue;
-            };
-            let reply: Value = serde_json::from_str(text.as_str()).unwrap();
-            if reply["id"] == id {
-                assert!(reply["error"].is_null(), "{method} failed: {reply}");
-                return reply["result"].clone();
-            }
-        }
-    }
-
-    async fn page(&mut self, method: &str, params: Value) -> Value {
-        let session = self.session.clone();
-        self.send(Some(&session), method, params).await
-    }
-
-    /// The value of a JavaScript expression in the page.
-    async fn eval(&mut self, expression: &str) -> Value {
-        let result = self
-            .page(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "returnByValue": true }),
-            )
-            .await;
-        assert!(
-            result["exceptionDetails"].is_null(),
-            "`{expression}` threw: {result}"
-        );
-        result["result"]["value"].clone()
-    }
-
-    /// Polls `expression` until it is truthy; returns that value.
-    async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
-        let deadline = Instant::now() + UI_TIMEOUT;
-        loop {
-            let value = self.eval(expression).await;
-            let truthy = match &value {
-                Value::Null | Value::Bool(false) => false,
-                Value::String(s) => !s.is_empty(),
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                _ => true,
-            };
-            if truthy {
-                return value;
-            }
-            if Instant::now() >= deadline {
-                let state = self.eval(STATE).await;
-                panic!("the page did not show {what} within {UI_TIMEOUT:?}; it shows {state}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn screenshot(&mut self, name: &str) -> PathBuf {
-        let shot = self
-            .page("Page.captureScreenshot", json!({ "format": "png" }))
-            .await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().expect("screenshot data"))
-            .unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        let path = artifacts_dir().join(name);
-        std::fs::write(&path, png).unwrap();
-        path
-    }
-
-    /// Asks Chromium to quit (it may drop the connection before it
-    /// answers), and kills it if it has not after 5 s.
-    async fn close(mut self) {
-        self.next_id += 1;
-        let command = json!({ "id": self.next_id, "method": "Browser.close" });
-        self.ws.send(Message::text(command.to_string())).await.ok();
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            self.child.kill().await.ok();
-        }
-    }
 }
 
 /// Where the page keeps its API key in the tab's session storage.
@@ -583,7 +378,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // The browser watches an api of its own (same database and stream), so
     // that the test can restart it at the same address.
     let watched = WatchedApi::start(captured.expect("the config")).await;
-    let mut browser = Browser::launch().await;
+    let mut browser = Browser::launch(artifacts_dir()).await;
     // The key comes in the address's fragment (never sent to the server).
     let admin_key = app.admin_key.clone();
     browser
@@ -593,7 +388,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         )
         .await;
     browser
-        .wait_for(
+        .shows(
             "three tenants",
             "document.querySelectorAll('#tenants > li').length === 3",
         )
@@ -706,7 +501,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     let posted = Instant::now();
     post_usage(&app, "hooli-xyz", "gpt-4o", 900_000).await;
     browser
-        .wait_for(
+        .shows(
             "the new tenant",
             r##"document.querySelector('li[data-tenant="hooli-xyz"]') !== null"##,
         )
@@ -738,7 +533,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         )
         .await;
     browser
-        .wait_for(
+        .shows(
             "the phone layout",
             "window.innerWidth === 390 && document.documentElement.scrollWidth <= 390",
         )
@@ -752,7 +547,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // back by itself with fresh figures.
     let config = watched.stop().await;
     browser
-        .wait_for(
+        .shows(
             "the connection as down",
             "document.getElementById('connection').dataset.state !== 'live'",
         )
@@ -760,7 +555,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     let watched = WatchedApi::start(config).await;
     post_usage(&app, "after-restart", "gpt-4o", 10).await;
     browser
-        .wait_for(
+        .shows(
             "the tenant posted after the restart",
             r##"document.querySelector('li[data-tenant="after-restart"]') !== null
                && document.getElementById('connection').dataset.state === 'live'"##,
@@ -782,7 +577,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         )
         .await;
     browser
-        .wait_for(
+        .shows(
             "the figures again after a reload",
             r##"window.notReloaded === undefined
                && document.querySelector('li[data-tenant="after-restart"]') !== null
@@ -800,7 +595,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         )
         .await;
     browser
-        .wait_for(
+        .shows(
             "the key form",
             "document.getElementById('key-form')?.hidden === false",
         )
@@ -830,7 +625,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // A wrong key, typed into the form: refused, forgotten, asked again.
     type_key(&mut browser, "not-a-real-key").await;
     browser
-        .wait_for(
+        .shows(
             "the key as refused",
             "document.getElementById('connection').dataset.state === 'refused'",
         )
@@ -873,7 +668,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         )
         .await;
     browser
-        .wait_for(
+        .shows(
             "the key without the read scope as refused",
             "document.getElementById('connection').dataset.state === 'refused'
                && document.getElementById('connection-text').textContent !== ''",
@@ -900,7 +695,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // The right key, typed into the form: the figures; then "Forget key".
     type_key(&mut browser, &admin_key).await;
     browser
-        .wait_for(
+        .shows(
             "the figures with a typed key",
             r##"document.querySelector('li[data-tenant="after-restart"]') !== null
                && document.getElementById('connection').dataset.state === 'live'"##,

@@ -1,4 +1,4 @@
-use crate::helpers::spawn_app;
+use testkit::spawn_app;
 
 #[tokio::test]
 async fn the_spec_lists_every_route() {

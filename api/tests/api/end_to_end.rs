@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use testkit::spawn_app;
 
 #[tokio::test]
 async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_workers() {

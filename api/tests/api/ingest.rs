@@ -1,8 +1,8 @@
-use pipeline::record::EventRecord;
 use redis::AsyncCommands;
 use serde_json::json;
+use stream::EventRecord;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use testkit::{TestApp, spawn_app, spawn_app_with};
 
 async fn stream_records(app: &TestApp) -> Vec<EventRecord> {
     let mut conn = app.env.valkey().await;

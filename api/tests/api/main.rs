@@ -5,14 +5,9 @@
 mod alerts;
 mod auth;
 mod backpressure;
-#[path = "../common/bearer.rs"]
-mod bearer;
 mod dashboard;
 mod docs;
 mod end_to_end;
-#[path = "../common/fake_slack.rs"]
-mod fake_slack;
-mod helpers;
 mod ingest;
 mod usage;
 mod validation;

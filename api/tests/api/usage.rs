@@ -1,8 +1,9 @@
 use chrono::{Duration, Utc};
-use pipeline::{testing::event, writer::write_batch};
+use pipeline::writer::write_batch;
 use serde_json::json;
+use testkit::env::event;
 
-use crate::helpers::{assert_client_error, spawn_app};
+use testkit::{assert_client_error, spawn_app};
 
 #[tokio::test]
 async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
@@ -26,7 +27,7 @@ async fn usage_sums_the_current_period_by_feature() {
             // Before the period: not counted in it.
             event("acme", "4", "gpt-4o", 99_999, now - Duration::days(40)),
         ],
-        &pipeline::testing::new_tenants(10_000),
+        &testkit::env::new_tenants(10_000),
     )
     .await
     .unwrap();
@@ -60,13 +61,9 @@ async fn all_usage_lists_every_tenant_and_pages() {
         .iter()
         .map(|t| event(t, "1", "gpt-4o", 10, now))
         .collect();
-    write_batch(
-        &app.env.db,
-        &records,
-        &pipeline::testing::new_tenants(1_000),
-    )
-    .await
-    .unwrap();
+    write_batch(&app.env.db, &records, &testkit::env::new_tenants(1_000))
+        .await
+        .unwrap();
 
     let (status, body) = app.get_json("/api/usage").await;
     let (_, page) = app.get_json("/api/usage?limit=1&offset=1").await;
@@ -105,7 +102,7 @@ async fn a_time_series_has_every_bucket_and_filters_by_feature() {
             event("acme", "2", "gpt-4o", 7, base + Duration::seconds(50)),
             event("acme", "3", "claude", 11, base + Duration::minutes(2)),
         ],
-        &pipeline::testing::new_tenants(1_000),
+        &testkit::env::new_tenants(1_000),
     )
     .await
     .unwrap();
@@ -158,7 +155,7 @@ async fn a_bad_time_series_request_is_a_400() {
     write_batch(
         &app.env.db,
         &[event("acme", "1", "gpt-4o", 5, Utc::now())],
-        &pipeline::testing::new_tenants(1_000),
+        &testkit::env::new_tenants(1_000),
     )
     .await
     .unwrap();

@@ -3,7 +3,7 @@
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_BODY_LIMIT, TestApp, assert_client_error, spawn_app, spawn_app_with};
+use testkit::{TEST_BODY_LIMIT, TestApp, assert_client_error, spawn_app, spawn_app_with};
 
 fn valid() -> Value {
     json!({"tenant": "acme-corp", "feature": "gpt-4o", "tokens": 100})
@@ -243,4 +243,54 @@ async fn made_up_methods_do_not_become_metric_labels() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(!metrics.contains("MADEUPMETHOD"));
     assert!(metrics.contains("method=\"other\""), "{metrics}");
+}
+
+/// The rule moved from the handlers into the parameter types; the answer is
+/// the one the handlers gave, body for body.
+#[tokio::test]
+async fn a_malformed_tenant_or_feature_in_a_path_or_query_gets_the_same_400_as_before() {
+    let app = spawn_app().await;
+    let cases = [
+        ("-acme", "must start with a letter or digit"),
+        (
+            "acme%20corp",
+            "may contain only letters, digits, '.', '_' and '-'",
+        ),
+    ];
+    for (tenant, reason) in cases {
+        let expected = json!({
+            "error": "invalid tenant",
+            "details": { "field": "tenant", "reason": reason },
+        });
+        for path in [
+            format!("/api/usage/{tenant}"),
+            format!("/api/usage/{tenant}/timeseries"),
+            format!("/api/tenants/{tenant}"),
+            format!("/api/tenants/{tenant}/slack-webhook"),
+            format!("/api/tenants/{tenant}/alerts"),
+        ] {
+            let (status, body) = app.get_json(&path).await;
+            assert_eq!((status, &body), (400, &expected), "{path}");
+        }
+        let saved = app
+            .client
+            .put(format!("{}/api/tenants/{tenant}", app.base))
+            .json(&json!({ "monthlyQuota": 1000 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status().as_u16(), 400);
+        assert_eq!(saved.json::<Value>().await.unwrap(), expected);
+    }
+    let (status, body) = app
+        .get_json("/api/usage/acme/timeseries?feature=gpt%204")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({
+            "error": "invalid feature",
+            "details": { "reason": "may contain only printable ASCII without spaces" },
+        })
+    );
 }

@@ -5,8 +5,8 @@
 
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
-use pipeline::testing::{self, TestEnv};
 use serde_json::json;
+use testkit::{TestEnv, env as testing};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Services, bin, client, free_port};

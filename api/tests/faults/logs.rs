@@ -4,8 +4,8 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use pipeline::testing::TestEnv;
 use serde_json::{Value, json};
+use testkit::TestEnv;
 use tokio::process::Command;
 
 use crate::{

@@ -7,24 +7,20 @@
 //! `FLAGMETER_FAULT_SECONDS` (default 6) sets how long each load runs; a
 //! longer soak is the same tests with a larger value.
 
-#[path = "../common/bearer.rs"]
-mod bearer;
 mod deployment;
-#[path = "../common/fake_slack.rs"]
-mod fake_slack;
 mod logs;
 mod support;
 
 use std::time::Duration;
 
-use fake_slack::FakeSlack;
-use pipeline::testing::{self, TestEnv};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
     Books, PrivatePostgres, PrivateValkey, Services, client, client_with_key, create_database,
     load, signal,
 };
+use testkit::fake_slack::FakeSlack;
+use testkit::{TestEnv, env as testing};
 use tokio_util::sync::CancellationToken;
 
 fn load_seconds() -> u64 {
@@ -252,9 +248,9 @@ async fn valkey_killed_mid_load(fsync: &'static str) -> (i64, i64, support::Load
     let stop_api = CancellationToken::new();
     let base = stack.spawn_api(&stop_api).await;
     let stop_workers = CancellationToken::new();
-    let worker = tokio::spawn(pipeline::app::run(
+    let worker = tokio::spawn(testkit::env::run_pipeline(
         pipeline::app::PipelineConfig {
-            valkey: pipeline::config::ValkeyArgs {
+            valkey: stream::config::ValkeyArgs {
                 valkey_url: valkey.url(),
                 ..env.valkey_args()
             },

@@ -15,8 +15,9 @@ use api::{
     config::{ApiConfig, AuthArgs},
     startup::Application,
 };
-use pipeline::config::{DatabaseArgs, ValkeyArgs};
 use serde_json::json;
+use service::config::DatabaseArgs;
+use stream::config::ValkeyArgs;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +68,7 @@ pub fn client() -> reqwest::Client {
 
 /// An HTTP client that sends `key` with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
-    crate::bearer::client_builder(key)
+    testkit::bearer::client_builder(key)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -107,7 +108,7 @@ impl Services {
                 database_url: self.database_url.clone(),
                 db_max_connections: 5,
             },
-            alerts: pipeline::config::AlertArgs {
+            alerts: alerts::config::AlertArgs {
                 alert_thresholds: vec![80],
                 webhook_allowed_hosts: vec!["127.0.0.1".into()],
                 webhook_allow_insecure: true,
@@ -167,25 +168,7 @@ impl Services {
 
     /// Waits until the group has nothing undelivered and nothing pending.
     pub async fn drained(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.valkey_url.as_str())
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && let Ok(groups) = redis::AsyncCommands::xinfo_groups::<
-                    _,
-                    redis::streams::StreamInfoGroupsReply,
-                >(&mut conn, &self.stream)
-                .await
-                && groups
-                    .groups
-                    .iter()
-                    .any(|g| g.name == self.group && g.pending == 0 && g.lag == Some(0))
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+        testkit::env::drained(&self.valkey_url, &self.stream, &self.group, timeout).await
     }
 
     /// Per tenant, the tokens in the rollups and in the ledger, and the

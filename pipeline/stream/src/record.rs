@@ -20,8 +20,9 @@ const TIME_RANGE_MS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
 /// One usage event as it travels through the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
-    /// Record format version.
-    pub v: u8,
+    /// Record format version: set by [`EventRecord::new`], checked by
+    /// [`EventRecord::decode`], written by nobody else.
+    v: u8,
     /// Client event id (idempotency key), unique per tenant.
     pub id: String,
     pub tenant: String,
@@ -47,6 +48,27 @@ pub enum DecodeError {
 }
 
 impl EventRecord {
+    /// A record of this build's version. The caller has applied the domain
+    /// rules (the api on receipt); [`EventRecord::decode`] re-applies them.
+    pub fn new(
+        id: String,
+        tenant: String,
+        feature: String,
+        tokens: i64,
+        occurred_ms: i64,
+        received_ms: i64,
+    ) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            tenant,
+            feature,
+            tokens,
+            occurred_ms,
+            received_ms,
+        }
+    }
+
     /// Serialises the record for the stream.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising a struct of strings and integers into a Vec cannot fail.
@@ -97,15 +119,14 @@ mod tests {
     use super::*;
 
     fn sample() -> EventRecord {
-        EventRecord {
-            v: VERSION,
-            id: "evt-1".into(),
-            tenant: "acme-corp".into(),
-            feature: "anthropic/claude-3.5-sonnet".into(),
-            tokens: 1500,
-            occurred_ms: 1_763_800_000_000,
-            received_ms: 1_763_800_000_123,
-        }
+        EventRecord::new(
+            "evt-1".into(),
+            "acme-corp".into(),
+            "anthropic/claude-3.5-sonnet".into(),
+            1500,
+            1_763_800_000_000,
+            1_763_800_000_123,
+        )
     }
 
     #[test]
@@ -201,15 +222,7 @@ mod properties {
             TIME_RANGE_MS,
         )
             .prop_map(|(tenant, feature, id, tokens, occurred_ms, received_ms)| {
-                EventRecord {
-                    v: VERSION,
-                    id,
-                    tenant,
-                    feature,
-                    tokens,
-                    occurred_ms,
-                    received_ms,
-                }
+                EventRecord::new(id, tenant, feature, tokens, occurred_ms, received_ms)
             })
     }
 

@@ -21,7 +21,7 @@ use sea_orm::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::{
     slack::{AlertMessage, Answer, SlackClient},
     webhook::WebhookPolicy,
 };

@@ -12,10 +12,14 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    app::PipelineConfig,
-    config::{DatabaseArgs, ValkeyArgs, WorkerArgs},
+use alerts::config::{AlertArgs, SenderArgs};
+use pipeline::{
+    app::{Pipeline, PipelineConfig},
+    config::WorkerArgs,
+    writer::NewTenants,
 };
+use service::config::DatabaseArgs;
+use stream::{EventRecord, config::ValkeyArgs};
 
 fn postgres_base() -> String {
     std::env::var("FLAGMETER_TEST_POSTGRES")
@@ -38,6 +42,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        crate::log::init();
         let id = uuid::Uuid::now_v7().simple().to_string();
         let database = format!("flagmeter_test_{id}");
         let admin = Database::connect(format!("{}/postgres", postgres_base()))
@@ -82,6 +87,7 @@ impl TestEnv {
     /// A pipeline replica's configuration, with short waits for tests.
     pub fn pipeline_config(&self, consumer: &str) -> PipelineConfig {
         PipelineConfig {
+            metrics_addr: None,
             valkey: self.valkey_args(),
             database: self.database_args(),
             worker: WorkerArgs {
@@ -96,12 +102,12 @@ impl TestEnv {
                 failpoint: None,
                 default_quota: entity::DEFAULT_MONTHLY_QUOTA,
             },
-            alerts: crate::config::AlertArgs {
+            alerts: AlertArgs {
                 alert_thresholds: vec![80],
                 webhook_allowed_hosts: vec!["127.0.0.1".into()],
                 webhook_allow_insecure: true,
             },
-            sender: crate::config::SenderArgs {
+            sender: SenderArgs {
                 alert_retry_base_ms: 100,
                 alert_retry_max_ms: 1_000,
                 alert_give_up_secs: 60,
@@ -119,10 +125,8 @@ impl TestEnv {
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) {
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(crate::app::run(
-            self.pipeline_config(consumer),
-            shutdown.clone(),
-        ));
+        let config = self.pipeline_config(consumer);
+        let handle = tokio::spawn(run_pipeline(config, shutdown.clone()));
         (shutdown, handle)
     }
 
@@ -135,26 +139,10 @@ impl TestEnv {
             .expect("Valkey must be reachable for the tests")
     }
 
-    /// Waits until the consumer group has nothing undelivered or pending.
+    /// Whether the consumer group has nothing undelivered or pending
+    /// within `timeout`.
     pub async fn drained(&self, timeout: Duration) -> bool {
-        let mut conn = self.valkey().await;
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            let groups: redis::streams::StreamInfoGroupsReply =
-                redis::AsyncCommands::xinfo_groups(&mut conn, &self.stream)
-                    .await
-                    .expect("XINFO GROUPS");
-            let idle = groups
-                .groups
-                .iter()
-                .find(|g| g.name == self.group)
-                .is_some_and(|g| g.pending == 0 && g.lag == Some(0));
-            if idle {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        drained(&valkey_url(), &self.stream, &self.group, timeout).await
     }
 }
 
@@ -191,6 +179,41 @@ impl Drop for TestEnv {
     }
 }
 
+/// Whether `group` of `stream` on the Valkey at `url` has nothing
+/// undelivered or pending within `timeout` (Valkey may be down meanwhile).
+pub async fn drained(url: &str, stream: &str, group: &str, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(client) = redis::Client::open(url)
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && let Ok(groups) = redis::AsyncCommands::xinfo_groups::<
+                _,
+                redis::streams::StreamInfoGroupsReply,
+            >(&mut conn, stream)
+            .await
+            && groups
+                .groups
+                .iter()
+                .any(|g| g.name == group && g.pending == 0 && g.lag == Some(0))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Builds a pipeline replica and runs it until `shutdown`.
+pub async fn run_pipeline(
+    config: PipelineConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Pipeline::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
 /// A valid stream record for tests.
 pub fn event(
     tenant: &str,
@@ -198,21 +221,20 @@ pub fn event(
     feature: &str,
     tokens: i64,
     at: chrono::DateTime<chrono::Utc>,
-) -> crate::record::EventRecord {
-    crate::record::EventRecord {
-        v: crate::record::VERSION,
-        id: id.into(),
-        tenant: tenant.into(),
-        feature: feature.into(),
+) -> EventRecord {
+    EventRecord::new(
+        id.into(),
+        tenant.into(),
+        feature.into(),
         tokens,
-        occurred_ms: at.timestamp_millis(),
-        received_ms: at.timestamp_millis(),
-    }
+        at.timestamp_millis(),
+        at.timestamp_millis(),
+    )
 }
 
 /// How tests create tenants on first sight: this quota, the 80 % threshold.
-pub fn new_tenants(monthly_quota: i64) -> crate::writer::NewTenants {
-    crate::writer::NewTenants {
+pub fn new_tenants(monthly_quota: i64) -> NewTenants {
+    NewTenants {
         monthly_quota,
         alert_thresholds: vec![80],
     }

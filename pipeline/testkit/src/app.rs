@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use crate::env::TestEnv;
 use api::{
     config::{ApiConfig, AuthArgs},
     startup::Application,
 };
-use pipeline::testing::TestEnv;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         },
         valkey: env.valkey_args(),
         database: env.database_args(),
-        alerts: pipeline::config::AlertArgs {
+        alerts: alerts::config::AlertArgs {
             alert_thresholds: vec![80],
             webhook_allowed_hosts: vec!["127.0.0.1".into()],
             webhook_allow_insecure: true,
@@ -120,18 +120,16 @@ impl TestApp {
 
     /// Polls the tenant's usage until it shows `expected` tokens.
     pub async fn wait_for_total(&self, tenant: &str, expected: i64, timeout: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        let what = format!("{tenant} has {expected} tokens");
+        crate::eventually(&what, timeout, || async {
             let (status, body) = self.get_json(&format!("/api/usage/{tenant}")).await;
             if status == 200 && body["totalTokens"] == expected {
-                return body;
+                Ok(body)
+            } else {
+                Err((status, body))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{tenant}: expected {expected} tokens, last answer {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 

@@ -1,5 +1,8 @@
-//! Deciding, inside the rollup transaction, which alerts became due.
+//! The threshold rule ([`crossed`]) and its two uses: recording the alerts
+//! that became due as events are counted ([`evaluate`]), and re-arming
+//! those a configuration change left unreached ([`rearm`]).
 //!
+//! **Evaluation** runs inside the rollup transaction.
 //! For every tenant a batch counted new events for, the tenant row is locked
 //! (`FOR NO KEY UPDATE`, in id order) before its period usage is read. Under
 //! READ COMMITTED each statement sees what committed before it started, so
@@ -9,7 +12,7 @@
 //! inserted with `ON CONFLICT DO NOTHING`, so re-evaluation never duplicates.
 
 use chrono::{DateTime, Utc};
-use entity::{tenants, usage::period_usage};
+use entity::{alerts, tenants, usage::period_usage};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Statement, Value, sea_query::LockType,
@@ -107,6 +110,44 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
         ))
         .await?;
     Ok(result.rows_affected())
+}
+
+/// Re-arms `tenant`'s alerts after its configuration was saved, in the
+/// caller's transaction: this period's alerts whose threshold the usage no
+/// longer reaches (after a quota raise) are deleted, so that they fire again
+/// when usage reaches them, and those now reached are recorded at once.
+pub async fn rearm<C: ConnectionTrait>(
+    db: &C,
+    tenant: tenants::Model,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let id = tenant.id.clone();
+    let Some(usage) = period_usage(db, vec![tenant], now).await?.pop() else {
+        return Ok(());
+    };
+    let (total, quota) = (usage.total_tokens(), usage.tenant.monthly_quota);
+    let fired: Vec<i32> = alerts::Entity::find()
+        .select_only()
+        .column(alerts::Column::Threshold)
+        .filter(alerts::Column::Tenant.eq(id.as_str()))
+        .filter(alerts::Column::PeriodStart.eq(usage.period.start))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let unreached: Vec<i32> = fired
+        .into_iter()
+        .filter(|&threshold| !crossed(total, quota, threshold))
+        .collect();
+    if !unreached.is_empty() {
+        alerts::Entity::delete_many()
+            .filter(alerts::Column::Tenant.eq(id.as_str()))
+            .filter(alerts::Column::PeriodStart.eq(usage.period.start))
+            .filter(alerts::Column::Threshold.is_in(unreached))
+            .exec(db)
+            .await?;
+    }
+    evaluate(db, &[id], now).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,79 @@
+//! `flagmeter-api keys create|list|revoke`: API keys managed straight in the
+//! database (`DATABASE_URL`), with no api running, over [`super::store`].
+
+use clap::Subcommand;
+use service::config::DatabaseArgs;
+
+use super::{Scope, store};
+
+/// Manage API keys in the database (DATABASE_URL); no api needs to run.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret, which is shown only this once.
+    Create {
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// admin, ingest or read; repeat for several.
+        #[arg(long = "scope", required = true, value_parser = scope)]
+        scopes: Vec<Scope>,
+        /// Restrict the key to this tenant (ingest and read only).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List keys, without secrets.
+    List,
+    /// Revoke a key by its id.
+    Revoke { id: uuid::Uuid },
+}
+
+fn scope(name: &str) -> Result<Scope, String> {
+    Scope::parse(name).ok_or_else(|| format!("unknown scope `{name}`: admin, ingest or read"))
+}
+
+impl KeysCommand {
+    /// Runs the command, printing a new secret to stdout and the rest to
+    /// stderr.
+    pub async fn run(self, database: &DatabaseArgs) -> anyhow::Result<()> {
+        let db = database.connect().await?;
+        migration::run(&db).await?;
+        match self {
+            KeysCommand::Create {
+                name,
+                scopes,
+                tenant,
+            } => {
+                let name = store::check(&name, &scopes, tenant.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
+                let created = store::create(&db, name, &scopes, tenant.as_deref()).await?;
+                eprintln!(
+                    "created key {} ({}); its secret, shown only now:",
+                    created.key.id, created.key.name
+                );
+                println!("{}", created.secret);
+            }
+            KeysCommand::List => {
+                for key in store::list(&db).await? {
+                    let status = match key.revoked_at {
+                        Some(at) => format!("revoked {at}"),
+                        None => "active".to_owned(),
+                    };
+                    println!(
+                        "{}  {}…  {:<20}  {}  tenant={}  {}",
+                        key.id,
+                        key.prefix,
+                        key.name,
+                        key.scopes.join(","),
+                        key.tenant.as_deref().unwrap_or("*"),
+                        status
+                    );
+                }
+            }
+            KeysCommand::Revoke { id } => match store::revoke(&db, id).await? {
+                Some(_) => eprintln!("revoked key {id}"),
+                None => anyhow::bail!("no key {id}"),
+            },
+        }
+        Ok(())
+    }
+}

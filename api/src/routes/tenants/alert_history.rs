@@ -1,0 +1,123 @@
+//! `/api/tenants/{tenant}/alerts`: a tenant's alert history, newest first.
+//! It outlives a deleted tenant's configuration: what was sent stays on
+//! record.
+
+use chrono::{DateTime, Utc};
+use entity::{alerts, tenants};
+use poem_openapi::{
+    Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::{
+    auth::{ApiKey, Scope},
+    error::ApiError,
+    routes::Found,
+    routes::{ApiTags, paging::default_page, rules::TenantSlug},
+    state::AppState,
+};
+
+/// Where an alert is in its life.
+#[derive(Debug, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Pending,
+    Delivered,
+    Failed,
+    NoWebhook,
+}
+
+impl From<alerts::Status> for AlertStatus {
+    fn from(status: alerts::Status) -> Self {
+        match status {
+            alerts::Status::Pending => Self::Pending,
+            alerts::Status::Delivered => Self::Delivered,
+            alerts::Status::Failed => Self::Failed,
+            alerts::Status::NoWebhook => Self::NoWebhook,
+        }
+    }
+}
+
+/// One quota alert.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Alert {
+    pub id: i64,
+    /// Percent of the quota crossed.
+    pub threshold: i32,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    /// Tokens used in the period when it fired.
+    pub usage_tokens: i64,
+    /// The quota when it fired.
+    pub quota: i64,
+    pub status: AlertStatus,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When a pending alert is tried next.
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+impl From<alerts::Model> for Alert {
+    fn from(a: alerts::Model) -> Self {
+        Self {
+            id: a.id,
+            threshold: a.threshold,
+            period_start: a.period_start,
+            period_end: a.period_end,
+            usage_tokens: a.usage_tokens,
+            quota: a.quota,
+            status: a.status.into(),
+            attempts: a.attempts,
+            last_error: a.last_error,
+            created_at: a.created_at,
+            delivered_at: a.delivered_at,
+            next_attempt_at: a.next_attempt_at,
+        }
+    }
+}
+
+/// The routes below, over the shared state.
+pub struct AlertHistoryApi(pub AppState);
+
+#[OpenApi(tag = "ApiTags::Tenants")]
+impl AlertHistoryApi {
+    /// The tenant's quota alerts, newest first.
+    #[oai(path = "/api/tenants/:tenant/alerts", method = "get")]
+    async fn alerts(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+        /// Most alerts to return (1–1000).
+        #[oai(
+            default = "default_page",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u64>,
+    ) -> Result<Found<Vec<Alert>>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let rows = alerts::Entity::find()
+            .filter(alerts::Column::Tenant.eq(tenant.as_str()))
+            .order_by_desc(alerts::Column::CreatedAt)
+            .order_by_desc(alerts::Column::Id)
+            .limit(limit.0)
+            .all(&self.0.db)
+            .await?;
+        if rows.is_empty()
+            && tenants::Entity::find_by_id(tenant.as_str())
+                .one(&self.0.db)
+                .await?
+                .is_none()
+        {
+            return Err(ApiError::unknown_tenant(&tenant));
+        }
+        Ok(Found::Ok(Json(rows.into_iter().map(Alert::from).collect())))
+    }
+}

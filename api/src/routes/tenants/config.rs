@@ -1,0 +1,241 @@
+//! `/api/tenants` and `/api/tenants/{tenant}`: a tenant's configuration
+//! (name, quota, billing day, alert thresholds).
+//!
+//! Saving a tenant re-arms its alerts in the same transaction
+//! ([`alerts::rules::rearm`]): raising the quota above current usage re-arms
+//! the thresholds no longer crossed, so they fire again when usage reaches
+//! them; lowering it fires those now crossed at once.
+
+use chrono::{DateTime, Utc};
+use entity::tenants;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+    types::Example,
+};
+use sea_orm::{
+    ActiveModelTrait, EntityTrait, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::LockType,
+};
+
+use super::{DeletedResponse, tenant_or_404};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::{ApiError, BodyError},
+    routes::Found,
+    routes::{
+        ApiTags, invalid,
+        paging::default_page,
+        rules::{DisplayName, TenantSlug},
+    },
+    state::AppState,
+};
+
+/// A tenant's configuration, as saved.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct TenantIn {
+    /// Display name (defaults to the tenant id): 1–200 characters, not all
+    /// white space.
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    pub name: Option<DisplayName>,
+    /// Tokens per billing period.
+    #[oai(validator(minimum(value = "1")))]
+    pub monthly_quota: i64,
+    /// Day of the month (1–28) a billing period starts, at 00:00 UTC.
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "28")))]
+    pub billing_day: Option<i16>,
+    /// Whole percents of the quota at which an alert fires (1–1000, at
+    /// most 10, no repeats). Defaults to `FLAGMETER_ALERT_THRESHOLDS`.
+    #[oai(
+        nullable,
+        validator(
+            max_items = 10,
+            unique_items = true,
+            minimum(value = "1"),
+            maximum(value = "1000")
+        )
+    )]
+    pub alert_thresholds: Option<Vec<i32>>,
+}
+
+impl Example for TenantIn {
+    fn example() -> Self {
+        Self {
+            name: Some(DisplayName("Acme Corp".to_owned())),
+            monthly_quota: 100_000,
+            billing_day: Some(1),
+            alert_thresholds: Some(vec![80, 100]),
+        }
+    }
+}
+
+/// A tenant's configuration.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub monthly_quota: i64,
+    pub billing_day: i16,
+    pub alert_thresholds: Vec<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<tenants::Model> for Tenant {
+    fn from(t: tenants::Model) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            monthly_quota: t.monthly_quota,
+            billing_day: t.billing_day,
+            alert_thresholds: t.alert_thresholds,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// One page of tenants, in id order.
+#[derive(Debug, Object)]
+pub struct TenantPage {
+    pub tenants: Vec<Tenant>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(ApiResponse)]
+enum SaveTenantResponse {
+    /// Updated.
+    #[oai(status = 200)]
+    Updated(Json<Tenant>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<Tenant>),
+}
+
+/// The routes below, over the shared state.
+pub struct TenantConfigApi(pub AppState);
+
+#[OpenApi(tag = "ApiTags::Tenants")]
+impl TenantConfigApi {
+    /// Create or update a tenant's quota, billing day and alert thresholds.
+    #[oai(path = "/api/tenants/:tenant", method = "put")]
+    async fn save(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+        body: Json<TenantIn>,
+    ) -> Result<SaveTenantResponse, BodyError> {
+        auth.0.require(Scope::Admin)?;
+        if let Some(name) = &body.name
+            && name.trim().is_empty()
+        {
+            return Err(invalid("name", "must not be blank").into());
+        }
+        let now = Utc::now();
+        let txn = self.0.db.begin().await?;
+        let current = tenants::Entity::find_by_id(tenant.as_str())
+            .lock(LockType::Update)
+            .one(&txn)
+            .await?;
+        let created = current.is_none();
+        let mut row: tenants::ActiveModel = match current {
+            Some(model) => model.into(),
+            None => tenants::ActiveModel {
+                id: Set(tenant.as_str().to_owned()),
+                name: Set(tenant.as_str().to_owned()),
+                billing_day: Set(1),
+                alert_thresholds: Set(self.0.default_thresholds.clone()),
+                created_at: Set(now),
+                ..Default::default()
+            },
+        };
+        if let Some(name) = &body.name {
+            row.name = Set(name.trim().to_owned());
+        }
+        row.monthly_quota = Set(body.monthly_quota);
+        if let Some(day) = body.billing_day {
+            row.billing_day = Set(day);
+        }
+        if let Some(thresholds) = &body.alert_thresholds {
+            let mut sorted = thresholds.clone();
+            sorted.sort_unstable();
+            row.alert_thresholds = Set(sorted);
+        }
+        row.updated_at = Set(now);
+        let saved = if created {
+            row.insert(&txn).await?
+        } else {
+            row.update(&txn).await?
+        };
+        alerts::rules::rearm(&txn, saved.clone(), now).await?;
+        txn.commit().await?;
+        Ok(if created {
+            SaveTenantResponse::Created(Json(saved.into()))
+        } else {
+            SaveTenantResponse::Updated(Json(saved.into()))
+        })
+    }
+
+    /// A tenant's configuration.
+    #[oai(path = "/api/tenants/:tenant", method = "get")]
+    async fn get(&self, auth: ApiKey, tenant: Path<TenantSlug>) -> Result<Found<Tenant>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        Ok(Found::Ok(Json(
+            tenant_or_404(&self.0.db, &tenant).await?.into(),
+        )))
+    }
+
+    /// Every tenant's configuration, a page at a time, in id order.
+    #[oai(path = "/api/tenants", method = "get")]
+    async fn list(
+        &self,
+        auth: ApiKey,
+        /// Most tenants to return (1–1000).
+        #[oai(
+            default = "default_page",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u64>,
+        /// Tenants to skip (at most 2^53 − 1, the largest
+        /// integer every JSON client holds exactly; the database's limit is
+        /// 2^63 − 1).
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
+        )]
+        offset: Query<u64>,
+    ) -> Result<Found<TenantPage>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let tenants = tenants::Entity::find()
+            .order_by_asc(tenants::Column::Id)
+            .limit(limit.0)
+            .offset(offset.0)
+            .all(&self.0.db)
+            .await?;
+        Ok(Found::Ok(Json(TenantPage {
+            tenants: tenants.into_iter().map(Tenant::from).collect(),
+            limit: limit.0,
+            offset: offset.0,
+        })))
+    }
+
+    /// Delete a tenant's configuration and webhook. Its usage history and
+    /// alert history stay; a later event recreates it with the defaults.
+    #[oai(path = "/api/tenants/:tenant", method = "delete")]
+    async fn delete(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<DeletedResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        tenants::Entity::delete_by_id(existing.id)
+            .exec(&self.0.db)
+            .await?;
+        Ok(DeletedResponse::Deleted)
+    }
+}

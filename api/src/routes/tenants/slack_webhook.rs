@@ -1,0 +1,192 @@
+//! `/api/tenants/{tenant}/slack-webhook`: the Slack incoming webhook a
+//! tenant's alerts are posted to, shown masked, and a test message. URLs
+//! must pass the allow-list ([`alerts::webhook::WebhookPolicy`]) both when
+//! saved and when used.
+
+use alerts::{slack, webhook};
+use chrono::{DateTime, Utc};
+use entity::{slack_webhooks, tenants};
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
+use sea_orm::{EntityTrait, Set};
+use serde_json::json;
+
+use super::{DeletedResponse, tenant_or_404};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::{ApiError, BodyError},
+    routes::Found,
+    routes::{ApiTags, invalid, rules::TenantSlug},
+    state::AppState,
+};
+
+/// A Slack incoming webhook, as saved.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct WebhookIn {
+    /// `https://hooks.slack.com/services/...` (hosts per
+    /// `FLAGMETER_WEBHOOK_ALLOWED_HOSTS`).
+    #[oai(validator(max_length = 2048))]
+    pub url: String,
+    /// Whether alerts are posted (default true).
+    #[oai(nullable)]
+    pub enabled: Option<bool>,
+}
+
+impl Example for WebhookIn {
+    fn example() -> Self {
+        Self {
+            url: "https://hooks.slack.com/services/T000/B000/XXXX".to_owned(),
+            enabled: Some(true),
+        }
+    }
+}
+
+/// A tenant's webhook, its secret part masked.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Webhook {
+    pub url: String,
+    pub enabled: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<slack_webhooks::Model> for Webhook {
+    fn from(w: slack_webhooks::Model) -> Self {
+        Self {
+            url: webhook::mask(&w.url),
+            enabled: w.enabled,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// What Slack answered to the test message.
+#[derive(Debug, Object)]
+pub struct WebhookTest {
+    pub delivered: bool,
+    /// Slack's answer, or why nothing was delivered.
+    pub detail: String,
+}
+
+/// The routes below, over the shared state.
+pub struct SlackWebhookApi(pub AppState);
+
+impl SlackWebhookApi {
+    /// The tenant and its webhook; 404 if either is missing.
+    async fn with_webhook(
+        &self,
+        tenant: &TenantSlug,
+    ) -> Result<(tenants::Model, slack_webhooks::Model), ApiError> {
+        let existing = tenant_or_404(&self.0.db, tenant).await?;
+        let hook = slack_webhooks::Entity::find_by_id(existing.id.as_str())
+            .one(&self.0.db)
+            .await?
+            .ok_or_else(|| no_webhook(tenant))?;
+        Ok((existing, hook))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Tenants")]
+impl SlackWebhookApi {
+    /// Set the Slack incoming webhook alerts are posted to.
+    #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "put")]
+    async fn put_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+        body: Json<WebhookIn>,
+    ) -> Result<Found<Webhook>, BodyError> {
+        auth.0.require(Scope::Admin)?;
+        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let url = self
+            .0
+            .webhook_policy
+            .check(&body.url)
+            .map_err(|refused| invalid("url", refused))?;
+        let now = Utc::now();
+        let row = slack_webhooks::ActiveModel {
+            tenant: Set(existing.id),
+            url: Set(url.to_string()),
+            enabled: Set(body.enabled.unwrap_or(true)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let saved = slack_webhooks::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(slack_webhooks::Column::Tenant)
+                    .update_columns([
+                        slack_webhooks::Column::Url,
+                        slack_webhooks::Column::Enabled,
+                        slack_webhooks::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_with_returning(&self.0.db)
+            .await?;
+        Ok(Found::Ok(Json(saved.into())))
+    }
+
+    /// The tenant's webhook, its secret part masked.
+    #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "get")]
+    async fn get_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<Found<Webhook>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let (_, hook) = self.with_webhook(&tenant).await?;
+        Ok(Found::Ok(Json(hook.into())))
+    }
+
+    /// Remove the tenant's webhook: alerts are then recorded as `no_webhook`.
+    #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "delete")]
+    async fn delete_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<DeletedResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let deleted = slack_webhooks::Entity::delete_by_id(existing.id)
+            .exec(&self.0.db)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(no_webhook(&tenant));
+        }
+        Ok(DeletedResponse::Deleted)
+    }
+
+    /// Send a test message to the tenant's webhook and report Slack's answer.
+    #[oai(path = "/api/tenants/:tenant/slack-webhook/test", method = "post")]
+    async fn test_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<Found<WebhookTest>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let (existing, hook) = self.with_webhook(&tenant).await?;
+        let url = self
+            .0
+            .webhook_policy
+            .check(&hook.url)
+            .map_err(|refused| invalid("url", refused))?;
+        let answer = self
+            .0
+            .slack
+            .post(url, &slack::test_payload(&existing.name))
+            .await;
+        let (delivered, detail) = match answer {
+            slack::Answer::Delivered => (true, "Slack accepted the message".to_owned()),
+            slack::Answer::RateLimited(_) => (false, "429 rate limited by Slack".to_owned()),
+            slack::Answer::Transient(detail) | slack::Answer::Permanent(detail) => (false, detail),
+        };
+        Ok(Found::Ok(Json(WebhookTest { delivered, detail })))
+    }
+}
+
+fn no_webhook(tenant: &str) -> ApiError {
+    ApiError::NotFound(crate::error::ErrorBody::new(
+        "no webhook",
+        Some(json!({ "tenant": tenant })),
+    ))
+}

@@ -1,0 +1,137 @@
+//! Step two of a batch: its records counted in PostgreSQL, retried while
+//! PostgreSQL is unavailable.
+//!
+//! When PostgreSQL answers but keeps refusing the batch (an event breaks a
+//! constraint the codec cannot know of), the batch is split and its events
+//! are committed one by one, so that only the refused ones are
+//! dead-lettered and the rest still count. Both paths keep the batch's
+//! entries fresh while they take long, so that no other replica takes
+//! live work over.
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Instant,
+};
+
+use sea_orm::ConnectionTrait;
+use stream::EventRecord;
+use tokio_util::sync::CancellationToken;
+
+use super::Worker;
+use crate::{consumer::Delivery, retry::until_done, writer};
+
+/// Failed commits of a batch before the worker asks whether PostgreSQL is
+/// down or refuses the batch itself.
+const COMMIT_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
+
+/// What committing a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Events counted for the first time.
+    pub counted: u64,
+    /// Quota alerts that became due.
+    pub alerts_fired: u64,
+}
+
+impl Worker {
+    /// Commits `records` (their entries are `sources`; `ids` is the whole
+    /// batch). `None` if shutdown came while a step was failing.
+    pub(super) async fn commit(
+        &self,
+        records: &[EventRecord],
+        sources: &[Delivery],
+        ids: &[String],
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Option<Committed> {
+        match self.commit_whole(records, ids, started, shutdown).await? {
+            Some(committed) => Some(committed),
+            None => {
+                self.commit_one_by_one(sources, records, ids, started, shutdown)
+                    .await
+            }
+        }
+    }
+
+    /// `Some(None)` when PostgreSQL answers but keeps refusing this batch.
+    async fn commit_whole(
+        &self,
+        records: &[EventRecord],
+        ids: &[String],
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Option<Option<Committed>> {
+        let failures = AtomicU32::new(0);
+        until_done("commit", shutdown, || async {
+            self.keep_fresh(ids, started).await;
+            match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
+                Ok(written) => Ok(Some(Committed {
+                    counted: written.counted,
+                    alerts_fired: written.alerts_fired,
+                })),
+                Err(err) => {
+                    metrics::counter!("flagmeter_transaction_retries_total").increment(1);
+                    let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failed >= COMMIT_ATTEMPTS_BEFORE_SPLIT && self.database_answers().await {
+                        tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
+                        Ok(None)
+                    } else {
+                        Err(err)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Commits events one at a time, dead-lettering any that PostgreSQL
+    /// refuses while it is otherwise answering.
+    async fn commit_one_by_one(
+        &self,
+        sources: &[Delivery],
+        records: &[EventRecord],
+        ids: &[String],
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Option<Committed> {
+        let mut committed = Committed::default();
+        for (delivery, record) in sources.iter().zip(records) {
+            let outcome = until_done("commit one event", shutdown, || async {
+                self.keep_fresh(ids, started).await;
+                let one = std::slice::from_ref(record);
+                match writer::write_batch(&self.db, one, &self.settings.new_tenants).await {
+                    Ok(written) => Ok(Ok(written)),
+                    Err(err) if self.database_answers().await => Ok(Err(err.to_string())),
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+            match outcome {
+                Ok(written) => {
+                    committed.counted += written.counted;
+                    committed.alerts_fired += written.alerts_fired;
+                }
+                Err(reason) => {
+                    let reason = format!("PostgreSQL refused the event: {reason}");
+                    self.dead_letter(delivery, &reason, "refused", 1, shutdown)
+                        .await?;
+                }
+            }
+        }
+        Some(committed)
+    }
+
+    /// Resets the idle time of the batch's entries once it has been in hand
+    /// for a while, so that a slow but live replica keeps its work.
+    async fn keep_fresh(&self, ids: &[String], started: Instant) {
+        if started.elapsed() > self.settings.keep_fresh_after
+            && let Err(err) = self.consumer.touch(ids).await
+        {
+            tracing::warn!(%err, "cannot keep the batch's entries fresh");
+        }
+    }
+
+    async fn database_answers(&self) -> bool {
+        self.db.execute_unprepared("SELECT 1").await.is_ok()
+    }
+}

@@ -1,0 +1,21 @@
+//! What the test suites share, so that no test file builds its own: an
+//! isolated environment per test (its own database and stream keys,
+//! [`env`]), an api on a free port ([`app`]), pipeline replicas, polling
+//! until something holds ([`eventually`]), a fake Slack ([`fake_slack`]),
+//! bearer-key clients ([`bearer`]), headless Chromium ([`chromium`]), and
+//! `TEST_LOG=1` to see the services' logs ([`log`]). Dev-only: no
+//! production crate depends on it.
+
+pub mod app;
+pub mod bearer;
+pub mod chromium;
+pub mod env;
+pub mod eventually;
+pub mod fake_slack;
+pub mod log;
+
+pub use app::{
+    TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, spawn_app, spawn_app_with,
+};
+pub use env::TestEnv;
+pub use eventually::eventually;
