@@ -1,9 +1,12 @@
-//! The worker loop: read → decode → write → ack, until shutdown.
+//! The worker loop: read → decode → write → evaluate alerts → ack, until
+//! shutdown.
 //!
-//! Each batch is committed before any of it is acknowledged, and every step
-//! that must happen (dead letter, commit, ack) is retried until it does, so a
-//! failure anywhere leaves entries pending rather than lost; the ledger makes
-//! their redelivery harmless. Periodically the worker also takes over entries
+//! Each batch is committed, and its tenants' alerts evaluated against the
+//! committed totals, before any of it is acknowledged; every step that must
+//! happen (dead letter, commit, evaluation, ack) is retried until it does, so
+//! a failure anywhere leaves entries pending rather than lost; the ledger
+//! makes their redelivery harmless, and the alert outbox's unique key makes
+//! their re-evaluation harmless. Periodically the worker also takes over entries
 //! that a crashed replica left pending, dead-lettering those that have been
 //! delivered too often (an entry that kills every worker that reads it).
 //!
@@ -21,6 +24,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    alerts::evaluate::evaluate,
     consumer::{Consumer, Delivery},
     dead_letter,
     record::EventRecord,
@@ -38,7 +42,8 @@ const COMMIT_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
 /// A deliberate crash, for fault-injection tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Failpoint {
-    /// Abort the process after a batch is committed and before it is acked.
+    /// Abort the process after a batch is committed, before its alerts are
+    /// evaluated and before it is acked.
     CrashAfterCommit,
 }
 
@@ -70,16 +75,22 @@ impl Worker {
         }
     }
 
-    /// Runs until `shutdown` is cancelled; returns once the batch in hand is
-    /// finished (or left pending, if it cannot be).
+    /// Runs until `shutdown` is cancelled; returns once the batches in hand
+    /// (the one being counted and the one read ahead) are finished (or left
+    /// pending, if they cannot be).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(consumer = self.consumer.name(), "worker started");
         let mut claim_cursor = SCAN_START.to_owned();
         // Look for orphaned entries at once: a restarted replica's predecessor
         // may have left some.
         let mut next_claim = Instant::now();
-        while !shutdown.is_cancelled() {
-            let batch = if Instant::now() >= next_claim {
+        let mut ahead: Option<Vec<Delivery>> = None;
+        loop {
+            let batch = if let Some(batch) = ahead.take() {
+                batch
+            } else if shutdown.is_cancelled() {
+                break;
+            } else if Instant::now() >= next_claim {
                 let Some((claimed, cursor)) = until_done("reclaim", &shutdown, || {
                     self.consumer.reclaim(&claim_cursor)
                 })
@@ -109,11 +120,46 @@ impl Worker {
                     },
                 }
             };
-            if !batch.is_empty() && self.process(batch, &shutdown).await.is_none() {
+            if batch.is_empty() {
+                continue;
+            }
+            // The next read overlaps this batch's commit, so that Valkey and
+            // PostgreSQL work at once; not when a reclaim is due (it goes
+            // first) or shutdown has begun.
+            let read_ahead = !shutdown.is_cancelled() && Instant::now() < next_claim;
+            let (processed, next) = tokio::join!(
+                self.process(batch, &shutdown),
+                self.read_ahead(read_ahead, &shutdown)
+            );
+            ahead = next;
+            if processed.is_none() {
                 break;
             }
         }
         tracing::info!(consumer = self.consumer.name(), "worker stopped");
+    }
+
+    /// The next batch, read while the current one is counted; `None` if none
+    /// came within the block time, the read failed (the loop reads again,
+    /// with retries) or shutdown came first.
+    async fn read_ahead(
+        &self,
+        enabled: bool,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Delivery>> {
+        if !enabled {
+            return None;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            read = self.consumer.read() => match read {
+                Ok(batch) => Some(batch).filter(|b| !b.is_empty()),
+                Err(err) => {
+                    tracing::warn!(%err, "read ahead failed; reading again after the batch");
+                    None
+                }
+            },
+        }
     }
 
     /// Counts one batch and acknowledges it. `None` if shutdown came while a
@@ -145,18 +191,22 @@ impl Worker {
             }
         }
         let written = self.commit(&records, &ids, started, shutdown).await?;
-        let (counted, alerts_fired) = match written {
-            Some(written) => (written.counted, written.alerts_fired),
-            None => (
-                self.commit_one_by_one(&sources, &records, shutdown).await?,
-                0,
-            ),
+        let counted = match written {
+            Some(written) => written.counted,
+            None => self.commit_one_by_one(&sources, &records, shutdown).await?,
         };
-        record_committed(&records, counted, alerts_fired);
         if self.settings.failpoint == Some(Failpoint::CrashAfterCommit) {
-            tracing::warn!("failpoint crash-after-commit: aborting before the ack");
+            tracing::warn!("failpoint crash-after-commit: aborting before evaluation and ack");
             std::process::abort();
         }
+        // The whole batch, not only what this delivery counted: a batch
+        // redelivered after a crash between COMMIT and here is evaluated now.
+        let tenants = writer::tenants_of(&records);
+        let alerts_fired = until_done("evaluate alerts", shutdown, || {
+            evaluate(&self.db, &tenants, chrono::Utc::now())
+        })
+        .await?;
+        record_committed(&records, counted, alerts_fired);
         until_done("ack", shutdown, || self.consumer.ack(&ids)).await?;
         metrics::histogram!("flagmeter_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());

@@ -1,6 +1,7 @@
 //! The exactly-once effect: one batch of events into the ledger and the
-//! rollups in one PostgreSQL statement, and the quota alerts it made due
-//! ([`crate::alerts::evaluate`]), in one transaction.
+//! rollups in one PostgreSQL statement, in one transaction. It takes no
+//! tenant lock, so replicas whose batches share tenants commit side by side;
+//! the quota alerts are decided after COMMIT ([`crate::alerts::evaluate`]).
 //!
 //! The events go in as one array per column (`unnest`), so a batch of any
 //! size is a fixed number of bind parameters. Repeated ids inside the batch
@@ -12,12 +13,9 @@
 //! seen for the first time is created with the default quota: events are
 //! money, and are counted whether or not the tenant was configured.
 
-use chrono::Utc;
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, Statement, TransactionSession, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use crate::{alerts::evaluate::evaluate, record::EventRecord};
+use crate::record::EventRecord;
 
 const WRITE_BATCH: &str = r#"
 WITH input AS (
@@ -58,7 +56,7 @@ daily_rollups AS (
         event_count = d.event_count + excluded.event_count,
         updated_at = now()
 )
-SELECT count(*) AS inserted, coalesce(array_agg(DISTINCT tenant), '{}') AS tenants FROM inserted
+SELECT count(*) AS inserted FROM inserted
 "#;
 
 /// How a tenant first seen in the stream is created.
@@ -75,14 +73,12 @@ pub struct Written {
     pub counted: u64,
     /// Events the ledger already held (redeliveries, client retries).
     pub duplicates: u64,
-    /// Quota alerts that became due.
-    pub alerts_fired: u64,
 }
 
-/// Counts a batch of events exactly once, and records the quota alerts it
-/// made due, in one transaction. Safe to call again with the same events:
-/// the second call counts nothing.
-pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
+/// Counts a batch of events exactly once, in one transaction. Safe to call
+/// again with the same events: the second call counts nothing. The caller
+/// evaluates alerts for [`tenants_of`] the batch once this returns.
+pub async fn write_batch<C: ConnectionTrait>(
     db: &C,
     records: &[EventRecord],
     new_tenants: &NewTenants,
@@ -91,7 +87,6 @@ pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
         return Ok(Written {
             counted: 0,
             duplicates: 0,
-            alerts_fired: 0,
         });
     }
     let strings = |f: fn(&EventRecord) -> &String| -> Value {
@@ -111,19 +106,25 @@ pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
         Value::from(new_tenants.alert_thresholds.clone()),
     ];
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, WRITE_BATCH, values);
-    let txn = db.begin().await?;
-    let row = txn
+    // One statement is one transaction of its own: no BEGIN and COMMIT
+    // round trips.
+    let row = db
         .query_one_raw(statement)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("the batch insert returned no row".into()))?;
     let counted: i64 = row.try_get("", "inserted")?;
-    let touched: Vec<String> = row.try_get("", "tenants")?;
-    let alerts_fired = evaluate(&txn, &touched, Utc::now()).await?;
-    txn.commit().await?;
     let counted = counted as u64;
     Ok(Written {
         counted,
         duplicates: records.len() as u64 - counted,
-        alerts_fired,
     })
+}
+
+/// The distinct tenants of a batch, in id order: whom its alerts are
+/// evaluated for, whether or not this delivery counted anything new.
+pub fn tenants_of(records: &[EventRecord]) -> Vec<String> {
+    let mut tenants: Vec<String> = records.iter().map(|r| r.tenant.clone()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
 }

@@ -61,7 +61,6 @@ async fn a_batch_written_twice_is_counted_once() {
         Written {
             counted: 3,
             duplicates: 0,
-            alerts_fired: 0
         }
     );
     assert_eq!(
@@ -69,7 +68,6 @@ async fn a_batch_written_twice_is_counted_once() {
         Written {
             counted: 0,
             duplicates: 3,
-            alerts_fired: 0
         }
     );
     assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
@@ -95,7 +93,6 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
         Written {
             counted: 2,
             duplicates: 1,
-            alerts_fired: 0
         }
     );
     assert_eq!(counted_tokens(&env, "acme").await, (101, 101));

@@ -1,10 +1,13 @@
 //! `/api/tenants/...`: tenant configuration (quota, billing day, alert
 //! thresholds), its Slack webhook, and its alert history.
 //!
-//! Saving a tenant re-evaluates its alerts in the same transaction: raising
-//! the quota above current usage re-arms (deletes this period's alerts for)
-//! the thresholds no longer crossed, so they fire again when usage reaches
-//! them; lowering it fires those now crossed at once.
+//! Saving a tenant re-evaluates its alerts: raising the quota above current
+//! usage re-arms (deletes, in the saving transaction, this period's alerts
+//! for) the thresholds no longer crossed, so they fire again when usage
+//! reaches them; lowering it fires those now crossed at once. That
+//! evaluation runs after the COMMIT, as the pipeline's does, so that it also
+//! sees tokens a replica committed meanwhile with the old settings in mind
+//! (see `pipeline::alerts::evaluate`).
 
 use chrono::{DateTime, Utc};
 use entity::{alerts, period::BillingPeriod, slack_webhooks, tenants, usage::period_usage};
@@ -303,7 +306,7 @@ impl TenantsApi {
 }
 
 /// Deletes this period's alerts whose threshold the usage no longer reaches
-/// (after a quota raise), then records those now reached.
+/// (after a quota raise). The caller evaluates once this is committed.
 async fn rearm<C: ConnectionTrait>(
     db: &C,
     tenant: tenants::Model,
@@ -320,15 +323,9 @@ async fn rearm<C: ConnectionTrait>(
         DbBackend::Postgres,
         "DELETE FROM alerts WHERE tenant = $1 AND period_start = $2
              AND threshold::numeric * $3::numeric > $4::numeric * 100",
-        [
-            id.clone().into(),
-            period.start.into(),
-            quota.into(),
-            usage.into(),
-        ],
+        [id.into(), period.start.into(), quota.into(), usage.into()],
     ))
     .await?;
-    evaluate(db, &[id], now).await?;
     Ok(())
 }
 
@@ -387,6 +384,7 @@ impl TenantsApi {
         };
         rearm(&txn, saved.clone(), now).await?;
         txn.commit().await?;
+        evaluate(&self.state.db, std::slice::from_ref(&saved.id), now).await?;
         Ok(if created {
             SaveTenantResponse::Created(Json(saved.into()))
         } else {
