@@ -32,6 +32,7 @@ mod m20261122_000001_core_tables;
 mod m20261122_000002_alerts;
 mod m20261122_000003_api_keys;
 mod m20261201_000012_byte_order_keys;
+mod m20261201_000013_rollup_slots;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_alerts::Migration),
             Box::new(m20261122_000003_api_keys::Migration),
             Box::new(m20261201_000012_byte_order_keys::Migration),
+            Box::new(m20261201_000013_rollup_slots::Migration),
         ]
     }
 }

@@ -9,7 +9,10 @@
 //! the ledger insert skips ids it already holds (`ON CONFLICT DO NOTHING`),
 //! and only the rows it really inserted are aggregated into the minute and
 //! daily rollups. The upserts take their rows in key order, so concurrent
-//! workers lock rollup rows in the same order and cannot deadlock. A tenant
+//! workers lock rollup rows in the same order and cannot deadlock. Each
+//! PostgreSQL connection adds into rollup rows of its own (the key's `slot`,
+//! `pg_backend_pid() % 64`), so replicas counting the same tenants do not
+//! wait for each other's row locks; readers sum over the slots. A tenant
 //! seen for the first time is created with the default quota: events are
 //! money, and are counted whether or not the tenant was configured.
 
@@ -39,19 +42,21 @@ inserted AS (
     RETURNING tenant, feature, tokens, occurred_at
 ),
 minute_rollups AS (
-    INSERT INTO rollups AS r (tenant, feature, minute, total_tokens, event_count)
-    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), sum(tokens)::bigint, count(*)
+    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count)
+    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
+           sum(tokens)::bigint, count(*)
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, minute) DO UPDATE
+    ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
     SET total_tokens = r.total_tokens + excluded.total_tokens,
         event_count = r.event_count + excluded.event_count,
         updated_at = now()
 ),
 daily_rollups AS (
-    INSERT INTO daily_rollups AS d (tenant, feature, day, total_tokens, event_count)
-    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, sum(tokens)::bigint, count(*)
+    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count)
+    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
+           sum(tokens)::bigint, count(*)
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, day) DO UPDATE
+    ON CONFLICT (tenant, feature, day, slot) DO UPDATE
     SET total_tokens = d.total_tokens + excluded.total_tokens,
         event_count = d.event_count + excluded.event_count,
         updated_at = now()
