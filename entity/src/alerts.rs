@@ -1,6 +1,7 @@
 //! `alerts`: the quota-alert outbox. One row per tenant, billing period and
-//! threshold (unique), written in the rollup transaction that crossed the
-//! threshold and then delivered to Slack by a sender.
+//! threshold (unique), written once the rollup transaction that crossed the
+//! threshold has committed (before its entries are acknowledged), and then
+//! delivered to Slack by a sender.
 
 use sea_orm::entity::prelude::*;
 

@@ -11,6 +11,11 @@ pub struct Model {
     pub feature: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub minute: DateTimeUtc,
+    /// Which writer's partial row this is (a row per PostgreSQL connection
+    /// that counted into the key, so replicas do not wait for each other's
+    /// row locks); a total is the sum over the slots.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub slot: i16,
     pub total_tokens: i64,
     pub event_count: i64,
     pub updated_at: DateTimeUtc,

@@ -31,6 +31,8 @@ macro_rules! sql_migration {
 mod m20261122_000001_core_tables;
 mod m20261122_000002_alerts;
 mod m20261122_000003_api_keys;
+mod m20261201_000012_byte_order_keys;
+mod m20261201_000013_rollup_slots;
 
 pub struct Migrator;
 
@@ -41,6 +43,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_core_tables::Migration),
             Box::new(m20261122_000002_alerts::Migration),
             Box::new(m20261122_000003_api_keys::Migration),
+            Box::new(m20261201_000012_byte_order_keys::Migration),
+            Box::new(m20261201_000013_rollup_slots::Migration),
         ]
     }
 }

@@ -17,7 +17,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "FLAGMETER_BLOCK_MS", default_value_t = 1000)]
     pub block_ms: u64,
     /// How long an entry must be pending on a silent replica before another
-    /// takes it over, in milliseconds. Must exceed the longest batch.
+    /// takes it over, in milliseconds. Must exceed the longest two batches
+    /// (each is read while the one before it commits).
     #[arg(long, env = "FLAGMETER_CLAIM_IDLE_MS", default_value_t = 30_000)]
     pub claim_idle_ms: u64,
     /// How often this replica looks for entries to take over, in milliseconds.

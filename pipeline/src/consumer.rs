@@ -52,7 +52,8 @@ pub struct ReadSettings {
     /// How long a read waits for new entries.
     pub block: Duration,
     /// How long an entry must have been pending before another replica may
-    /// take it over. Must exceed the longest batch (read + commit + ack).
+    /// take it over. Must exceed the longest two batches (read + commit +
+    /// ack): a batch is read while the one before it commits.
     pub claim_idle: Duration,
 }
 

@@ -1,6 +1,7 @@
 //! The exactly-once effect: one batch of events into the ledger and the
-//! rollups in one PostgreSQL statement, and the quota alerts it made due
-//! ([`crate::alerts::evaluate`]), in one transaction.
+//! rollups in one PostgreSQL statement, in one transaction. It takes no
+//! tenant lock, so replicas whose batches share tenants commit side by side;
+//! the quota alerts are decided after COMMIT (`alerts::rules::evaluate`).
 //!
 //! The events go in as one array per column (`unnest`), so a batch of any
 //! size is a fixed number of bind parameters. Repeated ids inside the batch
@@ -8,16 +9,15 @@
 //! the ledger insert skips ids it already holds (`ON CONFLICT DO NOTHING`),
 //! and only the rows it really inserted are aggregated into the minute and
 //! daily rollups. The upserts take their rows in key order, so concurrent
-//! workers lock rollup rows in the same order and cannot deadlock. A tenant
+//! workers lock rollup rows in the same order and cannot deadlock. Each
+//! PostgreSQL connection adds into rollup rows of its own (the key's `slot`,
+//! `pg_backend_pid() % 64`), so replicas counting the same tenants do not
+//! wait for each other's row locks; readers sum over the slots. A tenant
 //! seen for the first time is created with the default quota: events are
 //! money, and are counted whether or not the tenant was configured.
 
-use chrono::Utc;
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, Statement, TransactionSession, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use alerts::rules::evaluate;
 use stream::EventRecord;
 
 const WRITE_BATCH: &str = r#"
@@ -42,24 +42,26 @@ inserted AS (
     RETURNING tenant, feature, tokens, occurred_at
 ),
 minute_rollups AS (
-    INSERT INTO rollups AS r (tenant, feature, minute, total_tokens, event_count)
-    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), sum(tokens)::bigint, count(*)
+    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count)
+    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
+           sum(tokens)::bigint, count(*)
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, minute) DO UPDATE
+    ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
     SET total_tokens = r.total_tokens + excluded.total_tokens,
         event_count = r.event_count + excluded.event_count,
         updated_at = now()
 ),
 daily_rollups AS (
-    INSERT INTO daily_rollups AS d (tenant, feature, day, total_tokens, event_count)
-    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, sum(tokens)::bigint, count(*)
+    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count)
+    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
+           sum(tokens)::bigint, count(*)
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, day) DO UPDATE
+    ON CONFLICT (tenant, feature, day, slot) DO UPDATE
     SET total_tokens = d.total_tokens + excluded.total_tokens,
         event_count = d.event_count + excluded.event_count,
         updated_at = now()
 )
-SELECT count(*) AS inserted, coalesce(array_agg(DISTINCT tenant), '{}') AS tenants FROM inserted
+SELECT count(*) AS inserted FROM inserted
 "#;
 
 /// How a tenant first seen in the stream is created.
@@ -76,14 +78,12 @@ pub struct Written {
     pub counted: u64,
     /// Events the ledger already held (redeliveries, client retries).
     pub duplicates: u64,
-    /// Quota alerts that became due.
-    pub alerts_fired: u64,
 }
 
-/// Counts a batch of events exactly once, and records the quota alerts it
-/// made due, in one transaction. Safe to call again with the same events:
-/// the second call counts nothing.
-pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
+/// Counts a batch of events exactly once, in one transaction. Safe to call
+/// again with the same events: the second call counts nothing. The caller
+/// evaluates alerts for [`tenants_of`] the batch once this returns.
+pub async fn write_batch<C: ConnectionTrait>(
     db: &C,
     records: &[EventRecord],
     new_tenants: &NewTenants,
@@ -92,7 +92,6 @@ pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
         return Ok(Written {
             counted: 0,
             duplicates: 0,
-            alerts_fired: 0,
         });
     }
     let strings = |f: fn(&EventRecord) -> &String| -> Value {
@@ -112,19 +111,25 @@ pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
         Value::from(new_tenants.alert_thresholds.clone()),
     ];
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, WRITE_BATCH, values);
-    let txn = db.begin().await?;
-    let row = txn
+    // One statement is one transaction of its own: no BEGIN and COMMIT
+    // round trips.
+    let row = db
         .query_one_raw(statement)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("the batch insert returned no row".into()))?;
     let counted: i64 = row.try_get("", "inserted")?;
-    let touched: Vec<String> = row.try_get("", "tenants")?;
-    let alerts_fired = evaluate(&txn, &touched, Utc::now()).await?;
-    txn.commit().await?;
     let counted = counted as u64;
     Ok(Written {
         counted,
         duplicates: records.len() as u64 - counted,
-        alerts_fired,
     })
+}
+
+/// The distinct tenants of a batch, in id order: whom its alerts are
+/// evaluated for, whether or not this delivery counted anything new.
+pub fn tenants_of(records: &[EventRecord]) -> Vec<String> {
+    let mut tenants: Vec<String> = records.iter().map(|r| r.tenant.clone()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    tenants
 }

@@ -1,5 +1,6 @@
 //! The pipeline against real PostgreSQL and Valkey: exactly-once counting,
-//! dead letters, several replicas, reclaiming a dead replica's entries.
+//! dead letters, several replicas, reclaiming a dead replica's entries,
+//! partial rollup rows per connection.
 
 use std::time::Duration;
 
@@ -58,7 +59,6 @@ async fn a_batch_written_twice_is_counted_once() {
         Written {
             counted: 3,
             duplicates: 0,
-            alerts_fired: 0
         }
     );
     assert_eq!(
@@ -66,7 +66,6 @@ async fn a_batch_written_twice_is_counted_once() {
         Written {
             counted: 0,
             duplicates: 3,
-            alerts_fired: 0
         }
     );
     assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
@@ -92,7 +91,6 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
         Written {
             counted: 2,
             duplicates: 1,
-            alerts_fired: 0
         }
     );
     assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
@@ -311,4 +309,38 @@ async fn entries_left_pending_by_a_dead_replica_are_taken_over() {
     worker.await.unwrap().unwrap();
 
     assert_eq!(counted_tokens(&env, "acme").await, (100, 100));
+}
+
+#[tokio::test]
+async fn connections_counting_one_tenant_add_into_rows_of_their_own_summed_when_read() {
+    let env = TestEnv::new().await;
+    let first = sea_orm::Database::connect(&env.database_url).await.unwrap();
+    let second = sea_orm::Database::connect(&env.database_url).await.unwrap();
+    let batch = |from: usize| -> Vec<EventRecord> {
+        (from..from + 10)
+            .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 3))
+            .collect()
+    };
+
+    write_batch(&first, &batch(0), &testing::new_tenants(1_000))
+        .await
+        .unwrap();
+    write_batch(&second, &batch(10), &testing::new_tenants(1_000))
+        .await
+        .unwrap();
+
+    let slots: std::collections::BTreeSet<i16> = daily_rollups::Entity::find()
+        .all(&env.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.slot)
+        .collect();
+    assert_eq!(slots.len(), 2, "one partial row per connection");
+    let usage = entity::usage::tenant_usage(&env.db, "acme", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(usage.total_tokens(), 60);
+    assert_eq!(counted_tokens(&env, "acme").await, (60, 60));
 }

@@ -240,6 +240,9 @@ async fn raising_the_quota_rearms_a_threshold_and_lowering_it_fires_at_once() {
     write_batch(&app.env.db, &events, &testing::new_tenants(1000))
         .await
         .unwrap();
+    evaluate(&app.env.db, &["acme".to_owned()], Utc::now())
+        .await
+        .unwrap();
     let (_, fired) = app.get_json("/api/tenants/acme/alerts").await;
     assert_eq!(fired.as_array().unwrap().len(), 1);
 

@@ -1,30 +1,95 @@
-//! The threshold rule ([`crossed`]) and its two uses: recording the alerts
-//! that became due as events are counted ([`evaluate`]), and re-arming
-//! those a configuration change left unreached ([`rearm`]).
+//! The threshold rule ([`crossed`]) and its two uses: deciding which quota
+//! alerts are due ([`evaluate`], after the counting transaction has
+//! committed and before its entries are acknowledged), and re-arming those a
+//! configuration change left unreached ([`rearm`]).
 //!
-//! **Evaluation** runs inside the rollup transaction.
-//! For every tenant a batch counted new events for, the tenant row is locked
-//! (`FOR NO KEY UPDATE`, in id order) before its period usage is read. Under
-//! READ COMMITTED each statement sees what committed before it started, so
-//! two replicas counting the same tenant at once take turns here and the
-//! second sees the first's tokens: a threshold crossed by their sum is not
-//! missed. Alert rows are unique on `(tenant, period_start, threshold)` and
-//! inserted with `ON CONFLICT DO NOTHING`, so re-evaluation never duplicates.
+//! Counting takes no tenant lock: replicas whose batches share tenants
+//! commit side by side. Each replica then [`evaluate`]s the tenants of its
+//! *whole* batch (not only those it counted new events for) against the
+//! committed period totals, in one statement for all of them, and records
+//! the thresholds reached in the `alerts` outbox.
+//!
+//! Why no crossing is missed. A tenant's period total only grows, and under
+//! READ COMMITTED every statement sees each transaction that became visible
+//! before the statement started. Take any set of transactions whose tokens
+//! together reach a threshold, and the one of them that became visible last:
+//! its replica evaluates after its own COMMIT returned, so after all of them
+//! were visible, and sees their sum. If that replica dies between COMMIT and
+//! evaluation, its entries are not acknowledged; whoever counts them again
+//! (a reclaim, or the replica restarted) counts nothing new but still
+//! evaluates the whole batch, after its own (empty) COMMIT, so after the
+//! lost evaluation would have run.
+//!
+//! Why none is doubled. Alert rows are unique on
+//! `(tenant, period_start, threshold)` and inserted with
+//! `ON CONFLICT DO NOTHING`, so any number of evaluations of one crossing,
+//! by any number of replicas, leave one row (and count one in the metric).
+//!
+//! A tenant's settings change under the api's lock on its row, which also
+//! re-evaluates after its COMMIT. The alert insert therefore takes a
+//! `FOR KEY SHARE` lock on the tenant rows it fires for and re-checks that the
+//! quota, billing day and threshold it decided with are still the tenant's:
+//! a decision made with settings the api is just replacing is dropped (the
+//! api's own evaluation decides with the new ones). That lock is taken only
+//! when a threshold is newly crossed, never while counting.
+//!
+//! Cost per batch is flat: one statement reads, for every tenant of the batch
+//! whose thresholds have not all fired this period, the period total as a sum
+//! of daily rollups (plain reads, no row every replica must lock); the
+//! thresholds are then decided here, by [`crossed`], the one rule the api
+//! re-arms alerts with too. A second statement runs only if one is crossed.
 
-use chrono::{DateTime, Utc};
-use entity::{alerts, tenants, usage::period_usage};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value, sea_query::LockType,
+use chrono::{DateTime, NaiveDate, Utc};
+use entity::{
+    alerts,
+    period::{BILLING_DAYS, BillingPeriod},
+    tenants,
+    usage::period_usage,
 };
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    Statement, Value,
+};
+
+/// Every tenant of `$1` with the thresholds it has not fired in its current
+/// period, and its period total. The periods come in as one row per billing
+/// day (`$2`..`$6`, from [`BillingPeriod`]), so the billing arithmetic stays
+/// in Rust and the statement stays one.
+const OPEN_THRESHOLDS: &str = r#"
+WITH periods AS (
+    SELECT *
+    FROM unnest($2::smallint[], $3::timestamptz[], $4::timestamptz[], $5::date[], $6::date[])
+         AS p(billing_day, period_start, period_end, first_day, end_day)
+),
+open AS (
+    SELECT t.id AS tenant, t.monthly_quota AS quota, p.billing_day, p.period_start,
+           p.period_end, p.first_day, p.end_day,
+           ARRAY(SELECT th FROM unnest(t.alert_thresholds) AS th
+                 WHERE NOT EXISTS (SELECT 1 FROM alerts a
+                                   WHERE a.tenant = t.id AND a.period_start = p.period_start
+                                     AND a.threshold = th)) AS thresholds
+    FROM tenants t JOIN periods p ON p.billing_day = t.billing_day
+    WHERE t.id = ANY ($1::text[])
+)
+SELECT o.tenant, o.quota, o.billing_day, o.period_start, o.period_end, o.thresholds,
+       (SELECT coalesce(sum(d.total_tokens), 0)::bigint FROM daily_rollups d
+        WHERE d.tenant = o.tenant AND d.day >= o.first_day AND d.day < o.end_day) AS usage_tokens
+FROM open o
+WHERE cardinality(o.thresholds) > 0
+"#;
 
 const INSERT_ALERTS: &str = r#"
 INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
 SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
        CASE WHEN EXISTS (SELECT 1 FROM slack_webhooks w WHERE w.tenant = a.tenant AND w.enabled)
             THEN 'pending' ELSE 'no_webhook' END
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[], $6::bigint[])
-     AS a(tenant, period_start, period_end, threshold, usage_tokens, quota)
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[],
+            $6::bigint[], $7::smallint[])
+     AS a(tenant, period_start, period_end, threshold, usage_tokens, quota, billing_day)
+JOIN tenants t ON t.id = a.tenant AND t.monthly_quota = a.quota
+              AND t.billing_day = a.billing_day AND a.threshold = ANY (t.alert_thresholds)
+ORDER BY a.tenant, a.threshold
+FOR KEY SHARE OF t
 ON CONFLICT (tenant, period_start, threshold) DO NOTHING
 "#;
 
@@ -37,6 +102,8 @@ pub struct Crossing {
     pub threshold: i32,
     pub usage_tokens: i64,
     pub quota: i64,
+    /// The billing day the period was computed with.
+    pub billing_day: i16,
 }
 
 /// Whether `usage` has reached `threshold` percent of `quota`, in integers.
@@ -45,7 +112,8 @@ pub fn crossed(usage: i64, quota: i64, threshold: i32) -> bool {
 }
 
 /// Records every alert that is due for `tenants` in the period containing
-/// `now`; returns how many new alerts were recorded.
+/// `now`, against committed totals; returns how many new alerts were
+/// recorded. Safe to repeat: what has fired is skipped.
 pub async fn evaluate<C: ConnectionTrait>(
     db: &C,
     tenants: &[String],
@@ -54,34 +122,48 @@ pub async fn evaluate<C: ConnectionTrait>(
     if tenants.is_empty() {
         return Ok(0);
     }
-    let locked = tenants::Entity::find()
-        .filter(tenants::Column::Id.is_in(tenants.iter().cloned()))
-        .order_by_asc(tenants::Column::Id)
-        .lock(LockType::NoKeyUpdate)
-        .all(db)
-        .await?;
-    let crossings: Vec<Crossing> = period_usage(db, locked, now)
-        .await?
-        .into_iter()
-        .flat_map(|usage| {
-            let total = usage.total_tokens();
-            let quota = usage.tenant.monthly_quota;
-            usage
-                .tenant
-                .alert_thresholds
-                .iter()
-                .filter(|&&threshold| crossed(total, quota, threshold))
-                .map(|&threshold| Crossing {
-                    tenant: usage.tenant.id.clone(),
-                    period_start: usage.period.start,
-                    period_end: usage.period.end,
-                    threshold,
-                    usage_tokens: total,
-                    quota,
-                })
-                .collect::<Vec<_>>()
-        })
+    let periods: Vec<(i16, BillingPeriod)> = BILLING_DAYS
+        .map(|day| (day, BillingPeriod::containing(now, day)))
         .collect();
+    let column = |f: fn(&BillingPeriod) -> DateTime<Utc>| -> Value {
+        Value::from(periods.iter().map(|(_, p)| f(p)).collect::<Vec<_>>())
+    };
+    let day = |f: fn(&BillingPeriod) -> NaiveDate| -> Value {
+        Value::from(periods.iter().map(|(_, p)| f(p)).collect::<Vec<_>>())
+    };
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            OPEN_THRESHOLDS,
+            [
+                Value::from(tenants.to_vec()),
+                Value::from(periods.iter().map(|(d, _)| *d).collect::<Vec<_>>()),
+                column(|p| p.start),
+                column(|p| p.end),
+                day(BillingPeriod::first_day),
+                day(BillingPeriod::end_day),
+            ],
+        ))
+        .await?;
+    let mut crossings = Vec::new();
+    for row in rows {
+        let usage_tokens: i64 = row.try_get("", "usage_tokens")?;
+        let quota: i64 = row.try_get("", "quota")?;
+        let thresholds: Vec<i32> = row.try_get("", "thresholds")?;
+        for threshold in thresholds {
+            if crossed(usage_tokens, quota, threshold) {
+                crossings.push(Crossing {
+                    tenant: row.try_get("", "tenant")?,
+                    period_start: row.try_get("", "period_start")?,
+                    period_end: row.try_get("", "period_end")?,
+                    threshold,
+                    usage_tokens,
+                    quota,
+                    billing_day: row.try_get("", "billing_day")?,
+                });
+            }
+        }
+    }
     record(db, &crossings).await
 }
 
@@ -101,6 +183,7 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
         Value::from(crossings.iter().map(|c| c.threshold).collect::<Vec<_>>()),
         Value::from(crossings.iter().map(|c| c.usage_tokens).collect::<Vec<_>>()),
         Value::from(crossings.iter().map(|c| c.quota).collect::<Vec<_>>()),
+        Value::from(crossings.iter().map(|c| c.billing_day).collect::<Vec<_>>()),
     ];
     let result = db
         .execute_raw(Statement::from_sql_and_values(
@@ -113,9 +196,10 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
 }
 
 /// Re-arms `tenant`'s alerts after its configuration was saved, in the
-/// caller's transaction: this period's alerts whose threshold the usage no
+/// saving transaction: this period's alerts whose threshold the usage no
 /// longer reaches (after a quota raise) are deleted, so that they fire again
-/// when usage reaches them, and those now reached are recorded at once.
+/// when usage reaches them. The caller [`evaluate`]s once that is committed,
+/// which records those now reached at once.
 pub async fn rearm<C: ConnectionTrait>(
     db: &C,
     tenant: tenants::Model,
@@ -146,7 +230,6 @@ pub async fn rearm<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    evaluate(db, &[id], now).await?;
     Ok(())
 }
 

@@ -24,18 +24,10 @@ use crate::{consumer::Delivery, retry::until_done, writer};
 /// down or refuses the batch itself.
 const COMMIT_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
 
-/// What committing a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Committed {
-    /// Events counted for the first time.
-    pub counted: u64,
-    /// Quota alerts that became due.
-    pub alerts_fired: u64,
-}
-
 impl Worker {
     /// Commits `records` (their entries are `sources`; `ids` is the whole
-    /// batch). `None` if shutdown came while a step was failing.
+    /// batch) and returns how many events were counted for the first time.
+    /// `None` if shutdown came while a step was failing.
     pub(super) async fn commit(
         &self,
         records: &[EventRecord],
@@ -43,7 +35,7 @@ impl Worker {
         ids: &[String],
         started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<Committed> {
+    ) -> Option<u64> {
         match self.commit_whole(records, ids, started, shutdown).await? {
             Some(committed) => Some(committed),
             None => {
@@ -60,15 +52,12 @@ impl Worker {
         ids: &[String],
         started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<Option<Committed>> {
+    ) -> Option<Option<u64>> {
         let failures = AtomicU32::new(0);
         until_done("commit", shutdown, || async {
             self.keep_fresh(ids, started).await;
             match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
-                Ok(written) => Ok(Some(Committed {
-                    counted: written.counted,
-                    alerts_fired: written.alerts_fired,
-                })),
+                Ok(written) => Ok(Some(written.counted)),
                 Err(err) => {
                     metrics::counter!("flagmeter_transaction_retries_total").increment(1);
                     let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -93,8 +82,8 @@ impl Worker {
         ids: &[String],
         started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<Committed> {
-        let mut committed = Committed::default();
+    ) -> Option<u64> {
+        let mut counted = 0;
         for (delivery, record) in sources.iter().zip(records) {
             let outcome = until_done("commit one event", shutdown, || async {
                 self.keep_fresh(ids, started).await;
@@ -107,10 +96,7 @@ impl Worker {
             })
             .await?;
             match outcome {
-                Ok(written) => {
-                    committed.counted += written.counted;
-                    committed.alerts_fired += written.alerts_fired;
-                }
+                Ok(written) => counted += written.counted,
                 Err(reason) => {
                     let reason = format!("PostgreSQL refused the event: {reason}");
                     self.dead_letter(delivery, &reason, "refused", 1, shutdown)
@@ -118,7 +104,7 @@ impl Worker {
                 }
             }
         }
-        Some(committed)
+        Some(counted)
     }
 
     /// Resets the idle time of the batch's entries once it has been in hand

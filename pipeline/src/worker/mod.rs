@@ -1,10 +1,15 @@
-//! The worker loop: read (or [`reclaim`]) → [`decode`] → [`commit`] → ack,
-//! until shutdown; one module a step.
+//! The worker loop: read (or [`reclaim`]) → [`decode`] → [`commit`] →
+//! evaluate alerts → ack, until shutdown; one module a step. The next batch
+//! is read while the current one commits, so that Valkey and PostgreSQL work
+//! at once.
 //!
-//! Each batch is committed before any of it is acknowledged, and every step
-//! that must happen (dead letter, commit, ack) is retried until it does, so a
-//! failure anywhere leaves entries pending rather than lost; the ledger makes
-//! their redelivery harmless. Periodically the worker also takes over entries
+//! Each batch is committed, and its tenants' alerts evaluated against the
+//! committed totals (`alerts::rules::evaluate`), before any of it is
+//! acknowledged; every step that must happen (dead letter, commit,
+//! evaluation, ack) is retried until it does, so a failure anywhere leaves
+//! entries pending rather than lost; the ledger makes their redelivery
+//! harmless, and the alert outbox's unique key makes their re-evaluation
+//! harmless. Periodically the worker also takes over entries
 //! that a crashed replica left pending, dead-lettering those that have been
 //! delivered too often (an entry that kills every worker that reads it).
 //!
@@ -30,13 +35,13 @@ mod commit;
 mod decode;
 mod reclaim;
 
-use commit::Committed;
 use reclaim::ReclaimScan;
 
 /// A deliberate crash, for fault-injection tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Failpoint {
-    /// Abort the process after a batch is committed and before it is acked.
+    /// Abort the process after a batch is committed, before its alerts are
+    /// evaluated and before it is acked.
     CrashAfterCommit,
 }
 
@@ -68,20 +73,60 @@ impl Worker {
         }
     }
 
-    /// Runs until `shutdown` is cancelled; returns once the batch in hand is
-    /// finished (or left pending, if it cannot be).
+    /// Runs until `shutdown` is cancelled; returns once the batches in hand
+    /// (the one being counted and the one read ahead) are finished (or left
+    /// pending, if they cannot be).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(consumer = self.consumer.name(), "worker started");
         let mut scan = ReclaimScan::due_now();
-        while !shutdown.is_cancelled() {
-            let Some(batch) = self.next_batch(&mut scan, &shutdown).await else {
-                break;
+        let mut ahead: Option<Vec<Delivery>> = None;
+        loop {
+            let batch = match ahead.take() {
+                Some(batch) => batch,
+                None if shutdown.is_cancelled() => break,
+                None => match self.next_batch(&mut scan, &shutdown).await {
+                    Some(batch) => batch,
+                    None => break,
+                },
             };
-            if !batch.is_empty() && self.process(batch, &shutdown).await.is_none() {
+            if batch.is_empty() {
+                continue;
+            }
+            // Not when a reclaim is due (it goes first) or shutdown has begun.
+            let read_ahead = !shutdown.is_cancelled() && !scan.is_due();
+            let (processed, next) = tokio::join!(
+                self.process(batch, &shutdown),
+                self.read_ahead(read_ahead, &shutdown)
+            );
+            ahead = next;
+            if processed.is_none() {
                 break;
             }
         }
         tracing::info!(consumer = self.consumer.name(), "worker stopped");
+    }
+
+    /// The next batch, read while the current one is counted; `None` if none
+    /// came within the block time, the read failed (the loop reads again,
+    /// with retries) or shutdown came first.
+    async fn read_ahead(
+        &self,
+        enabled: bool,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Delivery>> {
+        if !enabled {
+            return None;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            read = self.consumer.read() => match read {
+                Ok(batch) => Some(batch).filter(|b| !b.is_empty()),
+                Err(err) => {
+                    tracing::warn!(%err, "read ahead failed; reading again after the batch");
+                    None
+                }
+            },
+        }
     }
 
     /// Entries to count: taken over when a reclaim scan is due, else new
@@ -112,7 +157,7 @@ impl Worker {
             self.dead_letter(delivery, reason, "undecodable", 1, shutdown)
                 .await?;
         }
-        let committed = self
+        let counted = self
             .commit(
                 &batch.records,
                 &batch.sources,
@@ -121,17 +166,24 @@ impl Worker {
                 shutdown,
             )
             .await?;
-        record_committed(&batch.records, committed);
         if self.settings.failpoint == Some(Failpoint::CrashAfterCommit) {
-            tracing::warn!("failpoint crash-after-commit: aborting before the ack");
+            tracing::warn!("failpoint crash-after-commit: aborting before evaluation and ack");
             std::process::abort();
         }
+        // The whole batch, not only what this delivery counted: a batch
+        // redelivered after a crash between COMMIT and here is evaluated now.
+        let tenants = writer::tenants_of(&batch.records);
+        let alerts_fired = until_done("evaluate alerts", shutdown, || {
+            alerts::rules::evaluate(&self.db, &tenants, chrono::Utc::now())
+        })
+        .await?;
+        record_committed(&batch.records, counted, alerts_fired);
         until_done("ack", shutdown, || self.consumer.ack(&batch.ids)).await?;
         metrics::histogram!("flagmeter_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::debug!(
             entries = batch.ids.len(),
-            counted = committed.counted,
+            counted,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch committed"
         );
@@ -168,11 +220,11 @@ impl Worker {
 
 /// Per-batch metrics of a commit: counted, duplicates, alerts, and how long
 /// each event took from the api's receipt to this commit.
-fn record_committed(records: &[EventRecord], committed: Committed) {
-    metrics::counter!("flagmeter_events_counted_total").increment(committed.counted);
+fn record_committed(records: &[EventRecord], counted: u64, alerts_fired: u64) {
+    metrics::counter!("flagmeter_events_counted_total").increment(counted);
     metrics::counter!("flagmeter_events_duplicate_total")
-        .increment((records.len() as u64).saturating_sub(committed.counted));
-    metrics::counter!("flagmeter_alerts_fired_total").increment(committed.alerts_fired);
+        .increment((records.len() as u64).saturating_sub(counted));
+    metrics::counter!("flagmeter_alerts_fired_total").increment(alerts_fired);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let lag = metrics::histogram!("flagmeter_end_to_end_lag_seconds");
     for record in records {

@@ -4,7 +4,8 @@
 //! Saving a tenant re-arms its alerts in the same transaction
 //! ([`alerts::rules::rearm`]): raising the quota above current usage re-arms
 //! the thresholds no longer crossed, so they fire again when usage reaches
-//! them; lowering it fires those now crossed at once.
+//! them; lowering it fires those now crossed at once, by an evaluation after
+//! the COMMIT, as the pipeline's (`alerts::rules::evaluate`).
 
 use chrono::{DateTime, Utc};
 use entity::tenants;
@@ -173,6 +174,9 @@ impl TenantConfigApi {
         };
         alerts::rules::rearm(&txn, saved.clone(), now).await?;
         txn.commit().await?;
+        // After the COMMIT, as the pipeline does, so that it also sees tokens
+        // a replica committed meanwhile with the old settings in mind.
+        alerts::rules::evaluate(&self.0.db, std::slice::from_ref(&saved.id), now).await?;
         Ok(if created {
             SaveTenantResponse::Created(Json(saved.into()))
         } else {

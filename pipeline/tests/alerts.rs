@@ -1,0 +1,275 @@
+//! Quota alerts decided after COMMIT, against real PostgreSQL and Valkey:
+//! the interleavings of replicas counting one tenant, a crash between COMMIT
+//! and evaluation, redelivery, and a decision racing a settings change.
+
+use std::time::Duration;
+
+use ::alerts::rules::evaluate;
+use chrono::Utc;
+use entity::alerts;
+use pipeline::writer::{tenants_of, write_batch};
+use redis::{AsyncCommands, streams::StreamReadOptions};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
+    TransactionTrait,
+};
+use stream::{EventRecord, StreamKeys, append, ensure_group};
+use testkit::{TestEnv, env as testing};
+
+fn event(tenant: &str, id: &str, tokens: i64) -> EventRecord {
+    testing::event(tenant, id, "gpt-4o", tokens, Utc::now())
+}
+
+/// Creates `tenant` with this quota and these thresholds.
+async fn tenant(env: &TestEnv, tenant: &str, quota: i64, thresholds: &[i32]) {
+    env.db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO tenants (id, name, monthly_quota, alert_thresholds) VALUES ($1, $1, $2, $3)",
+            [tenant.into(), quota.into(), thresholds.to_vec().into()],
+        ))
+        .await
+        .unwrap();
+}
+
+/// `(threshold, usage_tokens)` of every alert of `tenant`, by threshold.
+async fn fired(env: &TestEnv, tenant: &str) -> Vec<(i32, i64)> {
+    alerts::Entity::find()
+        .filter(alerts::Column::Tenant.eq(tenant))
+        .order_by_asc(alerts::Column::Threshold)
+        .all(&env.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.threshold, a.usage_tokens))
+        .collect()
+}
+
+/// One replica's step: count a batch, or evaluate the tenants of one.
+async fn count(env: &TestEnv, batch: &[EventRecord]) {
+    write_batch(&env.db, batch, &testing::new_tenants(1_000))
+        .await
+        .unwrap();
+}
+
+async fn decide(env: &TestEnv, batch: &[EventRecord]) -> u64 {
+    evaluate(&env.db, &tenants_of(batch), Utc::now())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_replicas_below_the_threshold_alone_fire_it_once_together_in_any_order() {
+    let env = TestEnv::new().await;
+    for name in ["both-count-first", "one-decides-between", "concurrent"] {
+        tenant(&env, name, 1_000, &[80]).await;
+    }
+    // 500 and 400 tokens: each below 80 % of 1,000 alone, above together.
+    let a = |t: &str| vec![event(t, "a1", 300), event(t, "a2", 200)];
+    let b = |t: &str| vec![event(t, "b1", 400)];
+
+    let (a1, b1) = (a("both-count-first"), b("both-count-first"));
+    count(&env, &a1).await;
+    count(&env, &b1).await;
+    let first = decide(&env, &a1).await + decide(&env, &b1).await;
+
+    let (a2, b2) = (a("one-decides-between"), b("one-decides-between"));
+    count(&env, &a2).await;
+    let early = decide(&env, &a2).await;
+    count(&env, &b2).await;
+    let late = decide(&env, &b2).await;
+
+    let (a3, b3) = (a("concurrent"), b("concurrent"));
+    let replica = |batch: Vec<EventRecord>| {
+        let db = env.db.clone();
+        tokio::spawn(async move {
+            write_batch(&db, &batch, &testing::new_tenants(1_000))
+                .await
+                .unwrap();
+            evaluate(&db, &tenants_of(&batch), Utc::now())
+                .await
+                .unwrap()
+        })
+    };
+    let (x, y) = tokio::join!(replica(a3), replica(b3));
+    let concurrent = x.unwrap() + y.unwrap();
+
+    assert_eq!(first, 1);
+    assert_eq!((early, late), (0, 1));
+    assert_eq!(concurrent, 1);
+    for name in ["both-count-first", "one-decides-between", "concurrent"] {
+        assert_eq!(fired(&env, name).await, [(80, 900)], "{name}");
+    }
+}
+
+async fn append_records(env: &TestEnv, records: &[EventRecord]) {
+    let mut conn = env.valkey().await;
+    ensure_group(&mut conn, &StreamKeys::new(&env.stream, &env.group))
+        .await
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
+    append(&mut conn, &env.stream, &payloads).await.unwrap();
+}
+
+/// A replica that reads the whole stream, commits it, optionally evaluates
+/// it, and dies before acknowledging anything.
+async fn replica_dies_after_commit(env: &TestEnv, records: &[EventRecord], evaluated: bool) {
+    let mut conn = env.valkey().await;
+    let options = StreamReadOptions::default()
+        .group(&env.group, "doomed")
+        .count(1_000);
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(&[&env.stream], &[">"], &options)
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), records.len());
+    count(env, records).await;
+    if evaluated {
+        assert_eq!(decide(env, records).await, 1);
+    }
+}
+
+/// Starts a replica, waits until it has taken over and finished the
+/// entries, and stops it.
+async fn survivor_finishes(env: &TestEnv) {
+    let (stop, worker) = env.spawn_pipeline("survivor");
+    assert!(
+        env.drained(Duration::from_secs(30)).await,
+        "the stream drains"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_evaluation_fires_the_alert_on_redelivery() {
+    let env = TestEnv::new().await;
+    tenant(&env, "acme", 1_000, &[80, 100]).await;
+    let records = vec![event("acme", "e1", 500), event("acme", "e2", 350)];
+    append_records(&env, &records).await;
+
+    replica_dies_after_commit(&env, &records, false).await;
+    assert_eq!(
+        fired(&env, "acme").await,
+        [],
+        "nothing decided before the crash"
+    );
+    survivor_finishes(&env).await;
+
+    assert_eq!(fired(&env, "acme").await, [(80, 850)]);
+    let pending: redis::streams::StreamPendingReply = env
+        .valkey()
+        .await
+        .xpending(&env.stream, &env.group)
+        .await
+        .unwrap();
+    assert_eq!(pending.count(), 0, "the redelivered batch was acknowledged");
+}
+
+#[tokio::test]
+async fn a_batch_redelivered_after_its_alert_fired_fires_nothing_more() {
+    let env = TestEnv::new().await;
+    tenant(&env, "acme", 1_000, &[80]).await;
+    let records = vec![event("acme", "e1", 900)];
+    append_records(&env, &records).await;
+
+    replica_dies_after_commit(&env, &records, true).await;
+    survivor_finishes(&env).await;
+    // And once more, as a client retry of the same events.
+    append_records(&env, &records).await;
+    survivor_finishes(&env).await;
+
+    assert_eq!(fired(&env, "acme").await, [(80, 900)]);
+}
+
+#[tokio::test]
+async fn replicas_sharing_tenants_fire_every_threshold_exactly_once() {
+    let env = TestEnv::new().await;
+    let tenants: Vec<String> = (0..8).map(|t| format!("tenant-{t}")).collect();
+    for name in &tenants {
+        tenant(&env, name, 10_000, &[50, 80, 100]).await;
+    }
+    // 1,000 events of 10 tokens per tenant, interleaved: 100 % of each quota,
+    // crossed in the batches of whichever replicas happen to read them.
+    let records: Vec<EventRecord> = (0..8_000)
+        .map(|i| event(&tenants[i % 8], &format!("e{i}"), 10))
+        .collect();
+    let workers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| env.spawn_pipeline(name))
+        .collect();
+
+    append_records(&env, &records).await;
+    assert!(
+        env.drained(Duration::from_secs(60)).await,
+        "the stream drains"
+    );
+    for (stop, worker) in workers {
+        stop.cancel();
+        worker.await.unwrap().unwrap();
+    }
+
+    for name in &tenants {
+        let alerts = fired(&env, name).await;
+        let thresholds: Vec<i32> = alerts.iter().map(|a| a.0).collect();
+        assert_eq!(thresholds, [50, 80, 100], "{name}");
+        for (threshold, usage) in alerts {
+            assert!(usage * 100 >= 10_000 * i64::from(threshold), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_decision_made_with_a_quota_being_replaced_is_dropped() {
+    let env = TestEnv::new().await;
+    tenant(&env, "acme", 1_000, &[80]).await;
+    let records = vec![event("acme", "e1", 900)];
+    count(&env, &records).await;
+    // The api raising the quota, not yet committed.
+    let save = env.db.begin().await.unwrap();
+    save.execute_unprepared(
+        "SELECT 1 FROM tenants WHERE id = 'acme' FOR UPDATE;
+         UPDATE tenants SET monthly_quota = 2000 WHERE id = 'acme'",
+    )
+    .await
+    .unwrap();
+
+    let decision = tokio::spawn({
+        let db = env.db.clone();
+        async move { evaluate(&db, &["acme".to_owned()], Utc::now()).await }
+    });
+    // The evaluation reads the old quota, decides 900 >= 80 % of 1,000, and
+    // waits for the tenant row to record it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = env
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT count(*) AS n FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%INSERT INTO alerts%'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the alert insert never waited for the tenant row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    save.commit().await.unwrap();
+
+    assert_eq!(decision.await.unwrap().unwrap(), 0);
+    assert_eq!(
+        fired(&env, "acme").await,
+        [],
+        "900 is 45 % of the new quota"
+    );
+}
