@@ -5,6 +5,7 @@ mod events;
 mod health;
 mod keys;
 mod paging;
+mod reference;
 pub mod rules;
 mod tenants;
 mod usage;
@@ -94,7 +95,8 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
 }
 
 /// The whole application: the dashboard at `/`, API routes, `/openapi.json`,
-/// `/docs`, `/metrics`, with JSON errors, bounded request bodies, a tracing
+/// `/docs` (Swagger UI), `/reference` (Scalar; both served from the binary,
+/// no CDN), `/metrics`, with JSON errors, bounded request bodies, a tracing
 /// span and metrics per request, an `Allow` header on every 405, and a JSON
 /// 500 instead of a dropped connection should a handler panic.
 pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
@@ -102,10 +104,12 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
     let allowed = Arc::new(AllowedMethods::from_spec(&api.spec()));
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let reference = reference::endpoint(api.scalar_html());
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at("/reference", reference)
         .at(
             "/metrics",
             poem::get(poem::endpoint::make_sync(move |_| metrics.render())),

@@ -28,19 +28,46 @@ async fn the_spec_lists_every_route() {
 #[tokio::test]
 async fn the_docs_are_an_html_page_served_by_the_binary() {
     let app = spawn_app().await;
-    let response = app.get("/docs").await;
-    assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let html = response.text().await.unwrap();
+    let html = html_page(&app, "/docs").await;
     assert!(html.contains("swagger"), "a Swagger UI page");
     for external in ["src=\"http", "href=\"http", "src='http", "href='http"] {
         assert!(!html.contains(external), "no CDN: found {external}");
     }
+}
+
+/// Scalar at `/reference`: one document with the spec and the script
+/// inline, which its policy keeps from loading anything from elsewhere.
+#[tokio::test]
+async fn the_reference_is_one_self_contained_html_page() {
+    let app = spawn_app().await;
+    let response = app.get("/reference").await;
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in ["default-src 'none'", "connect-src 'self'", "font-src data:"] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    let html = html_page(&app, "/reference").await;
+    assert!(html.contains(r#"id="api-reference""#), "a Scalar page");
+    assert!(
+        html.contains("withDefaultFonts"),
+        "Scalar loads no web fonts"
+    );
+    assert!(html.contains("/api/events/batch"), "the spec is inline");
+    assert!(
+        !html.contains("<script src") && !html.contains("<link"),
+        "nothing external"
+    );
+}
+
+/// The body of an HTML page the api serves.
+async fn html_page(app: &testkit::TestApp, path: &str) -> String {
+    let response = app.get(path).await;
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    response.text().await.unwrap()
 }
 
 #[tokio::test]
