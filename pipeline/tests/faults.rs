@@ -88,10 +88,9 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
     )
     .await;
 
-    let (stop, worker) = env.spawn_pipeline("w");
+    let worker = env.spawn_pipeline("w");
     assert!(env.drained(Duration::from_secs(30)).await);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(total(&env).await, 30);
     let letters = dead_letters(&env).await;
@@ -112,10 +111,9 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
         .await
         .unwrap();
     assert_eq!(redriven, 1);
-    let (stop, worker) = env.spawn_pipeline("w2");
+    let worker = env.spawn_pipeline("w2");
     assert!(env.drained(Duration::from_secs(30)).await);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     assert_eq!(total(&env).await, 1030);
     assert!(dead_letters(&env).await.is_empty());
 }
@@ -143,10 +141,9 @@ async fn an_entry_delivered_too_often_is_dead_lettered_with_its_count() {
             .unwrap();
     }
 
-    let (stop, worker) = env.spawn_pipeline("survivor");
+    let worker = env.spawn_pipeline("survivor");
     assert!(env.drained(Duration::from_secs(30)).await);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(total(&env).await, 7);
     let letters = dead_letters(&env).await;

@@ -219,13 +219,12 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
         .unwrap();
     append_records(&env, &records[25..]).await;
 
-    let (stop, worker) = env.spawn_pipeline("w1");
+    let worker = env.spawn_pipeline("w1");
     assert!(
         env.drained(Duration::from_secs(20)).await,
         "the stream drains"
     );
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
     let dead: redis::streams::StreamRangeReply = conn
@@ -254,8 +253,8 @@ async fn two_workers_on_one_stream_give_exact_totals() {
             )
         })
         .collect();
-    let (stop_a, a) = env.spawn_pipeline("worker-a");
-    let (stop_b, b) = env.spawn_pipeline("worker-b");
+    let a = env.spawn_pipeline("worker-a");
+    let b = env.spawn_pipeline("worker-b");
 
     append_records(&env, &records).await;
     // A client retry: the same events again.
@@ -265,10 +264,7 @@ async fn two_workers_on_one_stream_give_exact_totals() {
         env.drained(Duration::from_secs(30)).await,
         "the stream drains"
     );
-    stop_a.cancel();
-    stop_b.cancel();
-    a.await.unwrap().unwrap();
-    b.await.unwrap().unwrap();
+    tokio::join!(a.stop(), b.stop());
     for (t, tenant) in tenants.iter().enumerate() {
         let expected: i64 = records
             .iter()
@@ -302,13 +298,12 @@ async fn entries_left_pending_by_a_dead_replica_are_taken_over() {
         .unwrap();
     assert_eq!(read.keys[0].ids.len(), 20);
 
-    let (stop, worker) = env.spawn_pipeline("survivor");
+    let worker = env.spawn_pipeline("survivor");
     assert!(
         env.drained(Duration::from_secs(20)).await,
         "the orphaned entries are counted"
     );
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (100, 100));
 }

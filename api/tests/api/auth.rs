@@ -47,11 +47,7 @@ async fn status(
 
 /// `DELETE /api/keys/{id}` with the admin key.
 async fn revoke(app: &TestApp, id: &str) -> reqwest::Response {
-    app.client
-        .delete(format!("{}/api/keys/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
+    app.delete(&format!("/api/keys/{id}")).await
 }
 
 fn event(tenant: &str) -> Value {
@@ -332,21 +328,10 @@ async fn keys_are_listed_without_secrets_and_refused_when_malformed() {
         assert_client_error(app.post("/api/keys", &body).await, 400).await;
     }
     let unknown = app
-        .client
-        .delete(format!(
-            "{}/api/keys/0194b9a2-8f1c-7000-8000-000000000000",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap();
+        .delete("/api/keys/0194b9a2-8f1c-7000-8000-000000000000")
+        .await;
     assert_client_error(unknown, 404).await;
-    let malformed = app
-        .client
-        .delete(format!("{}/api/keys/not-a-uuid", app.base))
-        .send()
-        .await
-        .unwrap();
+    let malformed = app.delete("/api/keys/not-a-uuid").await;
     assert_client_error(malformed, 400).await;
 }
 

@@ -25,12 +25,7 @@ use testkit::{TestApp, chromium::Browser, spawn_app, spawn_app_with};
 async fn read_stream(app: &TestApp, done: impl Fn(&Value) -> bool) -> (Option<u64>, Value) {
     let mut response = app.get("/api/usage/stream").await;
     assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert!(testkit::content_type(&response).starts_with("text/event-stream"));
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut buffer, mut retry) = (String::new(), None);
     loop {
@@ -156,12 +151,7 @@ async fn the_page_and_its_assets_are_served_by_the_binary() {
         assert!(html.contains(path), "the page loads {path}");
         let response = app.get(path).await;
         assert_eq!(response.status().as_u16(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with(content_type)
-        );
+        assert!(testkit::content_type(&response).starts_with(content_type));
         let text = response.text().await.unwrap();
         assert!(
             !text.contains("url(") && !text.contains("@import"),
@@ -334,13 +324,7 @@ async fn post_usage(app: &TestApp, tenant: &str, feature: &str, tokens: i64) {
 }
 
 async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
-    let response = app
-        .client
-        .put(format!("{}/api/tenants/{tenant}", app.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put(&format!("/api/tenants/{tenant}"), &body).await;
     assert!(response.status().is_success(), "{}", response.status());
 }
 
@@ -348,7 +332,7 @@ async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
 async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restart() {
     let mut captured = None;
     let app = spawn_app_with(|config| captured = Some(config.clone())).await;
-    let (stop_pipeline, pipeline) = app.env.spawn_pipeline("w");
+    let pipeline = app.env.spawn_pipeline("w");
     put_tenant(
         &app,
         "acme-corp",
@@ -733,6 +717,5 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
 
     browser.close().await;
     watched.stop().await;
-    stop_pipeline.cancel();
-    pipeline.await.unwrap().unwrap();
+    pipeline.stop().await;
 }

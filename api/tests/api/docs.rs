@@ -30,12 +30,7 @@ async fn the_docs_are_an_html_page_served_by_the_binary() {
     let app = spawn_app().await;
     let response = app.get("/docs").await;
     assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(testkit::content_type(&response).starts_with("text/html"));
     let html = response.text().await.unwrap();
     assert!(html.contains("swagger"), "a Swagger UI page");
     for external in ["src=\"http", "href=\"http", "src='http", "href='http"] {

@@ -11,15 +11,12 @@ use std::{
     time::Duration,
 };
 
-use api::{
-    config::{ApiConfig, AuthArgs},
-    startup::Application,
-};
+use api::config::ApiConfig;
 use serde_json::json;
 use service::config::DatabaseArgs;
 use stream::config::ValkeyArgs;
 use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Where cargo put the binaries of this workspace.
 pub fn bin(name: &str) -> PathBuf {
@@ -84,46 +81,32 @@ pub struct Services {
 }
 
 impl Services {
+    /// The suite's api: [`testkit::app::api_config`] with larger limits.
     pub fn api_config(&self) -> ApiConfig {
-        ApiConfig {
-            api_addr: "127.0.0.1:0".parse().unwrap(),
-            max_body_bytes: 1024 * 1024,
-            retry_after_secs: 1,
-            usage_cache_ms: 250,
-            stream_high_water: 10_000_000,
-            auth: AuthArgs {
-                admin_key: Some(ADMIN_KEY.into()),
-                // The suite's clients send as fast as they can: a limit
-                // would refuse them, which is not what these tests are about.
-                rate_limit_per_sec: 0,
-                rate_limit_burst: None,
-                key_cache_ms: 2_000,
-            },
-            valkey: ValkeyArgs {
-                valkey_url: self.valkey_url.clone(),
-                stream: self.stream.clone(),
-                group: self.group.clone(),
-            },
-            database: DatabaseArgs {
-                database_url: self.database_url.clone(),
-                db_max_connections: 5,
-            },
-            alerts: alerts::config::AlertArgs {
-                alert_thresholds: vec![80],
-                webhook_allowed_hosts: vec!["127.0.0.1".into()],
-                webhook_allow_insecure: true,
-            },
-        }
+        let valkey = ValkeyArgs {
+            valkey_url: self.valkey_url.clone(),
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+        };
+        let database = DatabaseArgs {
+            database_url: self.database_url.clone(),
+            db_max_connections: 5,
+        };
+        let mut config = testkit::app::api_config(valkey, database, ADMIN_KEY);
+        config.max_body_bytes = 1024 * 1024;
+        config.stream_high_water = 10_000_000;
+        // The suite's clients send as fast as they can: a limit would
+        // refuse them, which is not what these tests are about.
+        config.auth.rate_limit_per_sec = 0;
+        config
     }
 
-    /// Starts the api in this process; returns its base URL.
-    pub async fn spawn_api(&self, shutdown: &CancellationToken) -> String {
-        let app = Application::build(self.api_config())
-            .await
-            .expect("the api builds");
-        let base = format!("http://{}", app.addr());
-        tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        base
+    /// Starts the api in this process; returns its base URL, and a guard
+    /// that stops it when dropped (at the end of the test).
+    pub async fn spawn_api(&self) -> (String, DropGuard) {
+        let shutdown = CancellationToken::new();
+        let base = testkit::app::serve(self.api_config(), &shutdown).await;
+        (base, shutdown.drop_guard())
     }
 
     /// Starts a pipeline replica as a real process.
@@ -443,18 +426,15 @@ impl PrivateValkey {
             .unwrap();
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..100 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private Valkey did not start");
+        testkit::eventually(
+            "the private Valkey started",
+            Duration::from_secs(5),
+            || async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            },
+        )
+        .await;
     }
 
     /// SIGKILL: no chance to flush anything.

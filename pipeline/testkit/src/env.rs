@@ -116,18 +116,12 @@ impl TestEnv {
         }
     }
 
-    /// Starts a pipeline replica in this process; cancel the token to stop it.
-    pub fn spawn_pipeline(
-        &self,
-        consumer: &str,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
+    /// Starts a pipeline replica in this process.
+    pub fn spawn_pipeline(&self, consumer: &str) -> Replica {
         let shutdown = CancellationToken::new();
         let config = self.pipeline_config(consumer);
         let handle = tokio::spawn(run_pipeline(config, shutdown.clone()));
-        (shutdown, handle)
+        Replica { shutdown, handle }
     }
 
     /// A plain Valkey connection for looking at the stream.
@@ -176,6 +170,23 @@ impl Drop for TestEnv {
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+/// A pipeline replica running in the test's process.
+pub struct Replica {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Replica {
+    /// Shuts the replica down and waits for it; panics if it failed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .expect("the replica did not panic")
+            .expect("the replica ran without error");
     }
 }
 
