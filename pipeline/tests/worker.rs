@@ -15,6 +15,22 @@ fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
     testing::event(tenant, id, feature, tokens, Utc::now())
 }
 
+/// Writes a batch as the worker does, creating tenants with a 1,000 quota.
+async fn write(env: &TestEnv, batch: &[EventRecord]) -> Written {
+    write_batch(&env.db, batch, &testing::new_tenants(1_000))
+        .await
+        .unwrap()
+}
+
+/// What a write that fired no alert reports.
+fn wrote(counted: u64, duplicates: u64) -> Written {
+    Written {
+        counted,
+        duplicates,
+        alerts_fired: 0,
+    }
+}
+
 async fn counted_tokens(env: &TestEnv, tenant: &str) -> (i64, i64) {
     let sum = |table: &str| {
         format!(
@@ -46,29 +62,11 @@ async fn a_batch_written_twice_is_counted_once() {
         event("globex", "e1", "claude-3-opus", 50),
     ];
 
-    let first = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
-    let second = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    let first = write(&env, &batch).await;
+    let second = write(&env, &batch).await;
 
-    assert_eq!(
-        first,
-        Written {
-            counted: 3,
-            duplicates: 0,
-            alerts_fired: 0
-        }
-    );
-    assert_eq!(
-        second,
-        Written {
-            counted: 0,
-            duplicates: 3,
-            alerts_fired: 0
-        }
-    );
+    assert_eq!(first, wrote(3, 0));
+    assert_eq!(second, wrote(0, 3));
     assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
     assert_eq!(counted_tokens(&env, "globex").await, (50, 50));
     assert_eq!(events::Entity::find().count(&env.db).await.unwrap(), 3);
@@ -83,18 +81,9 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
         event("acme", "other", "gpt-4o", 1),
     ];
 
-    let written = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    let written = write(&env, &batch).await;
 
-    assert_eq!(
-        written,
-        Written {
-            counted: 2,
-            duplicates: 1,
-            alerts_fired: 0
-        }
-    );
+    assert_eq!(written, wrote(2, 1));
     assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
 }
 
@@ -137,9 +126,7 @@ async fn rollups_bucket_by_event_minute_and_utc_day() {
     batch[1].occurred_ms = at("2026-11-21T23:59:50Z");
     batch[2].occurred_ms = at("2026-11-22T00:00:00Z");
 
-    write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    write(&env, &batch).await;
 
     let minutes = rollups::Entity::find().all(&env.db).await.unwrap();
     let mut minutes: Vec<_> = minutes

@@ -16,11 +16,14 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
-    Books, PrivatePostgres, PrivateValkey, Services, client, client_with_key, create_database,
-    load, signal,
+    Books, Loader, PrivatePostgres, PrivateValkey, Services, client, client_with_key,
+    create_database, signal,
 };
 use testkit::fake_slack::FakeSlack;
-use testkit::{TestEnv, env as testing};
+use testkit::{
+    TestEnv,
+    env::{self as testing, Replica},
+};
 use tokio_util::sync::CancellationToken;
 
 fn load_seconds() -> u64 {
@@ -62,15 +65,7 @@ async fn workers_killed_again_and_again_lose_nothing_and_count_nothing_twice() {
         .map(|n| stack.spawn_pipeline(&format!("kill-{n}-0"), &[]))
         .collect();
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "kill".into(),
-        50,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "kill", 50, &books);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(load_seconds());
     let mut round = 0;
@@ -81,8 +76,7 @@ async fn workers_killed_again_and_again_lose_nothing_and_count_nothing_twice() {
         workers[victim].kill().await.unwrap();
         workers[victim] = stack.spawn_pipeline(&format!("kill-{victim}-{round}"), &[]);
     }
-    stop_load.cancel();
-    let report = loader.await.unwrap();
+    let report = loader.stop().await;
 
     assert!(
         round >= 5 && report.batches > 10,
@@ -97,18 +91,9 @@ async fn a_crash_between_commit_and_ack_counts_the_batch_once() {
     let stack = services(&env);
     let (base, _api) = stack.spawn_api().await;
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "failpoint".into(),
-        100,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "failpoint", 100, &books);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop_load.cancel();
-    loader.await.unwrap();
+    loader.stop().await;
 
     let mut crasher =
         stack.spawn_pipeline("crasher", &[("FLAGMETER_FAILPOINT", "crash-after-commit")]);
@@ -136,15 +121,7 @@ async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
     let (base, _api) = stack.spawn_api().await;
     let mut worker = stack.spawn_pipeline("graceful", &[]);
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "term".into(),
-        100,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "term", 100, &books);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     signal(worker.id().unwrap(), "TERM").await;
@@ -152,8 +129,7 @@ async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
         .await
         .unwrap()
         .unwrap();
-    stop_load.cancel();
-    loader.await.unwrap();
+    loader.stop().await;
 
     assert!(status.success(), "exit status {status}");
     let mut next = stack.spawn_pipeline("next", &[]);
@@ -189,15 +165,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
         .map(|n| stack.spawn_pipeline(&format!("pg-{n}"), &[]))
         .collect();
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client_with_key(key),
-        "pg".into(),
-        50,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client_with_key(key), "pg", 50, &books);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     postgres.crash().await;
@@ -212,8 +180,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
     let backlog: u64 = conn.xlen(&stack.stream).await.unwrap();
     postgres.up().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop_load.cancel();
-    let report = loader.await.unwrap();
+    let report = loader.stop().await;
 
     assert!(
         accepted_while_down > 0,
@@ -285,30 +252,16 @@ async fn valkey_killed_mid_load(fsync: &'static str) -> (i64, i64, support::Load
         ..services(&env)
     };
     let (base, _api) = stack.spawn_api().await;
-    let stop_workers = CancellationToken::new();
-    let worker = tokio::spawn(testkit::env::run_pipeline(
-        pipeline::app::PipelineConfig {
-            valkey: stream::config::ValkeyArgs {
-                valkey_url: valkey.url(),
-                ..env.valkey_args()
-            },
-            ..env.pipeline_config("survivor")
+    let worker = Replica::start(pipeline::app::PipelineConfig {
+        valkey: stream::config::ValkeyArgs {
+            valkey_url: valkey.url(),
+            ..env.valkey_args()
         },
-        stop_workers.clone(),
-    ));
+        ..env.pipeline_config("survivor")
+    });
     let books = Books::default();
-    let stop_load = CancellationToken::new();
     let loaders: Vec<_> = (0..4)
-        .map(|n| {
-            tokio::spawn(load(
-                base.clone(),
-                client(),
-                format!("valkey{n}"),
-                20,
-                books.clone(),
-                stop_load.clone(),
-            ))
-        })
+        .map(|n| Loader::start(&base, client(), &format!("valkey{n}"), 20, &books))
         .collect();
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -316,17 +269,14 @@ async fn valkey_killed_mid_load(fsync: &'static str) -> (i64, i64, support::Load
     tokio::time::sleep(Duration::from_secs(1)).await;
     valkey.up().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop_load.cancel();
     let mut report = support::LoadReport::default();
-    for loader in loaders {
-        let r = loader.await.unwrap();
+    for r in futures::future::join_all(loaders.into_iter().map(Loader::stop)).await {
         report.batches += r.batches;
         report.refused += r.refused;
     }
 
     let drained = stack.drained(Duration::from_secs(30)).await;
-    stop_workers.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     assert!(drained, "the stream drains");
     let accepted: i64 = books.expected().values().map(|e| e.2).sum();
     let counted: i64 = stack.counted().await.values().map(|c| c.2).sum();

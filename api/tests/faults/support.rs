@@ -46,13 +46,9 @@ pub fn free_port() -> u16 {
 
 /// Sends a signal by name (`TERM`, `KILL`) to a process.
 pub async fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
+    let mut kill = Command::new("kill");
+    kill.arg(format!("-{name}")).arg(pid.to_string());
+    succeeds(&mut kill, &format!("kill -{name} {pid}")).await;
 }
 
 /// The bootstrap admin key of every api the suite starts.
@@ -254,12 +250,54 @@ pub async fn load(
     report
 }
 
+/// A [`load`] running in the background until stopped.
+pub struct Loader {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+impl Loader {
+    /// Starts a [`load`] of batches of `batch` events with ids `{run}-{n}`,
+    /// booked in `books`.
+    pub fn start(
+        base: &str,
+        client: reqwest::Client,
+        run: &str,
+        batch: usize,
+        books: &Books,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(load(
+            base.to_owned(),
+            client,
+            run.to_owned(),
+            batch,
+            books.clone(),
+            stop.clone(),
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops the load once its batch in hand is accepted; what it did.
+    pub async fn stop(self) -> LoadReport {
+        self.stop.cancel();
+        self.task.await.expect("the load did not panic")
+    }
+}
+
 /// A PostgreSQL cluster of the test's own, on a free port, that the test
 /// may stop and start.
 pub struct PrivatePostgres {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+}
+
+/// Runs a command to its end (its output discarded); panics with `what`
+/// unless it succeeds.
+async fn succeeds(command: &mut Command, what: &str) {
+    let status = command.stdout(Stdio::null()).status().await.unwrap();
+    assert!(status.success(), "{what}");
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -290,26 +328,20 @@ impl PrivatePostgres {
         let bin = versions.last().expect("a PostgreSQL version").join("bin");
         let dir = scratch_dir("flagmeter-pg");
         if nix_is_root() {
-            let status = Command::new("chown")
-                .arg("-R")
-                .arg("postgres")
-                .arg(&dir)
-                .status()
-                .await
-                .unwrap();
-            assert!(status.success());
+            let mut chown = Command::new("chown");
+            chown.arg("-R").arg("postgres").arg(&dir);
+            succeeds(&mut chown, "chown").await;
         }
-        let status = as_postgres(&bin.join("initdb"))
-            .arg("-D")
-            .arg(dir.join("data"))
-            .arg("--auth=trust")
-            .arg("-U")
-            .arg("postgres")
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "initdb");
+        succeeds(
+            as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .arg("--auth=trust")
+                .arg("-U")
+                .arg("postgres"),
+            "initdb",
+        )
+        .await;
         let pg = Self {
             dir,
             bin,
@@ -329,33 +361,31 @@ impl PrivatePostgres {
             self.port,
             self.dir.display()
         );
-        let status = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .arg("-o")
-            .arg(options)
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .arg("-w")
-            .arg("start")
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "pg_ctl start");
+        succeeds(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-o")
+                .arg(options)
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .arg("-w")
+                .arg("start"),
+            "pg_ctl start",
+        )
+        .await;
     }
 
     /// Stops at once, as a crash would (`-m immediate`).
     pub async fn crash(&self) {
-        let status = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "pg_ctl stop");
+        succeeds(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+        .await;
     }
 }
 

@@ -118,10 +118,7 @@ impl TestEnv {
 
     /// Starts a pipeline replica in this process.
     pub fn spawn_pipeline(&self, consumer: &str) -> Replica {
-        let shutdown = CancellationToken::new();
-        let config = self.pipeline_config(consumer);
-        let handle = tokio::spawn(run_pipeline(config, shutdown.clone()));
-        Replica { shutdown, handle }
+        Replica::start(self.pipeline_config(consumer))
     }
 
     /// A plain Valkey connection for looking at the stream.
@@ -180,6 +177,13 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Builds a replica from `config` and runs it in the background.
+    pub fn start(config: PipelineConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run_pipeline(config, shutdown.clone()));
+        Self { shutdown, handle }
+    }
+
     /// Shuts the replica down and waits for it; panics if it failed.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -215,10 +219,7 @@ pub async fn drained(url: &str, stream: &str, group: &str, timeout: Duration) ->
 }
 
 /// Builds a pipeline replica and runs it until `shutdown`.
-pub async fn run_pipeline(
-    config: PipelineConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn run_pipeline(config: PipelineConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     Pipeline::build(config)
         .await?
         .run_until_stopped(shutdown)
