@@ -212,13 +212,11 @@ async fn a_second_group_that_is_behind_holds_the_trim_back() {
 #[tokio::test]
 async fn ledger_rows_past_retention_are_deleted_and_rollups_stay() {
     let env = TestEnv::new().await;
-    pipeline::writer::write_batch(
-        &env.db,
+    env.write(
         &[event("old", "gpt-4o", 5), event("new", "gpt-4o", 6)],
-        &testing::new_tenants(1_000),
+        1_000,
     )
-    .await
-    .unwrap();
+    .await;
     env.db
         .execute_unprepared(
             "UPDATE events SET received_at = now() - interval '40 days' WHERE id = 'old'",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::{daily_rollups, events, rollups, tenants};
-use pipeline::writer::{Written, write_batch};
+use pipeline::writer::Written;
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 use stream::{EventRecord, StreamKeys, append, ensure_group};
@@ -13,13 +13,6 @@ use testkit::{TestEnv, env as testing};
 
 fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
     testing::event(tenant, id, feature, tokens, Utc::now())
-}
-
-/// Writes a batch as the worker does, creating tenants with a 1,000 quota.
-async fn write(env: &TestEnv, batch: &[EventRecord]) -> Written {
-    write_batch(&env.db, batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap()
 }
 
 /// What a write that fired no alert reports.
@@ -62,8 +55,8 @@ async fn a_batch_written_twice_is_counted_once() {
         event("globex", "e1", "claude-3-opus", 50),
     ];
 
-    let first = write(&env, &batch).await;
-    let second = write(&env, &batch).await;
+    let first = env.write(&batch, 1_000).await;
+    let second = env.write(&batch, 1_000).await;
 
     assert_eq!(first, wrote(3, 0));
     assert_eq!(second, wrote(0, 3));
@@ -81,7 +74,7 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
         event("acme", "other", "gpt-4o", 1),
     ];
 
-    let written = write(&env, &batch).await;
+    let written = env.write(&batch, 1_000).await;
 
     assert_eq!(written, wrote(2, 1));
     assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
@@ -91,13 +84,8 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
 async fn an_unknown_tenant_is_created_with_the_default_quota() {
     let env = TestEnv::new().await;
 
-    write_batch(
-        &env.db,
-        &[event("newco", "e1", "gpt-4o", 5)],
-        &testing::new_tenants(12_345),
-    )
-    .await
-    .unwrap();
+    env.write(&[event("newco", "e1", "gpt-4o", 5)], 12_345)
+        .await;
 
     let tenant = tenants::Entity::find_by_id("newco")
         .one(&env.db)
@@ -126,7 +114,7 @@ async fn rollups_bucket_by_event_minute_and_utc_day() {
     batch[1].occurred_ms = at("2026-11-21T23:59:50Z");
     batch[2].occurred_ms = at("2026-11-22T00:00:00Z");
 
-    write(&env, &batch).await;
+    env.write(&batch, 1_000).await;
 
     let minutes = rollups::Entity::find().all(&env.db).await.unwrap();
     let mut minutes: Vec<_> = minutes

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use alerts::rules::evaluate;
 use chrono::{DateTime, Utc};
-use pipeline::writer::write_batch;
 use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{
@@ -213,9 +212,7 @@ async fn raising_the_quota_rearms_a_threshold_and_lowering_it_fires_at_once() {
     app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
         .await;
     let events = [testing::event("acme", "1", "gpt-4o", 850, Utc::now())];
-    write_batch(&app.env.db, &events, &testing::new_tenants(1000))
-        .await
-        .unwrap();
+    app.env.write(&events, 1000).await;
     let (_, fired) = app.get_json("/api/tenants/acme/alerts").await;
     assert_eq!(fired.as_array().unwrap().len(), 1);
 
@@ -248,9 +245,7 @@ async fn a_new_billing_period_rearms_every_threshold() {
         testing::event("acme", "sep", "gpt-4o", 90, at("2026-09-10T12:00:00Z")),
         testing::event("acme", "oct", "gpt-4o", 120, at("2026-10-10T12:00:00Z")),
     ];
-    write_batch(&app.env.db, &events, &testing::new_tenants(100))
-        .await
-        .unwrap();
+    app.env.write(&events, 100).await;
 
     for now in [
         "2026-09-20T00:00:00Z",

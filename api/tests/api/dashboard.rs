@@ -12,7 +12,6 @@ use std::{
 
 use api::{config::ApiConfig, startup::Application};
 use chrono::{DateTime, Utc};
-use pipeline::writer::write_batch;
 use serde_json::{Value, json};
 use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
@@ -56,23 +55,22 @@ async fn read_stream(app: &TestApp, done: impl Fn(&Value) -> bool) -> (Option<u6
 async fn the_stream_sends_a_retry_hint_then_every_tenant_with_its_last_hour() {
     let app = spawn_app().await;
     let now = Utc::now();
-    write_batch(
-        &app.env.db,
-        &[
-            event("acme", "1", "gpt-4o", 600, now),
-            event(
-                "acme",
-                "2",
-                "claude-3-opus",
-                400,
-                now - chrono::Duration::minutes(3),
-            ),
-            event("globex", "3", "gpt-4o", 50, now),
-        ],
-        &testkit::env::new_tenants(10_000),
-    )
-    .await
-    .unwrap();
+    app.env
+        .write(
+            &[
+                event("acme", "1", "gpt-4o", 600, now),
+                event(
+                    "acme",
+                    "2",
+                    "claude-3-opus",
+                    400,
+                    now - chrono::Duration::minutes(3),
+                ),
+                event("globex", "3", "gpt-4o", 50, now),
+            ],
+            10_000,
+        )
+        .await;
 
     let (retry, snapshot) = read_stream(&app, |m| m["type"] == "snapshot").await;
 
@@ -366,10 +364,11 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // The key comes in the address's fragment (never sent to the server).
     let admin_key = app.admin_key.clone();
     browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/#key={}", watched.base, fragment_encoded(&admin_key)) }),
-        )
+        .navigate(&format!(
+            "{}/#key={}",
+            watched.base,
+            fragment_encoded(&admin_key)
+        ))
         .await;
     browser
         .shows(
@@ -554,12 +553,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         "the key survives a reconnection"
     );
     // A new page in the same tab takes the key from the session storage.
-    browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/", watched.base) }),
-        )
-        .await;
+    browser.navigate(&format!("{}/", watched.base)).await;
     browser
         .shows(
             "the figures again after a reload",
@@ -572,12 +566,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // A new tab, without a key in its address or its session storage: the
     // page asks for one, and shows no figures.
     browser.new_tab().await;
-    browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/", watched.base) }),
-        )
-        .await;
+    browser.navigate(&format!("{}/", watched.base)).await;
     browser
         .shows(
             "the key form",
@@ -646,10 +635,11 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         .eval("document.getElementById('connection-text').textContent = ''")
         .await;
     browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/#key={}", watched.base, fragment_encoded(&ingest_key)) }),
-        )
+        .navigate(&format!(
+            "{}/#key={}",
+            watched.base,
+            fragment_encoded(&ingest_key)
+        ))
         .await;
     browser
         .shows(

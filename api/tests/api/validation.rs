@@ -1,6 +1,5 @@
 //! Every bad input gets a JSON 4xx naming the problem; nothing is stored.
 
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use testkit::{TEST_BODY_LIMIT, TestApp, assert_client_error, spawn_app, spawn_app_with};
@@ -78,9 +77,7 @@ async fn every_malformed_event_is_a_400_naming_the_problem() {
         assert!(error.to_string().contains(field), "{case}: {error}");
     }
 
-    let mut conn = app.env.valkey().await;
-    let stored: u64 = conn.xlen(&app.env.stream).await.unwrap();
-    assert_eq!(stored, 0, "nothing was stored");
+    assert_eq!(app.env.stream_len().await, 0, "nothing was stored");
 }
 
 #[tokio::test]
@@ -128,9 +125,11 @@ async fn one_bad_event_refuses_the_whole_batch_and_says_which() {
     let rule = assert_client_error(rule, 400).await;
     assert_eq!(rule["details"]["index"], 1, "{rule}");
     assert_eq!(rule["details"]["field"], "timestamp", "{rule}");
-    let mut conn = app.env.valkey().await;
-    let stored: u64 = conn.xlen(&app.env.stream).await.unwrap();
-    assert_eq!(stored, 0, "nothing of a refused batch is stored");
+    assert_eq!(
+        app.env.stream_len().await,
+        0,
+        "nothing of a refused batch is stored"
+    );
 }
 
 #[tokio::test]

@@ -56,6 +56,14 @@ async fn audit(services: &Services, books: &Books) {
     );
 }
 
+/// Starts a worker named `consumer`, audits once it has drained the
+/// stream, and kills it.
+async fn audit_after_a_new_worker_drains(services: &Services, books: &Books, consumer: &str) {
+    let mut worker = services.spawn_pipeline(consumer, &[]);
+    audit(services, books).await;
+    worker.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_again_and_again_lose_nothing_and_count_nothing_twice() {
     let env = TestEnv::new().await;
@@ -109,9 +117,7 @@ async fn a_crash_between_commit_and_ack_counts_the_batch_once() {
         conn.xpending(&stack.stream, &stack.group).await.unwrap();
     assert!(pending.count() > 0, "and left pending, unacknowledged");
 
-    let mut survivor = stack.spawn_pipeline("survivor", &[]);
-    audit(&stack, &books).await;
-    survivor.kill().await.unwrap();
+    audit_after_a_new_worker_drains(&stack, &books, "survivor").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,9 +138,7 @@ async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
     loader.stop().await;
 
     assert!(status.success(), "exit status {status}");
-    let mut next = stack.spawn_pipeline("next", &[]);
-    audit(&stack, &books).await;
-    next.kill().await.unwrap();
+    audit_after_a_new_worker_drains(&stack, &books, "next").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use alerts::config::{AlertArgs, SenderArgs};
 use pipeline::{
     app::{Pipeline, PipelineConfig},
     config::WorkerArgs,
-    writer::NewTenants,
+    writer::{NewTenants, Written, write_batch},
 };
 use service::config::DatabaseArgs;
 use stream::{EventRecord, config::ValkeyArgs};
@@ -121,6 +121,14 @@ impl TestEnv {
         Replica::start(self.pipeline_config(consumer))
     }
 
+    /// Counts `events` as a pipeline replica does (one transaction),
+    /// creating tenants it has not seen with `monthly_quota`.
+    pub async fn write(&self, events: &[EventRecord], monthly_quota: i64) -> Written {
+        write_batch(&self.db, events, &new_tenants(monthly_quota))
+            .await
+            .expect("the batch is written")
+    }
+
     /// A plain Valkey connection for looking at the stream.
     pub async fn valkey(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(valkey_url())
@@ -128,6 +136,13 @@ impl TestEnv {
             .get_multiplexed_async_connection()
             .await
             .expect("Valkey must be reachable for the tests")
+    }
+
+    /// How many entries the test's stream holds.
+    pub async fn stream_len(&self) -> u64 {
+        redis::AsyncCommands::xlen(&mut self.valkey().await, &self.stream)
+            .await
+            .expect("XLEN answers")
     }
 
     /// Whether the consumer group has nothing undelivered or pending
