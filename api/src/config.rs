@@ -15,9 +15,14 @@ pub struct ApiConfig {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "FLAGMETER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Seconds a client is told to wait (`Retry-After`) when ingest is
-    /// refused because Valkey is unavailable.
-    #[arg(long, env = "FLAGMETER_RETRY_AFTER_SECS", default_value_t = 1)]
+    /// Seconds a client is told to wait (`Retry-After`) with every 503:
+    /// ingest refused (Valkey unavailable, the stream above its high-water
+    /// mark), PostgreSQL unavailable, a key lookup timing out.
+    #[arg(
+        long,
+        env = "FLAGMETER_RETRY_AFTER_SECS",
+        default_value_t = crate::error::DEFAULT_RETRY_AFTER_SECS
+    )]
     pub retry_after_secs: u64,
     /// Stream length above which ingest answers 503 until the pipeline
     /// catches up (back-pressure instead of exhausting Valkey's memory).

@@ -7,9 +7,12 @@
 //! itself (a body that is not JSON, a missing field, an unknown route, a
 //! body too large) are turned into the same JSON shape by [`json_errors`].
 //! Unexpected failures (and panics) are logged with their cause and answered
-//! with an opaque 500.
+//! with an opaque 500. Every 503 tells the client to retry after the app's
+//! `FLAGMETER_RETRY_AFTER_SECS`, which [`with_retry_after`] makes known to
+//! the request, wherever in it the 503 is made (a `?` on a database error
+//! included).
 
-use poem::{IntoResponse, Response, http::StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
     error::{ParseParamError, ParsePathError},
@@ -17,6 +20,29 @@ use poem_openapi::{
     registry::{MetaResponses, Registry},
 };
 use sea_orm::DbErr;
+
+tokio::task_local! {
+    /// The `Retry-After` of a 503 answered by the request being served: the
+    /// serving app's `FLAGMETER_RETRY_AFTER_SECS` (apps with different
+    /// settings may share a process, as tests do).
+    static RETRY_AFTER_SECS: u64;
+}
+
+/// `FLAGMETER_RETRY_AFTER_SECS` when it is not set.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+
+/// Serves a request with `retry_after_secs` as the `Retry-After` of any 503
+/// it answers.
+pub async fn with_retry_after<E: Endpoint>(
+    next: E,
+    req: Request,
+    retry_after_secs: u64,
+) -> poem::Result<Response> {
+    RETRY_AFTER_SECS
+        .scope(retry_after_secs, next.call(req))
+        .await
+        .map(IntoResponse::into_response)
+}
 
 /// The `WWW-Authenticate` challenge of a 401.
 const BEARER_CHALLENGE: &str = "Bearer realm=\"flagmeter\"";
@@ -63,7 +89,7 @@ pub enum ApiError {
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     /// A dependency is unavailable; nothing was stored. Retry after the
-    /// number of seconds in `Retry-After`.
+    /// number of seconds in `Retry-After` (`FLAGMETER_RETRY_AFTER_SECS`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
@@ -98,7 +124,12 @@ impl ApiError {
         ))
     }
 
-    pub fn unavailable(what: &str, retry_after_secs: u64) -> Self {
+    /// A 503 saying what is unavailable. Outside a request (never, for the
+    /// api's routes) it says the default `Retry-After`.
+    pub fn unavailable(what: &str) -> Self {
+        let retry_after_secs = RETRY_AFTER_SECS
+            .try_with(|secs| *secs)
+            .unwrap_or(DEFAULT_RETRY_AFTER_SECS);
         Self::Unavailable(ErrorBody::new(what, None), retry_after_secs)
     }
 
@@ -179,7 +210,7 @@ impl From<DbErr> for ApiError {
         match err {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
                 tracing::warn!(error = %err, "database unavailable");
-                Self::unavailable("database unavailable", 1)
+                Self::unavailable("database unavailable")
             }
             err => Self::internal(&err),
         }

@@ -33,22 +33,16 @@ pub fn describe() {
         "Events durably appended to the stream"
     );
     metrics::counter!("flagmeter_events_accepted_total").increment(0);
-    describe_counter!(
+    labelled_counter(
         "flagmeter_events_rejected_total",
-        Unit::Count,
-        "Ingest requests refused, by reason"
+        "Ingest requests refused, by reason",
+        ("reason", &["invalid", "unavailable"]),
     );
-    for reason in ["invalid", "unavailable"] {
-        metrics::counter!("flagmeter_events_rejected_total", "reason" => reason).increment(0);
-    }
-    describe_counter!(
+    labelled_counter(
         "flagmeter_backpressure_responses_total",
-        Unit::Count,
-        "503s answered to ingest, by cause"
+        "503s answered to ingest, by cause",
+        ("cause", &["high_water", "valkey_unavailable"]),
     );
-    for cause in ["high_water", "valkey_unavailable"] {
-        metrics::counter!("flagmeter_backpressure_responses_total", "cause" => cause).increment(0);
-    }
     describe_histogram!(
         "flagmeter_xadd_duration_seconds",
         Unit::Seconds,
@@ -60,6 +54,19 @@ pub fn describe() {
         "Entries in the stream (sampled)"
     );
     service::metrics::describe_process();
+}
+
+/// Describes a counter and starts it at zero for each value of its one
+/// label.
+fn labelled_counter(
+    name: &'static str,
+    description: &'static str,
+    (label, values): (&'static str, &[&'static str]),
+) {
+    metrics::describe_counter!(name, metrics::Unit::Count, description);
+    for &value in values {
+        metrics::counter!(name, label => value).increment(0);
+    }
 }
 
 /// The method as a label: one of the standard methods, or `other`. A

@@ -58,7 +58,6 @@ pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), Api
         );
         return Err(ApiError::unavailable(
             "event stream is full; the pipeline is catching up",
-            state.retry_after_secs,
         ));
     }
     let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
@@ -82,17 +81,11 @@ pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), Api
             if let Err(err) = stream::ensure_group(&mut conn, &state.keys).await {
                 tracing::warn!(%err, "cannot recreate the stream");
             }
-            Err(ApiError::unavailable(
-                "event stream unavailable",
-                state.retry_after_secs,
-            ))
+            Err(ApiError::unavailable("event stream unavailable"))
         }
         Err(AppendError::Redis(err)) => {
             tracing::warn!(%err, "cannot append to the stream");
-            Err(ApiError::unavailable(
-                "event stream unavailable",
-                state.retry_after_secs,
-            ))
+            Err(ApiError::unavailable("event stream unavailable"))
         }
     }
 }

@@ -22,7 +22,7 @@ pub struct AppState {
     /// from concurrent requests are pipelined on one socket.
     pub valkey: ConnectionManager,
     pub keys: StreamKeys,
-    /// `Retry-After` seconds when ingest is refused.
+    /// `Retry-After` seconds of every 503 ([`crate::error::with_retry_after`]).
     pub retry_after_secs: u64,
     /// The stream's sampled length ...
     pub backlog: Backlog,

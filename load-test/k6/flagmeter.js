@@ -25,71 +25,55 @@ if (__ENV.API_KEY) {
   HEADERS.Authorization = `Bearer ${__ENV.API_KEY}`;
 }
 
-// Pause after each iteration of the closed-model profiles, in seconds.
-const THINK = {
-  baseline: () => Math.random() * 0.1,
-  spike: () => Math.random() * 0.1,
-  stress: () => 0,
-  soak: () => 0.05,
-};
+// The stages and pauses of every profile but constant, shared with
+// flagmeter-load (src/profile.rs).
+const PROFILES = JSON.parse(open(import.meta.resolve('../profiles.json')));
 
-const SCENARIOS = {
-  baseline: {
+// Pause after each iteration of the closed-model profiles, in seconds.
+function thinkOf(think) {
+  if (think.upToMs !== undefined) {
+    return () => (Math.random() * think.upToMs) / 1000;
+  }
+  if (think.fixedMs !== undefined) {
+    return () => think.fixedMs / 1000;
+  }
+  return () => 0;
+}
+
+const THINK = Object.fromEntries(
+  Object.entries(PROFILES.staged).map(([name, profile]) => [name, thinkOf(profile.think)]),
+);
+
+function rampingVus(profile) {
+  return {
     executor: 'ramping-vus',
-    startVUs: 0,
-    stages: [
-      { duration: '10s', target: 100 },
-      { duration: '20s', target: 500 },
-      { duration: '30s', target: 1000 },
-      { duration: '1m', target: 1200 },
-      { duration: '2m', target: 1000 },
-      { duration: '30s', target: 0 },
-    ],
-  },
-  spike: {
-    executor: 'ramping-vus',
-    startVUs: 0,
-    stages: [
-      { duration: '10s', target: 1000 },
-      { duration: '30s', target: 3000 },
-      { duration: '1m', target: 3000 },
-      { duration: '10s', target: 0 },
-    ],
-  },
-  stress: {
-    executor: 'ramping-vus',
-    startVUs: 0,
-    stages: [
-      { duration: '30s', target: 1000 },
-      { duration: '1m', target: 3000 },
-      { duration: '1m', target: 5000 },
-      { duration: '1m', target: 5000 },
-      { duration: '30s', target: 0 },
-    ],
-  },
-  soak: { executor: 'constant-vus', vus: 500, duration: '10m' },
-  // Steps, not ramps: each rate is held for a minute. The threshold below
-  // aborts the run once errors appear, so it steps no higher.
-  breakpoint: {
+    startVUs: profile.startUsers,
+    stages: profile.stages.map(([seconds, target]) => ({ duration: `${seconds}s`, target })),
+  };
+}
+
+// Steps, not ramps: each rate is held for stepSeconds, then jumps to the
+// next. The threshold below aborts the run once errors appear, so it steps
+// no higher.
+function steppedArrivals({ rates, stepSeconds }) {
+  return {
     executor: 'ramping-arrival-rate',
-    startRate: 100,
+    startRate: rates[0],
     timeUnit: '1s',
     preAllocatedVUs: 500,
     maxVUs: 5000,
-    stages: [
-      { duration: '1m', target: 100 },
-      { duration: '0s', target: 500 },
-      { duration: '1m', target: 500 },
-      { duration: '0s', target: 1000 },
-      { duration: '1m', target: 1000 },
-      { duration: '0s', target: 2000 },
-      { duration: '1m', target: 2000 },
-      { duration: '0s', target: 3000 },
-      { duration: '1m', target: 3000 },
-      { duration: '0s', target: 5000 },
-      { duration: '1m', target: 5000 },
-    ],
-  },
+    stages: rates.flatMap((target, i) => [
+      ...(i > 0 ? [{ duration: '0s', target }] : []),
+      { duration: `${stepSeconds}s`, target },
+    ]),
+  };
+}
+
+const SCENARIOS = {
+  ...Object.fromEntries(
+    Object.entries(PROFILES.staged).map(([name, profile]) => [name, rampingVus(profile)]),
+  ),
+  breakpoint: steppedArrivals(PROFILES.breakpoint),
   constant: {
     executor: 'constant-arrival-rate',
     rate: Number(__ENV.RATE || 1000),

@@ -1,12 +1,15 @@
 //! The traffic profiles: the original's k6 stages, turned into plans the
-//! runner executes.
+//! runner executes. The stages themselves are data, in `profiles.json`,
+//! which `k6/flagmeter.js` reads too, so that both tools run one traffic.
 //!
 //! Staged VU profiles are closed-model (each virtual user sends, waits for
 //! the answer, thinks, and sends again, so a slow server slows the load);
 //! `constant` and `breakpoint` are open-model (requests leave at scheduled
 //! times whatever the server does).
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
+
+use serde::Deserialize;
 
 use crate::{
     cli::{DEFAULT_DURATION, ProfileName},
@@ -60,12 +63,66 @@ fn stage(duration: Duration, target: u32) -> Stage {
     Stage { duration, target }
 }
 
+/// `profiles.json`: the staged profiles by name, and the breakpoint steps.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Profiles {
+    staged: HashMap<String, StagedProfile>,
+    breakpoint: BreakpointProfile,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StagedProfile {
+    start_users: u32,
+    /// (seconds, target users) per stage.
+    stages: Vec<(u64, u32)>,
+    think: ThinkSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ThinkSpec {
+    None,
+    UpToMs(u64),
+    FixedMs(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BreakpointProfile {
+    rates: Vec<f64>,
+    step_seconds: u64,
+}
+
+static PROFILES: LazyLock<Profiles> = LazyLock::new(|| {
+    // Compiled in, and parsed by a unit test: it cannot fail at run time.
+    serde_json::from_str(include_str!("../profiles.json")).expect("profiles.json is valid")
+});
+
+impl StagedProfile {
+    fn plan(&self) -> UserPlan {
+        UserPlan {
+            start: self.start_users,
+            stages: self
+                .stages
+                .iter()
+                .map(|&(seconds, target)| stage(secs(seconds), target))
+                .collect(),
+            think: match self.think {
+                ThinkSpec::None => Think::None,
+                ThinkSpec::UpToMs(ms) => Think::UpTo(Duration::from_millis(ms)),
+                ThinkSpec::FixedMs(ms) => Think::Fixed(Duration::from_millis(ms)),
+            },
+        }
+    }
+}
+
 impl Plan {
     /// The plan for a profile. `rate` is used by `constant`; `duration`, when
     /// given, is the length of `constant`, and the length that a staged
     /// profile's whole timeline is scaled to.
     pub fn new(profile: ProfileName, rate: f64, duration: Option<Duration>) -> Self {
-        let baseline_think = Think::UpTo(Duration::from_millis(100));
         let plan = match profile {
             ProfileName::Constant => {
                 return Self::Arrivals {
@@ -78,58 +135,25 @@ impl Plan {
                     stop_on_errors: false,
                 };
             }
-            ProfileName::Baseline => Self::Users(UserPlan {
-                start: 0,
-                stages: vec![
-                    stage(secs(10), 100),
-                    stage(secs(20), 500),
-                    stage(secs(30), 1000),
-                    stage(secs(60), 1200),
-                    stage(secs(120), 1000),
-                    stage(secs(30), 0),
-                ],
-                think: baseline_think,
-            }),
+            ProfileName::Breakpoint => {
+                let steps = &PROFILES.breakpoint;
+                Self::Arrivals {
+                    schedule: RateSchedule {
+                        steps: steps
+                            .rates
+                            .iter()
+                            .map(|&rate| RateStep {
+                                rate,
+                                duration: secs(steps.step_seconds),
+                            })
+                            .collect(),
+                    },
+                    stop_on_errors: true,
+                }
+            }
             // The original documents no pause for spike; it shares the
             // baseline's 0–100 ms.
-            ProfileName::Spike => Self::Users(UserPlan {
-                start: 0,
-                stages: vec![
-                    stage(secs(10), 1000),
-                    stage(secs(30), 3000),
-                    stage(secs(60), 3000),
-                    stage(secs(10), 0),
-                ],
-                think: baseline_think,
-            }),
-            ProfileName::Stress => Self::Users(UserPlan {
-                start: 0,
-                stages: vec![
-                    stage(secs(30), 1000),
-                    stage(secs(60), 3000),
-                    stage(secs(60), 5000),
-                    stage(secs(60), 5000),
-                    stage(secs(30), 0),
-                ],
-                think: Think::None,
-            }),
-            ProfileName::Soak => Self::Users(UserPlan {
-                start: 500,
-                stages: vec![stage(secs(600), 500)],
-                think: Think::Fixed(Duration::from_millis(50)),
-            }),
-            ProfileName::Breakpoint => Self::Arrivals {
-                schedule: RateSchedule {
-                    steps: [100.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0]
-                        .into_iter()
-                        .map(|rate| RateStep {
-                            rate,
-                            duration: secs(60),
-                        })
-                        .collect(),
-                },
-                stop_on_errors: true,
-            },
+            staged => Self::Users(PROFILES.staged[staged.as_str()].plan()),
         };
         match duration {
             Some(to) => plan.scaled_to(to),
@@ -201,6 +225,21 @@ impl UserPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_json_names_every_staged_profile() {
+        for profile in [
+            ProfileName::Baseline,
+            ProfileName::Spike,
+            ProfileName::Stress,
+            ProfileName::Soak,
+        ] {
+            assert!(
+                PROFILES.staged.contains_key(profile.as_str()),
+                "{profile:?}"
+            );
+        }
+    }
 
     fn users(plan: Plan) -> UserPlan {
         match plan {

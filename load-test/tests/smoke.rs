@@ -32,7 +32,7 @@ async fn a_constant_run_is_audited_as_counted_in_full() {
     let url = format!("http://{}", app.addr());
     let stop_api = CancellationToken::new();
     let api = tokio::spawn(app.run_until_stopped(stop_api.clone()));
-    let (stop_pipeline, pipeline) = env.spawn_pipeline("load-smoke");
+    let pipeline = env.spawn_pipeline("load-smoke");
 
     let report = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("flagmeter-load-smoke-{}.json", std::process::id()));
@@ -78,8 +78,7 @@ async fn a_constant_run_is_audited_as_counted_in_full() {
     assert!(json["latency_ms"]["p99"].as_f64() > Some(0.0));
     assert!(stdout.contains("audit: match"), "{stdout}");
 
-    stop_pipeline.cancel();
-    pipeline.await.unwrap().unwrap();
+    pipeline.stop().await;
     stop_api.cancel();
     api.await.unwrap().unwrap();
 }

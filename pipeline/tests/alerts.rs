@@ -132,13 +132,12 @@ async fn replica_dies_after_commit(env: &TestEnv, records: &[EventRecord], evalu
 /// Starts a replica, waits until it has taken over and finished the
 /// entries, and stops it.
 async fn survivor_finishes(env: &TestEnv) {
-    let (stop, worker) = env.spawn_pipeline("survivor");
+    let survivor = env.spawn_pipeline("survivor");
     assert!(
         env.drained(Duration::from_secs(30)).await,
         "the stream drains"
     );
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    survivor.stop().await;
 }
 
 #[tokio::test]
@@ -204,9 +203,8 @@ async fn replicas_sharing_tenants_fire_every_threshold_exactly_once() {
         env.drained(Duration::from_secs(60)).await,
         "the stream drains"
     );
-    for (stop, worker) in workers {
-        stop.cancel();
-        worker.await.unwrap().unwrap();
+    for worker in workers {
+        worker.stop().await;
     }
 
     for name in &tenants {

@@ -66,6 +66,14 @@ async fn dead_letters(env: &TestEnv) -> Vec<dead_letter::StoredLetter> {
         .unwrap()
 }
 
+/// Runs a replica named `consumer` until the group has nothing left to
+/// deliver or pending (within 30 s), then stops it.
+async fn drain_with_a_replica(env: &TestEnv, consumer: &str) {
+    let replica = env.spawn_pipeline(consumer);
+    assert!(env.drained(Duration::from_secs(30)).await);
+    replica.stop().await;
+}
+
 #[tokio::test]
 async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_redriven() {
     let env = TestEnv::new().await;
@@ -88,10 +96,7 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
     )
     .await;
 
-    let (stop, worker) = env.spawn_pipeline("w");
-    assert!(env.drained(Duration::from_secs(30)).await);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    drain_with_a_replica(&env, "w").await;
 
     assert_eq!(total(&env).await, 30);
     let letters = dead_letters(&env).await;
@@ -112,10 +117,7 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
         .await
         .unwrap();
     assert_eq!(redriven, 1);
-    let (stop, worker) = env.spawn_pipeline("w2");
-    assert!(env.drained(Duration::from_secs(30)).await);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    drain_with_a_replica(&env, "w2").await;
     assert_eq!(total(&env).await, 1030);
     assert!(dead_letters(&env).await.is_empty());
 }
@@ -143,10 +145,7 @@ async fn an_entry_delivered_too_often_is_dead_lettered_with_its_count() {
             .unwrap();
     }
 
-    let (stop, worker) = env.spawn_pipeline("survivor");
-    assert!(env.drained(Duration::from_secs(30)).await);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    drain_with_a_replica(&env, "survivor").await;
 
     assert_eq!(total(&env).await, 7);
     let letters = dead_letters(&env).await;
@@ -213,13 +212,11 @@ async fn a_second_group_that_is_behind_holds_the_trim_back() {
 #[tokio::test]
 async fn ledger_rows_past_retention_are_deleted_and_rollups_stay() {
     let env = TestEnv::new().await;
-    pipeline::writer::write_batch(
-        &env.db,
+    env.write(
         &[event("old", "gpt-4o", 5), event("new", "gpt-4o", 6)],
-        &testing::new_tenants(1_000),
+        1_000,
     )
-    .await
-    .unwrap();
+    .await;
     env.db
         .execute_unprepared(
             "UPDATE events SET received_at = now() - interval '40 days' WHERE id = 'old'",

@@ -16,6 +16,14 @@ fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
     testing::event(tenant, id, feature, tokens, Utc::now())
 }
 
+/// What a write that fired no alert reports.
+fn wrote(counted: u64, duplicates: u64) -> Written {
+    Written {
+        counted,
+        duplicates,
+    }
+}
+
 async fn counted_tokens(env: &TestEnv, tenant: &str) -> (i64, i64) {
     let sum = |table: &str| {
         format!(
@@ -47,27 +55,11 @@ async fn a_batch_written_twice_is_counted_once() {
         event("globex", "e1", "claude-3-opus", 50),
     ];
 
-    let first = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
-    let second = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    let first = env.write(&batch, 1_000).await;
+    let second = env.write(&batch, 1_000).await;
 
-    assert_eq!(
-        first,
-        Written {
-            counted: 3,
-            duplicates: 0,
-        }
-    );
-    assert_eq!(
-        second,
-        Written {
-            counted: 0,
-            duplicates: 3,
-        }
-    );
+    assert_eq!(first, wrote(3, 0));
+    assert_eq!(second, wrote(0, 3));
     assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
     assert_eq!(counted_tokens(&env, "globex").await, (50, 50));
     assert_eq!(events::Entity::find().count(&env.db).await.unwrap(), 3);
@@ -82,17 +74,9 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
         event("acme", "other", "gpt-4o", 1),
     ];
 
-    let written = write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    let written = env.write(&batch, 1_000).await;
 
-    assert_eq!(
-        written,
-        Written {
-            counted: 2,
-            duplicates: 1,
-        }
-    );
+    assert_eq!(written, wrote(2, 1));
     assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
 }
 
@@ -100,13 +84,8 @@ async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
 async fn an_unknown_tenant_is_created_with_the_default_quota() {
     let env = TestEnv::new().await;
 
-    write_batch(
-        &env.db,
-        &[event("newco", "e1", "gpt-4o", 5)],
-        &testing::new_tenants(12_345),
-    )
-    .await
-    .unwrap();
+    env.write(&[event("newco", "e1", "gpt-4o", 5)], 12_345)
+        .await;
 
     let tenant = tenants::Entity::find_by_id("newco")
         .one(&env.db)
@@ -135,9 +114,7 @@ async fn rollups_bucket_by_event_minute_and_utc_day() {
     batch[1].occurred_ms = at("2026-11-21T23:59:50Z");
     batch[2].occurred_ms = at("2026-11-22T00:00:00Z");
 
-    write_batch(&env.db, &batch, &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    env.write(&batch, 1_000).await;
 
     let minutes = rollups::Entity::find().all(&env.db).await.unwrap();
     let mut minutes: Vec<_> = minutes
@@ -217,13 +194,12 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
         .unwrap();
     append_records(&env, &records[25..]).await;
 
-    let (stop, worker) = env.spawn_pipeline("w1");
+    let worker = env.spawn_pipeline("w1");
     assert!(
         env.drained(Duration::from_secs(20)).await,
         "the stream drains"
     );
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
     let dead: redis::streams::StreamRangeReply = conn
@@ -252,8 +228,8 @@ async fn two_workers_on_one_stream_give_exact_totals() {
             )
         })
         .collect();
-    let (stop_a, a) = env.spawn_pipeline("worker-a");
-    let (stop_b, b) = env.spawn_pipeline("worker-b");
+    let a = env.spawn_pipeline("worker-a");
+    let b = env.spawn_pipeline("worker-b");
 
     append_records(&env, &records).await;
     // A client retry: the same events again.
@@ -263,10 +239,7 @@ async fn two_workers_on_one_stream_give_exact_totals() {
         env.drained(Duration::from_secs(30)).await,
         "the stream drains"
     );
-    stop_a.cancel();
-    stop_b.cancel();
-    a.await.unwrap().unwrap();
-    b.await.unwrap().unwrap();
+    tokio::join!(a.stop(), b.stop());
     for (t, tenant) in tenants.iter().enumerate() {
         let expected: i64 = records
             .iter()
@@ -300,13 +273,12 @@ async fn entries_left_pending_by_a_dead_replica_are_taken_over() {
         .unwrap();
     assert_eq!(read.keys[0].ids.len(), 20);
 
-    let (stop, worker) = env.spawn_pipeline("survivor");
+    let worker = env.spawn_pipeline("survivor");
     assert!(
         env.drained(Duration::from_secs(20)).await,
         "the orphaned entries are counted"
     );
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (100, 100));
 }

@@ -172,7 +172,7 @@ impl Auth {
             .get(hash, || async {
                 let key = tokio::time::timeout(LOOKUP_TIMEOUT, store::use_key(&self.db, hash))
                     .await
-                    .map_err(|_| ApiError::unavailable("database unavailable", 1))??;
+                    .map_err(|_| ApiError::unavailable("database unavailable"))??;
                 Ok::<_, ApiError>(key.map(Caller::from))
             })
             .await

@@ -26,7 +26,7 @@ use crate::{
     auth,
     body_limit::limit_body,
     dashboard,
-    error::{ApiError, json_errors},
+    error::{ApiError, json_errors, with_retry_after},
     http_metrics,
     state::AppState,
 };
@@ -97,7 +97,8 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
 /// The whole application: the dashboard at `/`, API routes, `/openapi.json`,
 /// `/docs` (Swagger UI), `/reference` (Scalar; both served from the binary,
 /// no CDN), `/metrics`, with JSON errors, bounded request bodies, a tracing
-/// span and metrics per request, an `Allow` header on every 405, and a JSON
+/// span and metrics per request, an `Allow` header on every 405, the
+/// configured `Retry-After` on every 503, and a JSON
 /// 500 instead of a dropped connection should a handler panic.
 pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
     let api = openapi(&state);
@@ -105,6 +106,7 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let reference = reference::endpoint(api.scalar_html());
+    let retry_after_secs = state.retry_after_secs;
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
@@ -117,6 +119,7 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         .data(state.auth.clone())
         .around(move |next, req| limit_body(next, req, max_body_bytes))
         .around(move |next, req| auth::before_body(next, req, state.auth.clone()))
+        .around(move |next, req| with_retry_after(next, req, retry_after_secs))
         .around(move |next, req| allow_header(next, req, allowed.clone()))
         .around(http_metrics::record)
         .with(CatchPanic::new().with_handler(|_| ApiError::panicked().into_response()))

@@ -5,28 +5,11 @@ use std::time::Duration;
 
 use alerts::rules::evaluate;
 use chrono::{DateTime, Utc};
-use pipeline::writer::write_batch;
+use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{
     TestApp, assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app,
 };
-
-async fn put(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .put(format!("{}{path}", app.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn delete(app: &TestApp, path: &str) -> reqwest::Response {
-    app.client
-        .delete(format!("{}{path}", app.base))
-        .send()
-        .await
-        .unwrap()
-}
 
 /// Polls the alert history until `done` holds for it.
 async fn wait_for_alerts(
@@ -50,18 +33,16 @@ async fn wait_for_alerts(
 async fn a_tenant_is_created_updated_listed_and_deleted() {
     let app = spawn_app().await;
 
-    let created = put(&app, "/api/tenants/acme", json!({"monthlyQuota": 5000})).await;
+    let created = app
+        .put("/api/tenants/acme", &json!({"monthlyQuota": 5000}))
+        .await;
     assert_eq!(created.status().as_u16(), 201);
     let created: Value = created.json().await.unwrap();
     assert_eq!(created["name"], "acme");
     assert_eq!(created["billingDay"], 1);
     assert_eq!(created["alertThresholds"], json!([80]));
 
-    let updated = put(
-        &app,
-        "/api/tenants/acme",
-        json!({"name": "Acme Corp", "monthlyQuota": 9000, "billingDay": 15, "alertThresholds": [100, 50, 80]}),
-    )
+    let updated = app.put("/api/tenants/acme", &json!({"name": "Acme Corp", "monthlyQuota": 9000, "billingDay": 15, "alertThresholds": [100, 50, 80]}))
     .await;
     assert_eq!(updated.status().as_u16(), 200);
     let (_, got) = app.get_json("/api/tenants/acme").await;
@@ -69,16 +50,14 @@ async fn a_tenant_is_created_updated_listed_and_deleted() {
     assert_eq!(got["monthlyQuota"], 9000);
     assert_eq!(got["billingDay"], 15);
     assert_eq!(got["alertThresholds"], json!([50, 80, 100]));
-    put(&app, "/api/tenants/globex", json!({"monthlyQuota": 1})).await;
+    app.put("/api/tenants/globex", &json!({"monthlyQuota": 1}))
+        .await;
     let (_, page) = app.get_json("/api/tenants?limit=1&offset=1").await;
     assert_eq!(page["tenants"][0]["id"], "globex");
 
-    assert_eq!(
-        delete(&app, "/api/tenants/acme").await.status().as_u16(),
-        204
-    );
+    assert_eq!(app.delete("/api/tenants/acme").await.status().as_u16(), 204);
     assert_client_error(app.get("/api/tenants/acme").await, 404).await;
-    assert_client_error(delete(&app, "/api/tenants/acme").await, 404).await;
+    assert_client_error(app.delete("/api/tenants/acme").await, 404).await;
 }
 
 #[tokio::test]
@@ -96,10 +75,11 @@ async fn bad_tenant_settings_are_400s() {
         json!({"monthlyQuota": 10, "alertThresholds": (1..=11).collect::<Vec<_>>()}),
         json!({"monthlyQuota": 10, "name": "   "}),
     ] {
-        assert_client_error(put(&app, "/api/tenants/acme", body.clone()).await, 400).await;
+        assert_client_error(app.put("/api/tenants/acme", &body).await, 400).await;
     }
     assert_client_error(
-        put(&app, "/api/tenants/-bad", json!({"monthlyQuota": 1})).await,
+        app.put("/api/tenants/-bad", &json!({"monthlyQuota": 1}))
+            .await,
         400,
     )
     .await;
@@ -108,7 +88,8 @@ async fn bad_tenant_settings_are_400s() {
 #[tokio::test]
 async fn webhook_urls_off_the_allow_list_are_refused_and_saved_ones_are_masked() {
     let app = spawn_app().await;
-    put(&app, "/api/tenants/acme", json!({"monthlyQuota": 1000})).await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
     for url in [
         "https://hooks.slack.com.evil.example/services/x",
         "https://evil.example.com/services/x",
@@ -121,39 +102,35 @@ async fn webhook_urls_off_the_allow_list_are_refused_and_saved_ones_are_masked()
         "file:///etc/passwd",
         "not a url",
     ] {
-        let refused = put(
-            &app,
-            "/api/tenants/acme/slack-webhook",
-            json!({ "url": url }),
-        )
-        .await;
+        let refused = app
+            .put("/api/tenants/acme/slack-webhook", &json!({ "url": url }))
+            .await;
         let body = assert_client_error(refused, 400).await;
         assert_eq!(body["details"]["field"], "url", "{url}: {body}");
     }
     assert_client_error(
-        put(
-            &app,
+        app.put(
             "/api/tenants/nobody/slack-webhook",
-            json!({"url": "http://127.0.0.1/services/a"}),
+            &json!({"url": "http://127.0.0.1/services/a"}),
         )
         .await,
         404,
     )
     .await;
 
-    let saved = put(
-        &app,
-        "/api/tenants/acme/slack-webhook",
-        json!({"url": "http://127.0.0.1:9/services/T1/B2/secret"}),
-    )
-    .await;
+    let saved = app
+        .put(
+            "/api/tenants/acme/slack-webhook",
+            &json!({"url": "http://127.0.0.1:9/services/T1/B2/secret"}),
+        )
+        .await;
     assert_eq!(saved.status().as_u16(), 200);
     let (_, hook) = app.get_json("/api/tenants/acme/slack-webhook").await;
     assert_eq!(hook["url"], "http://127.0.0.1/services/****");
     assert_eq!(hook["enabled"], true);
     assert!(!hook.to_string().contains("secret"));
     assert_eq!(
-        delete(&app, "/api/tenants/acme/slack-webhook")
+        app.delete("/api/tenants/acme/slack-webhook")
             .await
             .status()
             .as_u16(),
@@ -166,19 +143,17 @@ async fn webhook_urls_off_the_allow_list_are_refused_and_saved_ones_are_masked()
 async fn slack_failing_twice_then_rate_limiting_gets_the_alert_delivered_once() {
     let app = spawn_app().await;
     let slack = FakeSlack::start(&[(500, None), (500, None), (429, Some(1)), (200, None)]).await;
-    put(
-        &app,
+    app.put(
         "/api/tenants/acme",
-        json!({"name": "Acme Corp", "monthlyQuota": 1000}),
+        &json!({"name": "Acme Corp", "monthlyQuota": 1000}),
     )
     .await;
-    put(
-        &app,
+    app.put(
         "/api/tenants/acme/slack-webhook",
-        json!({ "url": slack.url }),
+        &json!({ "url": slack.url }),
     )
     .await;
-    let (stop, worker) = app.env.spawn_pipeline("w");
+    let worker = app.env.spawn_pipeline("w");
 
     app.post(
         "/api/events",
@@ -209,15 +184,15 @@ async fn slack_failing_twice_then_rate_limiting_gets_the_alert_delivered_once() 
         "{text}"
     );
     assert!(delivered[0]["blocks"].to_string().contains("gpt-4o"));
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
 async fn a_tenant_without_a_webhook_gets_its_alert_recorded_as_no_webhook() {
     let app = spawn_app().await;
-    put(&app, "/api/tenants/acme", json!({"monthlyQuota": 1000})).await;
-    let (stop, worker) = app.env.spawn_pipeline("w");
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
+    let worker = app.env.spawn_pipeline("w");
 
     app.post(
         "/api/events",
@@ -228,27 +203,24 @@ async fn a_tenant_without_a_webhook_gets_its_alert_recorded_as_no_webhook() {
 
     assert_eq!(alerts[0]["status"], "no_webhook");
     assert_eq!(alerts[0]["attempts"], 0);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
 async fn raising_the_quota_rearms_a_threshold_and_lowering_it_fires_at_once() {
     let app = spawn_app().await;
-    put(&app, "/api/tenants/acme", json!({"monthlyQuota": 1000})).await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
     let events = [testing::event("acme", "1", "gpt-4o", 850, Utc::now())];
-    write_batch(&app.env.db, &events, &testing::new_tenants(1000))
-        .await
-        .unwrap();
-    evaluate(&app.env.db, &["acme".to_owned()], Utc::now())
-        .await
-        .unwrap();
+    app.env.write(&events, 1000).await;
     let (_, fired) = app.get_json("/api/tenants/acme/alerts").await;
     assert_eq!(fired.as_array().unwrap().len(), 1);
 
-    put(&app, "/api/tenants/acme", json!({"monthlyQuota": 2000})).await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 2000}))
+        .await;
     let (_, rearmed) = app.get_json("/api/tenants/acme/alerts").await;
-    put(&app, "/api/tenants/acme", json!({"monthlyQuota": 1000})).await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
     let (_, refired) = app.get_json("/api/tenants/acme/alerts").await;
 
     assert_eq!(
@@ -264,19 +236,16 @@ async fn raising_the_quota_rearms_a_threshold_and_lowering_it_fires_at_once() {
 async fn a_new_billing_period_rearms_every_threshold() {
     let app = spawn_app().await;
     let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-    put(
-        &app,
+    app.put(
         "/api/tenants/acme",
-        json!({"monthlyQuota": 100, "alertThresholds": [80, 100]}),
+        &json!({"monthlyQuota": 100, "alertThresholds": [80, 100]}),
     )
     .await;
     let events = [
         testing::event("acme", "sep", "gpt-4o", 90, at("2026-09-10T12:00:00Z")),
         testing::event("acme", "oct", "gpt-4o", 120, at("2026-10-10T12:00:00Z")),
     ];
-    write_batch(&app.env.db, &events, &testing::new_tenants(100))
-        .await
-        .unwrap();
+    app.env.write(&events, 100).await;
 
     for now in [
         "2026-09-20T00:00:00Z",
@@ -316,35 +285,27 @@ async fn a_new_billing_period_rearms_every_threshold() {
 async fn the_webhook_test_reports_what_slack_answered() {
     let app = spawn_app().await;
     let slack = FakeSlack::start(&[(200, None), (404, None)]).await;
-    put(
-        &app,
+    app.put(
         "/api/tenants/acme",
-        json!({"name": "Acme", "monthlyQuota": 10}),
+        &json!({"name": "Acme", "monthlyQuota": 10}),
     )
     .await;
     assert_client_error(
-        app.client
-            .post(format!("{}/api/tenants/acme/slack-webhook/test", app.base))
-            .send()
-            .await
-            .unwrap(),
+        app.send(Method::POST, "/api/tenants/acme/slack-webhook/test", None)
+            .await,
         404,
     )
     .await;
-    put(
-        &app,
+    app.put(
         "/api/tenants/acme/slack-webhook",
-        json!({ "url": slack.url }),
+        &json!({ "url": slack.url }),
     )
     .await;
 
     let test = || async {
         let response = app
-            .client
-            .post(format!("{}/api/tenants/acme/slack-webhook/test", app.base))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::POST, "/api/tenants/acme/slack-webhook/test", None)
+            .await;
         assert_eq!(response.status().as_u16(), 200);
         response.json::<Value>().await.unwrap()
     };

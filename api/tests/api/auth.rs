@@ -45,13 +45,14 @@ async fn status(
         .as_u16()
 }
 
+/// `GET path` with `key`'s client (and a JSON `null` body); the status.
+async fn get_status(app: &TestApp, key: &reqwest::Client, path: &str) -> u16 {
+    status(app, key, "GET", path, json!(null)).await
+}
+
 /// `DELETE /api/keys/{id}` with the admin key.
 async fn revoke(app: &TestApp, id: &str) -> reqwest::Response {
-    app.client
-        .delete(format!("{}/api/keys/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
+    app.delete(&format!("/api/keys/{id}")).await
 }
 
 fn event(tenant: &str) -> Value {
@@ -181,12 +182,9 @@ async fn each_scope_and_tenant_restriction_holds() {
     }
 
     // A read key reads every tenant, and cannot ingest or manage.
+    assert_ne!(get_status(&app, &read.client, "/api/usage").await, 403);
     assert_ne!(
-        status(&app, &read.client, "GET", "/api/usage", json!(null)).await,
-        403
-    );
-    assert_ne!(
-        status(&app, &read.client, "GET", "/api/usage/globex", json!(null)).await,
+        get_status(&app, &read.client, "/api/usage/globex").await,
         403
     );
     assert_eq!(
@@ -230,19 +228,9 @@ async fn each_scope_and_tenant_restriction_holds() {
         status(&app, &acme.client, "POST", "/api/events/batch", mixed).await,
         403
     );
+    assert_ne!(get_status(&app, &acme.client, "/api/usage/acme").await, 403);
     assert_ne!(
-        status(&app, &acme.client, "GET", "/api/usage/acme", json!(null)).await,
-        403
-    );
-    assert_ne!(
-        status(
-            &app,
-            &acme.client,
-            "GET",
-            "/api/usage/acme/timeseries",
-            json!(null)
-        )
-        .await,
+        get_status(&app, &acme.client, "/api/usage/acme/timeseries").await,
         403
     );
     for path in [
@@ -253,7 +241,7 @@ async fn each_scope_and_tenant_restriction_holds() {
         "/api/tenants/acme",
     ] {
         assert_eq!(
-            status(&app, &acme.client, "GET", path, json!(null)).await,
+            get_status(&app, &acme.client, path).await,
             403,
             "acme key: GET {path}"
         );
@@ -276,10 +264,7 @@ async fn each_scope_and_tenant_restriction_holds() {
         status(&app, &admin.client, "POST", "/api/events", event("initech")).await,
         202
     );
-    assert_eq!(
-        status(&app, &admin.client, "GET", "/api/keys", json!(null)).await,
-        200
-    );
+    assert_eq!(get_status(&app, &admin.client, "/api/keys").await, 200);
 }
 
 #[tokio::test]
@@ -289,10 +274,7 @@ async fn keys_are_listed_without_secrets_and_refused_when_malformed() {
     assert!(key.secret.starts_with("fmk_") && key.secret.len() == 68);
 
     // Using it records when.
-    assert_eq!(
-        status(&app, &key.client, "GET", "/api/usage", json!(null)).await,
-        200
-    );
+    assert_eq!(get_status(&app, &key.client, "/api/usage").await, 200);
     let (code, listing) = app.get_json("/api/keys").await;
     assert_eq!(code, 200);
     assert!(!listing.to_string().contains(&key.secret[4..]), "{listing}");
@@ -332,21 +314,10 @@ async fn keys_are_listed_without_secrets_and_refused_when_malformed() {
         assert_client_error(app.post("/api/keys", &body).await, 400).await;
     }
     let unknown = app
-        .client
-        .delete(format!(
-            "{}/api/keys/0194b9a2-8f1c-7000-8000-000000000000",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap();
+        .delete("/api/keys/0194b9a2-8f1c-7000-8000-000000000000")
+        .await;
     assert_client_error(unknown, 404).await;
-    let malformed = app
-        .client
-        .delete(format!("{}/api/keys/not-a-uuid", app.base))
-        .send()
-        .await
-        .unwrap();
+    let malformed = app.delete("/api/keys/not-a-uuid").await;
     assert_client_error(malformed, 400).await;
 }
 
@@ -357,18 +328,12 @@ async fn a_revoked_key_stops_working_on_every_replica() {
     let key = create_key(&app, json!({"name": "leaked", "scopes": ["read"]})).await;
     let on_replica = |key: &Key| key.client.get(format!("{replica}/api/usage")).send();
     assert_eq!(on_replica(&key).await.unwrap().status().as_u16(), 200);
-    assert_eq!(
-        status(&app, &key.client, "GET", "/api/usage", json!(null)).await,
-        200
-    );
+    assert_eq!(get_status(&app, &key.client, "/api/usage").await, 200);
 
     let revoked = revoke(&app, &key.id).await;
     assert_eq!(revoked.status().as_u16(), 204);
     // At once on the replica that revoked it ...
-    assert_eq!(
-        status(&app, &key.client, "GET", "/api/usage", json!(null)).await,
-        401
-    );
+    assert_eq!(get_status(&app, &key.client, "/api/usage").await, 401);
     // ... and on the other within its key cache's lifetime.
     testkit::eventually(
         "the replica refuses the revoked key",
@@ -419,15 +384,9 @@ async fn a_key_over_its_rate_limit_gets_429s_with_retry_after() {
     assert!(limited >= 300, "{limited} of 600 limited");
     assert!(served >= 100, "{served} of 600 served (the burst at least)");
     // Another key has its own budget, and the busy one recovers.
-    assert_eq!(
-        status(&app, &calm.client, "GET", "/api/usage", json!(null)).await,
-        200
-    );
+    assert_eq!(get_status(&app, &calm.client, "/api/usage").await, 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        status(&app, &busy.client, "GET", "/api/usage", json!(null)).await,
-        200
-    );
+    assert_eq!(get_status(&app, &busy.client, "/api/usage").await, 200);
 }
 
 #[tokio::test]
@@ -527,7 +486,7 @@ async fn the_keys_command_creates_lists_and_revokes_keys() {
         "the revoked key stops working",
         Duration::from_secs(5),
         || async {
-            match status(&app, &key, "GET", "/api/usage/acme", json!(null)).await {
+            match get_status(&app, &key, "/api/usage/acme").await {
                 401 => Ok(()),
                 code => Err(code),
             }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use serde_json::json;
 
 use testkit::{spawn_app, spawn_app_with};
@@ -25,13 +24,15 @@ async fn above_the_high_water_mark_ingest_is_refused_and_nothing_unacked_is_trim
 
     assert_eq!(refused.status().as_u16(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
-    let mut conn = app.env.valkey().await;
-    let len: u64 = conn.xlen(&app.env.stream).await.unwrap();
-    assert_eq!(len, 5, "nothing unacknowledged was trimmed to make room");
+    assert_eq!(
+        app.env.stream_len().await,
+        5,
+        "nothing unacknowledged was trimmed to make room"
+    );
 
     // The pipeline catches up, the janitor trims what it acknowledged, and
     // ingest resumes.
-    let (stop, worker) = app.env.spawn_pipeline("w");
+    let worker = app.env.spawn_pipeline("w");
     app.wait_for_total("acme", 50, Duration::from_secs(10))
         .await;
     testkit::eventually("ingest resumed", Duration::from_secs(10), || async {
@@ -43,14 +44,13 @@ async fn above_the_high_water_mark_ingest_is_refused_and_nothing_unacked_is_trim
     .await;
     app.wait_for_total("acme", 60, Duration::from_secs(10))
         .await;
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
 async fn one_client_id_posted_concurrently_and_retried_is_counted_once() {
     let app = spawn_app().await;
-    let (stop, worker) = app.env.spawn_pipeline("w");
+    let worker = app.env.spawn_pipeline("w");
     let event = json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 777, "id": "charge-1"});
 
     let posts = (0..50).map(|_| {
@@ -92,27 +92,24 @@ async fn one_client_id_posted_concurrently_and_retried_is_counted_once() {
     assert!(app.env.drained(Duration::from_secs(20)).await);
     let (_, usage) = app.get_json("/api/usage/acme").await;
     assert_eq!(usage["totalTokens"], 777);
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]
 async fn one_worker_then_three_give_exact_totals() {
     let app = spawn_app().await;
 
-    let (stop, one) = app.env.spawn_pipeline("solo");
+    let one = app.env.spawn_pipeline("solo");
     post_and_count(&app, 0..2000).await;
-    stop.cancel();
-    one.await.unwrap().unwrap();
+    one.stop().await;
 
     let workers: Vec<_> = (0..3)
         .map(|n| app.env.spawn_pipeline(&format!("replica-{n}")))
         .collect();
     post_and_count(&app, 2000..6000).await;
     assert!(app.env.drained(Duration::from_secs(10)).await);
-    for (stop, worker) in workers {
-        stop.cancel();
-        worker.await.unwrap().unwrap();
+    for worker in workers {
+        worker.stop().await;
     }
 }
 

@@ -12,7 +12,6 @@ use std::{
 
 use api::{config::ApiConfig, startup::Application};
 use chrono::{DateTime, Utc};
-use pipeline::writer::write_batch;
 use serde_json::{Value, json};
 use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
@@ -25,12 +24,7 @@ use testkit::{TestApp, chromium::Browser, spawn_app, spawn_app_with};
 async fn read_stream(app: &TestApp, done: impl Fn(&Value) -> bool) -> (Option<u64>, Value) {
     let mut response = app.get("/api/usage/stream").await;
     assert_eq!(response.status().as_u16(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
+    assert!(testkit::content_type(&response).starts_with("text/event-stream"));
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut buffer, mut retry) = (String::new(), None);
     loop {
@@ -61,23 +55,22 @@ async fn read_stream(app: &TestApp, done: impl Fn(&Value) -> bool) -> (Option<u6
 async fn the_stream_sends_a_retry_hint_then_every_tenant_with_its_last_hour() {
     let app = spawn_app().await;
     let now = Utc::now();
-    write_batch(
-        &app.env.db,
-        &[
-            event("acme", "1", "gpt-4o", 600, now),
-            event(
-                "acme",
-                "2",
-                "claude-3-opus",
-                400,
-                now - chrono::Duration::minutes(3),
-            ),
-            event("globex", "3", "gpt-4o", 50, now),
-        ],
-        &testkit::env::new_tenants(10_000),
-    )
-    .await
-    .unwrap();
+    app.env
+        .write(
+            &[
+                event("acme", "1", "gpt-4o", 600, now),
+                event(
+                    "acme",
+                    "2",
+                    "claude-3-opus",
+                    400,
+                    now - chrono::Duration::minutes(3),
+                ),
+                event("globex", "3", "gpt-4o", 50, now),
+            ],
+            10_000,
+        )
+        .await;
 
     let (retry, snapshot) = read_stream(&app, |m| m["type"] == "snapshot").await;
 
@@ -156,12 +149,7 @@ async fn the_page_and_its_assets_are_served_by_the_binary() {
         assert!(html.contains(path), "the page loads {path}");
         let response = app.get(path).await;
         assert_eq!(response.status().as_u16(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with(content_type)
-        );
+        assert!(testkit::content_type(&response).starts_with(content_type));
         let text = response.text().await.unwrap();
         assert!(
             !text.contains("url(") && !text.contains("@import"),
@@ -334,13 +322,7 @@ async fn post_usage(app: &TestApp, tenant: &str, feature: &str, tokens: i64) {
 }
 
 async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
-    let response = app
-        .client
-        .put(format!("{}/api/tenants/{tenant}", app.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put(&format!("/api/tenants/{tenant}"), &body).await;
     assert!(response.status().is_success(), "{}", response.status());
 }
 
@@ -348,7 +330,7 @@ async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
 async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restart() {
     let mut captured = None;
     let app = spawn_app_with(|config| captured = Some(config.clone())).await;
-    let (stop_pipeline, pipeline) = app.env.spawn_pipeline("w");
+    let pipeline = app.env.spawn_pipeline("w");
     put_tenant(
         &app,
         "acme-corp",
@@ -382,10 +364,11 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // The key comes in the address's fragment (never sent to the server).
     let admin_key = app.admin_key.clone();
     browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/#key={}", watched.base, fragment_encoded(&admin_key)) }),
-        )
+        .navigate(&format!(
+            "{}/#key={}",
+            watched.base,
+            fragment_encoded(&admin_key)
+        ))
         .await;
     browser
         .shows(
@@ -570,12 +553,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         "the key survives a reconnection"
     );
     // A new page in the same tab takes the key from the session storage.
-    browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/", watched.base) }),
-        )
-        .await;
+    browser.navigate(&format!("{}/", watched.base)).await;
     browser
         .shows(
             "the figures again after a reload",
@@ -588,12 +566,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // A new tab, without a key in its address or its session storage: the
     // page asks for one, and shows no figures.
     browser.new_tab().await;
-    browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/", watched.base) }),
-        )
-        .await;
+    browser.navigate(&format!("{}/", watched.base)).await;
     browser
         .shows(
             "the key form",
@@ -662,10 +635,11 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         .eval("document.getElementById('connection-text').textContent = ''")
         .await;
     browser
-        .page(
-            "Page.navigate",
-            json!({ "url": format!("{}/#key={}", watched.base, fragment_encoded(&ingest_key)) }),
-        )
+        .navigate(&format!(
+            "{}/#key={}",
+            watched.base,
+            fragment_encoded(&ingest_key)
+        ))
         .await;
     browser
         .shows(
@@ -733,6 +707,5 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
 
     browser.close().await;
     watched.stop().await;
-    stop_pipeline.cancel();
-    pipeline.await.unwrap().unwrap();
+    pipeline.stop().await;
 }

@@ -65,7 +65,7 @@ async fn the_reference_is_one_self_contained_html_page() {
 async fn html_page(app: &testkit::TestApp, path: &str) -> String {
     let response = app.get(path).await;
     assert_eq!(response.status().as_u16(), 200, "{path}");
-    let content_type = response.headers()["content-type"].to_str().unwrap();
+    let content_type = testkit::content_type(&response);
     assert!(content_type.starts_with("text/html"), "{content_type}");
     response.text().await.unwrap()
 }

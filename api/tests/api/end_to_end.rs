@@ -9,8 +9,8 @@ use testkit::spawn_app;
 #[tokio::test]
 async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_workers() {
     let app = spawn_app().await;
-    let (stop_a, a) = app.env.spawn_pipeline("worker-a");
-    let (stop_b, b) = app.env.spawn_pipeline("worker-b");
+    let a = app.env.spawn_pipeline("worker-a");
+    let b = app.env.spawn_pipeline("worker-b");
     let tenants = ["acme-corp", "globex-inc", "initech-llc"];
     let features = ["gpt-4-turbo", "gpt-4o", "claude-3-opus", "claude-3-sonnet"];
     let events: Vec<_> = (0..2700)
@@ -63,8 +63,5 @@ async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_work
         assert_eq!(by_feature, *tokens);
     }
     assert!(app.env.drained(Duration::from_secs(10)).await);
-    stop_a.cancel();
-    stop_b.cancel();
-    a.await.unwrap().unwrap();
-    b.await.unwrap().unwrap();
+    tokio::join!(a.stop(), b.stop());
 }

@@ -1,5 +1,4 @@
 use chrono::{Duration, Utc};
-use pipeline::writer::write_batch;
 use serde_json::json;
 use testkit::env::event;
 
@@ -18,19 +17,18 @@ async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
 async fn usage_sums_the_current_period_by_feature() {
     let app = spawn_app().await;
     let now = Utc::now();
-    write_batch(
-        &app.env.db,
-        &[
-            event("acme", "1", "gpt-4o", 600, now),
-            event("acme", "2", "gpt-4o", 400, now - Duration::minutes(3)),
-            event("acme", "3", "claude-3-opus", 250, now),
-            // Before the period: not counted in it.
-            event("acme", "4", "gpt-4o", 99_999, now - Duration::days(40)),
-        ],
-        &testkit::env::new_tenants(10_000),
-    )
-    .await
-    .unwrap();
+    app.env
+        .write(
+            &[
+                event("acme", "1", "gpt-4o", 600, now),
+                event("acme", "2", "gpt-4o", 400, now - Duration::minutes(3)),
+                event("acme", "3", "claude-3-opus", 250, now),
+                // Before the period: not counted in it.
+                event("acme", "4", "gpt-4o", 99_999, now - Duration::days(40)),
+            ],
+            10_000,
+        )
+        .await;
 
     let (status, body) = app.get_json("/api/usage/acme").await;
 
@@ -61,9 +59,7 @@ async fn all_usage_lists_every_tenant_and_pages() {
         .iter()
         .map(|t| event(t, "1", "gpt-4o", 10, now))
         .collect();
-    write_batch(&app.env.db, &records, &testkit::env::new_tenants(1_000))
-        .await
-        .unwrap();
+    app.env.write(&records, 1_000).await;
 
     let (status, body) = app.get_json("/api/usage").await;
     let (_, page) = app.get_json("/api/usage?limit=1&offset=1").await;
@@ -95,42 +91,30 @@ async fn a_time_series_has_every_bucket_and_filters_by_feature() {
         now - Duration::days(2)
     };
     let base = base - Duration::seconds(base.timestamp() % 3600);
-    write_batch(
-        &app.env.db,
-        &[
-            event("acme", "1", "gpt-4o", 5, base + Duration::seconds(10)),
-            event("acme", "2", "gpt-4o", 7, base + Duration::seconds(50)),
-            event("acme", "3", "claude", 11, base + Duration::minutes(2)),
-        ],
-        &testkit::env::new_tenants(1_000),
-    )
-    .await
-    .unwrap();
+    app.env
+        .write(
+            &[
+                event("acme", "1", "gpt-4o", 5, base + Duration::seconds(10)),
+                event("acme", "2", "gpt-4o", 7, base + Duration::seconds(50)),
+                event("acme", "3", "claude", 11, base + Duration::minutes(2)),
+            ],
+            1_000,
+        )
+        .await;
     let from = base.to_rfc3339().replace('+', "%2B");
     let to = (base + Duration::minutes(3))
         .to_rfc3339()
         .replace('+', "%2B");
 
-    let (status, minutes) = app
-        .get_json(&format!(
-            "/api/usage/acme/timeseries?granularity=minute&from={from}&to={to}"
-        ))
-        .await;
-    let (_, gpt) = app
-        .get_json(&format!(
-            "/api/usage/acme/timeseries?granularity=minute&from={from}&to={to}&feature=gpt-4o"
-        ))
-        .await;
-    let (_, hours) = app
-        .get_json(&format!(
-            "/api/usage/acme/timeseries?granularity=hour&from={from}&to={to}"
-        ))
-        .await;
-    let (_, days) = app
-        .get_json(&format!(
-            "/api/usage/acme/timeseries?granularity=day&from={from}&to={to}"
-        ))
-        .await;
+    let app = &app;
+    let series = |query: &str| {
+        let path = format!("/api/usage/acme/timeseries?{query}&from={from}&to={to}");
+        async move { app.get_json(&path).await }
+    };
+    let (status, minutes) = series("granularity=minute").await;
+    let (_, gpt) = series("granularity=minute&feature=gpt-4o").await;
+    let (_, hours) = series("granularity=hour").await;
+    let (_, days) = series("granularity=day").await;
 
     assert_eq!(status, 200, "{minutes}");
     let tokens = |v: &serde_json::Value| -> Vec<i64> {
@@ -152,13 +136,9 @@ async fn a_time_series_has_every_bucket_and_filters_by_feature() {
 #[tokio::test]
 async fn a_bad_time_series_request_is_a_400() {
     let app = spawn_app().await;
-    write_batch(
-        &app.env.db,
-        &[event("acme", "1", "gpt-4o", 5, Utc::now())],
-        &testkit::env::new_tenants(1_000),
-    )
-    .await
-    .unwrap();
+    app.env
+        .write(&[event("acme", "1", "gpt-4o", 5, Utc::now())], 1_000)
+        .await;
     for query in [
         "granularity=week",
         "from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",

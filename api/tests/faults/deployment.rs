@@ -7,7 +7,6 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use serde_json::json;
 use testkit::{TestEnv, env as testing};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{Services, bin, client, free_port};
 
@@ -64,8 +63,7 @@ async fn every_dashboard_query_names_a_metric_the_binaries_export() {
         stream: env.stream.clone(),
         group: env.group.clone(),
     };
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
+    let (base, _api) = stack.spawn_api().await;
     let metrics_port = free_port().to_string();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut worker = stack.spawn_pipeline(
@@ -136,7 +134,6 @@ async fn every_dashboard_query_names_a_metric_the_binaries_export() {
         healthcheck("flagmeter-api", "--api-addr", api_addr).await,
         "the api's health check passes"
     );
-    stop_api.cancel();
 }
 
 /// Whether `binary --healthcheck <flag> <addr>` exits 0.

@@ -71,14 +71,10 @@ async fn logs_hold_no_secrets_and_escape_what_clients_send() {
     );
     let http = reqwest::Client::new();
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(&admin_key).send();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/api/ready")).send().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the api did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::eventually("the api started", Duration::from_secs(30), || async {
+        http.get(format!("{base}/api/ready")).send().await.map(drop)
+    })
+    .await;
 
     // A key, used; a wrong key; a webhook whose URL is a secret, tested and
     // then used by an alert that cannot be delivered (nothing listens).
@@ -122,15 +118,13 @@ async fn logs_hold_no_secrets_and_escape_what_clients_send() {
             response.text().await.unwrap()
         );
     }
+    let post_event = |event: Value| {
+        let request = http.post(format!("{base}/api/events")).bearer_auth(&key);
+        let request = request.json(&event);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
     let event = json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 90});
-    let sent = http
-        .post(format!("{base}/api/events"))
-        .bearer_auth(&key)
-        .json(&event)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status().as_u16(), 202);
+    assert_eq!(post_event(event).await, 202);
     let refused = http
         .get(format!("{base}/api/usage/acme"))
         .bearer_auth(&wrong_key)
@@ -147,18 +141,10 @@ async fn logs_hold_no_secrets_and_escape_what_clients_send() {
     .unwrap();
     assert_eq!(path.status().as_u16(), 400);
     let hostile = json!({"tenant": "\u{1b}[31mred\n{\"forged\":1}", "feature": "\u{1b}]0;title\u{7}", "tokens": 1});
-    let body = http
-        .post(format!("{base}/api/events"))
-        .bearer_auth(&key)
-        .json(&hostile)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(body.status().as_u16(), 400);
+    assert_eq!(post_event(hostile).await, 400);
 
     // Wait until the pipeline has tried (and failed) to deliver the alert.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    testkit::eventually("a delivery attempt", Duration::from_secs(30), || async {
         let alerts: Value = admin(http.get(format!("{base}/api/tenants/acme/alerts")))
             .await
             .unwrap()
@@ -166,14 +152,12 @@ async fn logs_hold_no_secrets_and_escape_what_clients_send() {
             .await
             .unwrap();
         if alerts[0]["attempts"].as_i64().unwrap_or(0) >= 1 {
-            break;
+            Ok(())
+        } else {
+            Err(alerts)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no delivery attempt: {alerts}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     api.kill().await.unwrap();
     worker.kill().await.unwrap();
 

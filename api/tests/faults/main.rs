@@ -16,11 +16,14 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
-    Books, PrivatePostgres, PrivateValkey, Services, client, client_with_key, create_database,
-    load, signal,
+    Books, Loader, PrivatePostgres, PrivateValkey, Services, client, client_with_key,
+    create_database, signal,
 };
 use testkit::fake_slack::FakeSlack;
-use testkit::{TestEnv, env as testing};
+use testkit::{
+    TestEnv,
+    env::{self as testing, Replica},
+};
 use tokio_util::sync::CancellationToken;
 
 fn load_seconds() -> u64 {
@@ -53,25 +56,24 @@ async fn audit(services: &Services, books: &Books) {
     );
 }
 
+/// Starts a worker named `consumer`, audits once it has drained the
+/// stream, and kills it.
+async fn audit_after_a_new_worker_drains(services: &Services, books: &Books, consumer: &str) {
+    let mut worker = services.spawn_pipeline(consumer, &[]);
+    audit(services, books).await;
+    worker.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_again_and_again_lose_nothing_and_count_nothing_twice() {
     let env = TestEnv::new().await;
     let stack = services(&env);
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
+    let (base, _api) = stack.spawn_api().await;
     let mut workers: Vec<_> = (0..3)
         .map(|n| stack.spawn_pipeline(&format!("kill-{n}-0"), &[]))
         .collect();
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "kill".into(),
-        50,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "kill", 50, &books);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(load_seconds());
     let mut round = 0;
@@ -82,36 +84,24 @@ async fn workers_killed_again_and_again_lose_nothing_and_count_nothing_twice() {
         workers[victim].kill().await.unwrap();
         workers[victim] = stack.spawn_pipeline(&format!("kill-{victim}-{round}"), &[]);
     }
-    stop_load.cancel();
-    let report = loader.await.unwrap();
+    let report = loader.stop().await;
 
     assert!(
         round >= 5 && report.batches > 10,
         "{round} kills, {report:?}"
     );
     audit(&stack, &books).await;
-    stop_api.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_commit_and_ack_counts_the_batch_once() {
     let env = TestEnv::new().await;
     let stack = services(&env);
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
+    let (base, _api) = stack.spawn_api().await;
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "failpoint".into(),
-        100,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "failpoint", 100, &books);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop_load.cancel();
-    loader.await.unwrap();
+    loader.stop().await;
 
     let mut crasher =
         stack.spawn_pipeline("crasher", &[("FLAGMETER_FAILPOINT", "crash-after-commit")]);
@@ -127,29 +117,17 @@ async fn a_crash_between_commit_and_ack_counts_the_batch_once() {
         conn.xpending(&stack.stream, &stack.group).await.unwrap();
     assert!(pending.count() > 0, "and left pending, unacknowledged");
 
-    let mut survivor = stack.spawn_pipeline("survivor", &[]);
-    audit(&stack, &books).await;
-    survivor.kill().await.unwrap();
-    stop_api.cancel();
+    audit_after_a_new_worker_drains(&stack, &books, "survivor").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
     let env = TestEnv::new().await;
     let stack = services(&env);
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
+    let (base, _api) = stack.spawn_api().await;
     let mut worker = stack.spawn_pipeline("graceful", &[]);
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "term".into(),
-        100,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "term", 100, &books);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     signal(worker.id().unwrap(), "TERM").await;
@@ -157,14 +135,10 @@ async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
         .await
         .unwrap()
         .unwrap();
-    stop_load.cancel();
-    loader.await.unwrap();
+    loader.stop().await;
 
     assert!(status.success(), "exit status {status}");
-    let mut next = stack.spawn_pipeline("next", &[]);
-    audit(&stack, &books).await;
-    next.kill().await.unwrap();
-    stop_api.cancel();
+    audit_after_a_new_worker_drains(&stack, &books, "next").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,8 +152,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
         stream,
         group: "rollups".into(),
     };
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
+    let (base, _api) = stack.spawn_api().await;
     // A key from the (soon crashing) database, not the environment's: the
     // api must go on authenticating it with PostgreSQL down.
     let created: Value = client()
@@ -196,15 +169,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
         .map(|n| stack.spawn_pipeline(&format!("pg-{n}"), &[]))
         .collect();
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client_with_key(key),
-        "pg".into(),
-        50,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client_with_key(key), "pg", 50, &books);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     postgres.crash().await;
@@ -219,8 +184,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
     let backlog: u64 = conn.xlen(&stack.stream).await.unwrap();
     postgres.up().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop_load.cancel();
-    let report = loader.await.unwrap();
+    let report = loader.stop().await;
 
     assert!(
         accepted_while_down > 0,
@@ -232,7 +196,53 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
     for worker in &mut workers {
         worker.kill().await.unwrap();
     }
+    let _: () = conn.del(&stack.stream).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_503_tells_the_client_the_configured_retry_after() {
+    let postgres = PrivatePostgres::start().await;
+    let stack = Services {
+        database_url: create_database(&postgres.url()).await,
+        valkey_url: testing::valkey_url(),
+        stream: format!("flagmeter-test:{}", uuid::Uuid::now_v7().simple()),
+        group: "rollups".into(),
+    };
+    let mut config = stack.api_config();
+    config.retry_after_secs = 7;
+    // Every append is above the high-water mark: ingest is refused.
+    config.stream_high_water = 0;
+    let stop_api = CancellationToken::new();
+    let base = testkit::app::serve(config, &stop_api).await;
+    postgres.crash().await;
+    // No client timeout: the database's 503 comes once its pool gives up
+    // (5 s).
+    let admin = testkit::bearer::client_builder(support::ADMIN_KEY)
+        .build()
+        .unwrap();
+    let unseen = testkit::client_with_key(&format!("fmk_{}", "0".repeat(64)));
+
+    let answers = [
+        (
+            "stream full",
+            admin
+                .post(format!("{base}/api/events"))
+                .json(&json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 1})),
+        ),
+        ("database down", admin.get(format!("{base}/api/usage/acme"))),
+        (
+            "key lookup timed out",
+            unseen.get(format!("{base}/api/usage")),
+        ),
+    ];
+
+    for (cause, request) in answers {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{cause}");
+        assert_eq!(response.headers()["retry-after"], "7", "{cause}");
+    }
     stop_api.cancel();
+    let mut conn = stack.valkey().await;
     let _: () = conn.del(&stack.stream).await.unwrap();
 }
 
@@ -245,32 +255,17 @@ async fn valkey_killed_mid_load(fsync: &'static str) -> (i64, i64, support::Load
         valkey_url: valkey.url(),
         ..services(&env)
     };
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
-    let stop_workers = CancellationToken::new();
-    let worker = tokio::spawn(testkit::env::run_pipeline(
-        pipeline::app::PipelineConfig {
-            valkey: stream::config::ValkeyArgs {
-                valkey_url: valkey.url(),
-                ..env.valkey_args()
-            },
-            ..env.pipeline_config("survivor")
+    let (base, _api) = stack.spawn_api().await;
+    let worker = Replica::start(pipeline::app::PipelineConfig {
+        valkey: stream::config::ValkeyArgs {
+            valkey_url: valkey.url(),
+            ..env.valkey_args()
         },
-        stop_workers.clone(),
-    ));
+        ..env.pipeline_config("survivor")
+    });
     let books = Books::default();
-    let stop_load = CancellationToken::new();
     let loaders: Vec<_> = (0..4)
-        .map(|n| {
-            tokio::spawn(load(
-                base.clone(),
-                client(),
-                format!("valkey{n}"),
-                20,
-                books.clone(),
-                stop_load.clone(),
-            ))
-        })
+        .map(|n| Loader::start(&base, client(), &format!("valkey{n}"), 20, &books))
         .collect();
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -278,18 +273,14 @@ async fn valkey_killed_mid_load(fsync: &'static str) -> (i64, i64, support::Load
     tokio::time::sleep(Duration::from_secs(1)).await;
     valkey.up().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop_load.cancel();
     let mut report = support::LoadReport::default();
-    for loader in loaders {
-        let r = loader.await.unwrap();
+    for r in futures::future::join_all(loaders.into_iter().map(Loader::stop)).await {
         report.batches += r.batches;
         report.refused += r.refused;
     }
 
     let drained = stack.drained(Duration::from_secs(30)).await;
-    stop_workers.cancel();
-    worker.await.unwrap().unwrap();
-    stop_api.cancel();
+    worker.stop().await;
     assert!(drained, "the stream drains");
     let accepted: i64 = books.expected().values().map(|e| e.2).sum();
     let counted: i64 = stack.counted().await.values().map(|c| c.2).sum();
@@ -327,8 +318,7 @@ async fn measure_valkey_killed_with_appendfsync_everysec() {
 async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_a_flaky_slack() {
     let env = TestEnv::new().await;
     let stack = services(&env);
-    let stop_api = CancellationToken::new();
-    let base = stack.spawn_api(&stop_api).await;
+    let (base, _api) = stack.spawn_api().await;
     let http = client();
     let slack = FakeSlack::start(&[(500, None), (500, None), (429, Some(1))]).await;
     let tenant =
@@ -366,37 +356,29 @@ async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_
             .unwrap();
         response.json::<Vec<Value>>().await.unwrap()
     };
-    let wait_for = |want: usize, status: &'static str| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+    let alerts = &alerts;
+    let wait_for = |what: &'static str, done: fn(&[Value]) -> bool| {
+        testkit::eventually(what, Duration::from_secs(30), move || async move {
             let now = alerts().await;
-            if now.len() == want && now.iter().all(|a| a["status"] == status) {
-                return now;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "alerts: {now:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if done(&now) { Ok(now) } else { Err(now) }
+        })
     };
 
     // To 85 %, in batches the three replicas share.
     for chunk in (0..85).step_by(5) {
         assert_eq!(post(chunk, 5).await.unwrap().status().as_u16(), 202);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while alerts().await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the 80 % alert never fired"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("the 80 % alert fired", |now| !now.is_empty()).await;
     // A replica dies mid-way, perhaps while delivering.
     workers[0].kill().await.unwrap();
     // Past 100 %.
     for chunk in (85..105).step_by(5) {
         assert_eq!(post(chunk, 5).await.unwrap().status().as_u16(), 202);
     }
-    let history = wait_for(2, "delivered").await;
+    let history = wait_for("both alerts delivered", |now| {
+        now.len() == 2 && now.iter().all(|a| a["status"] == "delivered")
+    })
+    .await;
 
     let delivered = slack.delivered();
     assert_eq!(delivered.len(), 2, "exactly two messages: {delivered:?}");
@@ -425,5 +407,4 @@ async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_
     for worker in &mut workers[1..] {
         worker.kill().await.unwrap();
     }
-    stop_api.cancel();
 }

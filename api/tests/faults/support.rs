@@ -11,15 +11,12 @@ use std::{
     time::Duration,
 };
 
-use api::{
-    config::{ApiConfig, AuthArgs},
-    startup::Application,
-};
+use api::config::ApiConfig;
 use serde_json::json;
 use service::config::DatabaseArgs;
 use stream::config::ValkeyArgs;
 use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Where cargo put the binaries of this workspace.
 pub fn bin(name: &str) -> PathBuf {
@@ -49,13 +46,9 @@ pub fn free_port() -> u16 {
 
 /// Sends a signal by name (`TERM`, `KILL`) to a process.
 pub async fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
+    let mut kill = Command::new("kill");
+    kill.arg(format!("-{name}")).arg(pid.to_string());
+    succeeds(&mut kill, &format!("kill -{name} {pid}")).await;
 }
 
 /// The bootstrap admin key of every api the suite starts.
@@ -84,46 +77,32 @@ pub struct Services {
 }
 
 impl Services {
+    /// The suite's api: [`testkit::app::api_config`] with larger limits.
     pub fn api_config(&self) -> ApiConfig {
-        ApiConfig {
-            api_addr: "127.0.0.1:0".parse().unwrap(),
-            max_body_bytes: 1024 * 1024,
-            retry_after_secs: 1,
-            usage_cache_ms: 250,
-            stream_high_water: 10_000_000,
-            auth: AuthArgs {
-                admin_key: Some(ADMIN_KEY.into()),
-                // The suite's clients send as fast as they can: a limit
-                // would refuse them, which is not what these tests are about.
-                rate_limit_per_sec: 0,
-                rate_limit_burst: None,
-                key_cache_ms: 2_000,
-            },
-            valkey: ValkeyArgs {
-                valkey_url: self.valkey_url.clone(),
-                stream: self.stream.clone(),
-                group: self.group.clone(),
-            },
-            database: DatabaseArgs {
-                database_url: self.database_url.clone(),
-                db_max_connections: 5,
-            },
-            alerts: alerts::config::AlertArgs {
-                alert_thresholds: vec![80],
-                webhook_allowed_hosts: vec!["127.0.0.1".into()],
-                webhook_allow_insecure: true,
-            },
-        }
+        let valkey = ValkeyArgs {
+            valkey_url: self.valkey_url.clone(),
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+        };
+        let database = DatabaseArgs {
+            database_url: self.database_url.clone(),
+            db_max_connections: 5,
+        };
+        let mut config = testkit::app::api_config(valkey, database, ADMIN_KEY);
+        config.max_body_bytes = 1024 * 1024;
+        config.stream_high_water = 10_000_000;
+        // The suite's clients send as fast as they can: a limit would
+        // refuse them, which is not what these tests are about.
+        config.auth.rate_limit_per_sec = 0;
+        config
     }
 
-    /// Starts the api in this process; returns its base URL.
-    pub async fn spawn_api(&self, shutdown: &CancellationToken) -> String {
-        let app = Application::build(self.api_config())
-            .await
-            .expect("the api builds");
-        let base = format!("http://{}", app.addr());
-        tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        base
+    /// Starts the api in this process; returns its base URL, and a guard
+    /// that stops it when dropped (at the end of the test).
+    pub async fn spawn_api(&self) -> (String, DropGuard) {
+        let shutdown = CancellationToken::new();
+        let base = testkit::app::serve(self.api_config(), &shutdown).await;
+        (base, shutdown.drop_guard())
     }
 
     /// Starts a pipeline replica as a real process.
@@ -271,12 +250,54 @@ pub async fn load(
     report
 }
 
+/// A [`load`] running in the background until stopped.
+pub struct Loader {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+impl Loader {
+    /// Starts a [`load`] of batches of `batch` events with ids `{run}-{n}`,
+    /// booked in `books`.
+    pub fn start(
+        base: &str,
+        client: reqwest::Client,
+        run: &str,
+        batch: usize,
+        books: &Books,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(load(
+            base.to_owned(),
+            client,
+            run.to_owned(),
+            batch,
+            books.clone(),
+            stop.clone(),
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops the load once its batch in hand is accepted; what it did.
+    pub async fn stop(self) -> LoadReport {
+        self.stop.cancel();
+        self.task.await.expect("the load did not panic")
+    }
+}
+
 /// A PostgreSQL cluster of the test's own, on a free port, that the test
 /// may stop and start.
 pub struct PrivatePostgres {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+}
+
+/// Runs a command to its end (its output discarded); panics with `what`
+/// unless it succeeds.
+async fn succeeds(command: &mut Command, what: &str) {
+    let status = command.stdout(Stdio::null()).status().await.unwrap();
+    assert!(status.success(), "{what}");
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -307,26 +328,20 @@ impl PrivatePostgres {
         let bin = versions.last().expect("a PostgreSQL version").join("bin");
         let dir = scratch_dir("flagmeter-pg");
         if nix_is_root() {
-            let status = Command::new("chown")
-                .arg("-R")
-                .arg("postgres")
-                .arg(&dir)
-                .status()
-                .await
-                .unwrap();
-            assert!(status.success());
+            let mut chown = Command::new("chown");
+            chown.arg("-R").arg("postgres").arg(&dir);
+            succeeds(&mut chown, "chown").await;
         }
-        let status = as_postgres(&bin.join("initdb"))
-            .arg("-D")
-            .arg(dir.join("data"))
-            .arg("--auth=trust")
-            .arg("-U")
-            .arg("postgres")
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "initdb");
+        succeeds(
+            as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .arg("--auth=trust")
+                .arg("-U")
+                .arg("postgres"),
+            "initdb",
+        )
+        .await;
         let pg = Self {
             dir,
             bin,
@@ -346,33 +361,31 @@ impl PrivatePostgres {
             self.port,
             self.dir.display()
         );
-        let status = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .arg("-o")
-            .arg(options)
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .arg("-w")
-            .arg("start")
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "pg_ctl start");
+        succeeds(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-o")
+                .arg(options)
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .arg("-w")
+                .arg("start"),
+            "pg_ctl start",
+        )
+        .await;
     }
 
     /// Stops at once, as a crash would (`-m immediate`).
     pub async fn crash(&self) {
-        let status = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "pg_ctl stop");
+        succeeds(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+        .await;
     }
 }
 
@@ -443,18 +456,15 @@ impl PrivateValkey {
             .unwrap();
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..100 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private Valkey did not start");
+        testkit::eventually(
+            "the private Valkey started",
+            Duration::from_secs(5),
+            || async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            },
+        )
+        .await;
     }
 
     /// SIGKILL: no chance to flush anything.

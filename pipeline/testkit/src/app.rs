@@ -8,6 +8,8 @@ use api::{
     startup::Application,
 };
 use serde_json::Value;
+use service::config::DatabaseArgs;
+use stream::config::ValkeyArgs;
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
@@ -31,26 +33,8 @@ pub async fn spawn_app() -> TestApp {
 /// Spawns an app after letting the test adjust its configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let env = TestEnv::new().await;
-    let mut config = ApiConfig {
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        max_body_bytes: TEST_BODY_LIMIT,
-        retry_after_secs: 1,
-        usage_cache_ms: 250,
-        stream_high_water: 1_000_000,
-        auth: AuthArgs {
-            admin_key: Some(format!("test-admin-{}", uuid::Uuid::now_v7().simple())),
-            rate_limit_per_sec: 10_000,
-            rate_limit_burst: None,
-            key_cache_ms: 2_000,
-        },
-        valkey: env.valkey_args(),
-        database: env.database_args(),
-        alerts: alerts::config::AlertArgs {
-            alert_thresholds: vec![80],
-            webhook_allowed_hosts: vec!["127.0.0.1".into()],
-            webhook_allow_insecure: true,
-        },
-    };
+    let admin_key = format!("test-admin-{}", uuid::Uuid::now_v7().simple());
+    let mut config = api_config(env.valkey_args(), env.database_args(), &admin_key);
     adjust(&mut config);
     let admin_key = config.auth.admin_key.clone().unwrap_or_default();
     let shutdown = CancellationToken::new();
@@ -65,13 +49,39 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
     }
 }
 
+/// An api's configuration for tests, on a free port, with `admin_key` as
+/// its `FLAGMETER_ADMIN_KEY` and loopback webhooks allowed: that of
+/// [`spawn_app`], and of every api the fault suite starts.
+pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -> ApiConfig {
+    ApiConfig {
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        max_body_bytes: TEST_BODY_LIMIT,
+        retry_after_secs: 1,
+        usage_cache_ms: 250,
+        stream_high_water: 1_000_000,
+        auth: AuthArgs {
+            admin_key: Some(admin_key.to_owned()),
+            rate_limit_per_sec: 10_000,
+            rate_limit_burst: None,
+            key_cache_ms: 2_000,
+        },
+        valkey,
+        database,
+        alerts: alerts::config::AlertArgs {
+            alert_thresholds: vec![80],
+            webhook_allowed_hosts: vec!["127.0.0.1".into()],
+            webhook_allow_insecure: true,
+        },
+    }
+}
+
 /// An HTTP client that sends `key` as its bearer token with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
     crate::bearer::client_builder(key).build().unwrap()
 }
 
 /// Builds and runs an api until `shutdown`; returns its base URL.
-async fn serve(config: ApiConfig, shutdown: &CancellationToken) -> String {
+pub async fn serve(config: ApiConfig, shutdown: &CancellationToken) -> String {
     let app = Application::build(config).await.expect("the api builds");
     let base = format!("http://{}", app.addr());
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -85,13 +95,31 @@ impl TestApp {
         serve(self.config.clone(), &self.shutdown).await
     }
 
+    /// Sends `method path` with the admin key, and `body` as JSON if given.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        request.send().await.expect("request sent")
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, path, None).await
     }
 
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -105,11 +133,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request sent")
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -139,13 +163,18 @@ impl Drop for TestApp {
     }
 }
 
+/// The `Content-Type` a response says it has.
+pub fn content_type(response: &reqwest::Response) -> String {
+    response.headers()["content-type"]
+        .to_str()
+        .expect("a text Content-Type")
+        .to_owned()
+}
+
 /// Asserts a 4xx JSON error with an `error` message; returns the body.
 pub async fn assert_client_error(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let content_type = content_type(&response);
     assert!(
         content_type.starts_with("application/json"),
         "{content_type}"

@@ -163,6 +163,11 @@ impl Browser {
     }
 
     /// The value of a JavaScript expression in the page.
+    /// Opens `url` in the tab.
+    pub async fn navigate(&mut self, url: &str) {
+        self.page("Page.navigate", json!({ "url": url })).await;
+    }
+
     pub async fn eval(&mut self, expression: &str) -> Value {
         let result = self
             .page(

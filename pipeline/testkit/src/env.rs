@@ -16,7 +16,7 @@ use alerts::config::{AlertArgs, SenderArgs};
 use pipeline::{
     app::{Pipeline, PipelineConfig},
     config::WorkerArgs,
-    writer::NewTenants,
+    writer::{NewTenants, Written, tenants_of, write_batch},
 };
 use service::config::DatabaseArgs;
 use stream::{EventRecord, config::ValkeyArgs};
@@ -116,18 +116,22 @@ impl TestEnv {
         }
     }
 
-    /// Starts a pipeline replica in this process; cancel the token to stop it.
-    pub fn spawn_pipeline(
-        &self,
-        consumer: &str,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
-        let shutdown = CancellationToken::new();
-        let config = self.pipeline_config(consumer);
-        let handle = tokio::spawn(run_pipeline(config, shutdown.clone()));
-        (shutdown, handle)
+    /// Starts a pipeline replica in this process.
+    pub fn spawn_pipeline(&self, consumer: &str) -> Replica {
+        Replica::start(self.pipeline_config(consumer))
+    }
+
+    /// Counts `events` as a pipeline replica does (one transaction, then
+    /// the alerts of the batch's tenants decided against the committed
+    /// totals), creating tenants it has not seen with `monthly_quota`.
+    pub async fn write(&self, events: &[EventRecord], monthly_quota: i64) -> Written {
+        let written = write_batch(&self.db, events, &new_tenants(monthly_quota))
+            .await
+            .expect("the batch is written");
+        alerts::rules::evaluate(&self.db, &tenants_of(events), chrono::Utc::now())
+            .await
+            .expect("the alerts are evaluated");
+        written
     }
 
     /// A plain Valkey connection for looking at the stream.
@@ -137,6 +141,13 @@ impl TestEnv {
             .get_multiplexed_async_connection()
             .await
             .expect("Valkey must be reachable for the tests")
+    }
+
+    /// How many entries the test's stream holds.
+    pub async fn stream_len(&self) -> u64 {
+        redis::AsyncCommands::xlen(&mut self.valkey().await, &self.stream)
+            .await
+            .expect("XLEN answers")
     }
 
     /// Whether the consumer group has nothing undelivered or pending
@@ -179,6 +190,30 @@ impl Drop for TestEnv {
     }
 }
 
+/// A pipeline replica running in the test's process.
+pub struct Replica {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Replica {
+    /// Builds a replica from `config` and runs it in the background.
+    pub fn start(config: PipelineConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run_pipeline(config, shutdown.clone()));
+        Self { shutdown, handle }
+    }
+
+    /// Shuts the replica down and waits for it; panics if it failed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .expect("the replica did not panic")
+            .expect("the replica ran without error");
+    }
+}
+
 /// Whether `group` of `stream` on the Valkey at `url` has nothing
 /// undelivered or pending within `timeout` (Valkey may be down meanwhile).
 pub async fn drained(url: &str, stream: &str, group: &str, timeout: Duration) -> bool {
@@ -204,10 +239,7 @@ pub async fn drained(url: &str, stream: &str, group: &str, timeout: Duration) ->
 }
 
 /// Builds a pipeline replica and runs it until `shutdown`.
-pub async fn run_pipeline(
-    config: PipelineConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn run_pipeline(config: PipelineConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     Pipeline::build(config)
         .await?
         .run_until_stopped(shutdown)

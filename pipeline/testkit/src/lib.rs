@@ -15,7 +15,8 @@ pub mod fake_slack;
 pub mod log;
 
 pub use app::{
-    TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, spawn_app, spawn_app_with,
+    TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, spawn_app,
+    spawn_app_with,
 };
 pub use env::TestEnv;
 pub use eventually::eventually;
