@@ -87,14 +87,22 @@ pub struct TenantAudit {
     pub refused: i64,
 }
 
+/// Attempts of one usage read before the audit gives up: a read is
+/// harmless to repeat, and one cut short (a paused load generator, as
+/// `scripts/bench drain` pauses it, or a busy api) should not end the audit.
+const USAGE_ATTEMPTS: usize = 3;
+
 /// A tenant's tokens this billing period; 0 for a tenant never seen.
 async fn usage(client: &reqwest::Client, traffic: &Traffic, tenant: &str) -> anyhow::Result<i64> {
     let url = traffic.usage_url(tenant);
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let mut attempt = 1;
+    let response = loop {
+        match client.get(&url).send().await {
+            Ok(response) => break response,
+            Err(_) if attempt < USAGE_ATTEMPTS => attempt += 1,
+            Err(err) => return Err(err).with_context(|| format!("GET {url}")),
+        }
+    };
     match response.status().as_u16() {
         404 => Ok(0),
         200 => {
