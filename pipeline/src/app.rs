@@ -10,9 +10,10 @@ use crate::{
         sender::{Sender, SenderSettings},
         slack::SlackClient,
     },
-    config::{AlertArgs, DatabaseArgs, SenderArgs, ValkeyArgs, WorkerArgs},
+    config::{AlertArgs, DatabaseArgs, Invalid, SenderArgs, TenantArgs, ValkeyArgs, WorkerArgs},
     consumer::{Consumer, ReadSettings},
-    janitor,
+    dead_letter, janitor,
+    retry::until_done,
     stream::StreamKeys,
     worker::{Worker, WorkerSettings},
     writer::NewTenants,
@@ -31,12 +32,30 @@ pub struct PipelineConfig {
     pub alerts: AlertArgs,
     #[command(flatten)]
     pub sender: SenderArgs,
+    #[command(flatten)]
+    pub tenants: TenantArgs,
+}
+
+impl PipelineConfig {
+    /// Refuses settings that can never work, naming the variable.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.valkey.validate()?;
+        self.database.validate()?;
+        self.worker.validate()?;
+        self.alerts.validate()?;
+        self.sender.validate()?;
+        self.tenants.validate()
+    }
 }
 
 /// Connects, migrates, joins the consumer group and counts until `shutdown`;
 /// alongside, trims the stream and delivers quota alerts.
 pub async fn run(config: PipelineConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let db = config.database.connect().await?;
+    config.validate()?;
+    let db = config
+        .database
+        .connect_bounded(config.worker.transaction_bounds())
+        .await?;
     migration::run(&db).await?;
     let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
     let keys = StreamKeys::new(&config.valkey.stream, &config.valkey.group);
@@ -46,8 +65,25 @@ pub async fn run(config: PipelineConfig, shutdown: CancellationToken) -> anyhow:
         block: Duration::from_millis(worker_args.block_ms),
         claim_idle: Duration::from_millis(worker_args.claim_idle_ms),
     };
-    let consumer =
-        Consumer::connect(&client, keys.clone(), worker_args.consumer_name(), settings).await?;
+    // Until Valkey lets this replica join (it may be loading, full without
+    // the group yet, or down): waiting is better than exiting for good.
+    let Some(consumer) = until_done("join the consumer group", &shutdown, || {
+        Consumer::connect(
+            &client,
+            keys.clone(),
+            worker_args.consumer_name(),
+            settings.clone(),
+        )
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    match dead_letter::import_legacy(&mut consumer.commands(), &db, &keys).await {
+        Ok(0) => {}
+        Ok(moved) => tracing::info!(moved, "moved dead letters from Valkey into PostgreSQL"),
+        Err(err) => tracing::warn!(%err, "cannot move dead letters from Valkey yet"),
+    }
     let janitor = tokio::spawn(janitor::run(
         consumer.commands(),
         db.clone(),
@@ -77,7 +113,7 @@ pub async fn run(config: PipelineConfig, shutdown: CancellationToken) -> anyhow:
         db.clone(),
         WorkerSettings {
             new_tenants: NewTenants {
-                monthly_quota: worker_args.default_quota,
+                monthly_quota: config.tenants.default_quota,
                 alert_thresholds: config.alerts.alert_thresholds.clone(),
             },
             claim_interval: Duration::from_millis(worker_args.claim_interval_ms),

@@ -26,26 +26,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Inspect or re-drive the dead-letter stream (`{stream}:dead`).
+    /// Inspect or re-drive the dead letters (PostgreSQL table
+    /// `dead_letters`; those an earlier version left in `{stream}:dead` are
+    /// moved there first).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
 }
 
 #[derive(Subcommand)]
 enum DeadLetters {
-    /// Print the oldest dead letters: id, original id, deliveries, reason.
+    /// Print the oldest dead letters: id, original entry id, kind,
+    /// deliveries, reason.
     List {
         /// Most letters to print.
         #[arg(long, default_value_t = 100)]
-        limit: usize,
+        limit: u64,
+        /// Print only letters after this id (the last id printed).
+        #[arg(long)]
+        after: Option<i64>,
     },
     /// Put dead letters back into the stream (after fixing their cause).
     Redrive {
-        /// Dead-letter ids to re-drive; all of them (up to --limit) if none.
-        ids: Vec<String>,
+        /// Dead-letter ids (as listed) to re-drive; all of them (up to
+        /// --limit) if none.
+        ids: Vec<i64>,
         /// Most letters to re-drive when no ids are given.
         #[arg(long, default_value_t = 10_000)]
-        limit: usize,
+        limit: u64,
     },
 }
 
@@ -59,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
     pipeline::telemetry::init(&cli.log);
     match cli.command {
         None => {
+            // Before anything binds or connects: a setting that can never
+            // work stops the replica at once, naming the variable.
+            cli.config.validate()?;
             let shutdown = pipeline::shutdown::on_signal();
             let handle = pipeline::metrics::serve(cli.metrics_addr)?;
             pipeline::metrics::describe_pipeline();
@@ -74,24 +84,34 @@ async fn dead_letters(config: &PipelineConfig, command: DeadLetters) -> anyhow::
     let mut conn = redis::Client::open(config.valkey.valkey_url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
+    let db = config.database.connect().await?;
+    migration::run(&db).await?;
+    let imported = dead_letter::import_legacy(&mut conn, &db, &keys).await?;
+    if imported > 0 {
+        eprintln!(
+            "moved {imported} dead letters from {} into PostgreSQL",
+            keys.dead
+        );
+    }
     match command {
-        DeadLetters::List { limit } => {
-            for letter in dead_letter::list(&mut conn, &keys, limit).await? {
+        DeadLetters::List { limit, after } => {
+            for letter in dead_letter::list(&db, &keys.stream, limit, after).await? {
                 println!(
-                    "{}\toriginal={}\tdeliveries={}\t{}",
+                    "{}\toriginal={}\tkind={}\tdeliveries={}\t{}",
                     letter.id,
                     letter.original_id,
+                    letter.kind,
                     letter.deliveries,
                     letter.reason.escape_debug()
                 );
             }
         }
         DeadLetters::Redrive { ids, limit } => {
-            let mut letters = dead_letter::list(&mut conn, &keys, limit).await?;
+            let mut letters = dead_letter::list(&db, &keys.stream, limit, None).await?;
             if !ids.is_empty() {
                 letters.retain(|l| ids.contains(&l.id));
             }
-            let redriven = dead_letter::redrive(&mut conn, &keys, &letters).await?;
+            let redriven = dead_letter::redrive(&mut conn, &db, &keys, &letters).await?;
             println!(
                 "re-drove {redriven} of {} dead letters ({} had no payload and were dropped)",
                 letters.len(),

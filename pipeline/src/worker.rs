@@ -12,12 +12,9 @@
 //! finished. Should shutdown come while PostgreSQL or Valkey is down, the
 //! batch stays pending and another replica (or this one, restarted) counts it.
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -31,9 +28,6 @@ use crate::{
 
 /// Where an `XAUTOCLAIM` scan starts (and what it returns once complete).
 const SCAN_START: &str = "0-0";
-/// Failed commits of a batch before the worker asks whether PostgreSQL is
-/// down or refuses the batch itself.
-const COMMIT_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
 
 /// A deliberate crash, for fault-injection tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -169,8 +163,9 @@ impl Worker {
         Some(())
     }
 
-    /// Commits the batch, retrying while PostgreSQL is unavailable.
-    /// `Some(None)` when PostgreSQL answers but keeps refusing this batch: the
+    /// Commits the batch, retrying while PostgreSQL is unavailable (or
+    /// read-only, shutting down, timing out: see [`writer::refused`]).
+    /// `Some(None)` when PostgreSQL refuses the data of this batch: the
     /// caller then finds the entry it refuses.
     async fn commit(
         &self,
@@ -179,7 +174,6 @@ impl Worker {
         started: Instant,
         shutdown: &CancellationToken,
     ) -> Option<Option<writer::Written>> {
-        let failures = AtomicU32::new(0);
         until_done("commit", shutdown, || async {
             if started.elapsed() > self.settings.keep_fresh_after
                 && let Err(err) = self.consumer.touch(ids).await
@@ -188,23 +182,21 @@ impl Worker {
             }
             match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
                 Ok(written) => Ok(Some(written)),
+                Err(err) if writer::refused(&err) => {
+                    tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
+                    Ok(None)
+                }
                 Err(err) => {
                     metrics::counter!("flagmeter_transaction_retries_total").increment(1);
-                    let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if failed >= COMMIT_ATTEMPTS_BEFORE_SPLIT && self.database_answers().await {
-                        tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
-                        Ok(None)
-                    } else {
-                        Err(err)
-                    }
+                    Err(err)
                 }
             }
         })
         .await
     }
 
-    /// Commits events one at a time, dead-lettering any that PostgreSQL
-    /// refuses while it is otherwise answering. Returns how many counted.
+    /// Commits events one at a time, dead-lettering any whose data
+    /// PostgreSQL refuses. Returns how many counted.
     async fn commit_one_by_one(
         &self,
         sources: &[Delivery],
@@ -222,7 +214,7 @@ impl Worker {
                 .await
                 {
                     Ok(written) => Ok(Ok(written.counted)),
-                    Err(err) if self.database_answers().await => Ok(Err(err.to_string())),
+                    Err(err) if writer::refused(&err) => Ok(Err(err.to_string())),
                     Err(err) => Err(err),
                 }
             })
@@ -237,10 +229,6 @@ impl Worker {
             }
         }
         Some(counted)
-    }
-
-    async fn database_answers(&self) -> bool {
-        self.db.execute_unprepared("SELECT 1").await.is_ok()
     }
 
     /// Dead-letters (and acks) the taken-over entries delivered more often
@@ -275,6 +263,8 @@ impl Worker {
         Some(keep)
     }
 
+    /// Sets an entry aside as a dead letter (in PostgreSQL, so that this
+    /// works while Valkey is out of memory), retrying until it is stored.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -283,21 +273,18 @@ impl Worker {
         deliveries: usize,
         shutdown: &CancellationToken,
     ) -> Option<()> {
-        tracing::warn!(entry = %delivery.id, reason, "moving entry to the dead-letter stream");
+        tracing::warn!(entry = %delivery.id, reason, "setting the entry aside as a dead letter");
         metrics::counter!("flagmeter_events_dead_lettered_total", "reason" => kind).increment(1);
         let letter = dead_letter::DeadLetter {
+            stream: &self.consumer.keys().stream,
             original_id: &delivery.id,
+            kind,
             reason,
             consumer: self.consumer.name(),
             deliveries,
             payload: delivery.payload.as_deref(),
         };
-        until_done("dead letter", shutdown, || async {
-            letter
-                .write(&mut self.consumer.commands(), &self.consumer.keys().dead)
-                .await
-        })
-        .await
+        until_done("dead letter", shutdown, || letter.write(&self.db)).await
     }
 }
 

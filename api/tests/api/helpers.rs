@@ -47,9 +47,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ApiConfig)) -> TestApp {
         database: env.database_args(),
         alerts: pipeline::config::AlertArgs {
             alert_thresholds: vec![80],
-            webhook_allowed_hosts: vec!["127.0.0.1".into()],
+            webhook_allowed_hosts: vec!["127.0.0.1:*".into()],
             webhook_allow_insecure: true,
         },
+        tenants: Default::default(),
+        header_timeout_ms: 10_000,
     };
     adjust(&mut config);
     let admin_key = config.auth.admin_key.clone().unwrap_or_default();

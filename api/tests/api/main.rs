@@ -14,5 +14,6 @@ mod end_to_end;
 mod fake_slack;
 mod helpers;
 mod ingest;
+mod slow_clients;
 mod usage;
 mod validation;

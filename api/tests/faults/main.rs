@@ -13,6 +13,7 @@ mod deployment;
 #[path = "../common/fake_slack.rs"]
 mod fake_slack;
 mod logs;
+mod recovery;
 mod support;
 
 use std::time::Duration;

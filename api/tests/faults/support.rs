@@ -109,9 +109,11 @@ impl Services {
             },
             alerts: pipeline::config::AlertArgs {
                 alert_thresholds: vec![80],
-                webhook_allowed_hosts: vec!["127.0.0.1".into()],
+                webhook_allowed_hosts: vec!["127.0.0.1:*".into()],
                 webhook_allow_insecure: true,
             },
+            tenants: Default::default(),
+            header_timeout_ms: 10_000,
         }
     }
 
@@ -143,7 +145,7 @@ impl Services {
             .env("FLAGMETER_CLAIM_IDLE_MS", "1500")
             .env("FLAGMETER_CLAIM_INTERVAL_MS", "300")
             .env("FLAGMETER_DB_MAX_CONNECTIONS", "3")
-            .env("FLAGMETER_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+            .env("FLAGMETER_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1:*")
             .env("FLAGMETER_WEBHOOK_ALLOW_INSECURE", "true")
             .env("FLAGMETER_ALERT_RETRY_BASE_MS", "100")
             .env("FLAGMETER_ALERT_POLL_MS", "100")
