@@ -300,6 +300,11 @@ async fn a_read_only_postgres_delays_counting_but_dead_letters_nothing() {
         .await
         .unwrap();
     let (stop, worker) = env.spawn_pipeline("w");
+    fill(&env, &[event("first", "gpt-4o", 5)]).await;
+    assert!(
+        env.drained(Duration::from_secs(30)).await,
+        "the worker runs"
+    );
     // Like a primary demoted to a read-only replica: sessions may read,
     // every write is refused (SQLSTATE 25006).
     admin
@@ -315,11 +320,14 @@ async fn a_read_only_postgres_delays_counting_but_dead_letters_nothing() {
         .await
         .unwrap();
 
-    assert!(env.drained(Duration::from_secs(30)).await);
+    assert!(
+        env.drained(Duration::from_secs(30)).await,
+        "counting resumed"
+    );
     stop.cancel();
     worker.await.unwrap().unwrap();
     let db = sea_orm::Database::connect(&env.database_url).await.unwrap();
-    assert_eq!(total_in(&db).await, 30);
+    assert_eq!(total_in(&db).await, 35);
     assert!(
         dead_letter::list(&db, &env.stream, 10, None)
             .await
