@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use alerts::config::AlertArgs;
-use service::config::DatabaseArgs;
+use entity::setting::{InvalidSetting, require};
+use service::config::{DatabaseArgs, TenantArgs};
 use stream::config::ValkeyArgs;
 
 /// Everything the api needs to run.
@@ -32,6 +33,11 @@ pub struct ApiConfig {
     /// (milliseconds; 0 reads PostgreSQL every time). `asOf` tells its age.
     #[arg(long, env = "FLAGMETER_USAGE_CACHE_MS", default_value_t = 250)]
     pub usage_cache_ms: u64,
+    /// Longest time a client may take to send a request's headers, in
+    /// milliseconds; a slower connection is closed (so that slow senders
+    /// cannot hold connections open).
+    #[arg(long, env = "FLAGMETER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -40,6 +46,35 @@ pub struct ApiConfig {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub tenants: TenantArgs,
+}
+
+/// The smallest body limit that still fits a single event.
+const MIN_BODY_BYTES: usize = 1024;
+
+impl ApiConfig {
+    /// Refuses settings that can never work, naming the variable.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            self.max_body_bytes >= MIN_BODY_BYTES,
+            "FLAGMETER_MAX_BODY_BYTES",
+            self.max_body_bytes,
+            format!("must be at least {MIN_BODY_BYTES}"),
+        )?;
+        for (var, value) in [
+            ("FLAGMETER_RETRY_AFTER_SECS", self.retry_after_secs),
+            ("FLAGMETER_STREAM_HIGH_WATER", self.stream_high_water),
+            ("FLAGMETER_HEADER_TIMEOUT_MS", self.header_timeout_ms),
+        ] {
+            require(value >= 1, var, value, "must be at least 1")?;
+        }
+        self.auth.validate()?;
+        self.valkey.validate()?;
+        self.database.validate()?;
+        self.alerts.validate()?;
+        self.tenants.validate()
+    }
 }
 
 /// Who may call the api, and how often.
@@ -66,6 +101,31 @@ pub struct AuthArgs {
     /// revoked key stops working on every replica within this time.
     #[arg(long, env = "FLAGMETER_KEY_CACHE_MS", default_value_t = 2_000)]
     pub key_cache_ms: u64,
+}
+
+impl AuthArgs {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if let Some(burst) = self.rate_limit_burst {
+            require(
+                burst >= 1,
+                "FLAGMETER_RATE_LIMIT_BURST",
+                burst,
+                "must be at least 1",
+            )?;
+            require(
+                self.rate_limit_per_sec >= 1,
+                "FLAGMETER_RATE_LIMIT_BURST",
+                burst,
+                "has no effect with FLAGMETER_RATE_LIMIT_PER_SEC=0 (no limit)",
+            )?;
+        }
+        require(
+            self.key_cache_ms >= 1,
+            "FLAGMETER_KEY_CACHE_MS",
+            self.key_cache_ms,
+            "must be at least 1 (keys are remembered while PostgreSQL is down)",
+        )
+    }
 }
 
 /// Refuses a bootstrap admin key short enough to guess.

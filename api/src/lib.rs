@@ -15,6 +15,7 @@ pub mod body_limit;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod header_timeout;
 pub mod http_metrics;
 pub mod ingest;
 pub mod routes;

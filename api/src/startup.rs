@@ -13,8 +13,8 @@ use alerts::slack::SlackClient;
 use stream::ensure_group;
 
 use crate::{
-    auth::Auth, backlog::Backlog, config::ApiConfig, dashboard::snapshot, routes, state::AppState,
-    usage_cache::UsageCache,
+    auth::Auth, backlog::Backlog, config::ApiConfig, dashboard::snapshot,
+    header_timeout::HeaderTimeout, routes, state::AppState, usage_cache::UsageCache,
 };
 
 /// A built api, bound to its port, ready to serve.
@@ -23,6 +23,8 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     max_body_bytes: usize,
+    /// How long a client may take to send a request's headers.
+    header_timeout: Duration,
     /// Reads the dashboard's figures while the api runs.
     snapshot_publisher: snapshot::Publisher,
 }
@@ -34,6 +36,7 @@ impl Application {
     /// Valkey is connected lazily: an api started while Valkey is down serves
     /// reads and answers ingest with 503 until Valkey is back.
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        config.validate()?;
         let db = config.database.connect().await?;
         migration::run(&db).await?;
         let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
@@ -77,6 +80,7 @@ impl Application {
                 snapshots,
             },
             max_body_bytes: config.max_body_bytes,
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
             snapshot_publisher,
         })
     }
@@ -105,7 +109,7 @@ impl Application {
                 .run(self.state.db.clone(), shutdown.clone()),
         );
         let app = routes::app(self.state, self.max_body_bytes, metrics);
-        Server::new_with_acceptor(self.acceptor)
+        Server::new_with_acceptor(HeaderTimeout::new(self.acceptor, self.header_timeout))
             .run_with_graceful_shutdown(
                 app,
                 async move { shutdown.cancelled().await },

@@ -6,6 +6,12 @@
 //! answer instead); a successful answer is cached only if the cache's
 //! `keep` rule says so.
 //!
+//! Such a cache also marks some answers as worth keeping (a live API key):
+//! those survive sweeps after their lifetime and are stored even when the
+//! cache is full, so that a flood of other keys (unknown, guessed secrets)
+//! can neither sweep away nor crowd out what a failed load would fall back
+//! on. They are bounded by their source (the keys that exist).
+//!
 //! Used for tenants' usage ([`crate::usage_cache`]) and for API keys
 //! ([`crate::auth`]).
 
@@ -39,7 +45,9 @@ const MAX_ENTRIES: usize = 100_000;
 pub struct TtlCache<K, V> {
     ttl: Duration,
     keep: fn(&V) -> bool,
-    stale_if_error: bool,
+    /// When loading fails: which previous answers may stand in (`None`: a
+    /// failure is an error).
+    stale_if_error: Option<fn(&V) -> bool>,
     entries: Arc<Mutex<Entries<K, V>>>,
 }
 
@@ -66,7 +74,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         Self {
             ttl,
             keep,
-            stale_if_error: false,
+            stale_if_error: None,
             entries: Arc::new(Mutex::new(Entries {
                 map: HashMap::new(),
                 swept: Instant::now(),
@@ -75,11 +83,18 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     }
 
     /// Makes a failed load answer with the key's previous answer, if there
-    /// is one, and keep it for another lifetime: for answers that stay true
-    /// while their source is unreachable.
-    pub fn stale_if_error(mut self) -> Self {
-        self.stale_if_error = true;
+    /// is one that `worth_keeping` accepts, and keep it for another
+    /// lifetime: for answers that stay true while their source is
+    /// unreachable. Such answers are kept past their lifetime, whatever
+    /// else fills the cache.
+    pub fn stale_if_error(mut self, worth_keeping: fn(&V) -> bool) -> Self {
+        self.stale_if_error = Some(worth_keeping);
         self
+    }
+
+    /// Whether `value` must outlive sweeps and a full cache.
+    fn worth_keeping(&self, value: &V) -> bool {
+        self.stale_if_error.is_some_and(|keep| keep(value))
     }
 
     /// How long an answer is reused.
@@ -97,10 +112,10 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         if self.ttl.is_zero() {
             return load().await;
         }
-        let (slot, stale) = self.slot(key);
+        let (slot, stale, stored) = self.slot(key);
         let value = match slot.get_or_try_init(load).await {
             Ok(value) => value.clone(),
-            Err(err) => match stale.filter(|_| self.stale_if_error) {
+            Err(err) => match stale.filter(|_| self.stale_if_error.is_some()) {
                 Some(stale) => {
                     // Another caller may have succeeded meanwhile: keep theirs.
                     let _ = slot.set(stale.clone());
@@ -111,6 +126,16 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         };
         if !(self.keep)(&value) {
             self.remove_if(key, |s| Arc::ptr_eq(s, &slot));
+        } else if !stored && self.worth_keeping(&value) {
+            // The cache was full of others: this one goes in regardless.
+            self.lock().map.insert(
+                key.clone(),
+                Entry {
+                    created: Instant::now(),
+                    slot,
+                    stale: None,
+                },
+            );
         }
         Ok(value)
     }
@@ -126,24 +151,36 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The slot holding (or about to hold) the key's answer, and the answer
-    /// before it.
-    fn slot(&self, key: &K) -> (Slot<V>, Option<V>) {
+    /// The slot holding (or about to hold) the key's answer, the answer
+    /// before it, and whether the slot is in the map.
+    fn slot(&self, key: &K) -> (Slot<V>, Option<V>, bool) {
         let mut entries = self.lock();
         let ttl = self.ttl;
         let stale = match entries.map.get(key) {
             Some(entry) if entry.created.elapsed() < ttl => {
-                return (entry.slot.clone(), entry.stale.clone());
+                return (entry.slot.clone(), entry.stale.clone(), true);
             }
             Some(entry) => entry.slot.get().cloned().or_else(|| entry.stale.clone()),
             None => None,
         };
         if entries.map.len() > SWEEP_ABOVE && entries.swept.elapsed() >= ttl {
-            entries.map.retain(|_, entry| entry.created.elapsed() < ttl);
+            entries.map.retain(|_, entry| {
+                entry.created.elapsed() < ttl
+                    || entry
+                        .slot
+                        .get()
+                        .or(entry.stale.as_ref())
+                        .is_some_and(|value| self.worth_keeping(value))
+            });
             entries.swept = Instant::now();
         }
         let slot = Slot::default();
-        if entries.map.len() < MAX_ENTRIES || entries.map.contains_key(key) {
+        let stored = entries.map.len() < MAX_ENTRIES
+            || entries.map.contains_key(key)
+            || stale
+                .as_ref()
+                .is_some_and(|value| self.worth_keeping(value));
+        if stored {
             let entry = Entry {
                 created: Instant::now(),
                 slot: slot.clone(),
@@ -151,7 +188,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
             };
             entries.map.insert(key.clone(), entry);
         }
-        (slot, stale)
+        (slot, stale, stored)
     }
 
     fn remove_if(&self, key: &K, matches: impl FnOnce(&Slot<V>) -> bool) {
@@ -163,5 +200,64 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
         {
             entries.map.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fails() -> Result<Option<u32>, ()> {
+        Err(())
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_keys_does_not_make_the_cache_forget_a_known_one() {
+        let ttl = Duration::from_millis(20);
+        let cache: TtlCache<u32, Option<u32>> =
+            TtlCache::new(ttl, |_| true).stale_if_error(Option::is_some);
+        cache
+            .get(&0, || async { Ok::<_, ()>(Some(7)) })
+            .await
+            .unwrap();
+        // Unknown keys, past the sweep point, after the known answer expired.
+        tokio::time::sleep(ttl * 2).await;
+        for junk in 1..=(SWEEP_ABOVE as u32 + 2) {
+            cache
+                .get(&junk, || async { Ok::<_, ()>(None) })
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(ttl * 2).await;
+        // One more unknown key sweeps; then the source fails.
+        cache
+            .get(&u32::MAX, || async { Ok::<_, ()>(None) })
+            .await
+            .unwrap();
+
+        assert_eq!(cache.get(&0, fails).await, Ok(Some(7)));
+        assert_eq!(
+            cache.get(&1, fails).await,
+            Err(()),
+            "unknown keys were swept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_known_key_is_stored_even_when_the_cache_is_full() {
+        let cache: TtlCache<u32, Option<u32>> =
+            TtlCache::new(Duration::from_secs(60), |_| true).stale_if_error(Option::is_some);
+        for junk in 1..=(MAX_ENTRIES as u32) {
+            cache
+                .get(&junk, || async { Ok::<_, ()>(None) })
+                .await
+                .unwrap();
+        }
+        cache
+            .get(&0, || async { Ok::<_, ()>(Some(7)) })
+            .await
+            .unwrap();
+
+        assert_eq!(cache.get(&0, fails).await, Ok(Some(7)));
     }
 }

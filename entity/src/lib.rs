@@ -5,6 +5,7 @@
 //! access), so both must apply the very same rules: they live here, once.
 
 pub mod period;
+pub mod setting;
 pub mod usage;
 pub mod validate;
 

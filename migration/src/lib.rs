@@ -33,6 +33,7 @@ mod m20261122_000002_alerts;
 mod m20261122_000003_api_keys;
 mod m20261201_000012_byte_order_keys;
 mod m20261201_000013_rollup_slots;
+mod m20261201_000014_dead_letters;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_api_keys::Migration),
             Box::new(m20261201_000012_byte_order_keys::Migration),
             Box::new(m20261201_000013_rollup_slots::Migration),
+            Box::new(m20261201_000014_dead_letters::Migration),
         ]
     }
 }
@@ -55,11 +57,16 @@ const MIGRATION_LOCK_KEY: i64 = 0x0066_6c61_676d_6574;
 /// Applies every pending migration, safely when many replicas start at once.
 ///
 /// The lock is transaction-scoped, so it is released by the COMMIT (or by the
-/// connection dying), never leaked in the pool.
+/// connection dying), never leaked in the pool. The pipeline bounds its
+/// sessions' statements and lock waits (to seconds); migrating is exempt,
+/// since waiting for another replica's migration is expected, and a
+/// migration may be slow on a large table.
 pub async fn run(db: &DatabaseConnection) -> Result<(), DbErr> {
     let txn = db.begin().await?;
     txn.execute_unprepared(&format!(
-        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+        "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;
+         SET LOCAL idle_in_transaction_session_timeout = 0;
+         SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
     ))
     .await?;
     Migrator::up(&txn, None).await?;

@@ -1,6 +1,11 @@
 //! One pipeline replica, built from its configuration and then run until
 //! shutdown: the library entry point that `main` and the tests share, in the
 //! api's shape ([`Pipeline::build`], then [`Pipeline::run_until_stopped`]).
+//!
+//! Building refuses settings that can never work, naming the variable, and
+//! connects to PostgreSQL. Joining the consumer group waits, retrying, for
+//! as long as Valkey does not let the replica in (loading, full before the
+//! group exists, down): exiting would leave the events uncounted for good.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -9,15 +14,18 @@ use alerts::{
     sender::{Sender, SenderSettings},
     slack::SlackClient,
 };
+use entity::setting::InvalidSetting;
+use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
-use service::config::DatabaseArgs;
+use service::config::{DatabaseArgs, TenantArgs};
 use stream::config::ValkeyArgs;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::WorkerArgs,
     consumer::{Consumer, ReadSettings},
-    janitor,
+    dead_letter, janitor,
+    retry::until_done,
     worker::{Worker, WorkerSettings},
     writer::NewTenants,
 };
@@ -38,31 +46,69 @@ pub struct PipelineConfig {
     pub alerts: AlertArgs,
     #[command(flatten)]
     pub sender: SenderArgs,
+    #[command(flatten)]
+    pub tenants: TenantArgs,
 }
 
-/// A replica that has connected, migrated and joined the consumer group.
+impl PipelineConfig {
+    /// Refuses settings that can never work, naming the variable.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.valkey.validate()?;
+        self.database.validate()?;
+        self.worker.validate()?;
+        self.alerts.validate()?;
+        self.sender.validate()?;
+        self.tenants.validate()
+    }
+}
+
+/// A replica that has connected to PostgreSQL and applied the migrations.
 pub struct Pipeline {
+    config: PipelineConfig,
     db: DatabaseConnection,
-    worker: Worker,
-    janitor: janitor::Janitor,
-    sender: Sender,
+    client: redis::Client,
     /// Renders this replica's metrics; kept tidy while the replica runs.
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    metrics: PrometheusHandle,
 }
 
 impl Pipeline {
-    /// Connects to PostgreSQL (applying migrations) and Valkey, joins the
-    /// consumer group (creating it if need be) and serves the metrics
-    /// endpoint, if one is configured.
+    /// Checks the settings, connects to PostgreSQL (every session's
+    /// transactions bounded, see [`WorkerArgs::transaction_bounds`]),
+    /// applies the migrations and serves the metrics endpoint, if one is
+    /// configured.
     pub async fn build(config: PipelineConfig) -> anyhow::Result<Self> {
+        config.validate()?;
         let metrics = match config.metrics_addr {
             Some(addr) => service::metrics::serve(addr)?,
             None => service::metrics::handle(),
         };
         crate::metrics::describe_pipeline();
-        let db = config.database.connect().await?;
+        let db = config
+            .database
+            .connect_bounded(config.worker.transaction_bounds())
+            .await?;
         migration::run(&db).await?;
         let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
+        Ok(Self {
+            config,
+            db,
+            client,
+            metrics,
+        })
+    }
+
+    /// Joins the consumer group (creating it if need be), then counts until
+    /// `shutdown` is cancelled; alongside, trims the stream, delivers quota
+    /// alerts and keeps the metrics tidy. Returns once the batch in hand is
+    /// finished.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            config,
+            db,
+            client,
+            metrics,
+        } = self;
+        let upkeep = tokio::spawn(service::metrics::upkeep(metrics, shutdown.clone()));
         let worker_args = &config.worker;
         let claim_idle = Duration::from_millis(worker_args.claim_idle_ms);
         let settings = ReadSettings {
@@ -70,17 +116,30 @@ impl Pipeline {
             block: Duration::from_millis(worker_args.block_ms),
             claim_idle,
         };
-        let consumer = Consumer::connect(
-            &client,
-            config.valkey.keys(),
-            worker_args.consumer_name(),
-            settings,
-        )
-        .await?;
+        let keys = config.valkey.keys();
+        let consumer_name = worker_args.consumer_name();
+        let Some(consumer) = until_done("join the consumer group", &shutdown, || {
+            Consumer::connect(
+                &client,
+                keys.clone(),
+                consumer_name.clone(),
+                settings.clone(),
+            )
+        })
+        .await
+        else {
+            upkeep.await?;
+            return Ok(());
+        };
+        match dead_letter::import_legacy(&mut consumer.commands(), &db, &keys).await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "moved dead letters from Valkey into PostgreSQL"),
+            Err(err) => tracing::warn!(%err, "cannot move dead letters from Valkey yet"),
+        }
         let janitor = janitor::Janitor {
             valkey: consumer.commands(),
             db: db.clone(),
-            keys: config.valkey.keys(),
+            keys,
             trim_interval: Duration::from_millis(worker_args.trim_interval_ms),
             retention_days: worker_args.event_retention_days,
         };
@@ -101,7 +160,7 @@ impl Pipeline {
             db.clone(),
             WorkerSettings {
                 new_tenants: NewTenants {
-                    monthly_quota: worker_args.default_quota,
+                    monthly_quota: config.tenants.default_quota,
                     alert_thresholds: config.alerts.alert_thresholds.clone(),
                 },
                 claim_interval: Duration::from_millis(worker_args.claim_interval_ms),
@@ -110,27 +169,13 @@ impl Pipeline {
                 failpoint: worker_args.failpoint,
             },
         );
-        Ok(Self {
-            db,
-            worker,
-            janitor,
-            sender,
-            metrics,
-        })
-    }
-
-    /// Counts until `shutdown` is cancelled; alongside, trims the stream,
-    /// delivers quota alerts and keeps the metrics tidy. Returns once the
-    /// batch in hand is finished.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let upkeep = tokio::spawn(service::metrics::upkeep(self.metrics, shutdown.clone()));
-        let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
-        let sender = tokio::spawn(self.sender.run(shutdown.clone()));
-        self.worker.run(shutdown).await;
+        let janitor = tokio::spawn(janitor.run(shutdown.clone()));
+        let sender = tokio::spawn(sender.run(shutdown.clone()));
+        worker.run(shutdown).await;
         janitor.await?;
         sender.await?;
         upkeep.await?;
-        self.db.close().await?;
+        db.close().await?;
         Ok(())
     }
 }

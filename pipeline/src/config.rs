@@ -1,7 +1,13 @@
-//! The worker's configuration: batch sizes, waits, reclaim and retention.
-//! Each field is an environment variable and a `--flag`. What the api
-//! shares lives with its concept: [`stream::config`] (Valkey and the stream
-//! names), [`service::config`] (PostgreSQL, logs), [`alerts::config`].
+//! The worker's configuration: batch sizes, waits, reclaim, retention and
+//! how long its PostgreSQL transactions may take. Each field is an
+//! environment variable and a `--flag`. What the api shares lives with its
+//! concept: [`stream::config`] (Valkey and the stream names),
+//! [`service::config`] (PostgreSQL, logs, new tenants), [`alerts::config`].
+
+use std::time::Duration;
+
+use entity::setting::{InvalidSetting, require};
+use service::config::TransactionBounds;
 
 /// The pipeline worker.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,8 +23,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "FLAGMETER_BLOCK_MS", default_value_t = 1000)]
     pub block_ms: u64,
     /// How long an entry must be pending on a silent replica before another
-    /// takes it over, in milliseconds. Must exceed the longest two batches
-    /// (each is read while the one before it commits).
+    /// takes it over, in milliseconds. Must exceed the longest batch.
     #[arg(long, env = "FLAGMETER_CLAIM_IDLE_MS", default_value_t = 30_000)]
     pub claim_idle_ms: u64,
     /// How often this replica looks for entries to take over, in milliseconds.
@@ -37,15 +42,97 @@ pub struct WorkerArgs {
     /// backlog gauges sampled), in milliseconds.
     #[arg(long, env = "FLAGMETER_TRIM_INTERVAL_MS", default_value_t = 5_000)]
     pub trim_interval_ms: u64,
+    /// Longest PostgreSQL statement, in milliseconds (default: a third of
+    /// the claim idle time).
+    #[arg(long, env = "FLAGMETER_DB_STATEMENT_TIMEOUT_MS")]
+    pub db_statement_timeout_ms: Option<u64>,
+    /// Longest wait for a row lock, in milliseconds (default: a third of the
+    /// claim idle time).
+    #[arg(long, env = "FLAGMETER_DB_LOCK_TIMEOUT_MS")]
+    pub db_lock_timeout_ms: Option<u64>,
+    /// Longest pause inside a transaction before PostgreSQL ends the session
+    /// and releases its locks, in milliseconds (default: a sixth of the claim
+    /// idle time).
+    #[arg(long, env = "FLAGMETER_DB_IDLE_IN_TRANSACTION_MS")]
+    pub db_idle_in_transaction_ms: Option<u64>,
     /// A deliberate crash, for fault-injection tests only.
     #[arg(long, env = "FLAGMETER_FAILPOINT", value_enum, hide = true)]
     pub failpoint: Option<crate::worker::Failpoint>,
-    /// Monthly quota given to a tenant created by its first event.
-    #[arg(long, env = "FLAGMETER_DEFAULT_QUOTA", default_value_t = entity::DEFAULT_MONTHLY_QUOTA)]
-    pub default_quota: i64,
 }
 
 impl WorkerArgs {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if let Some(consumer) = &self.consumer {
+            require(
+                !consumer.is_empty(),
+                "FLAGMETER_CONSUMER",
+                "",
+                "must not be empty",
+            )?;
+        }
+        require(
+            self.block_ms >= 1,
+            "FLAGMETER_BLOCK_MS",
+            self.block_ms,
+            "must be at least 1 (0 would block forever)",
+        )?;
+        require(
+            self.claim_idle_ms > self.block_ms,
+            "FLAGMETER_CLAIM_IDLE_MS",
+            self.claim_idle_ms,
+            format!(
+                "must exceed FLAGMETER_BLOCK_MS ({}): live work would be taken over",
+                self.block_ms
+            ),
+        )?;
+        for (var, value) in [
+            ("FLAGMETER_CLAIM_INTERVAL_MS", self.claim_interval_ms),
+            ("FLAGMETER_TRIM_INTERVAL_MS", self.trim_interval_ms),
+            ("FLAGMETER_MAX_DELIVERIES", self.max_deliveries as u64),
+        ] {
+            require(value >= 1, var, value, "must be at least 1")?;
+        }
+        for (var, value) in [
+            (
+                "FLAGMETER_DB_STATEMENT_TIMEOUT_MS",
+                self.db_statement_timeout_ms,
+            ),
+            ("FLAGMETER_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
+            (
+                "FLAGMETER_DB_IDLE_IN_TRANSACTION_MS",
+                self.db_idle_in_transaction_ms,
+            ),
+        ] {
+            if let Some(ms) = value {
+                require(
+                    ms >= 1 && ms < self.claim_idle_ms,
+                    var,
+                    ms,
+                    format!(
+                        "must be from 1 to below FLAGMETER_CLAIM_IDLE_MS ({}): a longer \
+                         transaction has its entries taken over",
+                        self.claim_idle_ms
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bounds of every pipeline transaction: the configured ones, else
+    /// shares of the claim idle time, within which a batch must be done
+    /// anyway (beyond it, another replica takes its entries over).
+    pub fn transaction_bounds(&self) -> TransactionBounds {
+        let share = |configured: Option<u64>, divisor: u64| {
+            Duration::from_millis(configured.unwrap_or((self.claim_idle_ms / divisor).max(1)))
+        };
+        TransactionBounds {
+            statement: share(self.db_statement_timeout_ms, 3),
+            lock: share(self.db_lock_timeout_ms, 3),
+            idle_in_transaction: share(self.db_idle_in_transaction_ms, 6),
+        }
+    }
+
     /// The consumer name: the configured one, else `hostname-pid`, which is
     /// unique per process and so never reuses a dead replica's name.
     pub fn consumer_name(&self) -> String {

@@ -1,21 +1,34 @@
-//! The dead-letter stream `{stream}:dead`: where an entry that can never be
-//! counted goes, with its reason, delivery count and original bytes, so that
-//! a bad entry neither stops the worker nor vanishes.
+//! Dead letters: where an entry that can never be counted goes, with its
+//! reason, delivery count and original bytes, so that a bad entry neither
+//! stops the worker nor vanishes.
 //!
-//! A dead letter is written before the original is acknowledged: a crash in
-//! between duplicates the dead letter rather than losing the entry. An
-//! operator can list dead letters and re-drive them into the stream once the
-//! cause is fixed; re-driving adds the entry back before deleting the letter,
-//! so a crash there too can only duplicate, and the ledger counts a
-//! duplicate once.
+//! They are kept in PostgreSQL (table `dead_letters`), not in Valkey: a
+//! Valkey at `maxmemory` refuses every write that adds data, and a dead
+//! letter it refused would hold its batch unacknowledged, the stream
+//! untrimmed and the memory full, for good. Each letter is written in its
+//! own statement before the original is acknowledged: a crash in between
+//! writes it again, which changes nothing (one letter per stream entry).
+//!
+//! An operator lists dead letters and re-drives them into the stream once
+//! the cause is fixed; re-driving appends the entry before deleting the
+//! letter, so a crash there too can only duplicate, and the ledger counts a
+//! duplicate once. Dead letters that an earlier version left in the Valkey
+//! stream `{stream}:dead` are moved into the table ([`import_legacy`]) when
+//! a replica starts and before the CLI lists or re-drives.
 
+use chrono::{DateTime, TimeZone, Utc};
 use redis::{AsyncCommands, RedisError, Value, aio::ConnectionLike, streams::StreamRangeReply};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
 
-use stream::{AppendError, StreamKeys, append};
+use stream::{AppendError, EntryId, StreamKeys, append};
 
-/// One entry on its way to the dead-letter stream.
+/// One entry on its way to the dead letters.
 pub struct DeadLetter<'a> {
+    /// The stream the entry is in.
+    pub stream: &'a str,
     pub original_id: &'a str,
+    /// `undecodable`, `refused` or `redelivered`.
+    pub kind: &'a str,
     pub reason: &'a str,
     pub consumer: &'a str,
     pub deliveries: usize,
@@ -23,26 +36,37 @@ pub struct DeadLetter<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
+const INSERT: &str = "INSERT INTO dead_letters
+        (stream, entry_id, kind, reason, deliveries, consumer, payload, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()))
+    ON CONFLICT (stream, entry_id) DO NOTHING";
+
 impl DeadLetter<'_> {
-    pub async fn write<C>(&self, conn: &mut C, dead_stream: &str) -> Result<(), RedisError>
-    where
-        C: ConnectionLike + Send,
-    {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(dead_stream)
-            .arg("*")
-            .arg("original_id")
-            .arg(self.original_id)
-            .arg("reason")
-            .arg(self.reason)
-            .arg("consumer")
-            .arg(self.consumer)
-            .arg("deliveries")
-            .arg(self.deliveries);
-        if let Some(payload) = self.payload {
-            cmd.arg("payload").arg(payload);
-        }
-        let _: String = cmd.query_async(conn).await?;
+    /// Stores the letter, unless the entry has one already.
+    pub async fn write<C: ConnectionTrait>(&self, db: &C) -> Result<(), DbErr> {
+        self.insert(db, None).await
+    }
+
+    async fn insert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<(), DbErr> {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            INSERT,
+            [
+                self.stream.into(),
+                self.original_id.into(),
+                self.kind.into(),
+                self.reason.into(),
+                (self.deliveries.clamp(1, i32::MAX as usize) as i32).into(),
+                self.consumer.into(),
+                self.payload.map(<[u8]>::to_vec).into(),
+                created_at.into(),
+            ],
+        );
+        db.execute_raw(statement).await?;
         Ok(())
     }
 }
@@ -50,61 +74,150 @@ impl DeadLetter<'_> {
 /// A dead letter as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredLetter {
-    /// Its id in the dead-letter stream.
-    pub id: String,
+    /// Its id in the table: also the cursor of [`list`].
+    pub id: i64,
+    pub stream: String,
+    /// The stream entry it came from.
     pub original_id: String,
+    pub kind: String,
     pub reason: String,
     pub deliveries: usize,
+    pub consumer: String,
     pub payload: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
 }
 
-fn text(entry: &redis::streams::StreamId, field: &str) -> String {
-    entry.get::<String>(field).unwrap_or_default()
-}
-
-/// The oldest `limit` dead letters.
-pub async fn list<C>(
-    conn: &mut C,
-    keys: &StreamKeys,
-    limit: usize,
-) -> Result<Vec<StoredLetter>, RedisError>
-where
-    C: ConnectionLike + Send + Sync,
-{
-    let reply: StreamRangeReply = conn.xrange_count(&keys.dead, "-", "+", limit).await?;
-    Ok(reply
-        .ids
-        .into_iter()
-        .map(|entry| StoredLetter {
-            original_id: text(&entry, "original_id"),
-            reason: text(&entry, "reason"),
-            deliveries: entry.get("deliveries").unwrap_or(1),
-            payload: match entry.map.get("payload") {
-                Some(Value::BulkString(bytes)) => Some(bytes.clone()),
-                _ => None,
-            },
-            id: entry.id,
+impl StoredLetter {
+    fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
+        Ok(Self {
+            id: row.try_get("", "id")?,
+            stream: row.try_get("", "stream")?,
+            original_id: row.try_get("", "entry_id")?,
+            kind: row.try_get("", "kind")?,
+            reason: row.try_get("", "reason")?,
+            deliveries: row.try_get::<i32>("", "deliveries")?.max(1) as usize,
+            consumer: row.try_get("", "consumer")?,
+            payload: row.try_get("", "payload")?,
+            created_at: row.try_get("", "created_at")?,
         })
-        .collect())
+    }
 }
 
-/// Puts dead letters back into the stream (those with a payload) and removes
-/// them from the dead-letter stream. Returns how many were re-driven.
-pub async fn redrive<C>(
-    conn: &mut C,
+/// Up to `limit` dead letters of `stream`, oldest first, after the letter
+/// with id `after` (a page's last id is the next page's cursor).
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    stream: &str,
+    limit: u64,
+    after: Option<i64>,
+) -> Result<Vec<StoredLetter>, DbErr> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT id, stream, entry_id, kind, reason, deliveries, consumer, payload, created_at
+         FROM dead_letters WHERE stream = $1 AND id > $2 ORDER BY id LIMIT $3",
+        [
+            stream.into(),
+            after.unwrap_or(0).into(),
+            (limit.min(i64::MAX as u64) as i64).into(),
+        ],
+    );
+    db.query_all_raw(statement)
+        .await?
+        .iter()
+        .map(StoredLetter::from_row)
+        .collect()
+}
+
+/// Why dead letters could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Valkey(#[from] RedisError),
+    #[error(transparent)]
+    Database(#[from] DbErr),
+}
+
+/// Puts dead letters back into the stream (those with a payload) and
+/// deletes them. Returns how many were re-driven.
+pub async fn redrive<V, C>(
+    valkey: &mut V,
+    db: &C,
     keys: &StreamKeys,
     letters: &[StoredLetter],
-) -> Result<usize, AppendError>
+) -> Result<usize, MoveError>
 where
-    C: ConnectionLike + Send + Sync,
+    V: redis::aio::ConnectionLike + Send,
+    C: ConnectionTrait,
 {
     let mut redriven = 0;
     for letter in letters {
         if let Some(payload) = &letter.payload {
-            append(conn, &keys.stream, std::slice::from_ref(payload)).await?;
+            append(valkey, &keys.stream, std::slice::from_ref(payload)).await?;
             redriven += 1;
         }
-        let _: u64 = conn.xdel(&keys.dead, &[&letter.id]).await?;
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM dead_letters WHERE id = $1",
+            [letter.id.into()],
+        ))
+        .await?;
     }
     Ok(redriven)
+}
+
+/// Entries moved from the Valkey stream per round of [`import_legacy`].
+const IMPORT_BATCH: usize = 500;
+
+/// Moves the dead letters an earlier version kept in the Valkey stream
+/// `{stream}:dead` into the table (each inserted, then deleted from the
+/// stream: a crash in between imports it again, which changes nothing).
+/// Returns how many were moved.
+pub async fn import_legacy<V, C>(
+    valkey: &mut V,
+    db: &C,
+    keys: &StreamKeys,
+) -> Result<u64, MoveError>
+where
+    V: ConnectionLike + Send + Sync,
+    C: ConnectionTrait,
+{
+    let mut moved = 0;
+    loop {
+        let reply: StreamRangeReply = valkey
+            .xrange_count(&keys.dead, "-", "+", IMPORT_BATCH)
+            .await?;
+        if reply.ids.is_empty() {
+            return Ok(moved);
+        }
+        for entry in &reply.ids {
+            let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
+            let payload = match entry.map.get("payload") {
+                Some(Value::BulkString(bytes)) => Some(bytes.as_slice()),
+                _ => None,
+            };
+            let (original_id, reason, consumer) =
+                (text("original_id"), text("reason"), text("consumer"));
+            let created_at = entry
+                .id
+                .parse::<EntryId>()
+                .ok()
+                .and_then(|id| Utc.timestamp_millis_opt(id.ms as i64).single());
+            DeadLetter {
+                stream: &keys.stream,
+                original_id: &original_id,
+                kind: "imported",
+                reason: &reason,
+                consumer: &consumer,
+                deliveries: entry.get("deliveries").unwrap_or(1),
+                payload,
+            }
+            .insert(db, created_at)
+            .await?;
+        }
+        let ids: Vec<&str> = reply.ids.iter().map(|e| e.id.as_str()).collect();
+        let _: u64 = valkey.xdel(&keys.dead, &ids).await?;
+        moved += ids.len() as u64;
+    }
 }

@@ -1,55 +1,74 @@
 //! `flagmeter-pipeline dead-letters list|redrive`: the operator's view of
-//! the dead-letter stream, over [`crate::dead_letter`].
+//! the dead letters (PostgreSQL table `dead_letters`), over
+//! [`crate::dead_letter`]. Those an earlier version left in the Valkey
+//! stream `{stream}:dead` are moved into the table first.
 
 use clap::Subcommand;
+use service::config::DatabaseArgs;
 use stream::config::ValkeyArgs;
 
 use crate::dead_letter;
 
-/// Inspect or re-drive the dead-letter stream (`{stream}:dead`).
+/// Inspect or re-drive the dead letters.
 #[derive(Debug, Subcommand)]
 pub enum DeadLetters {
-    /// Print the oldest dead letters: id, original id, deliveries, reason.
+    /// Print the oldest dead letters: id, original entry id, kind,
+    /// deliveries, reason.
     List {
         /// Most letters to print.
         #[arg(long, default_value_t = 100)]
-        limit: usize,
+        limit: u64,
+        /// Print only letters after this id (the last id printed).
+        #[arg(long)]
+        after: Option<i64>,
     },
     /// Put dead letters back into the stream (after fixing their cause).
     Redrive {
-        /// Dead-letter ids to re-drive; all of them (up to --limit) if none.
-        ids: Vec<String>,
+        /// Dead-letter ids (as listed) to re-drive; all of them (up to
+        /// --limit) if none.
+        ids: Vec<i64>,
         /// Most letters to re-drive when no ids are given.
         #[arg(long, default_value_t = 10_000)]
-        limit: usize,
+        limit: u64,
     },
 }
 
 impl DeadLetters {
-    /// Runs the command against the configured stream, printing to stdout.
-    pub async fn run(self, valkey: &ValkeyArgs) -> anyhow::Result<()> {
+    /// Runs the command against the configured stream and database,
+    /// printing to stdout.
+    pub async fn run(self, valkey: &ValkeyArgs, database: &DatabaseArgs) -> anyhow::Result<()> {
         let keys = valkey.keys();
         let mut conn = redis::Client::open(valkey.valkey_url.as_str())?
             .get_multiplexed_async_connection()
             .await?;
+        let db = database.connect().await?;
+        migration::run(&db).await?;
+        let imported = dead_letter::import_legacy(&mut conn, &db, &keys).await?;
+        if imported > 0 {
+            eprintln!(
+                "moved {imported} dead letters from {} into PostgreSQL",
+                keys.dead
+            );
+        }
         match self {
-            Self::List { limit } => {
-                for letter in dead_letter::list(&mut conn, &keys, limit).await? {
+            Self::List { limit, after } => {
+                for letter in dead_letter::list(&db, &keys.stream, limit, after).await? {
                     println!(
-                        "{}\toriginal={}\tdeliveries={}\t{}",
+                        "{}\toriginal={}\tkind={}\tdeliveries={}\t{}",
                         letter.id,
                         letter.original_id,
+                        letter.kind,
                         letter.deliveries,
                         letter.reason.escape_debug()
                     );
                 }
             }
             Self::Redrive { ids, limit } => {
-                let mut letters = dead_letter::list(&mut conn, &keys, limit).await?;
+                let mut letters = dead_letter::list(&db, &keys.stream, limit, None).await?;
                 if !ids.is_empty() {
                     letters.retain(|l| ids.contains(&l.id));
                 }
-                let redriven = dead_letter::redrive(&mut conn, &keys, &letters).await?;
+                let redriven = dead_letter::redrive(&mut conn, &db, &keys, &letters).await?;
                 println!(
                     "re-drove {redriven} of {} dead letters ({} had no payload and were dropped)",
                     letters.len(),

@@ -27,7 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Inspect or re-drive the dead-letter stream (`{stream}:dead`).
+    /// Inspect or re-drive the dead letters (PostgreSQL table
+    /// `dead_letters`; those an earlier version left in `{stream}:dead` are
+    /// moved there first).
     #[command(subcommand)]
     DeadLetters(DeadLetters),
 }
@@ -49,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
             let pipeline = Pipeline::build(cli.config).await?;
             pipeline.run_until_stopped(shutdown).await
         }
-        Some(Command::DeadLetters(command)) => command.run(&cli.config.valkey).await,
+        Some(Command::DeadLetters(command)) => {
+            command.run(&cli.config.valkey, &cli.config.database).await
+        }
     }
 }

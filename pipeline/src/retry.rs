@@ -4,6 +4,33 @@
 //!
 //! An attempt in flight is never cut short: only the sleep between attempts
 //! races shutdown, so a batch whose commit is under way still finishes.
+//!
+//! Every error a dependency can answer is retried here until it clears, so
+//! the pipeline recovers by itself once the dependency is healthy again:
+//!
+//! - Valkey `OOM` (at `maxmemory`): only writes that add data are refused;
+//!   reading, acking and trimming, which free memory, go on, a replica joins
+//!   a group that exists ([`crate::stream::ensure_group`]), and dead letters
+//!   go to PostgreSQL. Tested in `api/tests/faults/recovery.rs`.
+//! - Valkey `READONLY` (a replica, after a failover, until the client
+//!   reconnects to the new primary), `MASTERDOWN` (a replica cut off from
+//!   its primary), `LOADING` (a restart reading its AOF), `BUSY` (a script
+//!   running long), `MISCONF` (a failing snapshot stops writes) and
+//!   timeouts: each is an error reply or a lost connection on a command in
+//!   one of these loops; `ConnectionManager` reconnects, and nothing is
+//!   acked before it succeeds. Killing Valkey mid-load is tested in
+//!   `api/tests/faults/main.rs`.
+//! - PostgreSQL read-only (`25006`), shutting down (`57P01`..`57P03`),
+//!   refusing connections, statement or lock timeouts (`57014`, `55P03`),
+//!   serialization failures and deadlocks: the state of the database, not
+//!   of the events, so the commit is retried and nothing is dead-lettered
+//!   ([`crate::writer::refused`]). Tested: read-only in
+//!   `pipeline/tests/faults.rs`, a crash and a long outage in
+//!   `api/tests/faults/main.rs`, a frozen session in `recovery.rs`.
+//!
+//! At start-up, joining the consumer group is retried the same way; an
+//! unreachable PostgreSQL at start-up ends the process instead (its
+//! supervisor restarts it), so that a wrong `DATABASE_URL` is seen at once.
 
 use std::{fmt::Display, future::Future, time::Duration};
 
@@ -13,10 +40,16 @@ use tokio_util::sync::CancellationToken;
 /// Longest pause between two attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// The pauses between attempts: from 50–100 ms, doubling, up to 2.5–5 s.
+///
+/// backon's jitter adds a random share of up to the whole delay on top of
+/// it, so the exponential part is capped at half of [`MAX_DELAY`] for the
+/// sum to stay within it. Its random generator is seeded per process (the
+/// crate's `std` feature), so replicas do not retry in lockstep.
 fn policy() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(MAX_DELAY)
+        .with_max_delay(MAX_DELAY / 2)
         .with_jitter()
         .without_max_times()
         .build()
@@ -84,6 +117,18 @@ mod tests {
 
     #[test]
     fn the_delay_is_capped() {
-        assert!(policy().take(50).all(|d| d <= MAX_DELAY * 2));
+        let delays: Vec<Duration> = policy().take(50).collect();
+        assert!(delays.iter().all(|&d| d <= MAX_DELAY), "{delays:?}");
+        assert!(
+            delays[40..].iter().all(|&d| d >= MAX_DELAY / 2),
+            "{delays:?}"
+        );
+    }
+
+    #[test]
+    fn each_policy_draws_its_own_jitter() {
+        let first: Vec<Duration> = policy().take(10).collect();
+        let second: Vec<Duration> = policy().take(10).collect();
+        assert_ne!(first, second, "two retry loops wait in lockstep");
     }
 }

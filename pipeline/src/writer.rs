@@ -4,19 +4,25 @@
 //! the quota alerts are decided after COMMIT (`alerts::rules::evaluate`).
 //!
 //! The events go in as one array per column (`unnest`), so a batch of any
-//! size is a fixed number of bind parameters. Repeated ids inside the batch
-//! are removed first (the earliest entry wins, as it would across batches),
-//! the ledger insert skips ids it already holds (`ON CONFLICT DO NOTHING`),
-//! and only the rows it really inserted are aggregated into the minute and
-//! daily rollups. The upserts take their rows in key order, so concurrent
-//! workers lock rollup rows in the same order and cannot deadlock. Each
-//! PostgreSQL connection adds into rollup rows of its own (the key's `slot`,
-//! `pg_backend_pid() % 64`), so replicas counting the same tenants do not
-//! wait for each other's row locks; readers sum over the slots. A tenant
-//! seen for the first time is created with the default quota: events are
-//! money, and are counted whether or not the tenant was configured.
+//! size is a fixed number of bind parameters. An id is counted with the
+//! values of its first committed event, and any later event with the same
+//! (tenant, id) is ignored, whatever its values: repeated ids inside the
+//! batch are removed first (the batch's earliest entry stays), and the
+//! ledger insert skips ids it already holds (`ON CONFLICT DO NOTHING`).
+//! Across batches "first committed" is usually the earliest entry, but not
+//! always: replicas commit concurrently and a taken-over entry is committed
+//! late. Clients must therefore send an id again only with the same values
+//! (README, "Record one event"). Only the rows the insert really added are
+//! aggregated into the minute and daily rollups. The upserts take their
+//! rows in key order, so concurrent workers lock rollup rows in the same
+//! order and cannot deadlock. Each PostgreSQL connection adds into rollup
+//! rows of its own (the key's `slot`, `pg_backend_pid() % 64`), so replicas
+//! counting the same tenants do not wait for each other's row locks;
+//! readers sum over the slots. A tenant seen for the first time is created
+//! with the default quota: events are money, and are counted whether or not
+//! the tenant was configured.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, RuntimeErr, Statement, Value};
 
 use stream::EventRecord;
 
@@ -132,4 +138,26 @@ pub fn tenants_of(records: &[EventRecord]) -> Vec<String> {
     tenants.sort_unstable();
     tenants.dedup();
     tenants
+}
+
+/// Whether PostgreSQL refused the data itself (a value out of range, a
+/// constraint or a trigger saying no), which trying again cannot change:
+/// such an event is dead-lettered. Everything else is the database's state,
+/// and passes: a lost or refused connection, a read-only server (a replica
+/// not yet promoted), an administrator's shutdown, a statement or lock
+/// timeout, a serialization failure or deadlock, exhausted resources, a
+/// missing table. Those are retried until they clear, and never cost an
+/// event. By SQLSTATE class: `22` data exception, `23` integrity
+/// constraint violation, `P0` raised by PL/pgSQL.
+pub fn refused(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err))) = err
+    else {
+        return false;
+    };
+    let Some(code) = err.as_database_error().and_then(|e| e.code()) else {
+        return false;
+    };
+    ["22", "23", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }

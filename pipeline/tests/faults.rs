@@ -47,8 +47,11 @@ async fn read_as(env: &TestEnv, consumer: &str, count: usize) -> Vec<String> {
 }
 
 async fn total(env: &TestEnv) -> i64 {
-    let row = env
-        .db
+    total_in(&env.db).await
+}
+
+async fn total_in(db: &sea_orm::DatabaseConnection) -> i64 {
+    let row = db
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT coalesce(sum(total_tokens), 0)::bigint AS t FROM daily_rollups",
@@ -60,8 +63,7 @@ async fn total(env: &TestEnv) -> i64 {
 }
 
 async fn dead_letters(env: &TestEnv) -> Vec<dead_letter::StoredLetter> {
-    let keys = StreamKeys::new(&env.stream, &env.group);
-    dead_letter::list(&mut env.valkey().await, &keys, 100)
+    dead_letter::list(&env.db, &env.stream, 100, None)
         .await
         .unwrap()
 }
@@ -113,7 +115,7 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
         .await
         .unwrap();
     let keys = StreamKeys::new(&env.stream, &env.group);
-    let redriven = dead_letter::redrive(&mut env.valkey().await, &keys, &letters)
+    let redriven = dead_letter::redrive(&mut env.valkey().await, &env.db, &keys, &letters)
         .await
         .unwrap();
     assert_eq!(redriven, 1);
@@ -276,4 +278,136 @@ async fn a_slow_worker_keeps_its_entries_from_being_taken_over() {
         1,
         "once the slow worker stops touching, its entries are taken over"
     );
+}
+
+#[tokio::test]
+async fn a_read_only_postgres_delays_counting_but_dead_letters_nothing() {
+    let env = TestEnv::new().await;
+    let (server, database) = env.database_url.rsplit_once('/').unwrap();
+    let database = database.to_owned();
+    let set_read_only = |on: bool| {
+        format!(
+            "ALTER DATABASE \"{database}\" SET default_transaction_read_only = {on};
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{database}' AND pid <> pg_backend_pid();"
+        )
+    };
+    let admin = sea_orm::Database::connect(format!("{server}/postgres"))
+        .await
+        .unwrap();
+    let worker = env.spawn_pipeline("w");
+    fill(&env, &[event("first", "gpt-4o", 5)]).await;
+    assert!(
+        env.drained(Duration::from_secs(30)).await,
+        "the worker runs"
+    );
+    // Like a primary demoted to a read-only replica: sessions may read,
+    // every write is refused (SQLSTATE 25006).
+    admin
+        .execute_unprepared(&set_read_only(true))
+        .await
+        .unwrap();
+    fill(&env, &[event("a", "gpt-4o", 10), event("b", "gpt-4o", 20)]).await;
+    // Long enough for several failed commits (the split used to begin after
+    // three, and dead-lettered every event).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    admin
+        .execute_unprepared(&set_read_only(false))
+        .await
+        .unwrap();
+
+    assert!(
+        env.drained(Duration::from_secs(30)).await,
+        "counting resumed"
+    );
+    worker.stop().await;
+    let db = sea_orm::Database::connect(&env.database_url).await.unwrap();
+    assert_eq!(total_in(&db).await, 35);
+    assert!(
+        dead_letter::list(&db, &env.stream, 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_an_earlier_version_kept_in_valkey_are_moved_and_redriven() {
+    let env = TestEnv::new().await;
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    let mut conn = env.valkey().await;
+    ensure_group(&mut conn, &keys).await.unwrap();
+    let payload = event("old", "gpt-4o", 42).encode();
+    let _: String = conn
+        .xadd(
+            &keys.dead,
+            "*",
+            &[
+                ("original_id", &b"1-0"[..]),
+                ("reason", &b"refused"[..]),
+                ("consumer", &b"old-replica"[..]),
+                ("deliveries", &b"3"[..]),
+                ("payload", &payload[..]),
+            ],
+        )
+        .await
+        .unwrap();
+
+    // Twice, as after a crash between the insert and the XDEL.
+    assert_eq!(
+        dead_letter::import_legacy(&mut conn, &env.db, &keys)
+            .await
+            .unwrap(),
+        1
+    );
+    let _: String = conn
+        .xadd(
+            &keys.dead,
+            "*",
+            &[("original_id", "1-0"), ("reason", "refused")],
+        )
+        .await
+        .unwrap();
+    dead_letter::import_legacy(&mut conn, &env.db, &keys)
+        .await
+        .unwrap();
+    let letters = dead_letters(&env).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].original_id, "1-0");
+    assert_eq!(letters[0].deliveries, 3);
+    assert_eq!(letters[0].kind, "imported");
+    let left: u64 = conn.xlen(&keys.dead).await.unwrap();
+    assert_eq!(left, 0);
+
+    dead_letter::redrive(&mut conn, &env.db, &keys, &letters)
+        .await
+        .unwrap();
+    let worker = env.spawn_pipeline("w");
+    assert!(env.drained(Duration::from_secs(30)).await);
+    worker.stop().await;
+    assert_eq!(total(&env).await, 42);
+    assert!(dead_letters(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_letter_written_twice_is_stored_once() {
+    let env = TestEnv::new().await;
+    let letter = dead_letter::DeadLetter {
+        stream: &env.stream,
+        original_id: "5-0",
+        kind: "undecodable",
+        reason: "not MessagePack",
+        consumer: "w",
+        deliveries: 1,
+        payload: Some(b"\xc1"),
+    };
+    letter.write(&env.db).await.unwrap();
+    letter.write(&env.db).await.unwrap();
+
+    let letters = dead_letters(&env).await;
+    assert_eq!(letters.len(), 1);
+    let after = dead_letter::list(&env.db, &env.stream, 10, Some(letters[0].id))
+        .await
+        .unwrap();
+    assert!(after.is_empty(), "the cursor pages past it");
 }

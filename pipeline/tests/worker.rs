@@ -202,16 +202,15 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
     worker.stop().await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
-    let dead: redis::streams::StreamRangeReply = conn
-        .xrange_all(format!("{}:dead", env.stream))
+    let dead = pipeline::dead_letter::list(&env.db, &env.stream, 10, None)
         .await
         .unwrap();
-    assert_eq!(dead.ids.len(), 2);
-    let reasons: Vec<String> = dead.ids.iter().map(|d| d.get("reason").unwrap()).collect();
+    assert_eq!(dead.len(), 2);
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert!(reasons[0].contains("MessagePack"), "{reasons:?}");
     assert!(reasons[1].contains("no field 'e'"), "{reasons:?}");
-    let payload: Vec<u8> = dead.ids[0].get("payload").unwrap();
-    assert_eq!(payload, b"\xc1garbage");
+    assert!(dead.iter().all(|d| d.kind == "undecodable"), "{dead:?}");
+    assert_eq!(dead[0].payload.as_deref(), Some(&b"\xc1garbage"[..]));
 }
 
 #[tokio::test]

@@ -116,7 +116,7 @@ impl Auth {
         Self {
             db,
             admin: args.admin_key.as_deref().map(secret::hash),
-            keys: TtlCache::new(key_ttl, |_| true).stale_if_error(),
+            keys: TtlCache::new(key_ttl, |_| true).stale_if_error(Option::is_some),
             limits: RateLimits::new(args.rate_limit_per_sec, args.rate_limit_burst),
         }
     }
@@ -135,16 +135,21 @@ impl Auth {
             None
         };
         let caller = caller.ok_or_else(ApiError::unauthorized)?;
-        self.charge(&caller, 1)?;
+        if let Some(limits) = &self.limits {
+            limits.check(caller.key_id)?;
+        }
         Ok(caller)
     }
 
-    /// Charges `cost` requests to the caller's rate limit: a 429 if it is
-    /// over (for a batch, which costs one per event).
-    pub fn charge(&self, caller: &Caller, cost: u32) -> Result<(), ApiError> {
+    /// Charges the rest of a batch of `events` to the caller's rate limit
+    /// (one per event, at most the burst; authentication paid one): a 429
+    /// if it is over.
+    pub fn charge_batch(&self, caller: &Caller, events: usize) -> Result<(), ApiError> {
         match &self.limits {
-            Some(limits) if cost > 0 => limits.check(caller.key_id, cost),
-            _ => Ok(()),
+            Some(limits) => {
+                limits.check_batch(caller.key_id, events.try_into().unwrap_or(u32::MAX))
+            }
+            None => Ok(()),
         }
     }
 

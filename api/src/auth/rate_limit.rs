@@ -4,9 +4,11 @@
 //! `Retry-After`.
 //!
 //! A batch of events costs one per event (a batch larger than the burst
-//! costs the whole burst): events are what fill the shared stream, and a
-//! key, say a customer's, must not be able to fill it for everyone by
-//! batching. The limit holds per api replica (no shared state): with N
+//! costs the whole burst, so it fits a full bucket): events are what fill
+//! the shared stream, and a key, say a customer's, must not be able to fill
+//! it for everyone by batching. Every request pays one at authentication,
+//! whatever becomes of it, so a client hammering refused requests is
+//! limited too; a batch pays the rest of its cost once its size is known. The limit holds per api replica (no shared state): with N
 //! replicas behind a balancer a key gets up to N times the limit.
 
 use std::{num::NonZeroU32, sync::Arc};
@@ -35,10 +37,31 @@ impl RateLimits {
         })
     }
 
-    /// Counts `cost` requests of `key` (at most its burst); a 429 if it is
-    /// over its limit.
-    pub fn check(&self, key: Uuid, cost: u32) -> Result<(), ApiError> {
-        let cost = NonZeroU32::new(cost).map_or(NonZeroU32::MIN, |c| c.min(self.burst));
+    /// Counts one request of `key`; a 429 if it is over its limit.
+    pub fn check(&self, key: Uuid) -> Result<(), ApiError> {
+        self.take(key, NonZeroU32::MIN)
+    }
+
+    /// Counts the rest of a batch of `events` whose request paid one at
+    /// authentication: one per event, at most the whole burst. A refusal's
+    /// `Retry-After` is the wait for the whole cost, so that a client which
+    /// waits that long gets its retry (which pays one at authentication
+    /// again) through.
+    pub fn check_batch(&self, key: Uuid, events: u32) -> Result<(), ApiError> {
+        let cost = NonZeroU32::new(events).map_or(NonZeroU32::MIN, |n| n.min(self.burst));
+        let Some(rest) = NonZeroU32::new(cost.get() - 1) else {
+            return Ok(());
+        };
+        match self.take(key, rest) {
+            Ok(()) => Ok(()),
+            // Asking for more than was just refused is refused as well,
+            // and says how long the whole cost takes to free up (were it
+            // free after all, the batch has paid in full: let it through).
+            Err(_) => self.take(key, cost),
+        }
+    }
+
+    fn take(&self, key: Uuid, cost: NonZeroU32) -> Result<(), ApiError> {
         match self.limiter.check_key_n(&key, cost) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {

@@ -12,7 +12,10 @@ use poem_openapi::{
 };
 use serde_json::json;
 
-use super::ApiTags;
+use super::{
+    ApiTags,
+    rules::{EventId, FeatureName, TenantSlug},
+};
 use crate::{
     auth::{ApiKey, Scope},
     error::{ApiError, BodyError},
@@ -22,28 +25,22 @@ use crate::{
 
 /// One usage event.
 ///
-/// Only lengths are declared as schema validators: poem-openapi compiles a
-/// `pattern` validator's regex on every request, which cost more than half
-/// the api's CPU under load. The character rules are the domain rules
-/// (`entity::validate`), applied in the handler, and stated in each field's
-/// description.
+/// The character rules of `tenant`, `feature` and `id` are in the spec as
+/// `pattern`s ([`super::rules`]), but not as poem-openapi validators, which
+/// compile their regex on every request (that cost more than half the api's
+/// CPU under load): the handler checks them with the domain rules
+/// (`entity::validate`) and answers a 400 naming the field.
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct EventIn {
     /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
     /// A tenant never seen before is created with the default quota.
-    #[oai(
-        validator(min_length = 1, max_length = 64),
-        deserialize_with = "named::tenant"
-    )]
-    pub tenant: String,
+    #[oai(deserialize_with = "named::tenant")]
+    pub tenant: TenantSlug,
     /// Model or product feature, e.g. `anthropic/claude-3.5-sonnet`:
     /// 1–128 printable ASCII characters without spaces.
-    #[oai(
-        validator(min_length = 1, max_length = 128),
-        deserialize_with = "named::feature"
-    )]
-    pub feature: String,
+    #[oai(deserialize_with = "named::feature")]
+    pub feature: FeatureName,
     /// Tokens used, from 1 to 1,000,000,000.
     #[oai(
         validator(minimum(value = "1"), maximum(value = "1000000000")),
@@ -53,12 +50,8 @@ pub struct EventIn {
     /// Client event id, 1–128 printable ASCII characters: the idempotency
     /// key. Sending the same id for a tenant again counts it once. Generated
     /// (UUIDv7) when absent.
-    #[oai(
-        nullable,
-        validator(min_length = 1, max_length = 128),
-        deserialize_with = "named::id"
-    )]
-    pub id: Option<String>,
+    #[oai(nullable, deserialize_with = "named::id")]
+    pub id: Option<EventId>,
     /// Event time (RFC 3339); at most 35 days in the past and 5 minutes in
     /// the future. Defaults to the time of receipt.
     #[oai(nullable, deserialize_with = "named::timestamp")]
@@ -68,8 +61,8 @@ pub struct EventIn {
 impl Example for EventIn {
     fn example() -> Self {
         Self {
-            tenant: "acme-corp".to_owned(),
-            feature: "gpt-4-turbo".to_owned(),
+            tenant: TenantSlug("acme-corp".to_owned()),
+            feature: FeatureName("gpt-4-turbo".to_owned()),
             tokens: 1500,
             id: None,
             timestamp: None,
@@ -98,11 +91,11 @@ mod named {
         }
     }
 
-    pub fn tenant(value: Option<Value>) -> ParseResult<String> {
+    pub fn tenant(value: Option<Value>) -> ParseResult<TenantSlug> {
         string("tenant", value)
     }
 
-    pub fn feature(value: Option<Value>) -> ParseResult<String> {
+    pub fn feature(value: Option<Value>) -> ParseResult<FeatureName> {
         string("feature", value)
     }
 
@@ -110,7 +103,7 @@ mod named {
         parse("tokens", value)
     }
 
-    pub fn id(value: Option<Value>) -> ParseResult<Option<String>> {
+    pub fn id(value: Option<Value>) -> ParseResult<Option<EventId>> {
         string("id", value)
     }
 
@@ -235,10 +228,7 @@ impl EventsApi {
         for event in &body.events {
             auth.0.require_for(Scope::Ingest, &event.tenant)?;
         }
-        // The request paid one; each further event pays one more.
-        self.0
-            .auth
-            .charge(&auth.0, body.events.len().saturating_sub(1) as u32)?;
+        self.0.auth.charge_batch(&auth.0, body.events.len())?;
         let now = Utc::now();
         let records = body
             .events

@@ -158,6 +158,16 @@ ruled_string!(
 );
 
 ruled_string!(
+    /// A client event id: 1–128 printable ASCII characters
+    /// (`entity::validate::event_id`).
+    EventId,
+    pattern = entity::validate::EVENT_ID_PATTERN,
+    min = 1,
+    max = entity::validate::EVENT_ID_MAX_LEN,
+    example = "call-7f3a",
+);
+
+ruled_string!(
     /// A display name: 1–200 characters, not all white space.
     DisplayName,
     pattern = concat!("[^", white_space!(), "]"),
@@ -265,6 +275,7 @@ mod tests {
             "a/b:c",
         ];
         let (tenant, feature) = (pattern::<TenantSlug>(), pattern::<FeatureName>());
+        let id = pattern::<EventId>();
         let (display, key) = (pattern::<DisplayName>(), pattern::<KeyName>());
         for s in samples {
             assert_eq!(
@@ -276,6 +287,11 @@ mod tests {
                 feature.is_match(s),
                 entity::validate::feature(s).is_ok(),
                 "feature {s:?}"
+            );
+            assert_eq!(
+                id.is_match(s),
+                entity::validate::event_id(s).is_ok(),
+                "id {s:?}"
             );
             assert_eq!(display.is_match(s), !s.trim().is_empty(), "name {s:?}");
             let key_ok = !s.trim().is_empty() && !s.chars().any(char::is_control);

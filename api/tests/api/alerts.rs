@@ -126,7 +126,7 @@ async fn webhook_urls_off_the_allow_list_are_refused_and_saved_ones_are_masked()
         .await;
     assert_eq!(saved.status().as_u16(), 200);
     let (_, hook) = app.get_json("/api/tenants/acme/slack-webhook").await;
-    assert_eq!(hook["url"], "http://127.0.0.1/services/****");
+    assert_eq!(hook["url"], "http://127.0.0.1:9/services/****");
     assert_eq!(hook["enabled"], true);
     assert!(!hook.to_string().contains("secret"));
     assert_eq!(

@@ -544,6 +544,42 @@ async fn a_batch_costs_one_request_per_event() {
 }
 
 #[tokio::test]
+async fn a_batch_larger_than_the_burst_is_accepted_once_the_bucket_is_full() {
+    let app = spawn_app_with(|config| config.auth.rate_limit_per_sec = 10).await;
+    let key = create_key(&app, json!({"name": "big batches", "scopes": ["ingest"]})).await;
+    let post = || {
+        key.client
+            .post(format!("{}/api/events/batch", app.base))
+            .json(&json!({"events": vec![event("acme"); 50]}))
+            .send()
+    };
+    // The bucket starts full: the batch costs the whole burst, and fits.
+    assert_eq!(post().await.unwrap().status().as_u16(), 202);
+    let refused = post().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    // A client that waits as long as it is told gets through.
+    let mut retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        let again = post().await.unwrap();
+        if again.status().as_u16() == 202 {
+            return;
+        }
+        assert_eq!(again.status().as_u16(), 429);
+        retry_after = again.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    }
+    panic!("a batch larger than the burst was never accepted");
+}
+
+#[tokio::test]
 async fn a_body_without_a_key_is_refused_before_it_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;

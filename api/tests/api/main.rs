@@ -9,5 +9,6 @@ mod dashboard;
 mod docs;
 mod end_to_end;
 mod ingest;
+mod slow_clients;
 mod usage;
 mod validation;

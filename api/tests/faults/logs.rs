@@ -55,7 +55,7 @@ async fn logs_hold_no_secrets_and_escape_what_clients_send() {
         .env("FLAGMETER_GROUP", &stack.group)
         .env("FLAGMETER_API_ADDR", format!("127.0.0.1:{port}"))
         .env("FLAGMETER_ADMIN_KEY", &admin_key)
-        .env("FLAGMETER_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+        .env("FLAGMETER_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1:*")
         .env("FLAGMETER_WEBHOOK_ALLOW_INSECURE", "true")
         .env("FLAGMETER_LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")

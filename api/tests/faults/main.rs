@@ -9,6 +9,7 @@
 
 mod deployment;
 mod logs;
+mod recovery;
 mod support;
 
 use std::time::Duration;

@@ -123,7 +123,7 @@ impl Services {
             .env("FLAGMETER_CLAIM_IDLE_MS", "1500")
             .env("FLAGMETER_CLAIM_INTERVAL_MS", "300")
             .env("FLAGMETER_DB_MAX_CONNECTIONS", "3")
-            .env("FLAGMETER_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+            .env("FLAGMETER_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1:*")
             .env("FLAGMETER_WEBHOOK_ALLOW_INSECURE", "true")
             .env("FLAGMETER_ALERT_RETRY_BASE_MS", "100")
             .env("FLAGMETER_ALERT_POLL_MS", "100")

@@ -3,6 +3,8 @@
 //! and how the outbox sender retries. Each field is an environment variable
 //! and a `--flag`.
 
+use entity::setting::{InvalidSetting, require};
+
 /// Quota alerts: shared by the api (defaults, URL checks when a webhook is
 /// saved) and the pipeline (evaluation, delivery).
 #[derive(Debug, Clone, clap::Args)]
@@ -29,6 +31,24 @@ pub struct AlertArgs {
 }
 
 impl AlertArgs {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            !self.alert_thresholds.is_empty(),
+            "FLAGMETER_ALERT_THRESHOLDS",
+            "",
+            "needs at least one threshold",
+        )?;
+        for host in &self.webhook_allowed_hosts {
+            require(
+                !host.trim().is_empty(),
+                "FLAGMETER_WEBHOOK_ALLOWED_HOSTS",
+                self.webhook_allowed_hosts.join(","),
+                "must not hold an empty host",
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn policy(&self) -> crate::webhook::WebhookPolicy {
         crate::webhook::WebhookPolicy {
             allowed_hosts: self.webhook_allowed_hosts.clone(),
@@ -54,4 +74,25 @@ pub struct SenderArgs {
     /// How often to look for due alerts, in milliseconds.
     #[arg(long, env = "FLAGMETER_ALERT_POLL_MS", default_value_t = 1_000)]
     pub alert_poll_ms: u64,
+}
+
+impl SenderArgs {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        for (var, value) in [
+            ("FLAGMETER_ALERT_RETRY_BASE_MS", self.alert_retry_base_ms),
+            ("FLAGMETER_ALERT_GIVE_UP_SECS", self.alert_give_up_secs),
+            ("FLAGMETER_ALERT_POLL_MS", self.alert_poll_ms),
+        ] {
+            require(value >= 1, var, value, "must be at least 1")?;
+        }
+        require(
+            self.alert_retry_max_ms >= self.alert_retry_base_ms,
+            "FLAGMETER_ALERT_RETRY_MAX_MS",
+            self.alert_retry_max_ms,
+            format!(
+                "must be at least FLAGMETER_ALERT_RETRY_BASE_MS ({})",
+                self.alert_retry_base_ms
+            ),
+        )
+    }
 }

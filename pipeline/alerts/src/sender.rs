@@ -109,6 +109,12 @@ impl Sender {
     /// Claims one due alert and tries to deliver it; `false` if none is due.
     pub async fn deliver_one(&self) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
+        // The transaction waits for Slack (up to the client's 10 s timeout):
+        // the pipeline's shorter bound on pauses inside a transaction would
+        // end it after Slack answered, and the message would be sent again.
+        // Its lock is on the alert row only, which counting never waits for.
+        txn.execute_unprepared("SET LOCAL idle_in_transaction_session_timeout = '30s'")
+            .await?;
         let Some(due) =
             Due::find_by_statement(Statement::from_string(DbBackend::Postgres, CLAIM_DUE))
                 .one(&txn)
@@ -162,7 +168,8 @@ impl Sender {
     fn backoff(&self, failures: usize) -> Duration {
         ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_base)
-            .with_max_delay(self.settings.retry_max)
+            // The jitter adds up to the delay again: half, to stay within.
+            .with_max_delay(self.settings.retry_max / 2)
             .with_jitter()
             .without_max_times()
             .build()

@@ -4,7 +4,10 @@
 //! could otherwise point it at internal services. A URL is accepted only with
 //! `https` (plain `http` only when explicitly allowed, for local testing), no
 //! user info, and a host that is on the allow-list exactly (default
-//! `hooks.slack.com`). An IP literal passes only if it is itself listed, and
+//! `hooks.slack.com`), on the scheme's default port unless `host:port` (or
+//! `host:*`, any port: for tests) is listed (a port is how an allowed host's
+//! other services would be reached).
+//! An IP literal passes only if it is itself listed, and
 //! link-local or unspecified addresses never pass. The check runs when the URL
 //! is saved and again before every delivery, so narrowing the allow-list takes
 //! effect at once.
@@ -40,6 +43,10 @@ pub enum Refused {
     ForbiddenAddress,
     #[error("the host is not on the allow-list (FLAGMETER_WEBHOOK_ALLOWED_HOSTS)")]
     HostNotAllowed,
+    #[error(
+        "a port other than the scheme's default needs host:port on the allow-list (FLAGMETER_WEBHOOK_ALLOWED_HOSTS)"
+    )]
+    PortNotAllowed,
 }
 
 impl WebhookPolicy {
@@ -61,14 +68,20 @@ impl WebhookPolicy {
         {
             return Err(Refused::ForbiddenAddress);
         }
-        if !self
-            .allowed_hosts
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(bare))
-        {
-            return Err(Refused::HostNotAllowed);
+        let listed = |name: &str| {
+            self.allowed_hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(name))
+        };
+        match url.port() {
+            None if listed(bare) => Ok(url),
+            None => Err(Refused::HostNotAllowed),
+            Some(port) if listed(&format!("{host}:{port}")) || listed(&format!("{host}:*")) => {
+                Ok(url)
+            }
+            Some(_) if listed(bare) => Err(Refused::PortNotAllowed),
+            Some(_) => Err(Refused::HostNotAllowed),
         }
-        Ok(url)
     }
 }
 
@@ -79,14 +92,15 @@ fn is_forbidden(ip: IpAddr) -> bool {
     }
 }
 
-/// A webhook URL with its secret part hidden: scheme, host and the first
-/// path segment stay, the rest becomes `****`.
+/// A webhook URL with its secret part hidden: scheme, host, port and the
+/// first path segment stay, the rest becomes `****`.
 pub fn mask(raw: &str) -> String {
     match Url::parse(raw) {
         Ok(url) => {
             let first = url.path_segments().and_then(|mut s| s.next()).unwrap_or("");
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
             format!(
-                "{}://{}/{first}/****",
+                "{}://{}{port}/{first}/****",
                 url.scheme(),
                 url.host_str().unwrap_or("")
             )
@@ -104,6 +118,38 @@ mod tests {
             allowed_hosts: vec!["hooks.slack.com".into()],
             allow_insecure: false,
         }
+    }
+
+    #[test]
+    fn a_port_other_than_the_default_needs_host_and_port_listed() {
+        let policy = slack_only();
+        assert_eq!(
+            policy.check("https://hooks.slack.com:6379/x"),
+            Err(Refused::PortNotAllowed)
+        );
+        assert!(policy.check("https://hooks.slack.com:443/x").is_ok());
+        let any_port = WebhookPolicy {
+            allowed_hosts: vec!["localhost:*".into()],
+            allow_insecure: false,
+        };
+        assert!(any_port.check("https://localhost:9000/hook").is_ok());
+        assert_eq!(
+            any_port.check("https://localhost/hook"),
+            Err(Refused::HostNotAllowed)
+        );
+        let with_port = WebhookPolicy {
+            allowed_hosts: vec!["127.0.0.1:8443".into()],
+            allow_insecure: false,
+        };
+        assert!(with_port.check("https://127.0.0.1:8443/hook").is_ok());
+        assert_eq!(
+            with_port.check("https://127.0.0.1:9000/hook"),
+            Err(Refused::HostNotAllowed)
+        );
+        assert_eq!(
+            mask("https://hooks.slack.com:6379/services/T0/secret"),
+            "https://hooks.slack.com:6379/services/****"
+        );
     }
 
     #[test]
@@ -151,7 +197,7 @@ mod tests {
     #[test]
     fn a_listed_loopback_passes_and_http_only_when_insecure_is_allowed() {
         let local = WebhookPolicy {
-            allowed_hosts: vec!["127.0.0.1".into()],
+            allowed_hosts: vec!["127.0.0.1:*".into()],
             allow_insecure: true,
         };
         assert!(local.check("http://127.0.0.1:8080/hook").is_ok());

@@ -1,28 +1,21 @@
 //! Step two of a batch: its records counted in PostgreSQL, retried while
 //! PostgreSQL is unavailable.
 //!
-//! When PostgreSQL answers but keeps refusing the batch (an event breaks a
-//! constraint the codec cannot know of), the batch is split and its events
+//! When PostgreSQL refuses the data of the batch (an event breaks a
+//! constraint the codec cannot know of: [`writer::refused`]), the batch is
+//! split and its events
 //! are committed one by one, so that only the refused ones are
 //! dead-lettered and the rest still count. Both paths keep the batch's
 //! entries fresh while they take long, so that no other replica takes
 //! live work over.
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::Instant,
-};
+use std::time::Instant;
 
-use sea_orm::ConnectionTrait;
 use stream::EventRecord;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
 use crate::{consumer::Delivery, retry::until_done, writer};
-
-/// Failed commits of a batch before the worker asks whether PostgreSQL is
-/// down or refuses the batch itself.
-const COMMIT_ATTEMPTS_BEFORE_SPLIT: u32 = 3;
 
 impl Worker {
     /// Commits `records` (their entries are `sources`; `ids` is the whole
@@ -45,7 +38,9 @@ impl Worker {
         }
     }
 
-    /// `Some(None)` when PostgreSQL answers but keeps refusing this batch.
+    /// Retries while PostgreSQL is unavailable (or read-only, shutting down,
+    /// timing out: see [`writer::refused`]); `Some(None)` when PostgreSQL
+    /// refuses the data of this batch.
     async fn commit_whole(
         &self,
         records: &[EventRecord],
@@ -53,20 +48,17 @@ impl Worker {
         started: Instant,
         shutdown: &CancellationToken,
     ) -> Option<Option<u64>> {
-        let failures = AtomicU32::new(0);
         until_done("commit", shutdown, || async {
             self.keep_fresh(ids, started).await;
             match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
                 Ok(written) => Ok(Some(written.counted)),
+                Err(err) if writer::refused(&err) => {
+                    tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
+                    Ok(None)
+                }
                 Err(err) => {
                     metrics::counter!("flagmeter_transaction_retries_total").increment(1);
-                    let failed = failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if failed >= COMMIT_ATTEMPTS_BEFORE_SPLIT && self.database_answers().await {
-                        tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
-                        Ok(None)
-                    } else {
-                        Err(err)
-                    }
+                    Err(err)
                 }
             }
         })
@@ -90,7 +82,7 @@ impl Worker {
                 let one = std::slice::from_ref(record);
                 match writer::write_batch(&self.db, one, &self.settings.new_tenants).await {
                     Ok(written) => Ok(Ok(written)),
-                    Err(err) if self.database_answers().await => Ok(Err(err.to_string())),
+                    Err(err) if writer::refused(&err) => Ok(Err(err.to_string())),
                     Err(err) => Err(err),
                 }
             })
@@ -115,9 +107,5 @@ impl Worker {
         {
             tracing::warn!(%err, "cannot keep the batch's entries fresh");
         }
-    }
-
-    async fn database_answers(&self) -> bool {
-        self.db.execute_unprepared("SELECT 1").await.is_ok()
     }
 }

@@ -190,8 +190,9 @@ impl Worker {
         Some(())
     }
 
-    /// Writes a dead letter for an entry that can never be counted (before
-    /// the caller acks it). `None` on shutdown while Valkey fails.
+    /// Sets an entry that can never be counted aside as a dead letter (in
+    /// PostgreSQL, so that this works while Valkey is out of memory), before
+    /// the caller acks it. `None` on shutdown while PostgreSQL fails.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -200,21 +201,18 @@ impl Worker {
         deliveries: usize,
         shutdown: &CancellationToken,
     ) -> Option<()> {
-        tracing::warn!(entry = %delivery.id, reason, "moving entry to the dead-letter stream");
+        tracing::warn!(entry = %delivery.id, reason, "setting the entry aside as a dead letter");
         metrics::counter!("flagmeter_events_dead_lettered_total", "reason" => kind).increment(1);
         let letter = dead_letter::DeadLetter {
+            stream: &self.consumer.keys().stream,
             original_id: &delivery.id,
+            kind,
             reason,
             consumer: self.consumer.name(),
             deliveries,
             payload: delivery.payload.as_deref(),
         };
-        until_done("dead letter", shutdown, || async {
-            letter
-                .write(&mut self.consumer.commands(), &self.consumer.keys().dead)
-                .await
-        })
-        .await
+        until_done("dead letter", shutdown, || letter.write(&self.db)).await
     }
 }
 

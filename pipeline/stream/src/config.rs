@@ -2,6 +2,8 @@
 //! the api and the pipeline. Each field is an environment variable and a
 //! `--flag`; the URL may carry a password, so it is never printed.
 
+use entity::setting::{InvalidSetting, require};
+
 use crate::keys::StreamKeys;
 
 /// Valkey and the stream contract.
@@ -19,6 +21,21 @@ pub struct ValkeyArgs {
 }
 
 impl ValkeyArgs {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            !self.stream.is_empty(),
+            "FLAGMETER_STREAM",
+            "",
+            "must not be empty",
+        )?;
+        require(
+            !self.group.is_empty(),
+            "FLAGMETER_GROUP",
+            "",
+            "must not be empty",
+        )
+    }
+
     /// The key names these settings give.
     pub fn keys(&self) -> StreamKeys {
         StreamKeys::new(&self.stream, &self.group)

@@ -69,9 +69,11 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
         database,
         alerts: alerts::config::AlertArgs {
             alert_thresholds: vec![80],
-            webhook_allowed_hosts: vec!["127.0.0.1".into()],
+            webhook_allowed_hosts: vec!["127.0.0.1:*".into()],
             webhook_allow_insecure: true,
         },
+        tenants: Default::default(),
+        header_timeout_ms: 10_000,
     }
 }
 

@@ -99,12 +99,14 @@ impl TestEnv {
                 max_deliveries: 5,
                 event_retention_days: 35,
                 trim_interval_ms: 500,
+                db_statement_timeout_ms: None,
+                db_lock_timeout_ms: None,
+                db_idle_in_transaction_ms: None,
                 failpoint: None,
-                default_quota: entity::DEFAULT_MONTHLY_QUOTA,
             },
             alerts: AlertArgs {
                 alert_thresholds: vec![80],
-                webhook_allowed_hosts: vec!["127.0.0.1".into()],
+                webhook_allowed_hosts: vec!["127.0.0.1:*".into()],
                 webhook_allow_insecure: true,
             },
             sender: SenderArgs {
@@ -113,6 +115,7 @@ impl TestEnv {
                 alert_give_up_secs: 60,
                 alert_poll_ms: 100,
             },
+            tenants: Default::default(),
         }
     }
 

@@ -1,0 +1,33 @@
+//! Settings that can never work (a quota of 0, a block time that blocks
+//! forever, a claim time shorter than a read) are refused at start-up, with
+//! an error naming the environment variable, rather than discovered later
+//! as events that cannot be counted. Each binary's settings have a
+//! `validate` method built from [`require`].
+
+use std::fmt::Display;
+
+/// A setting that can never work, named by its environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {var}={value}: {rule}")]
+pub struct InvalidSetting {
+    pub var: &'static str,
+    pub value: String,
+    pub rule: String,
+}
+
+/// `Ok` if `ok`, else the setting `var` (now `value`) breaks `rule`.
+pub fn require(
+    ok: bool,
+    var: &'static str,
+    value: impl Display,
+    rule: impl Into<String>,
+) -> Result<(), InvalidSetting> {
+    if ok {
+        return Ok(());
+    }
+    Err(InvalidSetting {
+        var,
+        value: value.to_string(),
+        rule: rule.into(),
+    })
+}
