@@ -211,8 +211,9 @@ async fn every_503_tells_the_client_the_configured_retry_after() {
     };
     let mut config = stack.api_config();
     config.retry_after_secs = 7;
-    // Every append is above the high-water mark: ingest is refused.
-    config.stream_high_water = 0;
+    // One accepted event fills the stream to its high-water mark: ingest is
+    // then refused (once the api has sampled the stream's length).
+    config.stream_high_water = 1;
     let stop_api = CancellationToken::new();
     let base = testkit::app::serve(config, &stop_api).await;
     postgres.crash().await;
@@ -223,13 +224,21 @@ async fn every_503_tells_the_client_the_configured_retry_after() {
         .unwrap();
     let unseen = testkit::client_with_key(&format!("fmk_{}", "0".repeat(64)));
 
+    let full = testkit::eventually("the stream is full", Duration::from_secs(10), || async {
+        let response = admin
+            .post(format!("{base}/api/events"))
+            .json(&json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 1}))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            503 => Ok(response),
+            status => Err(status),
+        }
+    })
+    .await;
+    assert_eq!(full.headers()["retry-after"], "7", "stream full");
     let answers = [
-        (
-            "stream full",
-            admin
-                .post(format!("{base}/api/events"))
-                .json(&json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 1})),
-        ),
         ("database down", admin.get(format!("{base}/api/usage/acme"))),
         (
             "key lookup timed out",

@@ -5,9 +5,9 @@
 
 use std::{process::Stdio, time::Duration};
 
-use testkit::TestEnv;
 use redis::AsyncCommands;
 use sea_orm::ConnectionTrait;
+use testkit::TestEnv;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
