@@ -12,7 +12,8 @@ pub struct ValkeyArgs {
     /// Valkey (or Redis 7) URL.
     #[arg(long, env = "VALKEY_URL", default_value = "redis://127.0.0.1:6379")]
     pub valkey_url: String,
-    /// Stream key; `{stream}:dead` is its dead-letter stream.
+    /// Stream key. (Dead letters are kept in PostgreSQL; `{stream}:dead`
+    /// is where an earlier version kept them.)
     #[arg(long, env = "FLAGMETER_STREAM", default_value = "flagmeter:events")]
     pub stream: String,
     /// Consumer group the pipeline workers share.
