@@ -8,12 +8,12 @@ use ::alerts::rules::evaluate;
 use chrono::Utc;
 use entity::alerts;
 use pipeline::writer::{tenants_of, write_batch};
-use redis::{AsyncCommands, streams::StreamReadOptions};
+use redis::AsyncCommands;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Statement,
     TransactionTrait,
 };
-use stream::{EventRecord, StreamKeys, append, ensure_group};
+use stream::EventRecord;
 use testkit::{TestEnv, env as testing};
 
 fn event(tenant: &str, id: &str, tokens: i64) -> EventRecord {
@@ -102,27 +102,10 @@ async fn two_replicas_below_the_threshold_alone_fire_it_once_together_in_any_ord
     }
 }
 
-async fn append_records(env: &TestEnv, records: &[EventRecord]) {
-    let mut conn = env.valkey().await;
-    ensure_group(&mut conn, &StreamKeys::new(&env.stream, &env.group))
-        .await
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
-    append(&mut conn, &env.stream, &payloads).await.unwrap();
-}
-
 /// A replica that reads the whole stream, commits it, optionally evaluates
 /// it, and dies before acknowledging anything.
 async fn replica_dies_after_commit(env: &TestEnv, records: &[EventRecord], evaluated: bool) {
-    let mut conn = env.valkey().await;
-    let options = StreamReadOptions::default()
-        .group(&env.group, "doomed")
-        .count(1_000);
-    let read: redis::streams::StreamReadReply = conn
-        .xread_options(&[&env.stream], &[">"], &options)
-        .await
-        .unwrap();
-    assert_eq!(read.keys[0].ids.len(), records.len());
+    assert_eq!(env.read_as("doomed", 1_000).await.len(), records.len());
     count(env, records).await;
     if evaluated {
         assert_eq!(decide(env, records).await, 1);
@@ -145,7 +128,7 @@ async fn a_crash_between_commit_and_evaluation_fires_the_alert_on_redelivery() {
     let env = TestEnv::new().await;
     tenant(&env, "acme", 1_000, &[80, 100]).await;
     let records = vec![event("acme", "e1", 500), event("acme", "e2", 350)];
-    append_records(&env, &records).await;
+    env.append(&records).await;
 
     replica_dies_after_commit(&env, &records, false).await;
     assert_eq!(
@@ -170,12 +153,12 @@ async fn a_batch_redelivered_after_its_alert_fired_fires_nothing_more() {
     let env = TestEnv::new().await;
     tenant(&env, "acme", 1_000, &[80]).await;
     let records = vec![event("acme", "e1", 900)];
-    append_records(&env, &records).await;
+    env.append(&records).await;
 
     replica_dies_after_commit(&env, &records, true).await;
     survivor_finishes(&env).await;
     // And once more, as a client retry of the same events.
-    append_records(&env, &records).await;
+    env.append(&records).await;
     survivor_finishes(&env).await;
 
     assert_eq!(fired(&env, "acme").await, [(80, 900)]);
@@ -198,7 +181,7 @@ async fn replicas_sharing_tenants_fire_every_threshold_exactly_once() {
         .map(|name| env.spawn_pipeline(name))
         .collect();
 
-    append_records(&env, &records).await;
+    env.append(&records).await;
     assert!(
         env.drained(Duration::from_secs(60)).await,
         "the stream drains"

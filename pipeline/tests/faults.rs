@@ -10,40 +10,14 @@ use pipeline::{
     dead_letter,
     janitor::{expire_ledger, safe_trim_point, trim_stream},
 };
-use redis::{AsyncCommands, streams::StreamReadOptions};
+use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use stream::{EventRecord, StreamKeys, append, ensure_group};
+use stream::{EventRecord, StreamKeys, ensure_group};
 use testkit::{TestEnv, env as testing};
 use tokio_util::sync::CancellationToken;
 
 fn event(id: &str, feature: &str, tokens: i64) -> EventRecord {
     testing::event("acme", id, feature, tokens, Utc::now())
-}
-
-async fn fill(env: &TestEnv, records: &[EventRecord]) -> Vec<String> {
-    let mut conn = env.valkey().await;
-    ensure_group(&mut conn, &StreamKeys::new(&env.stream, &env.group))
-        .await
-        .unwrap();
-    let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
-    append(&mut conn, &env.stream, &payloads).await.unwrap()
-}
-
-async fn read_as(env: &TestEnv, consumer: &str, count: usize) -> Vec<String> {
-    let mut conn = env.valkey().await;
-    let options = StreamReadOptions::default()
-        .group(&env.group, consumer)
-        .count(count);
-    let reply: redis::streams::StreamReadReply = conn
-        .xread_options(&[&env.stream], &[">"], &options)
-        .await
-        .unwrap();
-    reply
-        .keys
-        .into_iter()
-        .flat_map(|k| k.ids)
-        .map(|e| e.id)
-        .collect()
 }
 
 async fn total(env: &TestEnv) -> i64 {
@@ -88,14 +62,11 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
         )
         .await
         .unwrap();
-    fill(
-        &env,
-        &[
-            event("a", "gpt-4o", 10),
-            event("b", "refused", 1000),
-            event("c", "gpt-4o", 20),
-        ],
-    )
+    env.append(&[
+        event("a", "gpt-4o", 10),
+        event("b", "refused", 1000),
+        event("c", "gpt-4o", 20),
+    ])
     .await;
 
     drain_with_a_replica(&env, "w").await;
@@ -127,13 +98,11 @@ async fn an_event_postgres_refuses_is_dead_lettered_and_the_rest_counted_then_re
 #[tokio::test]
 async fn an_entry_delivered_too_often_is_dead_lettered_with_its_count() {
     let env = TestEnv::new().await;
-    let ids = fill(
-        &env,
-        &[event("killer", "gpt-4o", 5), event("fine", "gpt-4o", 7)],
-    )
-    .await;
+    let ids = env
+        .append(&[event("killer", "gpt-4o", 5), event("fine", "gpt-4o", 7)])
+        .await;
     // Six replicas took the first entry and died with it.
-    read_as(&env, "dead-0", 1).await;
+    env.read_as("dead-0", 1).await;
     let mut conn = env.valkey().await;
     for n in 1..6 {
         let _: redis::Value = redis::cmd("XCLAIM")
@@ -165,7 +134,7 @@ async fn trimming_keeps_every_entry_pending_or_not_yet_delivered() {
     let records: Vec<_> = (0..10)
         .map(|i| event(&i.to_string(), "gpt-4o", 1))
         .collect();
-    let ids = fill(&env, &records).await;
+    let ids = env.append(&records).await;
     let mut conn = env.valkey().await;
     assert_eq!(
         safe_trim_point(&mut conn, &keys).await.unwrap(),
@@ -174,7 +143,7 @@ async fn trimming_keeps_every_entry_pending_or_not_yet_delivered() {
     );
 
     // Six delivered; the first three and the fifth acknowledged.
-    read_as(&env, "c", 6).await;
+    env.read_as("c", 6).await;
     let _: u64 = conn
         .xack(
             &env.stream,
@@ -191,7 +160,7 @@ async fn trimming_keeps_every_entry_pending_or_not_yet_delivered() {
     assert_eq!(left, ids[3..].to_vec());
 
     // Everything delivered and acknowledged: all of it may go.
-    read_as(&env, "c", 10).await;
+    env.read_as("c", 10).await;
     let _: u64 = conn.xack(&env.stream, &env.group, &ids[3..]).await.unwrap();
     trim_stream(&mut conn, &keys).await.unwrap();
     let len: u64 = conn.xlen(&env.stream).await.unwrap();
@@ -202,10 +171,10 @@ async fn trimming_keeps_every_entry_pending_or_not_yet_delivered() {
 async fn a_second_group_that_is_behind_holds_the_trim_back() {
     let env = TestEnv::new().await;
     let keys = StreamKeys::new(&env.stream, &env.group);
-    let ids = fill(&env, &[event("a", "x", 1), event("b", "x", 1)]).await;
+    let ids = env.append(&[event("a", "x", 1), event("b", "x", 1)]).await;
     let mut conn = env.valkey().await;
     let _: () = conn.xgroup_create(&env.stream, "audit", "0").await.unwrap();
-    read_as(&env, "c", 10).await;
+    env.read_as("c", 10).await;
     let _: u64 = conn.xack(&env.stream, &env.group, &ids).await.unwrap();
 
     assert_eq!(trim_stream(&mut conn, &keys).await.unwrap(), 0);
@@ -247,7 +216,7 @@ async fn ledger_rows_past_retention_are_deleted_and_rollups_stay() {
 #[tokio::test]
 async fn a_slow_worker_keeps_its_entries_from_being_taken_over() {
     let env = TestEnv::new().await;
-    fill(&env, &[event("a", "x", 1)]).await;
+    env.append(&[event("a", "x", 1)]).await;
     let settings = ReadSettings {
         batch_size: 10,
         block: Duration::from_millis(100),
@@ -296,7 +265,7 @@ async fn a_read_only_postgres_delays_counting_but_dead_letters_nothing() {
         .await
         .unwrap();
     let worker = env.spawn_pipeline("w");
-    fill(&env, &[event("first", "gpt-4o", 5)]).await;
+    env.append(&[event("first", "gpt-4o", 5)]).await;
     assert!(
         env.drained(Duration::from_secs(30)).await,
         "the worker runs"
@@ -307,7 +276,8 @@ async fn a_read_only_postgres_delays_counting_but_dead_letters_nothing() {
         .execute_unprepared(&set_read_only(true))
         .await
         .unwrap();
-    fill(&env, &[event("a", "gpt-4o", 10), event("b", "gpt-4o", 20)]).await;
+    env.append(&[event("a", "gpt-4o", 10), event("b", "gpt-4o", 20)])
+        .await;
     // Long enough for several failed commits (the split used to begin after
     // three, and dead-lettered every event).
     tokio::time::sleep(Duration::from_secs(3)).await;

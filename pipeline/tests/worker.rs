@@ -9,7 +9,7 @@ use entity::{daily_rollups, events, rollups, tenants};
 use pipeline::writer::{Written, write_batch};
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
-use stream::{EventRecord, StreamKeys, append, ensure_group};
+use stream::EventRecord;
 use testkit::{TestEnv, env as testing};
 
 fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
@@ -166,23 +166,13 @@ async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
     assert_eq!(tenants::Entity::find().count(&env.db).await.unwrap(), 0);
 }
 
-async fn append_records(env: &TestEnv, records: &[EventRecord]) {
-    let mut conn = env.valkey().await;
-    let keys = StreamKeys::new(&env.stream, &env.group);
-    ensure_group(&mut conn, &keys).await.unwrap();
-    for chunk in records.chunks(100) {
-        let payloads: Vec<Vec<u8>> = chunk.iter().map(EventRecord::encode).collect();
-        append(&mut conn, &env.stream, &payloads).await.unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
     let env = TestEnv::new().await;
     let records: Vec<_> = (0..50)
         .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 10))
         .collect();
-    append_records(&env, &records[..25]).await;
+    env.append(&records[..25]).await;
     let mut conn = env.valkey().await;
     let _: String = conn
         .xadd(&env.stream, "*", &[("e", &b"\xc1garbage"[..])])
@@ -192,7 +182,7 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
         .xadd(&env.stream, "*", &[("other", "field")])
         .await
         .unwrap();
-    append_records(&env, &records[25..]).await;
+    env.append(&records[25..]).await;
 
     let worker = env.spawn_pipeline("w1");
     assert!(
@@ -230,9 +220,9 @@ async fn two_workers_on_one_stream_give_exact_totals() {
     let a = env.spawn_pipeline("worker-a");
     let b = env.spawn_pipeline("worker-b");
 
-    append_records(&env, &records).await;
+    env.append(&records).await;
     // A client retry: the same events again.
-    append_records(&env, &records[..300]).await;
+    env.append(&records[..300]).await;
 
     assert!(
         env.drained(Duration::from_secs(30)).await,
@@ -260,17 +250,9 @@ async fn entries_left_pending_by_a_dead_replica_are_taken_over() {
     let records: Vec<_> = (0..20)
         .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 5))
         .collect();
-    append_records(&env, &records).await;
+    env.append(&records).await;
     // A replica reads the entries and dies before acknowledging them.
-    let mut conn = env.valkey().await;
-    let options = redis::streams::StreamReadOptions::default()
-        .group(&env.group, "ghost")
-        .count(100);
-    let read: redis::streams::StreamReadReply = conn
-        .xread_options(&[&env.stream], &[">"], &options)
-        .await
-        .unwrap();
-    assert_eq!(read.keys[0].ids.len(), 20);
+    assert_eq!(env.read_as("ghost", 100).await.len(), 20);
 
     let worker = env.spawn_pipeline("survivor");
     assert!(

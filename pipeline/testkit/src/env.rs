@@ -19,7 +19,7 @@ use pipeline::{
     writer::{NewTenants, Written, tenants_of, write_batch},
 };
 use service::config::DatabaseArgs;
-use stream::{EventRecord, config::ValkeyArgs};
+use stream::{EventRecord, StreamKeys, append, config::ValkeyArgs, ensure_group};
 
 fn postgres_base() -> String {
     std::env::var("FLAGMETER_TEST_POSTGRES")
@@ -144,6 +144,47 @@ impl TestEnv {
             .get_multiplexed_async_connection()
             .await
             .expect("Valkey must be reachable for the tests")
+    }
+
+    /// Appends `records` to the test's stream (creating its group first),
+    /// 100 to an `XADD` pipeline as the api's batches are; returns their ids.
+    pub async fn append(&self, records: &[EventRecord]) -> Vec<String> {
+        let mut conn = self.valkey().await;
+        ensure_group(&mut conn, &StreamKeys::new(&self.stream, &self.group))
+            .await
+            .expect("the group is created");
+        let mut ids = Vec::with_capacity(records.len());
+        for chunk in records.chunks(100) {
+            let payloads: Vec<Vec<u8>> = chunk.iter().map(EventRecord::encode).collect();
+            ids.extend(
+                append(&mut conn, &self.stream, &payloads)
+                    .await
+                    .expect("the records are appended"),
+            );
+        }
+        ids
+    }
+
+    /// Reads up to `count` new entries as group member `consumer`, which then
+    /// never acknowledges them (a replica that dies); returns their ids.
+    pub async fn read_as(&self, consumer: &str, count: usize) -> Vec<String> {
+        let options = redis::streams::StreamReadOptions::default()
+            .group(&self.group, consumer)
+            .count(count);
+        let reply: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(
+            &mut self.valkey().await,
+            &[&self.stream],
+            &[">"],
+            &options,
+        )
+        .await
+        .expect("XREADGROUP answers");
+        reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|e| e.id)
+            .collect()
     }
 
     /// How many entries the test's stream holds.
