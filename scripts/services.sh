@@ -80,6 +80,15 @@ ensure_chromium() {
   command -v chromium >/dev/null 2>&1 || { say "chromium is still missing"; return 1; }
 }
 
+# wrk, nginx and redis-benchmark, for the box's own limits in scripts/bench.
+ensure_bench_tools() {
+  local missing=()
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v redis-benchmark >/dev/null 2>&1 || command -v valkey-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+  [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+}
+
 ensure_services() {
   ensure_postgres
   ensure_valkey
