@@ -70,11 +70,7 @@ impl TestEnv {
     }
 
     pub fn valkey_args(&self) -> ValkeyArgs {
-        ValkeyArgs {
-            valkey_url: valkey_url(),
-            stream: self.stream.clone(),
-            group: self.group.clone(),
-        }
+        ValkeyArgs::single(&valkey_url(), &self.stream, &self.group)
     }
 
     pub fn database_args(&self) -> DatabaseArgs {
