@@ -425,15 +425,7 @@ impl PrivateValkey {
     }
 
     pub async fn up(&mut self) {
-        let server = ["valkey-server", "redis-server"]
-            .into_iter()
-            .find(|s| {
-                std::process::Command::new("which")
-                    .arg(s)
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .expect("valkey-server or redis-server");
+        let server = testkit::cluster::installed(&["valkey-server", "redis-server"]);
         let child = Command::new(server)
             .args([
                 "--bind",
