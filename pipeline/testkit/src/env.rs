@@ -162,6 +162,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let database = self.database.clone();
         let keys = [self.stream.clone(), format!("{}:dead", self.stream)];
+        let shard_keys = format!("{}:{{*", self.stream);
         let cleanup = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -182,6 +183,13 @@ impl Drop for TestEnv {
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
                     let _: Result<(), _> = redis::AsyncCommands::del(&mut conn, &keys).await;
+                    // The shards of a test that used several.
+                    let shards: Vec<String> = redis::AsyncCommands::keys(&mut conn, &shard_keys)
+                        .await
+                        .unwrap_or_default();
+                    if !shards.is_empty() {
+                        let _: Result<(), _> = redis::AsyncCommands::del(&mut conn, &shards).await;
+                    }
                 }
             });
         });
