@@ -1,11 +1,11 @@
 //! The api's configuration: each field an environment variable and a flag.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use alerts::config::AlertArgs;
 use entity::setting::{InvalidSetting, require};
 use service::config::{DatabaseArgs, TenantArgs};
-use stream::config::ValkeyArgs;
+use stream::{Replication, config::ValkeyArgs};
 
 /// Everything the api needs to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +38,15 @@ pub struct ApiConfig {
     /// cannot hold connections open).
     #[arg(long, env = "FLAGMETER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// Valkey replicas that must confirm an event (`WAIT`) before it is
+    /// answered 202; otherwise 503 with `Retry-After`. 0 (the default): no
+    /// waiting, the primary's reply is enough.
+    #[arg(long, env = "FLAGMETER_VALKEY_MIN_REPLICAS", default_value_t = 0)]
+    pub valkey_min_replicas: u32,
+    /// How long ingest waits for those replicas, in milliseconds (below the
+    /// 5 s reply timeout).
+    #[arg(long, env = "FLAGMETER_VALKEY_WAIT_MS", default_value_t = 1_000)]
+    pub valkey_wait_ms: u64,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -49,6 +58,9 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub tenants: TenantArgs,
 }
+
+/// How long the api waits for any Valkey reply before answering 503.
+pub const VALKEY_REPLY_TIMEOUT_MS: u64 = 5_000;
 
 /// The smallest body limit that still fits a single event.
 const MIN_BODY_BYTES: usize = 1024;
@@ -69,11 +81,28 @@ impl ApiConfig {
         ] {
             require(value >= 1, var, value, "must be at least 1")?;
         }
+        require(
+            (1..=VALKEY_REPLY_TIMEOUT_MS / 2).contains(&self.valkey_wait_ms),
+            "FLAGMETER_VALKEY_WAIT_MS",
+            self.valkey_wait_ms,
+            format!(
+                "must be from 1 to {} (half the Valkey reply timeout)",
+                VALKEY_REPLY_TIMEOUT_MS / 2
+            ),
+        )?;
         self.auth.validate()?;
         self.valkey.validate()?;
         self.database.validate()?;
         self.alerts.validate()?;
         self.tenants.validate()
+    }
+
+    /// Replicas every append waits for, if any.
+    pub fn replication(&self) -> Option<Replication> {
+        Replication::new(
+            self.valkey_min_replicas,
+            Duration::from_millis(self.valkey_wait_ms),
+        )
     }
 }
 

@@ -41,7 +41,10 @@ pub fn describe() {
     labelled_counter(
         "flagmeter_backpressure_responses_total",
         "503s answered to ingest, by cause",
-        ("cause", &["high_water", "valkey_unavailable"]),
+        (
+            "cause",
+            &["high_water", "valkey_unavailable", "not_replicated"],
+        ),
     );
     describe_histogram!(
         "flagmeter_xadd_duration_seconds",
@@ -51,7 +54,7 @@ pub fn describe() {
     describe_gauge!(
         "flagmeter_stream_length_entries",
         Unit::Count,
-        "Entries in the stream (sampled)"
+        "Entries in each shard of the stream (sampled), by shard"
     );
     service::metrics::describe_process();
 }

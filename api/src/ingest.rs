@@ -42,31 +42,42 @@ impl Incoming<'_> {
     }
 }
 
-/// Appends records to the stream in one round trip (atomically for several).
-/// Answers 503 with `Retry-After` whenever it cannot be sure they are stored:
-/// Valkey unreachable, the stream full or missing, or no reply within the
-/// response timeout (in which case the events may in fact be stored, so
-/// clients retry with the same ids).
+/// Appends records to one shard of the stream in one round trip
+/// (atomically for several): the next shard in turn that is below the
+/// high-water mark. Answers 503 with `Retry-After` whenever it cannot be
+/// sure they are stored: Valkey unreachable, every shard full, the shard
+/// missing, too few replicas confirming in time (with
+/// `FLAGMETER_VALKEY_MIN_REPLICAS`), or no reply within the response timeout
+/// (in the last two cases the events may in fact be stored, so clients
+/// retry with the same ids).
 pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), ApiError> {
-    if state.backlog.entries() >= state.high_water {
+    let Some(shard) = state.backlog.shard_with_room(state.high_water) else {
         metrics::counter!("flagmeter_backpressure_responses_total", "cause" => "high_water")
             .increment(1);
         tracing::warn!(
-            backlog = state.backlog.entries(),
+            backlog = state.backlog.entries(0),
+            shards = state.shards.len(),
             high_water = state.high_water,
             "stream above its high-water mark; refusing ingest until the pipeline catches up"
         );
         return Err(ApiError::unavailable(
             "event stream is full; the pipeline is catching up",
         ));
-    }
+    };
+    let keys = state.shards.get(shard);
     let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
     let mut conn = state.valkey.clone();
     let started = std::time::Instant::now();
-    let appended = stream::append(&mut conn, &state.keys.stream, &payloads).await;
+    let appended =
+        stream::append_replicated(&mut conn, &keys.stream, &payloads, state.replication).await;
     metrics::histogram!("flagmeter_xadd_duration_seconds").record(started.elapsed().as_secs_f64());
-    if appended.is_err() {
-        metrics::counter!("flagmeter_backpressure_responses_total", "cause" => "valkey_unavailable").increment(1);
+    let cause = match &appended {
+        Ok(_) => None,
+        Err(AppendError::NotReplicated { .. }) => Some("not_replicated"),
+        Err(_) => Some("valkey_unavailable"),
+    };
+    if let Some(cause) = cause {
+        metrics::counter!("flagmeter_backpressure_responses_total", "cause" => cause).increment(1);
     }
     match appended {
         Ok(_) => {
@@ -75,13 +86,24 @@ pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), Api
         }
         Err(AppendError::StreamMissing) => {
             tracing::error!(
-                stream = %state.keys.stream,
+                stream = %keys.stream,
                 "stream is missing: Valkey lost its data; recreating stream and group"
             );
-            if let Err(err) = stream::ensure_group(&mut conn, &state.keys).await {
+            if let Err(err) = stream::ensure_group(&mut conn, keys).await {
                 tracing::warn!(%err, "cannot recreate the stream");
             }
             Err(ApiError::unavailable("event stream unavailable"))
+        }
+        Err(AppendError::NotReplicated { confirmed, wanted }) => {
+            tracing::warn!(
+                confirmed,
+                wanted,
+                stream = %keys.stream,
+                "too few Valkey replicas confirmed the append; the client retries"
+            );
+            Err(ApiError::unavailable(
+                "event not yet confirmed by enough Valkey replicas",
+            ))
         }
         Err(AppendError::Redis(err)) => {
             tracing::warn!(%err, "cannot append to the stream");

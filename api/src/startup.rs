@@ -6,14 +6,13 @@ use poem::{
     Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
 use alerts::slack::SlackClient;
-use stream::ensure_group;
+use stream::{ConnectOptions, ensure_group};
 
 use crate::{
-    auth::Auth, backlog::Backlog, config::ApiConfig, dashboard::snapshot,
+    auth::Auth, backlog::Backlog, config, config::ApiConfig, dashboard::snapshot,
     header_timeout::HeaderTimeout, routes, state::AppState, usage_cache::UsageCache,
 };
 
@@ -39,21 +38,20 @@ impl Application {
         config.validate()?;
         let db = config.database.connect().await?;
         migration::run(&db).await?;
-        let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
         // A reply slower than 5 s counts as Valkey unavailable (503). The
         // default 500 ms fires under CPU starvation on appends that did
         // succeed, and such a 503 cannot tell the client whether its event
         // was stored.
-        let mut valkey = ConnectionManager::new_lazy_with_config(
-            client,
-            ConnectionManagerConfig::new()
-                .set_number_of_retries(1)
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(5))),
-        )?;
-        let keys = config.valkey.keys();
-        if let Err(err) = ensure_group(&mut valkey, &keys).await {
-            tracing::warn!(%err, "cannot create the stream yet; ingest answers 503 until Valkey is reachable");
+        let mut valkey = config.valkey.target()?.connect_lazy(ConnectOptions {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Some(Duration::from_millis(config::VALKEY_REPLY_TIMEOUT_MS)),
+            retries: 1,
+        })?;
+        let shards = config.valkey.shards();
+        for keys in shards.all() {
+            if let Err(err) = ensure_group(&mut valkey, keys).await {
+                tracing::warn!(%err, stream = %keys.stream, "cannot create the stream yet; ingest answers 503 until Valkey is reachable");
+            }
         }
         let acceptor = TcpListener::bind(config.api_addr).into_acceptor().await?;
         let addr = acceptor
@@ -69,9 +67,10 @@ impl Application {
                 auth: Auth::new(db.clone(), &config.auth),
                 db,
                 valkey,
-                keys,
+                backlog: Backlog::new(shards.len()),
+                shards,
+                replication: config.replication(),
                 retry_after_secs: config.retry_after_secs,
-                backlog: Backlog::default(),
                 high_water: config.stream_high_water,
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
@@ -96,7 +95,7 @@ impl Application {
         tracing::info!(addr = %self.addr, "api listening");
         let sampler = tokio::spawn(self.state.backlog.clone().sample(
             self.state.valkey.clone(),
-            self.state.keys.stream.clone(),
+            self.state.shards.clone(),
             shutdown.clone(),
         ));
         let metrics = service::metrics::handle();

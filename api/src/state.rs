@@ -1,13 +1,12 @@
 //! What every request handler shares: the database pool, the Valkey
-//! connection and the stream names.
+//! connection and the stream's shards.
 
 use alerts::{slack::SlackClient, webhook::WebhookPolicy};
-use stream::StreamKeys;
+use stream::{Replication, Shards, Valkey};
 
 use crate::{
     auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, usage_cache::UsageCache,
 };
-use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
 /// Shared, cheaply cloned handles.
@@ -18,15 +17,19 @@ pub struct AppState {
     /// Usage reads, tenant and key administration, readiness, and key
     /// lookups (cached by [`Auth`]). Accepting an event needs only Valkey.
     pub db: DatabaseConnection,
-    /// Multiplexed and auto-reconnecting: every request shares it, so XADDs
-    /// from concurrent requests are pipelined on one socket.
-    pub valkey: ConnectionManager,
-    pub keys: StreamKeys,
+    /// Multiplexed and auto-reconnecting (to one node or a cluster): every
+    /// request shares it, so XADDs from concurrent requests are pipelined on
+    /// one socket per node.
+    pub valkey: Valkey,
+    pub shards: Shards,
+    /// Replicas that must confirm an append before it is answered 202.
+    pub replication: Option<Replication>,
     /// `Retry-After` seconds of every 503 ([`crate::error::with_retry_after`]).
     pub retry_after_secs: u64,
-    /// The stream's sampled length ...
+    /// Each shard's sampled length, and whose turn it is ...
     pub backlog: Backlog,
-    /// ... above which ingest is refused until the pipeline catches up.
+    /// ... above which a shard takes no more; ingest is refused once every
+    /// shard is there, until the pipeline catches up.
     pub high_water: u64,
     /// Thresholds of a tenant created without any.
     pub default_thresholds: Vec<i32>,

@@ -18,7 +18,7 @@ use entity::setting::InvalidSetting;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 use service::config::{DatabaseArgs, TenantArgs};
-use stream::config::ValkeyArgs;
+use stream::{Target, config::ValkeyArgs};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -66,7 +66,7 @@ impl PipelineConfig {
 pub struct Pipeline {
     config: PipelineConfig,
     db: DatabaseConnection,
-    client: redis::Client,
+    valkey: Target,
     /// Renders this replica's metrics; kept tidy while the replica runs.
     metrics: PrometheusHandle,
 }
@@ -88,24 +88,24 @@ impl Pipeline {
             .connect_bounded(config.worker.transaction_bounds())
             .await?;
         migration::run(&db).await?;
-        let client = redis::Client::open(config.valkey.valkey_url.as_str())?;
+        let valkey = config.valkey.target()?;
         Ok(Self {
             config,
             db,
-            client,
+            valkey,
             metrics,
         })
     }
 
-    /// Joins the consumer group (creating it if need be), then counts until
-    /// `shutdown` is cancelled; alongside, trims the stream, delivers quota
-    /// alerts and keeps the metrics tidy. Returns once the batch in hand is
-    /// finished.
+    /// Joins every shard's consumer group (creating it if need be), then
+    /// counts, one worker a shard, until `shutdown` is cancelled; alongside,
+    /// trims the shards, delivers quota alerts and keeps the metrics tidy.
+    /// Returns once the batches in hand are finished.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             config,
             db,
-            client,
+            valkey,
             metrics,
         } = self;
         let upkeep = tokio::spawn(service::metrics::upkeep(metrics, shutdown.clone()));
@@ -116,30 +116,37 @@ impl Pipeline {
             block: Duration::from_millis(worker_args.block_ms),
             claim_idle,
         };
-        let keys = config.valkey.keys();
+        let shards = config.valkey.shards();
         let consumer_name = worker_args.consumer_name();
-        let Some(consumer) = until_done("join the consumer group", &shutdown, || {
-            Consumer::connect(
-                &client,
-                keys.clone(),
-                consumer_name.clone(),
-                settings.clone(),
-            )
-        })
-        .await
-        else {
-            upkeep.await?;
-            return Ok(());
-        };
-        match dead_letter::import_legacy(&mut consumer.commands(), &db, &keys).await {
-            Ok(0) => {}
-            Ok(moved) => tracing::info!(moved, "moved dead letters from Valkey into PostgreSQL"),
-            Err(err) => tracing::warn!(%err, "cannot move dead letters from Valkey yet"),
+        let mut consumers = Vec::with_capacity(shards.len());
+        for keys in shards.all() {
+            let Some(consumer) = until_done("join the consumer group", &shutdown, || {
+                Consumer::connect(
+                    valkey.clone(),
+                    keys.clone(),
+                    consumer_name.clone(),
+                    settings.clone(),
+                )
+            })
+            .await
+            else {
+                upkeep.await?;
+                return Ok(());
+            };
+            match dead_letter::import_legacy(&mut consumer.commands(), &db, keys).await {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::info!(moved, "moved dead letters from Valkey into PostgreSQL");
+                }
+                Err(err) => tracing::warn!(%err, "cannot move dead letters from Valkey yet"),
+            }
+            consumers.push(consumer);
         }
         let janitor = janitor::Janitor {
-            valkey: consumer.commands(),
+            // There is always one shard at least.
+            valkey: consumers[0].commands(),
             db: db.clone(),
-            keys,
+            shards,
             trim_interval: Duration::from_millis(worker_args.trim_interval_ms),
             retention_days: worker_args.event_retention_days,
         };
@@ -155,23 +162,28 @@ impl Pipeline {
                 poll: Duration::from_millis(sender_args.alert_poll_ms),
             },
         );
-        let worker = Worker::new(
-            consumer,
-            db.clone(),
-            WorkerSettings {
-                new_tenants: NewTenants {
-                    monthly_quota: config.tenants.default_quota,
-                    alert_thresholds: config.alerts.alert_thresholds.clone(),
-                },
-                claim_interval: Duration::from_millis(worker_args.claim_interval_ms),
-                max_deliveries: worker_args.max_deliveries,
-                keep_fresh_after: claim_idle / 3,
-                failpoint: worker_args.failpoint,
+        let worker_settings = WorkerSettings {
+            new_tenants: NewTenants {
+                monthly_quota: config.tenants.default_quota,
+                alert_thresholds: config.alerts.alert_thresholds.clone(),
             },
-        );
+            claim_interval: Duration::from_millis(worker_args.claim_interval_ms),
+            max_deliveries: worker_args.max_deliveries,
+            keep_fresh_after: claim_idle / 3,
+            failpoint: worker_args.failpoint,
+        };
         let janitor = tokio::spawn(janitor.run(shutdown.clone()));
         let sender = tokio::spawn(sender.run(shutdown.clone()));
-        worker.run(shutdown).await;
+        let workers: Vec<_> = consumers
+            .into_iter()
+            .map(|consumer| {
+                let worker = Worker::new(consumer, db.clone(), worker_settings.clone());
+                tokio::spawn(worker.run(shutdown.clone()))
+            })
+            .collect();
+        for worker in workers {
+            worker.await?;
+        }
         janitor.await?;
         sender.await?;
         upkeep.await?;

@@ -2,24 +2,24 @@
 //! dead or stuck replica left pending with `XAUTOCLAIM`, and the `XACK` that
 //! ends an entry's life once its effect is committed.
 //!
-//! Blocking reads go over a connection of their own with no response timeout
-//! (redis-rs would otherwise time a `BLOCK` out after 500 ms, and a blocking
-//! read would hold up every command queued behind it); acks and claims share
-//! another. Both are `ConnectionManager`s, which reconnect by themselves after
-//! Valkey restarts (a plain multiplexed connection stays broken).
+//! A consumer reads one shard of the stream. Blocking reads go over a
+//! connection of their own with no response timeout (redis-rs would
+//! otherwise time a `BLOCK` out after 500 ms, and a blocking read would hold
+//! up every command queued behind it); acks and claims share another. Both
+//! reconnect by themselves after Valkey restarts or a cluster fails over
+//! ([`stream::Valkey`]).
 
 use std::{collections::HashMap, time::Duration};
 
 use redis::{
-    AsyncCommands, Client, RedisError, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, RedisError, Value,
     streams::{
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
         StreamReadOptions, StreamReadReply,
     },
 };
 
-use stream::{EntryId, FIELD, StreamKeys, ensure_group};
+use stream::{ConnectOptions, EntryId, FIELD, StreamKeys, Target, Valkey, ensure_group};
 
 /// One entry handed to this consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,37 +57,28 @@ pub struct ReadSettings {
     pub claim_idle: Duration,
 }
 
-/// A named member of the consumer group.
+/// A named member of one shard's consumer group.
 pub struct Consumer {
     keys: StreamKeys,
     name: String,
     settings: ReadSettings,
     /// Dedicated to blocking reads, with no response timeout.
-    reader: ConnectionManager,
+    reader: Valkey,
     /// Shared by acks and claims; reconnects by itself.
-    commands: ConnectionManager,
+    commands: Valkey,
 }
 
 impl Consumer {
-    /// Connects, and creates the stream and group if they do not exist.
+    /// Connects, and creates the shard and its group if they do not exist.
     pub async fn connect(
-        client: &Client,
+        target: impl Into<Target>,
         keys: StreamKeys,
         name: String,
         settings: ReadSettings,
     ) -> Result<Self, RedisError> {
-        let reader = ConnectionManager::new_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_response_timeout(None)
-                .set_number_of_retries(2),
-        )
-        .await?;
-        let commands = ConnectionManager::new_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new().set_number_of_retries(2),
-        )
-        .await?;
+        let target = target.into();
+        let reader = target.connect(ConnectOptions::BLOCKING).await?;
+        let commands = target.connect(ConnectOptions::COMMANDS).await?;
         let mut consumer = Self {
             keys,
             name,
@@ -108,7 +99,7 @@ impl Consumer {
     }
 
     /// A connection for short commands (acks, dead letters).
-    pub fn commands(&self) -> ConnectionManager {
+    pub fn commands(&self) -> Valkey {
         self.commands.clone()
     }
 

@@ -1,11 +1,13 @@
 //! `flagmeter-pipeline dead-letters list|redrive`: the operator's view of
 //! the dead letters (PostgreSQL table `dead_letters`), over
-//! [`crate::dead_letter`]. Those an earlier version left in the Valkey
-//! stream `{stream}:dead` are moved into the table first.
+//! [`crate::dead_letter`], over every shard of the stream in turn (a
+//! letter is re-driven into the shard it came from). Those an earlier
+//! version left in the Valkey stream `{stream}:dead` are moved into the
+//! table first.
 
 use clap::Subcommand;
 use service::config::DatabaseArgs;
-use stream::config::ValkeyArgs;
+use stream::{ConnectOptions, config::ValkeyArgs};
 
 use crate::dead_letter;
 
@@ -37,43 +39,42 @@ impl DeadLetters {
     /// Runs the command against the configured stream and database,
     /// printing to stdout.
     pub async fn run(self, valkey: &ValkeyArgs, database: &DatabaseArgs) -> anyhow::Result<()> {
-        let keys = valkey.keys();
-        let mut conn = redis::Client::open(valkey.valkey_url.as_str())?
-            .get_multiplexed_async_connection()
-            .await?;
+        let mut conn = valkey.target()?.connect(ConnectOptions::COMMANDS).await?;
         let db = database.connect().await?;
         migration::run(&db).await?;
-        let imported = dead_letter::import_legacy(&mut conn, &db, &keys).await?;
-        if imported > 0 {
-            eprintln!(
-                "moved {imported} dead letters from {} into PostgreSQL",
-                keys.dead
-            );
-        }
-        match self {
-            Self::List { limit, after } => {
-                for letter in dead_letter::list(&db, &keys.stream, limit, after).await? {
+        for keys in valkey.shards().all() {
+            let imported = dead_letter::import_legacy(&mut conn, &db, keys).await?;
+            if imported > 0 {
+                eprintln!(
+                    "moved {imported} dead letters from {} into PostgreSQL",
+                    keys.dead
+                );
+            }
+            match &self {
+                Self::List { limit, after } => {
+                    for letter in dead_letter::list(&db, &keys.stream, *limit, *after).await? {
+                        println!(
+                            "{}\toriginal={}\tkind={}\tdeliveries={}\t{}",
+                            letter.id,
+                            letter.original_id,
+                            letter.kind,
+                            letter.deliveries,
+                            letter.reason.escape_debug()
+                        );
+                    }
+                }
+                Self::Redrive { ids, limit } => {
+                    let mut letters = dead_letter::list(&db, &keys.stream, *limit, None).await?;
+                    if !ids.is_empty() {
+                        letters.retain(|l| ids.contains(&l.id));
+                    }
+                    let redriven = dead_letter::redrive(&mut conn, &db, keys, &letters).await?;
                     println!(
-                        "{}\toriginal={}\tkind={}\tdeliveries={}\t{}",
-                        letter.id,
-                        letter.original_id,
-                        letter.kind,
-                        letter.deliveries,
-                        letter.reason.escape_debug()
+                        "re-drove {redriven} of {} dead letters ({} had no payload and were dropped)",
+                        letters.len(),
+                        letters.len() - redriven
                     );
                 }
-            }
-            Self::Redrive { ids, limit } => {
-                let mut letters = dead_letter::list(&db, &keys.stream, limit, None).await?;
-                if !ids.is_empty() {
-                    letters.retain(|l| ids.contains(&l.id));
-                }
-                let redriven = dead_letter::redrive(&mut conn, &db, &keys, &letters).await?;
-                println!(
-                    "re-drove {redriven} of {} dead letters ({} had no payload and were dropped)",
-                    letters.len(),
-                    letters.len() - redriven
-                );
             }
         }
         Ok(())

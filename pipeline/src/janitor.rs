@@ -1,7 +1,7 @@
 //! Housekeeping that keeps the stream and the ledger from growing forever,
 //! without ever removing something still needed.
 //!
-//! **Stream trimming.** An entry may go once every consumer group has
+//! **Stream trimming.** Each shard is trimmed on its own. An entry may go once every consumer group has
 //! acknowledged it: it is at or before the group's last-delivered id and no
 //! longer pending. So the stream is trimmed with `XTRIM MINID` just below the
 //! oldest entry that some group still has pending or has not yet been
@@ -16,14 +16,11 @@
 
 use std::time::Duration;
 
-use redis::{
-    AsyncCommands, RedisError,
-    aio::{ConnectionLike, ConnectionManager},
-};
+use redis::{AsyncCommands, RedisError, aio::ConnectionLike};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use tokio_util::sync::CancellationToken;
 
-use stream::{EntryId, StreamKeys};
+use stream::{EntryId, Shards, StreamKeys, Valkey};
 
 /// Rows deleted per retention statement.
 const RETENTION_BATCH: i64 = 5_000;
@@ -32,37 +29,41 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The housekeeping task of one replica.
 pub struct Janitor {
-    /// Shared with the worker's acks and claims.
-    pub valkey: ConnectionManager,
+    /// Shared with the workers' acks and claims.
+    pub valkey: Valkey,
     pub db: DatabaseConnection,
-    pub keys: StreamKeys,
-    /// How often the stream is trimmed and the backlog gauges sampled.
+    pub shards: Shards,
+    /// How often the shards are trimmed and the backlog gauges sampled.
     pub trim_interval: Duration,
     /// Days a ledger row is kept after receipt.
     pub retention_days: u32,
 }
 
 impl Janitor {
-    /// Every `trim_interval`, samples the backlog gauges and trims the
-    /// stream; sweeps the ledger hourly; until shutdown. Failures are logged
+    /// Every `trim_interval`, samples the backlog gauges and trims every
+    /// shard; sweeps the ledger hourly; until shutdown. Failures are logged
     /// and tried again next time: nothing here is urgent, and nothing is
     /// lost by waiting.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut next_sweep = tokio::time::Instant::now();
         loop {
-            if let Err(err) = sample_backlog(&mut self.valkey, &self.keys).await {
-                tracing::debug!(%err, "cannot sample the backlog");
+            for (shard, keys) in self.shards.all().iter().enumerate() {
+                if let Err(err) = sample_backlog(&mut self.valkey, keys, shard).await {
+                    tracing::debug!(%err, shard, "cannot sample the backlog");
+                }
+                match trim_stream(&mut self.valkey, keys).await {
+                    Ok(0) => {}
+                    Ok(trimmed) => {
+                        tracing::debug!(trimmed, shard, "trimmed acknowledged stream history");
+                    }
+                    Err(err) => tracing::warn!(%err, shard, "cannot trim the stream"),
+                }
             }
             let pool = self.db.get_postgres_connection_pool();
             let idle = pool.num_idle() as f64;
             metrics::gauge!("flagmeter_db_pool_connections", "state" => "idle").set(idle);
             metrics::gauge!("flagmeter_db_pool_connections", "state" => "in_use")
                 .set(f64::from(pool.size()) - idle);
-            match trim_stream(&mut self.valkey, &self.keys).await {
-                Ok(0) => {}
-                Ok(trimmed) => tracing::debug!(trimmed, "trimmed acknowledged stream history"),
-                Err(err) => tracing::warn!(%err, "cannot trim the stream"),
-            }
             if tokio::time::Instant::now() >= next_sweep {
                 match expire_ledger(&self.db, self.retention_days, &shutdown).await {
                     Ok(0) => {}
@@ -112,18 +113,21 @@ where
         .map(|p| p.to_string()))
 }
 
-/// Stream length, and this group's lag (undelivered) and pending entries.
-async fn sample_backlog<C>(conn: &mut C, keys: &StreamKeys) -> Result<(), RedisError>
+/// A shard's length, and its group's lag (undelivered) and pending
+/// entries, labelled with the shard's number.
+async fn sample_backlog<C>(conn: &mut C, keys: &StreamKeys, shard: usize) -> Result<(), RedisError>
 where
     C: ConnectionLike + Send + Sync,
 {
+    let label = [("shard", shard.to_string())];
     let length: u64 = conn.xlen(&keys.stream).await?;
-    metrics::gauge!("flagmeter_stream_length_entries").set(length as f64);
+    metrics::gauge!("flagmeter_stream_length_entries", &label).set(length as f64);
     let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&keys.stream).await?;
     if let Some(group) = groups.groups.iter().find(|g| g.name == keys.group) {
-        metrics::gauge!("flagmeter_consumer_group_pending_entries").set(group.pending as f64);
+        metrics::gauge!("flagmeter_consumer_group_pending_entries", &label)
+            .set(group.pending as f64);
         if let Some(lag) = group.lag {
-            metrics::gauge!("flagmeter_consumer_group_lag_entries").set(lag as f64);
+            metrics::gauge!("flagmeter_consumer_group_lag_entries", &label).set(lag as f64);
         }
     }
     Ok(())

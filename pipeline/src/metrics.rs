@@ -71,17 +71,17 @@ pub fn describe_pipeline() {
     describe_gauge!(
         "flagmeter_stream_length_entries",
         Unit::Count,
-        "Entries in the stream (sampled)"
+        "Entries in each shard of the stream (sampled), by shard"
     );
     describe_gauge!(
         "flagmeter_consumer_group_lag_entries",
         Unit::Count,
-        "Entries not yet delivered to the group (sampled)"
+        "Entries not yet delivered to each shard's group (sampled), by shard"
     );
     describe_gauge!(
         "flagmeter_consumer_group_pending_entries",
         Unit::Count,
-        "Entries delivered but not acknowledged (sampled)"
+        "Entries delivered but not acknowledged (sampled), by shard"
     );
     describe_gauge!(
         "flagmeter_db_pool_connections",

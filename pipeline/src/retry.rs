@@ -17,7 +17,8 @@
 //!   its primary), `LOADING` (a restart reading its AOF), `BUSY` (a script
 //!   running long), `MISCONF` (a failing snapshot stops writes) and
 //!   timeouts: each is an error reply or a lost connection on a command in
-//!   one of these loops; `ConnectionManager` reconnects, and nothing is
+//!   one of these loops; the connection reconnects (and in a cluster
+//!   follows MOVED and the new topology, see [`stream::Valkey`]), and nothing is
 //!   acked before it succeeds. Killing Valkey mid-load is tested in
 //!   `api/tests/faults/main.rs`.
 //! - PostgreSQL read-only (`25006`), shutting down (`57P01`..`57P03`),

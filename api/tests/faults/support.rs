@@ -79,11 +79,7 @@ pub struct Services {
 impl Services {
     /// The suite's api: [`testkit::app::api_config`] with larger limits.
     pub fn api_config(&self) -> ApiConfig {
-        let valkey = ValkeyArgs {
-            valkey_url: self.valkey_url.clone(),
-            stream: self.stream.clone(),
-            group: self.group.clone(),
-        };
+        let valkey = ValkeyArgs::single(&self.valkey_url, &self.stream, &self.group);
         let database = DatabaseArgs {
             database_url: self.database_url.clone(),
             db_max_connections: 5,
@@ -429,15 +425,7 @@ impl PrivateValkey {
     }
 
     pub async fn up(&mut self) {
-        let server = ["valkey-server", "redis-server"]
-            .into_iter()
-            .find(|s| {
-                std::process::Command::new("which")
-                    .arg(s)
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .expect("valkey-server or redis-server");
+        let server = testkit::cluster::installed(&["valkey-server", "redis-server"]);
         let child = Command::new(server)
             .args([
                 "--bind",

@@ -77,7 +77,11 @@ impl Worker {
     /// (the one being counted and the one read ahead) are finished (or left
     /// pending, if they cannot be).
     pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(consumer = self.consumer.name(), "worker started");
+        tracing::info!(
+            consumer = self.consumer.name(),
+            stream = %self.consumer.keys().stream,
+            "worker started"
+        );
         let mut scan = ReclaimScan::due_now();
         let mut ahead: Option<Vec<Delivery>> = None;
         loop {

@@ -59,6 +59,8 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
         retry_after_secs: 1,
         usage_cache_ms: 250,
         stream_high_water: 1_000_000,
+        valkey_min_replicas: 0,
+        valkey_wait_ms: 1_000,
         auth: AuthArgs {
             admin_key: Some(admin_key.to_owned()),
             rate_limit_per_sec: 10_000,

@@ -70,11 +70,7 @@ impl TestEnv {
     }
 
     pub fn valkey_args(&self) -> ValkeyArgs {
-        ValkeyArgs {
-            valkey_url: valkey_url(),
-            stream: self.stream.clone(),
-            group: self.group.clone(),
-        }
+        ValkeyArgs::single(&valkey_url(), &self.stream, &self.group)
     }
 
     pub fn database_args(&self) -> DatabaseArgs {
@@ -207,6 +203,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let database = self.database.clone();
         let keys = [self.stream.clone(), format!("{}:dead", self.stream)];
+        let shard_keys = format!("{}:{{*", self.stream);
         let cleanup = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -227,6 +224,13 @@ impl Drop for TestEnv {
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
                     let _: Result<(), _> = redis::AsyncCommands::del(&mut conn, &keys).await;
+                    // The shards of a test that used several.
+                    let shards: Vec<String> = redis::AsyncCommands::keys(&mut conn, &shard_keys)
+                        .await
+                        .unwrap_or_default();
+                    if !shards.is_empty() {
+                        let _: Result<(), _> = redis::AsyncCommands::del(&mut conn, &shards).await;
+                    }
                 }
             });
         });

@@ -2,13 +2,15 @@
 //! isolated environment per test (its own database and stream keys,
 //! [`env`]), an api on a free port ([`app`]), pipeline replicas, polling
 //! until something holds ([`eventually`]), a fake Slack ([`fake_slack`]),
-//! bearer-key clients ([`bearer`]), headless Chromium ([`chromium`]), and
+//! bearer-key clients ([`bearer`]), headless Chromium ([`chromium`]), a
+//! real Redis Cluster on loopback ([`cluster`]), and
 //! `TEST_LOG=1` to see the services' logs ([`log`]). Dev-only: no
 //! production crate depends on it.
 
 pub mod app;
 pub mod bearer;
 pub mod chromium;
+pub mod cluster;
 pub mod env;
 pub mod eventually;
 pub mod fake_slack;
