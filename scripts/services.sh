@@ -1,7 +1,7 @@
 # Sourced by scripts/run and scripts/test: makes sure PostgreSQL and
 # Valkey/Redis answer on loopback, installing them from the distribution's
 # packages and starting them when they do not (and, for the tests, that
-# Chromium is installed).
+# Chromium and the Redis cluster tools are installed).
 #
 # PostgreSQL: 127.0.0.1:5432, user postgres without a password (loopback
 # connections are trusted; on a fresh install this script adds that rule).
@@ -69,6 +69,20 @@ ensure_valkey() {
     --appendonly yes --appendfsync everysec --dir "$data" --logfile "$data/server.log"
   for _ in $(seq 1 30); do valkey_answers && return 0; sleep 0.5; done
   say "Valkey/Redis does not answer on 127.0.0.1:$VALKEY_PORT"; return 1
+}
+
+# redis-server and redis-cli (or Valkey's), for the cluster tests
+# (api/tests/faults/cluster.rs), which start clusters of their own on free
+# loopback ports.
+ensure_cluster_tools() {
+  local packages=()
+  if ! command -v valkey-server >/dev/null 2>&1 && ! command -v redis-server >/dev/null 2>&1; then
+    packages+=(redis-server)
+  fi
+  if ! command -v valkey-cli >/dev/null 2>&1 && ! command -v redis-cli >/dev/null 2>&1; then
+    packages+=(redis-tools)
+  fi
+  [ "${#packages[@]}" -eq 0 ] || apt_install "${packages[@]}"
 }
 
 # Chromium, for the dashboard's browser test (api/tests/api/dashboard.rs).

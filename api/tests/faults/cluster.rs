@@ -8,7 +8,6 @@ use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use testkit::{TestEnv, cluster::Cluster};
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::support::{Books, Loader, Services, client};
 
@@ -44,17 +43,39 @@ impl ClusterStack {
         }
     }
 
-    /// Starts the api in this process, adjusted by `adjust`.
-    async fn spawn_api(
-        &self,
-        adjust: impl FnOnce(&mut api::config::ApiConfig),
-    ) -> (String, DropGuard) {
-        let mut config = self.services.api_config();
-        config.valkey = self.valkey_args();
-        adjust(&mut config);
-        let shutdown = CancellationToken::new();
-        let base = testkit::app::serve(config, &shutdown).await;
-        (base, shutdown.drop_guard())
+    /// Starts the api as a real process (its metrics are its own, not
+    /// those of the suite's in-process apis), with `extra` settings.
+    async fn spawn_api(&self, extra: &[(&str, &str)]) -> (String, tokio::process::Child) {
+        let port = crate::support::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let api = tokio::process::Command::new(crate::support::bin("flagmeter-api"))
+            .env("DATABASE_URL", &self.services.database_url)
+            .env("VALKEY_URL", &self.services.valkey_url)
+            .env("FLAGMETER_VALKEY_CLUSTER", "true")
+            .env("FLAGMETER_STREAM_SHARDS", self.shards.to_string())
+            .env("FLAGMETER_STREAM", &self.services.stream)
+            .env("FLAGMETER_GROUP", &self.services.group)
+            .env("FLAGMETER_API_ADDR", format!("127.0.0.1:{port}"))
+            .env("FLAGMETER_ADMIN_KEY", crate::support::ADMIN_KEY)
+            .env("FLAGMETER_RATE_LIMIT_PER_SEC", "0")
+            .env("FLAGMETER_RETRY_AFTER_SECS", "1")
+            .env("FLAGMETER_DB_MAX_CONNECTIONS", "3")
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let http = client();
+        testkit::eventually("the api answers", Duration::from_secs(30), || async {
+            http.get(format!("{base}/api/health"))
+                .send()
+                .await?
+                .error_for_status()
+        })
+        .await;
+        (base, api)
     }
 
     /// A pipeline replica as a real process (that the test may SIGKILL).
@@ -124,7 +145,7 @@ fn event(i: usize) -> Value {
 async fn six_shards_on_three_masters_count_12000_events_exactly_once_through_a_killed_worker() {
     let cluster = Cluster::start(3, 0).await;
     let stack = ClusterStack::new(TestEnv::new().await, &cluster, 6);
-    let (base, _api) = stack.spawn_api(|_| {}).await;
+    let (base, _api) = stack.spawn_api(&[]).await;
     let mut doomed = stack.spawn_worker("cluster-doomed");
     let _survivor = stack.spawn_worker("cluster-survivor");
 
@@ -222,7 +243,7 @@ async fn six_shards_on_three_masters_count_12000_events_exactly_once_through_a_k
 async fn poison_in_one_shard_is_set_aside_and_every_shard_still_counts() {
     let cluster = Cluster::start(3, 0).await;
     let stack = ClusterStack::new(TestEnv::new().await, &cluster, 3);
-    let (base, _api) = stack.spawn_api(|_| {}).await;
+    let (base, _api) = stack.spawn_api(&[]).await;
     let shards = stack.shards();
     let poisoned = &shards.all()[1].stream;
     let mut conn = cluster.connect().await;
@@ -262,7 +283,9 @@ async fn poison_in_one_shard_is_set_aside_and_every_shard_still_counts() {
 async fn a_full_shard_takes_no_more_events_and_the_others_take_them_until_all_are_full() {
     let cluster = Cluster::start(3, 0).await;
     let stack = ClusterStack::new(TestEnv::new().await, &cluster, 3);
-    let (base, _api) = stack.spawn_api(|config| config.stream_high_water = 5).await;
+    let (base, _api) = stack
+        .spawn_api(&[("FLAGMETER_STREAM_HIGH_WATER", "5")])
+        .await;
     let shards = stack.shards();
     let full = &shards.all()[0].stream;
     let mut conn = cluster.connect().await;
@@ -336,10 +359,10 @@ async fn a_master_killed_under_load_with_min_replicas_1_loses_no_accepted_event(
     let mut cluster = Cluster::start(3, 1).await;
     let stack = ClusterStack::new(TestEnv::new().await, &cluster, 3);
     let (base, _api) = stack
-        .spawn_api(|config| {
-            config.valkey_min_replicas = 1;
-            config.valkey_wait_ms = 1_000;
-        })
+        .spawn_api(&[
+            ("FLAGMETER_VALKEY_MIN_REPLICAS", "1"),
+            ("FLAGMETER_VALKEY_WAIT_MS", "1000"),
+        ])
         .await;
     let _worker = stack.spawn_worker("cluster-failover");
     let books = Books::default();
@@ -367,4 +390,26 @@ async fn a_master_killed_under_load_with_min_replicas_1_loses_no_accepted_event(
     }
     assert!(batches > 10, "{batches} batches accepted");
     stack.audit(&cluster, books.expected()).await;
+}
+
+#[tokio::test]
+async fn a_malformed_seed_list_stops_both_binaries_naming_the_entry_but_not_the_password() {
+    for binary in ["flagmeter-api", "flagmeter-pipeline"] {
+        let output = tokio::process::Command::new(crate::support::bin(binary))
+            .env("VALKEY_URL", "redis://:hunter2@127.0.0.1:1, redis//oops:2")
+            .env("FLAGMETER_VALKEY_CLUSTER", "true")
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+            .env("FLAGMETER_METRICS_ADDR", "127.0.0.1:0")
+            .env("FLAGMETER_API_ADDR", "127.0.0.1:0")
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{binary} refuses to start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("VALKEY_URL") && stderr.contains("redis//oops:2"),
+            "{binary}: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{binary}: {stderr}");
+    }
 }

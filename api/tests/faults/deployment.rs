@@ -251,3 +251,36 @@ fn env_example_lists_exactly_what_the_binaries_read() {
         ".env.example misses variables the binaries read: {unlisted:?}"
     );
 }
+
+#[test]
+fn the_cluster_override_joins_three_nodes_and_points_the_stack_at_them() {
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("docker-compose.cluster.yml")).unwrap();
+    for node in ["valkey", "valkey-2", "valkey-3"] {
+        let command = serde_yaml::to_string(&compose["services"][node]["command"]).unwrap();
+        assert!(
+            command.contains("--cluster-enabled yes") && command.contains("always"),
+            "{node}: {command}"
+        );
+    }
+    let create = serde_yaml::to_string(&compose["services"]["valkey-cluster"]["command"]).unwrap();
+    assert!(create.contains("--cluster create"), "{create}");
+    let read = variables_read();
+    let environment = compose["x-cluster-env"].as_mapping().unwrap();
+    for (key, value) in environment {
+        let key = key.as_str().unwrap();
+        assert!(
+            read.contains(key),
+            "the override sets {key}, which no binary reads"
+        );
+        if key == "VALKEY_URL" {
+            let target = stream::Target::parse(value.as_str().unwrap(), true).unwrap();
+            assert!(target.is_cluster());
+        }
+    }
+    assert_eq!(environment["FLAGMETER_VALKEY_CLUSTER"], "true");
+    for service in ["api", "pipeline"] {
+        let depends = &compose["services"][service]["depends_on"]["valkey-cluster"]["condition"];
+        assert_eq!(depends, "service_completed_successfully", "{service}");
+    }
+}
