@@ -15,6 +15,7 @@ pub mod daily_rollups;
 pub mod events;
 pub mod rollups;
 pub mod slack_webhooks;
+pub mod tenant_webhooks;
 pub mod tenants;
 
 /// Quota given to a tenant that is created by its first event.

@@ -38,7 +38,7 @@ pub(crate) enum ApiTags {
     Events,
     /// How much of its quota a tenant has used.
     Usage,
-    /// Tenant configuration, Slack webhooks and alert history.
+    /// Tenant configuration, Slack and signed webhooks, alert history.
     Tenants,
     /// API keys: who may call the api, for what and for which tenant.
     Keys,
@@ -69,6 +69,7 @@ type Apis = (
     usage_stream::UsageStreamApi,
     tenants::TenantConfigApi,
     tenants::SlackWebhookApi,
+    tenants::SignedWebhookApi,
     tenants::AlertHistoryApi,
     keys::KeysApi,
     health::HealthApi,
@@ -83,6 +84,7 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantConfigApi(state.clone()),
         tenants::SlackWebhookApi(state.clone()),
+        tenants::SignedWebhookApi(state.clone()),
         tenants::AlertHistoryApi(state.clone()),
         keys::KeysApi(state.clone()),
         health::HealthApi(state.clone()),

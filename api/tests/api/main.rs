@@ -12,3 +12,4 @@ mod ingest;
 mod slow_clients;
 mod usage;
 mod validation;
+mod webhooks;

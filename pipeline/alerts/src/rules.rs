@@ -78,19 +78,31 @@ FROM open o
 WHERE cardinality(o.thresholds) > 0
 "#;
 
+/// Records the alerts, and for each new one whose tenant has an enabled
+/// signed webhook its delivery there ([`crate::sender`]): each destination
+/// then gets one message per alert.
 const INSERT_ALERTS: &str = r#"
-INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
-SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
-       CASE WHEN EXISTS (SELECT 1 FROM slack_webhooks w WHERE w.tenant = a.tenant AND w.enabled)
-            THEN 'pending' ELSE 'no_webhook' END
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[],
-            $6::bigint[], $7::smallint[])
-     AS a(tenant, period_start, period_end, threshold, usage_tokens, quota, billing_day)
-JOIN tenants t ON t.id = a.tenant AND t.monthly_quota = a.quota
-              AND t.billing_day = a.billing_day AND a.threshold = ANY (t.alert_thresholds)
-ORDER BY a.tenant, a.threshold
-FOR KEY SHARE OF t
-ON CONFLICT (tenant, period_start, threshold) DO NOTHING
+WITH inserted AS (
+    INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
+    SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
+           CASE WHEN EXISTS (SELECT 1 FROM slack_webhooks w WHERE w.tenant = a.tenant AND w.enabled)
+                THEN 'pending' ELSE 'no_webhook' END
+    FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[],
+                $6::bigint[], $7::smallint[])
+         AS a(tenant, period_start, period_end, threshold, usage_tokens, quota, billing_day)
+    JOIN tenants t ON t.id = a.tenant AND t.monthly_quota = a.quota
+                  AND t.billing_day = a.billing_day AND a.threshold = ANY (t.alert_thresholds)
+    ORDER BY a.tenant, a.threshold
+    FOR KEY SHARE OF t
+    ON CONFLICT (tenant, period_start, threshold) DO NOTHING
+    RETURNING id, tenant
+),
+deliveries AS (
+    INSERT INTO webhook_deliveries (alert_id, tenant)
+    SELECT i.id, i.tenant FROM inserted i
+    JOIN tenant_webhooks w ON w.tenant = i.tenant AND w.enabled
+)
+SELECT count(*) AS recorded FROM inserted
 "#;
 
 /// A threshold a tenant's usage has reached.
@@ -185,14 +197,16 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
         Value::from(crossings.iter().map(|c| c.quota).collect::<Vec<_>>()),
         Value::from(crossings.iter().map(|c| c.billing_day).collect::<Vec<_>>()),
     ];
-    let result = db
-        .execute_raw(Statement::from_sql_and_values(
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             INSERT_ALERTS,
             values,
         ))
-        .await?;
-    Ok(result.rows_affected())
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the alert insert returned no row".into()))?;
+    let recorded: i64 = row.try_get("", "recorded")?;
+    Ok(recorded as u64)
 }
 
 /// Re-arms `tenant`'s alerts after its configuration was saved, in the
