@@ -4,6 +4,7 @@
 //! reads from the stream (entries can be written there by anyone with Valkey
 //! access), so both must apply the very same rules: they live here, once.
 
+pub mod ledger;
 pub mod period;
 pub mod setting;
 pub mod usage;

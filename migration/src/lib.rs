@@ -35,6 +35,7 @@ mod m20261201_000012_byte_order_keys;
 mod m20261201_000013_rollup_slots;
 mod m20261201_000014_dead_letters;
 mod m20261202_000030_signed_webhooks;
+mod m20261202_000031_events_explorer_index;
 
 pub struct Migrator;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000013_rollup_slots::Migration),
             Box::new(m20261201_000014_dead_letters::Migration),
             Box::new(m20261202_000030_signed_webhooks::Migration),
+            Box::new(m20261202_000031_events_explorer_index::Migration),
         ]
     }
 }

@@ -1,7 +1,9 @@
 //! The HTTP surface: the OpenAPI-described routes, their docs, and the
 //! middleware every request passes through.
 
+mod dead_letters;
 mod events;
+mod explorer;
 mod health;
 mod keys;
 mod paging;
@@ -34,7 +36,8 @@ use crate::{
 /// Groups of routes in the docs.
 #[derive(Tags)]
 pub(crate) enum ApiTags {
-    /// Recording usage events.
+    /// Recording usage events, listing those counted, and the dead letters
+    /// of those that could not be.
     Events,
     /// How much of its quota a tenant has used.
     Usage,
@@ -65,6 +68,8 @@ pub(crate) enum Found<T: ToJSON + Send + Sync> {
 /// Every group of routes.
 type Apis = (
     events::EventsApi,
+    explorer::ExplorerApi,
+    dead_letters::DeadLettersApi,
     usage::UsageApi,
     usage_stream::UsageStreamApi,
     tenants::TenantConfigApi,
@@ -80,6 +85,8 @@ type Apis = (
 pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi(state.clone()),
+        explorer::ExplorerApi(state.clone()),
+        dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantConfigApi(state.clone()),

@@ -8,6 +8,7 @@ mod backpressure;
 mod dashboard;
 mod docs;
 mod end_to_end;
+mod explorer;
 mod ingest;
 mod slow_clients;
 mod usage;
