@@ -11,6 +11,7 @@ mod end_to_end;
 mod explorer;
 mod ingest;
 mod slow_clients;
+mod timezones;
 mod usage;
 mod validation;
 mod webhooks;
