@@ -7,6 +7,8 @@
 //! so the thousandth page costs what the first does (an `OFFSET` would read
 //! and drop every row before it). A `feature` filter is applied to the rows
 //! of that index range, so a rare feature may read many rows per page.
+//! Voided events are listed (marked); tombstones (voids of ids never
+//! counted, `tokens` 0) are not events and are not.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement, Value};
@@ -39,6 +41,8 @@ pub struct LedgerEvent {
     pub tokens: i64,
     pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// Voided since: its tokens no longer count.
+    pub voided: bool,
 }
 
 /// The page's statement; public so that a test can `EXPLAIN` it. Every
@@ -46,10 +50,10 @@ pub struct LedgerEvent {
 /// too, is one range scan of the index: the first page starts below
 /// `(to, '')`, which is below every row before `to`.
 pub const LIST_EVENTS: &str = r#"
-SELECT id, feature, tokens, occurred_at, received_at
+SELECT id, feature, tokens, occurred_at, received_at, voided_at IS NOT NULL AS voided
 FROM events
 WHERE tenant = $1 AND occurred_at >= $2 AND (occurred_at, id) < ($3, $4)
-  AND ($5::text IS NULL OR feature = $5)
+  AND tokens > 0 AND ($5::text IS NULL OR feature = $5)
 ORDER BY occurred_at DESC, id DESC
 LIMIT $6
 "#;

@@ -37,6 +37,7 @@ mod m20261201_000014_dead_letters;
 mod m20261202_000030_signed_webhooks;
 mod m20261202_000031_events_explorer_index;
 mod m20261202_000032_tenant_timezones;
+mod m20261202_000033_voids;
 
 pub struct Migrator;
 
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000030_signed_webhooks::Migration),
             Box::new(m20261202_000031_events_explorer_index::Migration),
             Box::new(m20261202_000032_tenant_timezones::Migration),
+            Box::new(m20261202_000033_voids::Migration),
         ]
     }
 }

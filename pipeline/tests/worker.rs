@@ -21,6 +21,7 @@ fn wrote(counted: u64, duplicates: u64) -> Written {
     Written {
         counted,
         duplicates,
+        voided: 0,
     }
 }
 

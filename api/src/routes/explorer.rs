@@ -34,6 +34,8 @@ pub struct ExploredEvent {
     pub occurred_at: DateTime<Utc>,
     /// When the api accepted it.
     pub received_at: DateTime<Utc>,
+    /// Voided (`POST /api/events/void`): its tokens no longer count.
+    pub voided: bool,
 }
 
 impl From<LedgerEvent> for ExploredEvent {
@@ -44,6 +46,7 @@ impl From<LedgerEvent> for ExploredEvent {
             tokens: e.tokens,
             occurred_at: e.occurred_at,
             received_at: e.received_at,
+            voided: e.voided,
         }
     }
 }
@@ -151,6 +154,7 @@ mod tests {
             tokens: 1,
             occurred_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
             received_at: Utc::now(),
+            voided: false,
         };
         let after = parse_cursor(&cursor_after(&last)).unwrap();
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod rules;
 mod tenants;
 mod usage;
 mod usage_stream;
+mod voids;
 
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ pub(crate) enum Found<T: ToJSON + Send + Sync> {
 /// Every group of routes.
 type Apis = (
     events::EventsApi,
+    voids::VoidsApi,
     explorer::ExplorerApi,
     dead_letters::DeadLettersApi,
     usage::UsageApi,
@@ -85,6 +87,7 @@ type Apis = (
 pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi(state.clone()),
+        voids::VoidsApi(state.clone()),
         explorer::ExplorerApi(state.clone()),
         dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),

@@ -14,4 +14,5 @@ mod slow_clients;
 mod timezones;
 mod usage;
 mod validation;
+mod voids;
 mod webhooks;
