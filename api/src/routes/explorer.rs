@@ -9,11 +9,10 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use entity::ledger::{self, After, EventQuery, LedgerEvent};
-use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use poem_openapi::{Object, payload::Json};
 
 use super::{
-    ApiTags, Found, invalid,
-    paging::default_page,
+    Found, invalid,
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
@@ -78,68 +77,54 @@ fn parse_cursor(cursor: &str) -> Option<After> {
     })
 }
 
-/// The routes below, over the shared state.
-pub struct ExplorerApi(pub AppState);
+/// What `GET /api/events` was asked for (its query parameters, documented
+/// on the route in [`super::events`], which shares its path with ingest:
+/// poem-openapi documents one path from one API only).
+pub struct Listing {
+    pub tenant: TenantSlug,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub feature: Option<FeatureName>,
+    pub limit: u64,
+    pub cursor: Option<String>,
+}
 
-#[OpenApi(tag = "ApiTags::Events")]
-impl ExplorerApi {
-    /// A tenant's counted events, newest first (keyset-paginated).
-    #[oai(path = "/api/events", method = "get")]
-    // Each query parameter is an argument: that is how poem-openapi
-    // documents them.
-    #[allow(clippy::too_many_arguments)]
-    async fn list_events(
-        &self,
-        auth: ApiKey,
-        /// The tenant whose events to list.
-        tenant: Query<TenantSlug>,
-        /// Event time from (RFC 3339, inclusive).
-        from: Query<Option<DateTime<Utc>>>,
-        /// Event time to (RFC 3339, exclusive).
-        to: Query<Option<DateTime<Utc>>>,
-        /// Only this feature.
-        feature: Query<Option<FeatureName>>,
-        /// Most events to return (1–1000).
-        #[oai(
-            default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
-        /// `nextCursor` of the previous page.
-        #[oai(validator(max_length = 400))]
-        cursor: Query<Option<String>>,
-    ) -> Result<Found<EventPage>, ApiError> {
-        auth.0.require_for(Scope::Read, &tenant)?;
-        let after = match cursor.0.as_deref() {
-            Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
-                invalid(
-                    "cursor",
-                    "not a cursor of this api (use nextCursor as given)",
-                )
-            })?),
-            None => None,
-        };
-        let query = EventQuery {
-            tenant: tenant.0.0,
-            from: from.0,
-            to: to.0,
-            feature: feature.0.map(|f| f.0),
-            // One more than asked tells whether a next page exists.
-            limit: limit.0 + 1,
-            after,
-        };
-        let mut rows = ledger::list_events(&self.0.db, &query).await?;
-        let next_cursor = if rows.len() as u64 > limit.0 {
-            rows.truncate(limit.0 as usize);
-            rows.last().map(cursor_after)
-        } else {
-            None
-        };
-        Ok(Found::Ok(Json(EventPage {
-            events: rows.into_iter().map(ExploredEvent::from).collect(),
-            next_cursor,
-        })))
-    }
+/// One page of the listing.
+pub async fn list(
+    state: &AppState,
+    auth: &ApiKey,
+    listing: Listing,
+) -> Result<Found<EventPage>, ApiError> {
+    auth.0.require_for(Scope::Read, &listing.tenant)?;
+    let after = match listing.cursor.as_deref() {
+        Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
+            invalid(
+                "cursor",
+                "not a cursor of this api (use nextCursor as given)",
+            )
+        })?),
+        None => None,
+    };
+    let query = EventQuery {
+        tenant: listing.tenant.0,
+        from: listing.from,
+        to: listing.to,
+        feature: listing.feature.map(|f| f.0),
+        // One more than asked tells whether a next page exists.
+        limit: listing.limit + 1,
+        after,
+    };
+    let mut rows = ledger::list_events(&state.db, &query).await?;
+    let next_cursor = if rows.len() as u64 > listing.limit {
+        rows.truncate(listing.limit as usize);
+        rows.last().map(cursor_after)
+    } else {
+        None
+    };
+    Ok(Found::Ok(Json(EventPage {
+        events: rows.into_iter().map(ExploredEvent::from).collect(),
+        next_cursor,
+    })))
 }
 
 #[cfg(test)]

@@ -70,7 +70,6 @@ pub(crate) enum Found<T: ToJSON + Send + Sync> {
 type Apis = (
     events::EventsApi,
     voids::VoidsApi,
-    explorer::ExplorerApi,
     dead_letters::DeadLettersApi,
     usage::UsageApi,
     usage_stream::UsageStreamApi,
@@ -88,7 +87,6 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi(state.clone()),
         voids::VoidsApi(state.clone()),
-        explorer::ExplorerApi(state.clone()),
         dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
