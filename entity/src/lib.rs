@@ -4,6 +4,7 @@
 //! reads from the stream (entries can be written there by anyone with Valkey
 //! access), so both must apply the very same rules: they live here, once.
 
+pub mod ledger;
 pub mod period;
 pub mod setting;
 pub mod usage;
@@ -15,6 +16,7 @@ pub mod daily_rollups;
 pub mod events;
 pub mod rollups;
 pub mod slack_webhooks;
+pub mod tenant_webhooks;
 pub mod tenants;
 
 /// Quota given to a tenant that is created by its first event.

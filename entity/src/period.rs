@@ -1,10 +1,27 @@
-//! Billing-period arithmetic.
+//! Billing-period arithmetic, in the tenant's time zone.
 //!
-//! A tenant's period starts at 00:00 UTC on the most recent `billing_day`
-//! (1–28, so every month has it) at or before now, and ends at the same day of
-//! the next month. Usage counts events by their event time.
+//! A tenant's period starts at local midnight (its IANA `timezone`, default
+//! `UTC`) on the most recent `billing_day` (1–28, so every month has it) at
+//! or before now, and ends at local midnight on that day of the next month.
+//! Both ends are instants: a New York period that starts in EST and ends in
+//! EDT is an hour shorter than 31 × 24 h, and that is right. Where a zone
+//! skips local midnight (a DST change at 00:00), the period starts at the
+//! first local time that exists that day; where midnight happens twice, at
+//! the first of them. Usage counts events by their event time.
+//!
+//! The rollups are by UTC day and minute, so a period of a zone other than
+//! UTC begins and ends inside UTC days: its total is summed from daily
+//! rollups for the whole UTC days it covers and from minute rollups for the
+//! partial days at either end (the SQL function `period_feature_totals`,
+//! migration `m20261202_000032`). Every offset in the tz database is a whole
+//! number of minutes, so minute rollups split any local midnight exactly.
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, LocalResult, Months, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc,
+};
+pub use chrono_tz::Tz;
+
+use crate::tenants;
 
 /// Smallest and largest billing day: 28 exists in every month.
 pub const BILLING_DAYS: std::ops::RangeInclusive<i16> = 1..=28;
@@ -16,32 +33,35 @@ pub struct BillingPeriod {
     pub end: DateTime<Utc>,
 }
 
+/// The zone of a stored name; UTC should a hand-edited row name none the
+/// tz database knows (the api accepts only names it knows).
+pub fn zone_named(name: &str) -> Tz {
+    name.parse().unwrap_or(Tz::UTC)
+}
+
 impl BillingPeriod {
-    /// The period that contains `now` for a tenant billed on `billing_day`.
+    /// The period that contains `now` for a tenant billed on `billing_day`
+    /// in `zone`.
     ///
     /// A `billing_day` outside 1–28 is clamped into it; the database refuses
     /// such values, so this only guards against a hand-edited row.
-    pub fn containing(now: DateTime<Utc>, billing_day: i16) -> Self {
+    pub fn containing(now: DateTime<Utc>, billing_day: i16, zone: Tz) -> Self {
         let day = billing_day.clamp(*BILLING_DAYS.start(), *BILLING_DAYS.end()) as u32;
-        let this_month = first_of_month(now.year(), now.month());
-        let start_month = if now.day() >= day {
+        let local = now.with_timezone(&zone).date_naive();
+        let this_month = first_of_month(local.year(), local.month());
+        let start_month = if local.day() >= day {
             this_month
         } else {
             this_month - Months::new(1)
         };
-        let start = at_midnight(start_month, day);
-        let end = at_midnight(start_month + Months::new(1), day);
+        let start = local_midnight(zone, on_day(start_month, day));
+        let end = local_midnight(zone, on_day(start_month + Months::new(1), day));
         Self { start, end }
     }
 
-    /// The first UTC day of the period (inclusive), for daily rollups.
-    pub fn first_day(&self) -> NaiveDate {
-        self.start.date_naive()
-    }
-
-    /// The UTC day the period ends on (exclusive), for daily rollups.
-    pub fn end_day(&self) -> NaiveDate {
-        self.end.date_naive()
+    /// The tenant's period that contains `now`.
+    pub fn of(tenant: &tenants::Model, now: DateTime<Utc>) -> Self {
+        Self::containing(now, tenant.billing_day, tenant.zone())
     }
 }
 
@@ -50,10 +70,27 @@ fn first_of_month(year: i32, month: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, month, 1).expect("the first of a real month exists")
 }
 
-fn at_midnight(month: NaiveDate, day: u32) -> DateTime<Utc> {
+fn on_day(month: NaiveDate, day: u32) -> NaiveDate {
     // `day` is at most 28, which every month has.
-    let date = month.with_day(day).expect("days 1-28 exist in every month");
-    Utc.from_utc_datetime(&date.and_time(chrono::NaiveTime::MIN))
+    month.with_day(day).expect("days 1-28 exist in every month")
+}
+
+/// The first instant of `date` in `zone`.
+pub fn local_midnight(zone: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let midnight = date.and_time(NaiveTime::MIN);
+    // A gap at midnight lasts at most a few hours: the day starts at its
+    // first local minute that exists.
+    (0..=24 * 60)
+        .find_map(|minute| {
+            match zone.from_local_datetime(&(midnight + TimeDelta::minutes(minute))) {
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t),
+                LocalResult::None => None,
+            }
+        })
+        .map_or_else(
+            || Utc.from_utc_datetime(&midnight),
+            |t| t.with_timezone(&Utc),
+        )
 }
 
 #[cfg(test)]
@@ -65,8 +102,85 @@ mod tests {
     }
 
     fn period(now: &str, day: i16) -> (String, String) {
-        let p = BillingPeriod::containing(at(now), day);
+        zoned(now, day, chrono_tz::UTC)
+    }
+
+    fn zoned(now: &str, day: i16, zone: Tz) -> (String, String) {
+        let p = BillingPeriod::containing(at(now), day, zone);
         (p.start.to_rfc3339(), p.end.to_rfc3339())
+    }
+
+    #[test]
+    fn a_new_york_period_starts_at_local_midnight_across_dst() {
+        let ny = chrono_tz::America::New_York;
+        // November 2026: EST (-05:00) from Nov 1 at 02:00; October is EDT.
+        assert_eq!(
+            zoned("2026-11-22T10:00:00Z", 1, ny),
+            (
+                "2026-11-01T04:00:00+00:00".into(),
+                "2026-12-01T05:00:00+00:00".into()
+            ),
+            "starts in EDT, ends in EST: 30 days and one hour"
+        );
+        // A minute before local midnight of Nov 1 is still October's period.
+        assert_eq!(
+            zoned("2026-11-01T03:59:00Z", 1, ny),
+            (
+                "2026-10-01T04:00:00+00:00".into(),
+                "2026-11-01T04:00:00+00:00".into()
+            )
+        );
+        // UTC is already Nov 1 at 02:00Z, New York still Oct 31.
+        assert_eq!(
+            zoned("2026-11-01T02:00:00Z", 1, ny).0,
+            "2026-10-01T04:00:00+00:00"
+        );
+        // March 2027: EDT from Mar 14; a period from Mar 8 (EST) to Apr 8 (EDT).
+        assert_eq!(
+            zoned("2027-03-20T12:00:00Z", 8, ny),
+            (
+                "2027-03-08T05:00:00+00:00".into(),
+                "2027-04-08T04:00:00+00:00".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_kolkata_period_starts_at_half_past_six_the_evening_before_in_utc() {
+        let kolkata = chrono_tz::Asia::Kolkata;
+        assert_eq!(
+            zoned("2026-11-22T10:00:00Z", 15, kolkata),
+            (
+                "2026-11-14T18:30:00+00:00".into(),
+                "2026-12-14T18:30:00+00:00".into()
+            )
+        );
+        assert_eq!(
+            zoned("2026-11-14T18:29:00Z", 15, kolkata).1,
+            "2026-11-14T18:30:00+00:00",
+            "18:29Z is 23:59 local: still the old period"
+        );
+    }
+
+    #[test]
+    fn billing_day_28_in_february_in_new_york() {
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            zoned("2027-03-01T03:00:00Z", 28, ny),
+            (
+                "2027-02-28T05:00:00+00:00".into(),
+                "2027-03-28T04:00:00+00:00".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_skipped_midnight_starts_the_day_at_its_first_local_minute() {
+        // Santiago de Chile moved to summer time at 00:00 on 2026-09-06:
+        // the day began at 01:00 local (-03:00), 04:00Z.
+        let santiago = chrono_tz::America::Santiago;
+        let start = local_midnight(santiago, NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
+        assert_eq!(start.to_rfc3339(), "2026-09-06T04:00:00+00:00");
     }
 
     #[test]
@@ -129,9 +243,9 @@ mod tests {
 
     #[test]
     fn the_boundary_instant_belongs_to_the_new_period() {
-        let p = BillingPeriod::containing(at("2026-11-15T00:00:00Z"), 15);
+        let p = BillingPeriod::containing(at("2026-11-15T00:00:00Z"), 15, chrono_tz::UTC);
         assert_eq!(p.start, at("2026-11-15T00:00:00Z"));
-        let q = BillingPeriod::containing(at("2026-11-14T23:59:59.999Z"), 15);
+        let q = BillingPeriod::containing(at("2026-11-14T23:59:59.999Z"), 15, chrono_tz::UTC);
         assert_eq!(q.end, p.start);
     }
 
@@ -145,12 +259,5 @@ mod tests {
             period("2026-11-22T00:00:00Z", 31),
             period("2026-11-22T00:00:00Z", 28)
         );
-    }
-
-    #[test]
-    fn day_bounds_match_the_period() {
-        let p = BillingPeriod::containing(at("2026-11-22T10:00:00Z"), 3);
-        assert_eq!(p.first_day().to_string(), "2026-11-03");
-        assert_eq!(p.end_day().to_string(), "2026-12-03");
     }
 }

@@ -14,6 +14,8 @@ pub struct Model {
     pub billing_day: i16,
     /// Whole percents of the quota at which an alert fires.
     pub alert_thresholds: Vec<i32>,
+    /// IANA time zone of the billing period (`UTC` by default).
+    pub timezone: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -22,3 +24,10 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The tenant's time zone ([`crate::period::zone_named`]).
+    pub fn zone(&self) -> chrono_tz::Tz {
+        crate::period::zone_named(&self.timezone)
+    }
+}

@@ -1,14 +1,23 @@
 //! Reading usage out of the rollups.
 //!
-//! A billing period's usage is a sum over daily rollups (at most 31 rows per
-//! feature); a time series reads minute rollups for minute and hour buckets
-//! and daily rollups for day buckets. Every figure counts events by their
-//! event time.
+//! A billing period's usage, and a day bucket of a time series, is a sum
+//! over any span of time by the SQL function `period_feature_totals`: daily
+//! rollups for the whole UTC days inside it (at most 31 rows per feature),
+//! minute rollups for the partial UTC days at its ends, which a period in a
+//! time zone other than UTC has (see [`crate::period`]). Minute and hour
+//! buckets read minute rollups. Hour and day buckets are local to the time
+//! zone asked for (`tz`): a New York day is 23 or 25 hours long on the days
+//! of a DST change, a Kolkata hour starts at half past a UTC hour. Every
+//! figure counts events by their event time.
 
 use std::collections::HashMap;
 
-use crate::{period::BillingPeriod, tenants};
-use chrono::{DateTime, NaiveDate, Utc};
+use crate::{
+    period::{BillingPeriod, local_midnight},
+    tenants,
+};
+use chrono::{DateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryOrder, QuerySelect, Statement, Value,
 };
@@ -44,11 +53,10 @@ impl PeriodUsage {
 }
 
 const PERIOD_TOTALS: &str = r#"
-SELECT p.tenant, d.feature, sum(d.total_tokens)::bigint AS tokens, max(d.updated_at) AS updated_at
-FROM unnest($1::text[], $2::date[], $3::date[]) AS p(tenant, first_day, end_day)
-JOIN daily_rollups d ON d.tenant = p.tenant AND d.day >= p.first_day AND d.day < p.end_day
-GROUP BY p.tenant, d.feature
-ORDER BY p.tenant, tokens DESC, d.feature
+SELECT p.tenant, t.feature, t.tokens, t.updated_at
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS p(tenant, period_start, period_end)
+CROSS JOIN LATERAL period_feature_totals(p.tenant, p.period_start, p.period_end) AS t
+ORDER BY p.tenant, t.tokens DESC, t.feature
 "#;
 
 /// Usage of `tenant` in the period containing `now`; `None` if the tenant
@@ -90,7 +98,7 @@ pub async fn period_usage<C: ConnectionTrait>(
     let mut usage: Vec<PeriodUsage> = tenants
         .into_iter()
         .map(|tenant| PeriodUsage {
-            period: BillingPeriod::containing(now, tenant.billing_day),
+            period: BillingPeriod::of(&tenant, now),
             tenant,
             by_feature: Vec::new(),
             last_counted_at: None,
@@ -100,17 +108,13 @@ pub async fn period_usage<C: ConnectionTrait>(
         return Ok(usage);
     }
     let ids: Vec<String> = usage.iter().map(|u| u.tenant.id.clone()).collect();
-    let first_days: Vec<NaiveDate> = usage.iter().map(|u| u.period.first_day()).collect();
-    let end_days: Vec<NaiveDate> = usage.iter().map(|u| u.period.end_day()).collect();
+    let starts: Vec<DateTime<Utc>> = usage.iter().map(|u| u.period.start).collect();
+    let ends: Vec<DateTime<Utc>> = usage.iter().map(|u| u.period.end).collect();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             PERIOD_TOTALS,
-            [
-                Value::from(ids),
-                Value::from(first_days),
-                Value::from(end_days),
-            ],
+            [Value::from(ids), Value::from(starts), Value::from(ends)],
         ))
         .await?;
     let index: HashMap<String, usize> = usage
@@ -143,6 +147,7 @@ pub enum Granularity {
 }
 
 impl Granularity {
+    /// The nominal width of a bucket (a local day may be 23 or 25 hours).
     pub fn step(self) -> chrono::Duration {
         match self {
             Self::Minute => chrono::Duration::minutes(1),
@@ -151,12 +156,36 @@ impl Granularity {
         }
     }
 
-    /// The start of the bucket containing `t`.
-    pub fn truncate(self, t: DateTime<Utc>) -> DateTime<Utc> {
-        let secs = t.timestamp();
-        let width = self.step().num_seconds();
-        DateTime::from_timestamp(secs - secs.rem_euclid(width), 0).unwrap_or(t)
+    /// The start of the bucket containing `t`, in `zone`.
+    pub fn truncate(self, t: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
+        match self {
+            // Every zone's offset is whole minutes.
+            Self::Minute => floor(t, 60, 0),
+            Self::Hour => {
+                let offset = zone.offset_from_utc_datetime(&t.naive_utc()).fix();
+                floor(t, 3600, i64::from(offset.local_minus_utc()))
+            }
+            Self::Day => local_midnight(zone, t.with_timezone(&zone).date_naive()),
+        }
     }
+
+    /// The start of the bucket after the one starting at `start`.
+    pub fn next(self, start: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
+        match self {
+            Self::Minute | Self::Hour => start + self.step(),
+            Self::Day => {
+                let day = start.with_timezone(&zone).date_naive();
+                local_midnight(zone, day.succ_opt().unwrap_or(day))
+            }
+        }
+    }
+}
+
+/// `t` rounded down to a multiple of `width` seconds of local time, where
+/// local time is `offset` seconds ahead of UTC.
+fn floor(t: DateTime<Utc>, width: i64, offset: i64) -> DateTime<Utc> {
+    let local = t.timestamp() + offset;
+    DateTime::from_timestamp(local - local.rem_euclid(width) - offset, 0).unwrap_or(t)
 }
 
 /// One bucket of a time series.
@@ -168,64 +197,76 @@ pub struct Point {
 }
 
 const MINUTE_SERIES: &str = r#"
-SELECT date_trunc($2, minute, 'UTC') AS bucket,
-       sum(total_tokens)::bigint AS tokens, sum(event_count)::bigint AS events
+SELECT minute AS bucket, sum(total_tokens)::bigint AS tokens, sum(event_count)::bigint AS events
 FROM rollups
-WHERE tenant = $1 AND minute >= $3 AND minute < $4 AND ($5::text IS NULL OR feature = $5)
+WHERE tenant = $1 AND minute >= $2 AND minute < $3 AND ($4::text IS NULL OR feature = $4)
 GROUP BY 1 ORDER BY 1
 "#;
 
+/// Hour buckets, given as `[start, stop)` pairs (local hours).
+const HOUR_SERIES: &str = r#"
+SELECT b.start AS bucket, sum(r.total_tokens)::bigint AS tokens, sum(r.event_count)::bigint AS events
+FROM unnest($2::timestamptz[], $3::timestamptz[]) AS b(start, stop)
+JOIN rollups r ON r.tenant = $1 AND r.minute >= b.start AND r.minute < b.stop
+              AND ($4::text IS NULL OR r.feature = $4)
+GROUP BY 1 ORDER BY 1
+"#;
+
+/// Day buckets, given as `[start, stop)` pairs (local days).
 const DAY_SERIES: &str = r#"
-SELECT (day::timestamp AT TIME ZONE 'UTC') AS bucket,
-       sum(total_tokens)::bigint AS tokens, sum(event_count)::bigint AS events
-FROM daily_rollups
-WHERE tenant = $1 AND day >= $2::date AND day < $3::date AND ($4::text IS NULL OR feature = $4)
+SELECT b.start AS bucket, sum(t.tokens)::bigint AS tokens, sum(t.events)::bigint AS events
+FROM unnest($2::timestamptz[], $3::timestamptz[]) AS b(start, stop)
+CROSS JOIN LATERAL period_feature_totals($1, b.start, b.stop) AS t
+WHERE $4::text IS NULL OR t.feature = $4
 GROUP BY 1 ORDER BY 1
 "#;
 
 /// Token totals of `tenant` per bucket over `[from, to)` (both already
-/// aligned to the granularity), every bucket present, empty ones as zero.
+/// aligned to the granularity in `zone`), every bucket present, empty ones
+/// as zero.
 pub async fn time_series<C: ConnectionTrait>(
     db: &C,
     tenant: &str,
     granularity: Granularity,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
     feature: Option<&str>,
+    zone: Tz,
 ) -> Result<Vec<Point>, DbErr> {
+    let starts: Vec<DateTime<Utc>> =
+        std::iter::successors(Some(from), |start| Some(granularity.next(*start, zone)))
+            .take_while(|start| *start < to)
+            .collect();
     let feature = Value::from(feature.map(str::to_owned));
+    let bounds = || {
+        let stops: Vec<DateTime<Utc>> = starts
+            .iter()
+            .map(|start| granularity.next(*start, zone).min(to))
+            .collect();
+        [Value::from(starts.clone()), Value::from(stops)]
+    };
     let statement = match granularity {
-        Granularity::Day => Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            DAY_SERIES,
-            [
-                tenant.into(),
-                from.date_naive().into(),
-                to.date_naive().into(),
-                feature,
-            ],
-        ),
-        Granularity::Minute | Granularity::Hour => Statement::from_sql_and_values(
+        Granularity::Minute => Statement::from_sql_and_values(
             DbBackend::Postgres,
             MINUTE_SERIES,
-            [
-                tenant.into(),
-                if granularity == Granularity::Hour {
-                    "hour"
-                } else {
-                    "minute"
-                }
-                .into(),
-                from.into(),
-                to.into(),
-                feature,
-            ],
+            [tenant.into(), from.into(), to.into(), feature],
         ),
+        Granularity::Hour | Granularity::Day => {
+            let [starts, stops] = bounds();
+            let sql = if granularity == Granularity::Hour {
+                HOUR_SERIES
+            } else {
+                DAY_SERIES
+            };
+            Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                [tenant.into(), starts, stops, feature],
+            )
+        }
     };
     let mut counted = db.query_all_raw(statement).await?.into_iter().peekable();
-    let mut points = Vec::new();
-    let mut start = from;
-    while start < to {
+    let mut points = Vec::with_capacity(starts.len());
+    for start in starts {
         let mut point = Point {
             start,
             tokens: 0,
@@ -240,7 +281,6 @@ pub async fn time_series<C: ConnectionTrait>(
             }
         }
         points.push(point);
-        start += granularity.step();
     }
     Ok(points)
 }
@@ -308,20 +348,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_hours_and_days_follow_the_zone() {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T10:37:42Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let kolkata = chrono_tz::Asia::Kolkata;
+        assert_eq!(
+            Granularity::Hour.truncate(t, kolkata).to_rfc3339(),
+            "2026-11-22T10:30:00+00:00"
+        );
+        assert_eq!(
+            Granularity::Day.truncate(t, kolkata).to_rfc3339(),
+            "2026-11-21T18:30:00+00:00"
+        );
+        let ny = chrono_tz::America::New_York;
+        let fall_back = Granularity::Day.truncate(
+            DateTime::parse_from_rfc3339("2026-11-01T12:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            ny,
+        );
+        assert_eq!(fall_back.to_rfc3339(), "2026-11-01T04:00:00+00:00");
+        assert_eq!(
+            Granularity::Day.next(fall_back, ny).to_rfc3339(),
+            "2026-11-02T05:00:00+00:00",
+            "the day of the change has 25 hours"
+        );
+    }
+
+    #[test]
     fn buckets_start_on_whole_minutes_hours_and_utc_days() {
         let t = DateTime::parse_from_rfc3339("2026-11-22T10:37:42.5Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(
-            Granularity::Minute.truncate(t).to_rfc3339(),
+            Granularity::Minute.truncate(t, chrono_tz::UTC).to_rfc3339(),
             "2026-11-22T10:37:00+00:00"
         );
         assert_eq!(
-            Granularity::Hour.truncate(t).to_rfc3339(),
+            Granularity::Hour.truncate(t, chrono_tz::UTC).to_rfc3339(),
             "2026-11-22T10:00:00+00:00"
         );
         assert_eq!(
-            Granularity::Day.truncate(t).to_rfc3339(),
+            Granularity::Day.truncate(t, chrono_tz::UTC).to_rfc3339(),
             "2026-11-22T00:00:00+00:00"
         );
     }

@@ -136,6 +136,17 @@ pub fn occurred_at(value: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Inval
     Ok(())
 }
 
+/// `timezone`: an IANA time zone name the tz database knows, such as
+/// `America/New_York` or `UTC`.
+pub fn timezone(value: &str) -> Result<chrono_tz::Tz, Invalid> {
+    value.parse().map_err(|_| {
+        Invalid::new(
+            "timezone",
+            "must be an IANA time zone name, such as America/New_York or UTC",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

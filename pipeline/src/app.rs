@@ -18,13 +18,13 @@ use entity::setting::InvalidSetting;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 use service::config::{DatabaseArgs, TenantArgs};
-use stream::{Target, config::ValkeyArgs};
+use stream::{Target, config::ValkeyArgs, dead_letter};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::WorkerArgs,
     consumer::{Consumer, ReadSettings},
-    dead_letter, janitor,
+    janitor,
     retry::until_done,
     worker::{Worker, WorkerSettings},
     writer::NewTenants,

@@ -1,15 +1,13 @@
 //! `flagmeter-pipeline dead-letters list|redrive`: the operator's view of
 //! the dead letters (PostgreSQL table `dead_letters`), over
-//! [`crate::dead_letter`], over every shard of the stream in turn (a
+//! [`stream::dead_letter`], over every shard of the stream in turn (a
 //! letter is re-driven into the shard it came from). Those an earlier
 //! version left in the Valkey stream `{stream}:dead` are moved into the
 //! table first.
 
 use clap::Subcommand;
 use service::config::DatabaseArgs;
-use stream::{ConnectOptions, config::ValkeyArgs};
-
-use crate::dead_letter;
+use stream::{ConnectOptions, config::ValkeyArgs, dead_letter};
 
 /// Inspect or re-drive the dead letters.
 #[derive(Debug, Subcommand)]
@@ -64,15 +62,13 @@ impl DeadLetters {
                     }
                 }
                 Self::Redrive { ids, limit } => {
-                    let mut letters = dead_letter::list(&db, &keys.stream, *limit, None).await?;
-                    if !ids.is_empty() {
-                        letters.retain(|l| ids.contains(&l.id));
-                    }
-                    let redriven = dead_letter::redrive(&mut conn, &db, keys, &letters).await?;
+                    let done =
+                        dead_letter::redrive_selected(&mut conn, &db, keys, ids, *limit).await?;
                     println!(
-                        "re-drove {redriven} of {} dead letters ({} had no payload and were dropped)",
-                        letters.len(),
-                        letters.len() - redriven
+                        "re-drove {} of {} dead letters ({} had no payload and were dropped)",
+                        done.redriven,
+                        done.selected,
+                        done.selected - done.redriven
                     );
                 }
             }

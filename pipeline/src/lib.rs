@@ -6,13 +6,13 @@
 //!
 //! The chain, one module a step: [`consumer`] (read, reclaim) → [`worker`]
 //! (decode, commit, ack) → [`writer`] (one transaction); beside it
-//! [`janitor`] (trimming, retention) and [`dead_letter`]. [`app`] builds and
+//! [`janitor`] (trimming, retention) and the dead letters
+//! (`stream::dead_letter`, [`dead_letters_cli`]). [`app`] builds and
 //! runs a replica; [`config`] is the worker's settings.
 
 pub mod app;
 pub mod config;
 pub mod consumer;
-pub mod dead_letter;
 pub mod dead_letters_cli;
 pub mod janitor;
 pub mod metrics;

@@ -21,8 +21,21 @@
 //! readers sum over the slots. A tenant seen for the first time is created
 //! with the default quota: events are money, and are counted whether or not
 //! the tenant was configured.
+//!
+//! Voids go through the same ledger key (migration `m20261202_000033`): a
+//! batch that holds any is written as two statements in one transaction,
+//! its events first, then its voids. A void of a counted, live event marks
+//! it voided and subtracts its tokens from the rollup rows of its minute and
+//! day (into this connection's slot); a void of an unknown id inserts a
+//! tombstone, on which the event conflicts when it comes; a void of a voided
+//! id or a tombstone changes nothing. Since an event and its void meet on
+//! one key, concurrent replicas serialise on it, and a redelivered void is
+//! as harmless as a redelivered event.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, RuntimeErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, RuntimeErr, Statement, TransactionSession, TransactionTrait,
+    Value,
+};
 
 use stream::EventRecord;
 
@@ -70,6 +83,48 @@ daily_rollups AS (
 SELECT count(*) AS inserted FROM inserted
 "#;
 
+const VOID_BATCH: &str = r#"
+WITH input AS (
+    SELECT DISTINCT ON (tenant, id) tenant, id, received_ms
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(tenant, id, received_ms)
+    ORDER BY tenant, id
+),
+voided AS (
+    INSERT INTO events AS e (tenant, id, feature, tokens, occurred_at, received_at, voided_at)
+    SELECT tenant, id, '', 0,
+           'epoch'::timestamptz + received_ms * interval '1 millisecond',
+           'epoch'::timestamptz + received_ms * interval '1 millisecond', now()
+    FROM input ORDER BY tenant, id
+    ON CONFLICT (tenant, id) DO UPDATE SET voided_at = now()
+    WHERE e.voided_at IS NULL
+    RETURNING e.tenant, e.feature, e.tokens, e.occurred_at
+),
+live AS (
+    SELECT * FROM voided WHERE tokens > 0
+),
+minute_rollups AS (
+    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count)
+    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
+           -sum(tokens)::bigint, -count(*)
+    FROM live GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
+    SET total_tokens = r.total_tokens + excluded.total_tokens,
+        event_count = r.event_count + excluded.event_count,
+        updated_at = now()
+),
+daily_rollups AS (
+    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count)
+    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
+           -sum(tokens)::bigint, -count(*)
+    FROM live GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant, feature, day, slot) DO UPDATE
+    SET total_tokens = d.total_tokens + excluded.total_tokens,
+        event_count = d.event_count + excluded.event_count,
+        updated_at = now()
+)
+SELECT count(*) AS voided FROM voided
+"#;
+
 /// How a tenant first seen in the stream is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTenants {
@@ -82,29 +137,59 @@ pub struct NewTenants {
 pub struct Written {
     /// Events counted for the first time.
     pub counted: u64,
-    /// Events the ledger already held (redeliveries, client retries).
+    /// Events the ledger already held (redeliveries, client retries, or a
+    /// tombstone's id).
     pub duplicates: u64,
+    /// Voids that took effect: an event voided, or a tombstone left.
+    pub voided: u64,
 }
 
-/// Counts a batch of events exactly once, in one transaction. Safe to call
-/// again with the same events: the second call counts nothing. The caller
-/// evaluates alerts for [`tenants_of`] the batch once this returns.
-pub async fn write_batch<C: ConnectionTrait>(
+/// Counts a batch of events and voids exactly once, in one transaction.
+/// Safe to call again with the same records: the second call changes
+/// nothing. The caller evaluates alerts for [`tenants_of`] the batch once
+/// this returns.
+pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     records: &[EventRecord],
     new_tenants: &NewTenants,
 ) -> Result<Written, DbErr> {
+    let (voids, events): (Vec<&EventRecord>, Vec<&EventRecord>) =
+        records.iter().partition(|r| r.void);
+    if voids.is_empty() {
+        // One statement is one transaction of its own: no BEGIN and COMMIT
+        // round trips.
+        let counted = write_events(db, &events, new_tenants).await?;
+        return Ok(written(events.len(), counted, 0));
+    }
+    let txn = db.begin().await?;
+    let counted = write_events(&txn, &events, new_tenants).await?;
+    let voided = write_voids(&txn, &voids).await?;
+    txn.commit().await?;
+    Ok(written(events.len(), counted, voided))
+}
+
+fn written(events: usize, counted: u64, voided: u64) -> Written {
+    Written {
+        counted,
+        duplicates: events as u64 - counted,
+        voided,
+    }
+}
+
+/// The events' statement; how many it counted.
+async fn write_events<C: ConnectionTrait>(
+    db: &C,
+    records: &[&EventRecord],
+    new_tenants: &NewTenants,
+) -> Result<u64, DbErr> {
     if records.is_empty() {
-        return Ok(Written {
-            counted: 0,
-            duplicates: 0,
-        });
+        return Ok(0);
     }
     let strings = |f: fn(&EventRecord) -> &String| -> Value {
         Value::from(records.iter().map(|r| f(r).clone()).collect::<Vec<_>>())
     };
     let numbers = |f: fn(&EventRecord) -> i64| -> Value {
-        Value::from(records.iter().map(f).collect::<Vec<_>>())
+        Value::from(records.iter().map(|r| f(r)).collect::<Vec<_>>())
     };
     let values = vec![
         strings(|r| &r.tenant),
@@ -116,19 +201,32 @@ pub async fn write_batch<C: ConnectionTrait>(
         new_tenants.monthly_quota.into(),
         Value::from(new_tenants.alert_thresholds.clone()),
     ];
-    let statement = Statement::from_sql_and_values(DbBackend::Postgres, WRITE_BATCH, values);
-    // One statement is one transaction of its own: no BEGIN and COMMIT
-    // round trips.
-    let row = db
-        .query_one_raw(statement)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("the batch insert returned no row".into()))?;
-    let counted: i64 = row.try_get("", "inserted")?;
-    let counted = counted as u64;
-    Ok(Written {
-        counted,
-        duplicates: records.len() as u64 - counted,
-    })
+    count_of(db, WRITE_BATCH, values, "inserted").await
+}
+
+/// The voids' statement; how many took effect.
+async fn write_voids<C: ConnectionTrait>(db: &C, voids: &[&EventRecord]) -> Result<u64, DbErr> {
+    let values = vec![
+        Value::from(voids.iter().map(|r| r.tenant.clone()).collect::<Vec<_>>()),
+        Value::from(voids.iter().map(|r| r.id.clone()).collect::<Vec<_>>()),
+        Value::from(voids.iter().map(|r| r.received_ms).collect::<Vec<_>>()),
+    ];
+    count_of(db, VOID_BATCH, values, "voided").await
+}
+
+/// Runs a statement whose one row holds a count in `column`.
+async fn count_of<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    values: Vec<Value>,
+    column: &str,
+) -> Result<u64, DbErr> {
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let row = db.query_one_raw(statement).await?.ok_or_else(|| {
+        DbErr::RecordNotFound(format!("the batch statement returned no {column}"))
+    })?;
+    let count: i64 = row.try_get("", column)?;
+    Ok(count as u64)
 }
 
 /// The distinct tenants of a batch, in id order: whom its alerts are

@@ -7,12 +7,11 @@ use std::time::Duration;
 use chrono::Utc;
 use pipeline::{
     consumer::{Consumer, ReadSettings},
-    dead_letter,
     janitor::{expire_ledger, safe_trim_point, trim_stream},
 };
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use stream::{EventRecord, StreamKeys, ensure_group};
+use stream::{EventRecord, StreamKeys, dead_letter, ensure_group};
 use testkit::{TestEnv, env as testing};
 use tokio_util::sync::CancellationToken;
 

@@ -21,6 +21,7 @@ fn wrote(counted: u64, duplicates: u64) -> Written {
     Written {
         counted,
         duplicates,
+        voided: 0,
     }
 }
 
@@ -192,7 +193,7 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
     worker.stop().await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
-    let dead = pipeline::dead_letter::list(&env.db, &env.stream, 10, None)
+    let dead = stream::dead_letter::list(&env.db, &env.stream, 10, None)
         .await
         .unwrap();
     assert_eq!(dead.len(), 2);

@@ -26,7 +26,10 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use entity::usage::{self, Granularity, PeriodUsage};
+use entity::{
+    period::Tz,
+    usage::{self, Granularity, PeriodUsage},
+};
 
 /// How often the figures are read while someone watches.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -270,7 +273,7 @@ async fn read(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<DashboardSn
     let mut tenants = usage::all_usage(db, now, MAX_TENANTS as u64 + 1, 0).await?;
     let truncated = tenants.len() > MAX_TENANTS;
     tenants.truncate(MAX_TENANTS);
-    let series_end = Granularity::Minute.truncate(now) + Granularity::Minute.step();
+    let series_end = Granularity::Minute.truncate(now, Tz::UTC) + Granularity::Minute.step();
     let series_start = series_end - chrono::Duration::minutes(SPARKLINE_MINUTES);
     let ids: Vec<String> = tenants.iter().map(|u| u.tenant.id.clone()).collect();
     let series = usage::minute_series(db, &ids, series_start, series_end).await?;

@@ -7,13 +7,16 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
+    param::Query,
     payload::Json,
     types::{Example, ParseError, ParseFromJSON, ParseResult},
 };
 use serde_json::json;
 
 use super::{
-    ApiTags,
+    ApiTags, Found,
+    explorer::{self, EventPage, Listing},
+    paging::default_page,
     rules::{EventId, FeatureName, TenantSlug},
 };
 use crate::{
@@ -216,6 +219,44 @@ impl EventsApi {
             success: true,
             event_id: record.id,
         })))
+    }
+
+    /// A tenant's counted events, newest first (keyset-paginated): the
+    /// event explorer ([`super::explorer`]).
+    #[oai(path = "/api/events", method = "get")]
+    // Each query parameter is an argument: that is how poem-openapi
+    // documents them.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_events(
+        &self,
+        auth: ApiKey,
+        /// The tenant whose events to list.
+        tenant: Query<TenantSlug>,
+        /// Event time from (RFC 3339, inclusive).
+        from: Query<Option<DateTime<Utc>>>,
+        /// Event time to (RFC 3339, exclusive).
+        to: Query<Option<DateTime<Utc>>>,
+        /// Only this feature.
+        feature: Query<Option<FeatureName>>,
+        /// Most events to return (1–1000).
+        #[oai(
+            default = "default_page",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u64>,
+        /// `nextCursor` of the previous page.
+        #[oai(validator(max_length = 400))]
+        cursor: Query<Option<String>>,
+    ) -> Result<Found<EventPage>, ApiError> {
+        let listing = Listing {
+            tenant: tenant.0,
+            from: from.0,
+            to: to.0,
+            feature: feature.0,
+            limit: limit.0,
+            cursor: cursor.0,
+        };
+        explorer::list(&self.0, &auth, listing).await
     }
 
     /// Record up to 1000 usage events at once.

@@ -1,7 +1,9 @@
 //! The HTTP surface: the OpenAPI-described routes, their docs, and the
 //! middleware every request passes through.
 
+mod dead_letters;
 mod events;
+mod explorer;
 mod health;
 mod keys;
 mod paging;
@@ -10,6 +12,7 @@ pub mod rules;
 mod tenants;
 mod usage;
 mod usage_stream;
+mod voids;
 
 use std::sync::Arc;
 
@@ -34,11 +37,12 @@ use crate::{
 /// Groups of routes in the docs.
 #[derive(Tags)]
 pub(crate) enum ApiTags {
-    /// Recording usage events.
+    /// Recording usage events, listing those counted, and the dead letters
+    /// of those that could not be.
     Events,
     /// How much of its quota a tenant has used.
     Usage,
-    /// Tenant configuration, Slack webhooks and alert history.
+    /// Tenant configuration, Slack and signed webhooks, alert history.
     Tenants,
     /// API keys: who may call the api, for what and for which tenant.
     Keys,
@@ -65,10 +69,13 @@ pub(crate) enum Found<T: ToJSON + Send + Sync> {
 /// Every group of routes.
 type Apis = (
     events::EventsApi,
+    voids::VoidsApi,
+    dead_letters::DeadLettersApi,
     usage::UsageApi,
     usage_stream::UsageStreamApi,
     tenants::TenantConfigApi,
     tenants::SlackWebhookApi,
+    tenants::SignedWebhookApi,
     tenants::AlertHistoryApi,
     keys::KeysApi,
     health::HealthApi,
@@ -79,10 +86,13 @@ type Apis = (
 pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi(state.clone()),
+        voids::VoidsApi(state.clone()),
+        dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantConfigApi(state.clone()),
         tenants::SlackWebhookApi(state.clone()),
+        tenants::SignedWebhookApi(state.clone()),
         tenants::AlertHistoryApi(state.clone()),
         keys::KeysApi(state.clone()),
         health::HealthApi(state.clone()),

@@ -14,7 +14,7 @@ use serde_json::json;
 use entity::usage::{self as usage_query, Granularity, PeriodUsage};
 
 use super::{
-    ApiTags, Found,
+    ApiTags, Found, invalid,
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
@@ -47,7 +47,8 @@ pub struct TenantUsage {
     pub monthly_quota: i64,
     /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
     pub quota_percent: f64,
-    /// Start of the period (inclusive), 00:00 UTC on the billing day.
+    /// Start of the period (inclusive): local midnight, in the tenant's
+    /// `timezone`, on the billing day.
     pub period_start: DateTime<Utc>,
     /// End of the period (exclusive).
     pub period_end: DateTime<Utc>,
@@ -132,6 +133,8 @@ pub struct SeriesPoint {
 pub struct TimeSeries {
     pub tenant: String,
     pub granularity: GranularityParam,
+    /// The time zone of the hour and day buckets.
+    pub tz: String,
     /// Start of the first bucket.
     pub from: DateTime<Utc>,
     /// End of the last bucket (exclusive).
@@ -205,8 +208,13 @@ impl UsageApi {
     /// A tenant's usage per minute, hour or day.
     ///
     /// Defaults: `to` is now (its bucket included); `from` is 60 minutes,
-    /// 24 hours or 31 days before `to`. At most 10,080 buckets.
+    /// 24 hours or 31 days before `to`. At most 10,080 buckets. Hours and
+    /// days are those of `tz` (default: the tenant's `timezone`): a day
+    /// bucket runs from local midnight to local midnight.
     #[oai(path = "/api/usage/:tenant/timeseries", method = "get")]
+    // Each query parameter is an argument: that is how poem-openapi
+    // documents them.
+    #[allow(clippy::too_many_arguments)]
     async fn time_series(
         &self,
         auth: ApiKey,
@@ -220,20 +228,39 @@ impl UsageApi {
         to: Query<Option<DateTime<Utc>>>,
         /// Only this feature.
         feature: Query<Option<FeatureName>>,
+        /// IANA time zone of hour and day buckets, e.g. `America/New_York`
+        /// (default: the tenant's).
+        #[oai(validator(max_length = 64))]
+        tz: Query<Option<String>>,
     ) -> Result<Found<TimeSeries>, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
+        let asked_zone = match tz.0.as_deref() {
+            Some(name) => Some(
+                entity::validate::timezone(name)
+                    .map_err(|refused| invalid("tz", refused.reason))?,
+            ),
+            None => None,
+        };
+        let db = &self.0.db;
+        let Some(configured) = entity::tenants::Entity::find_by_id(tenant.as_str())
+            .one(db)
+            .await?
+        else {
+            return Err(ApiError::unknown_tenant(&tenant));
+        };
+        let zone = asked_zone.unwrap_or_else(|| configured.zone());
         let g = Granularity::from(granularity.0);
         let to_time = to.0.unwrap_or_else(Utc::now);
-        let mut end = g.truncate(to_time);
+        let mut end = g.truncate(to_time, zone);
         if end < to_time || to.0.is_none() {
-            end += g.step();
+            end = g.next(end, zone);
         }
         let default_span = match g {
             Granularity::Minute => chrono::Duration::minutes(60),
             Granularity::Hour => chrono::Duration::hours(24),
             Granularity::Day => chrono::Duration::days(31),
         };
-        let start = g.truncate(from.0.unwrap_or(end - default_span));
+        let start = g.truncate(from.0.unwrap_or(end - default_span), zone);
         if start >= end {
             return Err(ApiError::bad_request(
                 "invalid range",
@@ -247,19 +274,13 @@ impl UsageApi {
                 json!({ "reason": format!("the range spans {buckets} buckets; at most {MAX_BUCKETS}") }),
             ));
         }
-        let db = &self.0.db;
-        if entity::tenants::Entity::find_by_id(tenant.as_str())
-            .one(db)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::unknown_tenant(&tenant));
-        }
         let points =
-            usage_query::time_series(db, &tenant, g, start, end, feature.as_deref()).await?;
+            usage_query::time_series(db, &tenant, g, (start, end), feature.as_deref(), zone)
+                .await?;
         Ok(Found::Ok(Json(TimeSeries {
             tenant: tenant.0.0,
             granularity: granularity.0,
+            tz: zone.name().to_owned(),
             from: start,
             to: end,
             feature: feature.0.map(|f| f.0),

@@ -14,12 +14,35 @@ async fn the_spec_lists_every_route() {
         "/api/usage/{tenant}/timeseries",
         "/api/health",
         "/api/ready",
+        "/api/events/void",
+        "/api/events/void/batch",
+        "/api/dead-letters",
+        "/api/dead-letters/redrive",
+        "/api/tenants/{tenant}/webhook",
+        "/api/tenants/{tenant}/webhook/rotate-secret",
     ] {
         assert!(
             paths.contains_key(path),
             "{path} missing from {:?}",
             paths.keys()
         );
+    }
+    let explorer = &paths["/api/events"]["get"];
+    for status in ["200", "400", "401", "403"] {
+        assert!(
+            explorer["responses"].get(status).is_some(),
+            "GET /api/events {status}"
+        );
+    }
+    assert!(
+        paths["/api/events"].get("post").is_some(),
+        "ingest keeps its path"
+    );
+    // A path documented by two route groups would appear twice in the
+    // JSON, and a reader keeps only one of them.
+    let text = app.get("/openapi.json").await.text().await.unwrap();
+    for path in paths.keys() {
+        assert_eq!(text.matches(&format!("\"{path}\":")).count(), 1, "{path}");
     }
     let tokens = &spec["components"]["schemas"]["EventIn"]["properties"]["tokens"];
     assert_eq!(tokens["maximum"], 1_000_000_000.0);

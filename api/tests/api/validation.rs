@@ -187,7 +187,7 @@ async fn assert_oversized_refused(app: &TestApp, big: String) {
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
     assert_client_error(app.get("/api/nope").await, 404).await;
-    assert_client_error(app.get("/api/events").await, 405).await;
+    assert_client_error(app.get("/api/events/batch").await, 405).await;
 }
 
 #[tokio::test]

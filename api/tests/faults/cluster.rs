@@ -265,13 +265,13 @@ async fn poison_in_one_shard_is_set_aside_and_every_shard_still_counts() {
         *entry = (entry.0 + tokens, entry.1 + tokens, entry.2 + 1);
     }
     stack.audit(&cluster, books).await;
-    let letters = pipeline::dead_letter::list(&stack.env.db, poisoned, 10, None)
+    let letters = stream::dead_letter::list(&stack.env.db, poisoned, 10, None)
         .await
         .unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].kind, "undecodable");
     for keys in shards.all().iter().filter(|k| &k.stream != poisoned) {
-        let other = pipeline::dead_letter::list(&stack.env.db, &keys.stream, 10, None)
+        let other = stream::dead_letter::list(&stack.env.db, &keys.stream, 10, None)
             .await
             .unwrap();
         assert!(other.is_empty(), "{}: {other:?}", keys.stream);

@@ -12,6 +12,7 @@ mod deployment;
 mod logs;
 mod recovery;
 mod support;
+mod voids;
 
 use std::time::Duration;
 

@@ -97,7 +97,7 @@ async fn a_worker_started_while_valkey_is_full_with_a_poison_entry_counts_everyt
         "the worker started and keeps running"
     );
     crate::audit(&stack, &books).await;
-    let letters = pipeline::dead_letter::list(&env.db, &stack.stream, 10, None)
+    let letters = stream::dead_letter::list(&env.db, &stack.stream, 10, None)
         .await
         .unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");

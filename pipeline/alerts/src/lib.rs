@@ -6,12 +6,16 @@
 //! holds the one threshold rule and applies it both ways, recording alerts
 //! that became due (the pipeline, as it counts) and re-arming those no
 //! longer reached (the api, when a quota is raised); [`sender`] delivers the
-//! recorded alerts from the outbox with retries; [`slack`] builds and posts
-//! the message; [`webhook`] keeps webhook URLs to allow-listed hosts;
-//! [`config`] holds their settings.
+//! recorded alerts from the outbox with retries, to Slack and to a tenant's
+//! signed webhook; [`slack`] builds and posts the Slack message (and posts
+//! the signed one); [`alert_event`] is what a signed webhook receives and
+//! [`signing`] how it is signed (Standard Webhooks); [`webhook`] keeps
+//! webhook URLs to allow-listed hosts; [`config`] holds their settings.
 
+pub mod alert_event;
 pub mod config;
 pub mod rules;
 pub mod sender;
+pub mod signing;
 pub mod slack;
 pub mod webhook;

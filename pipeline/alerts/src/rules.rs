@@ -28,21 +28,24 @@
 //! A tenant's settings change under the api's lock on its row, which also
 //! re-evaluates after its COMMIT. The alert insert therefore takes a
 //! `FOR KEY SHARE` lock on the tenant rows it fires for and re-checks that the
-//! quota, billing day and threshold it decided with are still the tenant's:
+//! quota, billing day, time zone and threshold it decided with are still the
+//! tenant's:
 //! a decision made with settings the api is just replacing is dropped (the
 //! api's own evaluation decides with the new ones). That lock is taken only
 //! when a threshold is newly crossed, never while counting.
 //!
-//! Cost per batch is flat: one statement reads, for every tenant of the batch
-//! whose thresholds have not all fired this period, the period total as a sum
-//! of daily rollups (plain reads, no row every replica must lock); the
+//! Cost per batch is flat: one statement finds the time zones of the batch's
+//! tenants, one reads, for every tenant of the batch whose thresholds have
+//! not all fired this period, the period total as a sum of daily rollups
+//! (and minute rollups for the partial UTC days of a period in another
+//! zone; plain reads, no row every replica must lock); the
 //! thresholds are then decided here, by [`crossed`], the one rule the api
-//! re-arms alerts with too. A second statement runs only if one is crossed.
+//! re-arms alerts with too. A third statement runs only if one is crossed.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use entity::{
     alerts,
-    period::{BILLING_DAYS, BillingPeriod},
+    period::{BILLING_DAYS, BillingPeriod, zone_named},
     tenants,
     usage::period_usage,
 };
@@ -53,44 +56,63 @@ use sea_orm::{
 
 /// Every tenant of `$1` with the thresholds it has not fired in its current
 /// period, and its period total. The periods come in as one row per billing
-/// day (`$2`..`$6`, from [`BillingPeriod`]), so the billing arithmetic stays
-/// in Rust and the statement stays one.
+/// day and time zone of the batch's tenants (`$2`..`$5`, from
+/// [`BillingPeriod`]), so the billing arithmetic stays in Rust and the
+/// statement stays one; the total is `period_feature_totals`' (daily
+/// rollups, and minute rollups for the partial UTC days of a zoned period).
 const OPEN_THRESHOLDS: &str = r#"
 WITH periods AS (
     SELECT *
-    FROM unnest($2::smallint[], $3::timestamptz[], $4::timestamptz[], $5::date[], $6::date[])
-         AS p(billing_day, period_start, period_end, first_day, end_day)
+    FROM unnest($2::smallint[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+         AS p(billing_day, timezone, period_start, period_end)
 ),
 open AS (
-    SELECT t.id AS tenant, t.monthly_quota AS quota, p.billing_day, p.period_start,
-           p.period_end, p.first_day, p.end_day,
+    SELECT t.id AS tenant, t.monthly_quota AS quota, p.billing_day, p.timezone,
+           p.period_start, p.period_end,
            ARRAY(SELECT th FROM unnest(t.alert_thresholds) AS th
                  WHERE NOT EXISTS (SELECT 1 FROM alerts a
                                    WHERE a.tenant = t.id AND a.period_start = p.period_start
                                      AND a.threshold = th)) AS thresholds
-    FROM tenants t JOIN periods p ON p.billing_day = t.billing_day
+    FROM tenants t JOIN periods p ON p.billing_day = t.billing_day AND p.timezone = t.timezone
     WHERE t.id = ANY ($1::text[])
 )
-SELECT o.tenant, o.quota, o.billing_day, o.period_start, o.period_end, o.thresholds,
-       (SELECT coalesce(sum(d.total_tokens), 0)::bigint FROM daily_rollups d
-        WHERE d.tenant = o.tenant AND d.day >= o.first_day AND d.day < o.end_day) AS usage_tokens
+SELECT o.tenant, o.quota, o.billing_day, o.timezone, o.period_start, o.period_end, o.thresholds,
+       (SELECT coalesce(sum(u.tokens), 0)::bigint
+        FROM period_feature_totals(o.tenant, o.period_start, o.period_end) AS u) AS usage_tokens
 FROM open o
 WHERE cardinality(o.thresholds) > 0
 "#;
 
+/// The time zones of these tenants, whose periods [`OPEN_THRESHOLDS`] needs.
+const ZONES: &str = "SELECT DISTINCT timezone FROM tenants WHERE id = ANY ($1::text[])";
+
+/// Records the alerts, and for each new one whose tenant has an enabled
+/// signed webhook its delivery there ([`crate::sender`]): each destination
+/// then gets one message per alert.
 const INSERT_ALERTS: &str = r#"
-INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
-SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
-       CASE WHEN EXISTS (SELECT 1 FROM slack_webhooks w WHERE w.tenant = a.tenant AND w.enabled)
-            THEN 'pending' ELSE 'no_webhook' END
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[],
-            $6::bigint[], $7::smallint[])
-     AS a(tenant, period_start, period_end, threshold, usage_tokens, quota, billing_day)
-JOIN tenants t ON t.id = a.tenant AND t.monthly_quota = a.quota
-              AND t.billing_day = a.billing_day AND a.threshold = ANY (t.alert_thresholds)
-ORDER BY a.tenant, a.threshold
-FOR KEY SHARE OF t
-ON CONFLICT (tenant, period_start, threshold) DO NOTHING
+WITH inserted AS (
+    INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
+    SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
+           CASE WHEN EXISTS (SELECT 1 FROM slack_webhooks w WHERE w.tenant = a.tenant AND w.enabled)
+                THEN 'pending' ELSE 'no_webhook' END
+    FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[],
+                $6::bigint[], $7::smallint[], $8::text[])
+         AS a(tenant, period_start, period_end, threshold, usage_tokens, quota, billing_day,
+              timezone)
+    JOIN tenants t ON t.id = a.tenant AND t.monthly_quota = a.quota
+                  AND t.billing_day = a.billing_day AND t.timezone = a.timezone
+                  AND a.threshold = ANY (t.alert_thresholds)
+    ORDER BY a.tenant, a.threshold
+    FOR KEY SHARE OF t
+    ON CONFLICT (tenant, period_start, threshold) DO NOTHING
+    RETURNING id, tenant
+),
+deliveries AS (
+    INSERT INTO webhook_deliveries (alert_id, tenant)
+    SELECT i.id, i.tenant FROM inserted i
+    JOIN tenant_webhooks w ON w.tenant = i.tenant AND w.enabled
+)
+SELECT count(*) AS recorded FROM inserted
 "#;
 
 /// A threshold a tenant's usage has reached.
@@ -102,8 +124,10 @@ pub struct Crossing {
     pub threshold: i32,
     pub usage_tokens: i64,
     pub quota: i64,
-    /// The billing day the period was computed with.
+    /// The billing day the period was computed with ...
     pub billing_day: i16,
+    /// ... and the time zone.
+    pub timezone: String,
 }
 
 /// Whether `usage` has reached `threshold` percent of `quota`, in integers.
@@ -122,14 +146,30 @@ pub async fn evaluate<C: ConnectionTrait>(
     if tenants.is_empty() {
         return Ok(0);
     }
-    let periods: Vec<(i16, BillingPeriod)> = BILLING_DAYS
-        .map(|day| (day, BillingPeriod::containing(now, day)))
+    let zones: Vec<String> = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            ZONES,
+            [Value::from(tenants.to_vec())],
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get("", "timezone"))
+        .collect::<Result<_, _>>()?;
+    let periods: Vec<(i16, &String, BillingPeriod)> = zones
+        .iter()
+        .flat_map(|zone| {
+            BILLING_DAYS.map(move |day| {
+                (
+                    day,
+                    zone,
+                    BillingPeriod::containing(now, day, zone_named(zone)),
+                )
+            })
+        })
         .collect();
     let column = |f: fn(&BillingPeriod) -> DateTime<Utc>| -> Value {
-        Value::from(periods.iter().map(|(_, p)| f(p)).collect::<Vec<_>>())
-    };
-    let day = |f: fn(&BillingPeriod) -> NaiveDate| -> Value {
-        Value::from(periods.iter().map(|(_, p)| f(p)).collect::<Vec<_>>())
+        Value::from(periods.iter().map(|(_, _, p)| f(p)).collect::<Vec<_>>())
     };
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
@@ -137,11 +177,15 @@ pub async fn evaluate<C: ConnectionTrait>(
             OPEN_THRESHOLDS,
             [
                 Value::from(tenants.to_vec()),
-                Value::from(periods.iter().map(|(d, _)| *d).collect::<Vec<_>>()),
+                Value::from(periods.iter().map(|(d, _, _)| *d).collect::<Vec<_>>()),
+                Value::from(
+                    periods
+                        .iter()
+                        .map(|(_, z, _)| (*z).clone())
+                        .collect::<Vec<_>>(),
+                ),
                 column(|p| p.start),
                 column(|p| p.end),
-                day(BillingPeriod::first_day),
-                day(BillingPeriod::end_day),
             ],
         ))
         .await?;
@@ -160,6 +204,7 @@ pub async fn evaluate<C: ConnectionTrait>(
                     usage_tokens,
                     quota,
                     billing_day: row.try_get("", "billing_day")?,
+                    timezone: row.try_get("", "timezone")?,
                 });
             }
         }
@@ -184,15 +229,23 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
         Value::from(crossings.iter().map(|c| c.usage_tokens).collect::<Vec<_>>()),
         Value::from(crossings.iter().map(|c| c.quota).collect::<Vec<_>>()),
         Value::from(crossings.iter().map(|c| c.billing_day).collect::<Vec<_>>()),
+        Value::from(
+            crossings
+                .iter()
+                .map(|c| c.timezone.clone())
+                .collect::<Vec<_>>(),
+        ),
     ];
-    let result = db
-        .execute_raw(Statement::from_sql_and_values(
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             INSERT_ALERTS,
             values,
         ))
-        .await?;
-    Ok(result.rows_affected())
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the alert insert returned no row".into()))?;
+    let recorded: i64 = row.try_get("", "recorded")?;
+    Ok(recorded as u64)
 }
 
 /// Re-arms `tenant`'s alerts after its configuration was saved, in the

@@ -1,12 +1,19 @@
-//! The outbox sender: delivers recorded alerts to Slack, one row at a time,
-//! in every pipeline replica.
+//! The outbox sender: delivers recorded alerts to their destinations, one
+//! delivery at a time, in every pipeline replica.
 //!
-//! A due row is claimed with `FOR UPDATE SKIP LOCKED`, so replicas never send
-//! the same alert at once; the row stays locked while Slack is asked and is
-//! marked in the same transaction. A crash after Slack answered but before the
-//! COMMIT leaves the row pending, and it is sent again: at most one repeated
-//! message per crash. Failures are retried with capped exponential backoff
-//! and jitter (Slack's `Retry-After` wins for a 429) until the alert is older
+//! An alert has up to two destinations, each with its own delivery state:
+//! Slack (the state is the alert row's own) and the tenant's signed webhook
+//! (a `webhook_deliveries` row, made with the alert). Both follow the one
+//! policy below, so each destination gets one message per alert.
+//!
+//! A due delivery is claimed with `FOR UPDATE SKIP LOCKED`, so replicas
+//! never send the same one at once; the row stays locked while the
+//! destination is asked and is marked in the same transaction. A crash
+//! after the destination answered but before the COMMIT leaves the row
+//! pending, and it is sent again: at most one repeated message per crash
+//! (a signed one carries the same `webhook-id`, so a receiver can tell).
+//! Failures are retried with capped exponential backoff and jitter (the
+//! destination's `Retry-After` wins for a 429) until the alert is older
 //! than the give-up horizon, then marked `failed`. Pending rows survive
 //! restarts: they are simply found again.
 
@@ -22,6 +29,8 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    alert_event::AlertEvent,
+    signing::WebhookSecret,
     slack::{AlertMessage, Answer, SlackClient},
     webhook::WebhookPolicy,
 };
@@ -44,25 +53,95 @@ pub struct SenderSettings {
 struct Due {
     id: i64,
     tenant: String,
+    kind: String,
     threshold: i32,
     usage_tokens: i64,
     quota: i64,
+    period_start: DateTime<Utc>,
     period_end: DateTime<Utc>,
+    /// Of this destination's delivery.
     attempts: i32,
     created_at: DateTime<Utc>,
     url: Option<String>,
     enabled: Option<bool>,
+    /// The signed webhook's secret (none for Slack).
+    secret: Option<String>,
 }
 
-const CLAIM_DUE: &str = r#"
-SELECT a.id, a.tenant, a.threshold, a.usage_tokens, a.quota, a.period_end, a.attempts,
-       a.created_at, w.url, w.enabled
+// `kind` is `quota` for every alert until issue 15's `alerts.kind` column
+// lands; then both statements select `a.kind`.
+const CLAIM_SLACK: &str = r#"
+SELECT a.id, a.tenant, 'quota'::text AS kind, a.threshold, a.usage_tokens, a.quota,
+       a.period_start, a.period_end, a.attempts, a.created_at, w.url, w.enabled,
+       NULL::text AS secret
 FROM alerts a LEFT JOIN slack_webhooks w ON w.tenant = a.tenant
 WHERE a.status = 'pending' AND a.next_attempt_at <= now()
 ORDER BY a.next_attempt_at
 LIMIT 1
 FOR UPDATE OF a SKIP LOCKED
 "#;
+
+const CLAIM_WEBHOOK: &str = r#"
+SELECT a.id, a.tenant, 'quota'::text AS kind, a.threshold, a.usage_tokens, a.quota,
+       a.period_start, a.period_end, d.attempts, d.created_at, w.url, w.enabled, w.secret
+FROM webhook_deliveries d
+JOIN alerts a ON a.id = d.alert_id
+LEFT JOIN tenant_webhooks w ON w.tenant = d.tenant
+WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+ORDER BY d.next_attempt_at
+LIMIT 1
+FOR UPDATE OF d SKIP LOCKED
+"#;
+
+/// The update that records an attempt, for a table with delivery columns.
+macro_rules! mark_sql {
+    ($table:literal, $key:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET status = $2, attempts = attempts + $3, last_error = coalesce($4, last_error),
+                next_attempt_at = now() + make_interval(secs => $5),
+                delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END,
+                updated_at = now()
+             WHERE ",
+            $key,
+            " = $1"
+        )
+    };
+}
+
+/// Where an alert is delivered; each has its own delivery state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Slack,
+    /// The tenant's own webhook, signed.
+    Webhook,
+}
+
+impl Destination {
+    const ALL: [Self; 2] = [Self::Slack, Self::Webhook];
+
+    fn claim(self) -> &'static str {
+        match self {
+            Self::Slack => CLAIM_SLACK,
+            Self::Webhook => CLAIM_WEBHOOK,
+        }
+    }
+
+    fn mark(self) -> &'static str {
+        match self {
+            Self::Slack => mark_sql!("alerts", "id"),
+            Self::Webhook => mark_sql!("webhook_deliveries", "alert_id"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Slack => "Slack",
+            Self::Webhook => "webhook",
+        }
+    }
+}
 
 /// What happened to one alert.
 enum Outcome {
@@ -106,29 +185,41 @@ impl Sender {
         }
     }
 
-    /// Claims one due alert and tries to deliver it; `false` if none is due.
+    /// Claims one due delivery per destination and tries it; `false` if
+    /// none was due.
     pub async fn deliver_one(&self) -> Result<bool, DbErr> {
+        let mut found = false;
+        for destination in Destination::ALL {
+            found |= self.deliver_one_to(destination).await?;
+        }
+        Ok(found)
+    }
+
+    async fn deliver_one_to(&self, destination: Destination) -> Result<bool, DbErr> {
         let txn = self.db.begin().await?;
-        // The transaction waits for Slack (up to the client's 10 s timeout):
-        // the pipeline's shorter bound on pauses inside a transaction would
-        // end it after Slack answered, and the message would be sent again.
-        // Its lock is on the alert row only, which counting never waits for.
+        // The transaction waits for the destination (up to the client's
+        // 10 s timeout): the pipeline's shorter bound on pauses inside a
+        // transaction would end it after the destination answered, and the
+        // message would be sent again. Its lock is on the delivery row
+        // only, which counting never waits for.
         txn.execute_unprepared("SET LOCAL idle_in_transaction_session_timeout = '30s'")
             .await?;
-        let Some(due) =
-            Due::find_by_statement(Statement::from_string(DbBackend::Postgres, CLAIM_DUE))
-                .one(&txn)
-                .await?
-        else {
+        let claim = Statement::from_string(DbBackend::Postgres, destination.claim());
+        let Some(due) = Due::find_by_statement(claim).one(&txn).await? else {
             return Ok(false);
         };
-        let outcome = self.attempt(&txn, &due).await?;
-        self.mark(&txn, &due, outcome).await?;
+        let outcome = self.attempt(&txn, destination, &due).await?;
+        self.mark(&txn, destination, &due, outcome).await?;
         txn.commit().await?;
         Ok(true)
     }
 
-    async fn attempt<C: ConnectionTrait>(&self, db: &C, due: &Due) -> Result<Outcome, DbErr> {
+    async fn attempt<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        destination: Destination,
+        due: &Due,
+    ) -> Result<Outcome, DbErr> {
         let (Some(url), Some(true)) = (&due.url, due.enabled) else {
             return Ok(Outcome::NoWebhook);
         };
@@ -136,12 +227,35 @@ impl Sender {
             Ok(url) => url,
             Err(refused) => return Ok(Outcome::Failed(format!("webhook URL refused: {refused}"))),
         };
-        let message = self.message(db, due).await?;
+        let answer = match destination {
+            Destination::Slack => {
+                let message = self.message(db, due).await?;
+                self.slack.post(url, &message.payload()).await
+            }
+            Destination::Webhook => {
+                let secret = due.secret.as_deref().map(WebhookSecret::parse);
+                let Some(Ok(secret)) = secret else {
+                    return Ok(Outcome::Failed("the webhook secret is malformed".into()));
+                };
+                let event = AlertEvent {
+                    alert_id: due.id,
+                    kind: due.kind.clone(),
+                    tenant: due.tenant.clone(),
+                    threshold: due.threshold,
+                    usage_tokens: due.usage_tokens,
+                    quota: due.quota,
+                    period_start: due.period_start,
+                    period_end: due.period_end,
+                };
+                let delivery = secret.delivery(event.message_id(), event.body(), Utc::now());
+                self.slack.post_signed(url, &delivery).await
+            }
+        };
         let failures = due.attempts as usize + 1;
-        let outcome = match self.slack.post(url, &message.payload()).await {
+        let outcome = match answer {
             Answer::Delivered => Outcome::Delivered,
             Answer::RateLimited(wait) => Outcome::Retry {
-                error: "429 rate limited by Slack".into(),
+                error: format!("429 rate limited by {}", destination.name()),
                 after: wait.unwrap_or_else(|| self.backoff(failures)),
             },
             Answer::Transient(error) => Outcome::Retry {
@@ -211,9 +325,11 @@ impl Sender {
     async fn mark<C: ConnectionTrait>(
         &self,
         db: &C,
+        destination: Destination,
         due: &Due,
         outcome: Outcome,
     ) -> Result<(), DbErr> {
+        let to = destination.name();
         let (status, attempted, error, after): (&str, i32, Option<String>, Duration) =
             match &outcome {
                 Outcome::Delivered => ("delivered", 1, None, Duration::ZERO),
@@ -223,28 +339,24 @@ impl Sender {
             };
         match &outcome {
             Outcome::Delivered => {
-                tracing::info!(tenant = %due.tenant, threshold = due.threshold, "quota alert delivered");
+                tracing::info!(tenant = %due.tenant, threshold = due.threshold, to, "quota alert delivered");
                 metrics::counter!("flagmeter_alerts_delivered_total").increment(1);
             }
             Outcome::NoWebhook => {
-                tracing::info!(tenant = %due.tenant, threshold = due.threshold, "quota alert recorded; the tenant has no webhook");
+                tracing::info!(tenant = %due.tenant, threshold = due.threshold, to, "quota alert recorded; the tenant has no such webhook");
             }
             Outcome::Retry { error, after } => {
-                tracing::warn!(tenant = %due.tenant, threshold = due.threshold, error, retry_in = ?after, "quota alert not delivered; will retry");
+                tracing::warn!(tenant = %due.tenant, threshold = due.threshold, to, error, retry_in = ?after, "quota alert not delivered; will retry");
                 metrics::counter!("flagmeter_alert_retries_total").increment(1);
             }
             Outcome::Failed(error) => {
-                tracing::error!(tenant = %due.tenant, threshold = due.threshold, error, "quota alert could not be delivered; giving up");
+                tracing::error!(tenant = %due.tenant, threshold = due.threshold, to, error, "quota alert could not be delivered; giving up");
                 metrics::counter!("flagmeter_alerts_failed_total").increment(1);
             }
         }
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "UPDATE alerts SET status = $2, attempts = attempts + $3, last_error = coalesce($4, last_error),
-                    next_attempt_at = now() + make_interval(secs => $5),
-                    delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END,
-                    updated_at = now()
-             WHERE id = $1",
+            destination.mark(),
             [
                 due.id.into(),
                 status.into(),

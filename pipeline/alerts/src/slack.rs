@@ -1,5 +1,7 @@
 //! The Slack message (Block Kit with a plain-text fallback) and the HTTP
-//! client that posts it to an incoming webhook.
+//! client that posts it to an incoming webhook, and signed alerts to a
+//! tenant's own webhook ([`crate::alert_event`]): both destinations get the
+//! same timeouts and the same reading of the answer.
 //!
 //! The client has short timeouts and follows no redirects: a webhook that
 //! redirects elsewhere would get around the host allow-list.
@@ -7,8 +9,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::{StatusCode, Url, header::RETRY_AFTER, redirect::Policy};
+use reqwest::{
+    RequestBuilder, StatusCode, Url,
+    header::{CONTENT_TYPE, RETRY_AFTER},
+    redirect::Policy,
+};
 use serde_json::{Value, json};
+
+use crate::signing::SignedDelivery;
 
 /// What the message says.
 #[derive(Debug, Clone)]
@@ -137,7 +145,7 @@ pub fn test_payload(tenant_name: &str) -> Value {
     })
 }
 
-/// What Slack answered.
+/// What Slack (or a tenant's webhook) answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// 2xx: the message is posted.
@@ -151,7 +159,7 @@ pub enum Answer {
     Permanent(String),
 }
 
-/// Posts messages to Slack incoming webhooks.
+/// Posts messages to Slack incoming webhooks and to tenants' own webhooks.
 #[derive(Debug, Clone)]
 pub struct SlackClient {
     http: reqwest::Client,
@@ -170,7 +178,25 @@ impl SlackClient {
 
     /// Posts `payload` to `url` (already checked by the webhook policy).
     pub async fn post(&self, url: Url, payload: &Value) -> Answer {
-        let response = match self.http.post(url).json(payload).send().await {
+        self.answer(self.http.post(url).json(payload)).await
+    }
+
+    /// Posts a signed delivery to a tenant's webhook (already checked by
+    /// the webhook policy), its body exactly as signed.
+    pub async fn post_signed(&self, url: Url, delivery: &SignedDelivery) -> Answer {
+        let request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.id)
+            .header("webhook-timestamp", delivery.timestamp.to_string())
+            .header("webhook-signature", &delivery.signature)
+            .body(delivery.body.clone());
+        self.answer(request).await
+    }
+
+    async fn answer(&self, request: RequestBuilder) -> Answer {
+        let response = match request.send().await {
             Ok(response) => response,
             Err(err) => return Answer::Transient(without_url(err).to_string()),
         };

@@ -21,12 +21,11 @@
 use std::time::{Duration, Instant};
 
 use sea_orm::DatabaseConnection;
-use stream::EventRecord;
+use stream::{EventRecord, dead_letter};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     consumer::{Consumer, Delivery},
-    dead_letter,
     retry::until_done,
     writer,
 };

@@ -3,8 +3,9 @@
 //! ([`record`]), the key names and shards ([`keys`]), how Valkey is reached,
 //! one node or a cluster ([`connection`]), how entries are appended
 //! ([`append`]) and how the stream and its consumer group come to exist
-//! ([`group`]), and stream entry ids as values that order correctly
-//! ([`entry_id`]).
+//! ([`group`]), stream entry ids as values that order correctly
+//! ([`entry_id`]), and the dead letters of entries that can never be
+//! counted ([`dead_letter`], kept in PostgreSQL).
 //!
 //! The record format is known here and nowhere else: the api builds records
 //! with [`record::EventRecord::new`] and the pipeline decodes them with
@@ -14,6 +15,7 @@
 pub mod append;
 pub mod config;
 pub mod connection;
+pub mod dead_letter;
 pub mod entry_id;
 pub mod group;
 pub mod keys;

@@ -1,14 +1,22 @@
-//! The stream record: one usage event, as MessagePack in the entry's field `e`.
+//! The stream record: one usage event, or the void of one, as MessagePack in
+//! the entry's field `e`.
 //!
 //! The record is a map with named fields and a version `v`, so that a newer
-//! writer can add fields without breaking an older reader. Decoding is bounded
+//! writer can add fields without breaking an older reader. Version 1 is an
+//! event; version 3 adds one field, `void`: a void names the event it
+//! cancels by `tenant` and `id`, with an empty `feature` and no `tokens`.
+//! Events are still written as version 1, so that a pipeline that predates
+//! voids keeps counting them during a rolling upgrade (it dead-letters a
+//! void as an unsupported version, to be re-driven once it is upgraded). Decoding is bounded
 //! (size and nesting) and re-applies the domain rules, because anyone with
 //! access to Valkey can write into the stream.
 
 use serde::{Deserialize, Serialize};
 
-/// The record version this build writes and reads.
+/// The record version of an event.
 pub const VERSION: u8 = 1;
+/// The record version of a void.
+pub const VOID_VERSION: u8 = 3;
 /// Largest payload accepted: a valid record is well under 1 KiB.
 pub const MAX_RECORD_BYTES: usize = 4096;
 /// Deepest nesting accepted: the record is a flat map.
@@ -32,6 +40,10 @@ pub struct EventRecord {
     pub occurred_ms: i64,
     /// Time the api accepted the event, milliseconds since the Unix epoch.
     pub received_ms: i64,
+    /// Whether this cancels the event `(tenant, id)` instead of being one
+    /// (version 3 only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub void: bool,
 }
 
 /// Why a payload is not a usable record.
@@ -66,6 +78,22 @@ impl EventRecord {
             tokens,
             occurred_ms,
             received_ms,
+            void: false,
+        }
+    }
+
+    /// The void of event `(tenant, id)`, received at `received_ms`. The
+    /// caller has applied the rules to `tenant` and `id`.
+    pub fn void(id: String, tenant: String, received_ms: i64) -> Self {
+        Self {
+            v: VOID_VERSION,
+            id,
+            tenant,
+            feature: String::new(),
+            tokens: 0,
+            occurred_ms: received_ms,
+            received_ms,
+            void: true,
         }
     }
 
@@ -83,7 +111,7 @@ impl EventRecord {
         let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
         de.set_max_depth(MAX_DEPTH);
         let record = Self::deserialize(&mut de)?;
-        if record.v != VERSION {
+        if record.v != VERSION && record.v != VOID_VERSION {
             return Err(DecodeError::Version(record.v));
         }
         record.check()?;
@@ -96,9 +124,21 @@ impl EventRecord {
     fn check(&self) -> Result<(), entity::validate::Invalid> {
         use entity::validate::{self, Invalid};
         validate::tenant(&self.tenant)?;
-        validate::feature(&self.feature)?;
         validate::event_id(&self.id)?;
-        validate::tokens(self.tokens)?;
+        if self.void != (self.v == VOID_VERSION) {
+            return Err(Invalid::new(
+                "void",
+                "is a version 3 record's, and only its",
+            ));
+        }
+        if self.void {
+            if !self.feature.is_empty() || self.tokens != 0 {
+                return Err(Invalid::new("void", "carries no feature and no tokens"));
+            }
+        } else {
+            validate::feature(&self.feature)?;
+            validate::tokens(self.tokens)?;
+        }
         for (field, ms) in [
             ("occurred_ms", self.occurred_ms),
             ("received_ms", self.received_ms),
@@ -162,6 +202,40 @@ mod tests {
             EventRecord::decode(&bytes),
             Err(DecodeError::TooLarge(100_000))
         ));
+    }
+
+    #[test]
+    fn a_void_survives_the_round_trip_and_an_event_stays_version_1() {
+        let void = EventRecord::void("evt-1".into(), "acme-corp".into(), 1_763_800_000_123);
+        assert_eq!(EventRecord::decode(&void.encode()).unwrap(), void);
+        assert!(void.void);
+        let event = sample();
+        assert_eq!(event.v, 1);
+        // An event's bytes are those of a version 1 writer: no `void` key.
+        assert!(!event.encode().windows(4).any(|w| w == b"void"));
+        let bad = [
+            EventRecord {
+                void: true,
+                ..sample()
+            },
+            EventRecord {
+                tokens: 5,
+                ..void.clone()
+            },
+            EventRecord {
+                v: VERSION,
+                ..void.clone()
+            },
+        ];
+        for record in bad {
+            assert!(
+                matches!(
+                    EventRecord::decode(&record.encode()),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "{record:?}"
+            );
+        }
     }
 
     #[test]

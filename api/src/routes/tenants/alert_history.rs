@@ -1,6 +1,8 @@
-//! `/api/tenants/{tenant}/alerts`: a tenant's alert history, newest first.
-//! It outlives a deleted tenant's configuration: what was sent stays on
-//! record.
+//! `/api/tenants/{tenant}/alerts`: a tenant's alert history, newest first,
+//! with each alert's Slack delivery (the alert's own `status`, `attempts`,
+//! ...) and, when the tenant had a signed webhook, that delivery too
+//! (`webhook`). It outlives a deleted tenant's configuration: what was sent
+//! stays on record.
 
 use chrono::{DateTime, Utc};
 use entity::{alerts, tenants};
@@ -9,7 +11,10 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
 
 use crate::{
     auth::{ApiKey, Scope},
@@ -29,6 +34,18 @@ pub enum AlertStatus {
     NoWebhook,
 }
 
+impl AlertStatus {
+    /// A delivery row's status, as the database constrains it.
+    fn parse(text: &str) -> Self {
+        match text {
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            "no_webhook" => Self::NoWebhook,
+            _ => Self::Pending,
+        }
+    }
+}
+
 impl From<alerts::Status> for AlertStatus {
     fn from(status: alerts::Status) -> Self {
         match status {
@@ -36,6 +53,43 @@ impl From<alerts::Status> for AlertStatus {
             alerts::Status::Delivered => Self::Delivered,
             alerts::Status::Failed => Self::Failed,
             alerts::Status::NoWebhook => Self::NoWebhook,
+        }
+    }
+}
+
+/// An alert's delivery to the tenant's signed webhook.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct WebhookDelivery {
+    pub status: AlertStatus,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When a pending delivery is tried next.
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+#[derive(FromQueryResult)]
+struct DeliveryRow {
+    alert_id: i64,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    delivered_at: Option<DateTime<Utc>>,
+    next_attempt_at: DateTime<Utc>,
+}
+
+impl From<DeliveryRow> for WebhookDelivery {
+    fn from(d: DeliveryRow) -> Self {
+        Self {
+            status: AlertStatus::parse(&d.status),
+            attempts: d.attempts,
+            last_error: d.last_error,
+            delivered_at: d.delivered_at,
+            next_attempt_at: d.next_attempt_at,
         }
     }
 }
@@ -63,6 +117,9 @@ pub struct Alert {
     pub delivered_at: Option<DateTime<Utc>>,
     /// When a pending alert is tried next.
     pub next_attempt_at: DateTime<Utc>,
+    /// The delivery to the tenant's signed webhook, if it had one.
+    #[oai(skip_serializing_if_is_none)]
+    pub webhook: Option<WebhookDelivery>,
 }
 
 impl From<alerts::Model> for Alert {
@@ -80,6 +137,7 @@ impl From<alerts::Model> for Alert {
             created_at: a.created_at,
             delivered_at: a.delivered_at,
             next_attempt_at: a.next_attempt_at,
+            webhook: None,
         }
     }
 }
@@ -118,6 +176,29 @@ impl AlertHistoryApi {
         {
             return Err(ApiError::unknown_tenant(&tenant));
         }
-        Ok(Found::Ok(Json(rows.into_iter().map(Alert::from).collect())))
+        let ids: Vec<i64> = rows.iter().map(|a| a.id).collect();
+        let mut deliveries: std::collections::HashMap<i64, DeliveryRow> =
+            DeliveryRow::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT alert_id, status, attempts, last_error, delivered_at, next_attempt_at
+                 FROM webhook_deliveries WHERE alert_id = ANY ($1)",
+                [ids.into()],
+            ))
+            .all(&self.0.db)
+            .await?
+            .into_iter()
+            .map(|d| (d.alert_id, d))
+            .collect();
+        let history = rows
+            .into_iter()
+            .map(|a| {
+                let webhook = deliveries.remove(&a.id).map(WebhookDelivery::from);
+                Alert {
+                    webhook,
+                    ..Alert::from(a)
+                }
+            })
+            .collect();
+        Ok(Found::Ok(Json(history)))
     }
 }

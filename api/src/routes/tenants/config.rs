@@ -44,9 +44,14 @@ pub struct TenantIn {
     /// Tokens per billing period.
     #[oai(validator(minimum(value = "1")))]
     pub monthly_quota: i64,
-    /// Day of the month (1–28) a billing period starts, at 00:00 UTC.
+    /// Day of the month (1–28) a billing period starts, at local midnight
+    /// in `timezone`.
     #[oai(nullable, validator(minimum(value = "1"), maximum(value = "28")))]
     pub billing_day: Option<i16>,
+    /// IANA time zone of the billing period, e.g. `America/New_York`
+    /// (default `UTC`; unchanged when absent on an update).
+    #[oai(nullable, validator(min_length = 1, max_length = 64))]
+    pub timezone: Option<String>,
     /// Whole percents of the quota at which an alert fires (1–1000, at
     /// most 10, no repeats). Defaults to `FLAGMETER_ALERT_THRESHOLDS`.
     #[oai(
@@ -67,6 +72,7 @@ impl Example for TenantIn {
             name: Some(DisplayName("Acme Corp".to_owned())),
             monthly_quota: 100_000,
             billing_day: Some(1),
+            timezone: Some("America/New_York".to_owned()),
             alert_thresholds: Some(vec![80, 100]),
         }
     }
@@ -80,6 +86,8 @@ pub struct Tenant {
     pub name: String,
     pub monthly_quota: i64,
     pub billing_day: i16,
+    /// IANA time zone of the billing period.
+    pub timezone: String,
     pub alert_thresholds: Vec<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -92,6 +100,7 @@ impl From<tenants::Model> for Tenant {
             name: t.name,
             monthly_quota: t.monthly_quota,
             billing_day: t.billing_day,
+            timezone: t.timezone,
             alert_thresholds: t.alert_thresholds,
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -136,6 +145,13 @@ impl TenantConfigApi {
         {
             return Err(invalid("name", "must not be blank").into());
         }
+        let zone = match &body.timezone {
+            Some(name) => Some(
+                entity::validate::timezone(name)
+                    .map_err(|refused| invalid("timezone", refused.reason))?,
+            ),
+            None => None,
+        };
         let now = Utc::now();
         let txn = self.0.db.begin().await?;
         let current = tenants::Entity::find_by_id(tenant.as_str())
@@ -149,6 +165,7 @@ impl TenantConfigApi {
                 id: Set(tenant.as_str().to_owned()),
                 name: Set(tenant.as_str().to_owned()),
                 billing_day: Set(1),
+                timezone: Set("UTC".to_owned()),
                 alert_thresholds: Set(self.0.default_thresholds.clone()),
                 created_at: Set(now),
                 ..Default::default()
@@ -160,6 +177,9 @@ impl TenantConfigApi {
         row.monthly_quota = Set(body.monthly_quota);
         if let Some(day) = body.billing_day {
             row.billing_day = Set(day);
+        }
+        if let Some(zone) = zone {
+            row.timezone = Set(zone.name().to_owned());
         }
         if let Some(thresholds) = &body.alert_thresholds {
             let mut sorted = thresholds.clone();

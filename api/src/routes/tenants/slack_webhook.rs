@@ -8,9 +8,8 @@ use chrono::{DateTime, Utc};
 use entity::{slack_webhooks, tenants};
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
 use sea_orm::{EntityTrait, Set};
-use serde_json::json;
 
-use super::{DeletedResponse, tenant_or_404};
+use super::{DeletedResponse, delete_tenant_row, no_webhook, tenant_or_404};
 use crate::{
     auth::{ApiKey, Scope},
     error::{ApiError, BodyError},
@@ -146,14 +145,7 @@ impl SlackWebhookApi {
         tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
-        let existing = tenant_or_404(&self.0.db, &tenant).await?;
-        let deleted = slack_webhooks::Entity::delete_by_id(existing.id)
-            .exec(&self.0.db)
-            .await?;
-        if deleted.rows_affected == 0 {
-            return Err(no_webhook(&tenant));
-        }
-        Ok(DeletedResponse::Deleted)
+        delete_tenant_row::<slack_webhooks::Entity>(&self.0.db, &tenant).await
     }
 
     /// Send a test message to the tenant's webhook and report Slack's answer.
@@ -182,11 +174,4 @@ impl SlackWebhookApi {
         };
         Ok(Found::Ok(Json(WebhookTest { delivered, detail })))
     }
-}
-
-fn no_webhook(tenant: &str) -> ApiError {
-    ApiError::NotFound(crate::error::ErrorBody::new(
-        "no webhook",
-        Some(json!({ "tenant": tenant })),
-    ))
 }

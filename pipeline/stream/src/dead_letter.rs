@@ -10,7 +10,9 @@
 //! writes it again, which changes nothing (one letter per stream entry).
 //!
 //! An operator lists dead letters and re-drives them into the stream once
-//! the cause is fixed; re-driving appends the entry before deleting the
+//! the cause is fixed (the pipeline's CLI, or the api's
+//! `/api/dead-letters`, both over this module: it lives in the stream
+//! crate so that the api uses it without depending on the pipeline); re-driving appends the entry before deleting the
 //! letter, so a crash there too can only duplicate, and the ledger counts a
 //! duplicate once. Dead letters that an earlier version left in the Valkey
 //! stream `{stream}:dead` are moved into the table ([`import_legacy`]) when
@@ -20,7 +22,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use redis::{AsyncCommands, RedisError, Value, aio::ConnectionLike, streams::StreamRangeReply};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
 
-use stream::{AppendError, EntryId, StreamKeys, append};
+use crate::{AppendError, EntryId, StreamKeys, append};
 
 /// One entry on its way to the dead letters.
 pub struct DeadLetter<'a> {
@@ -165,6 +167,40 @@ where
         .await?;
     }
     Ok(redriven)
+}
+
+/// What [`redrive_selected`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redriven {
+    /// Letters put back into the stream.
+    pub redriven: usize,
+    /// Letters selected (those without a payload were deleted, not put back).
+    pub selected: usize,
+}
+
+/// Re-drives the letters with these ids (as listed), or the oldest `limit`
+/// if `ids` is empty: what the CLI's `redrive` and the api's
+/// `POST /api/dead-letters/redrive` do.
+pub async fn redrive_selected<V, C>(
+    valkey: &mut V,
+    db: &C,
+    keys: &StreamKeys,
+    ids: &[i64],
+    limit: u64,
+) -> Result<Redriven, MoveError>
+where
+    V: redis::aio::ConnectionLike + Send,
+    C: ConnectionTrait,
+{
+    let mut letters = list(db, &keys.stream, limit, None).await?;
+    if !ids.is_empty() {
+        letters.retain(|l| ids.contains(&l.id));
+    }
+    let redriven = redrive(valkey, db, keys, &letters).await?;
+    Ok(Redriven {
+        redriven,
+        selected: letters.len(),
+    })
 }
 
 /// Entries moved from the Valkey stream per round of [`import_legacy`].

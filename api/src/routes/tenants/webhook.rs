@@ -1,0 +1,200 @@
+//! `/api/tenants/{tenant}/webhook`: a tenant's own endpoint for quota
+//! alerts, signed per Standard Webhooks ([`alerts::signing`]), beside or
+//! instead of Slack. Creating it issues a `whsec_` secret, shown in that
+//! answer and in a rotation's only; everywhere else it is masked. The URL
+//! passes the same allow-list as Slack's, when saved and when used.
+
+use alerts::{signing::WebhookSecret, webhook};
+use chrono::{DateTime, Utc};
+use entity::tenant_webhooks;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json, types::Example};
+use sea_orm::{
+    ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryResult, Statement, Value,
+};
+
+use super::{DeletedResponse, delete_tenant_row, no_webhook, tenant_or_404};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::{ApiError, BodyError},
+    routes::Found,
+    routes::{ApiTags, invalid, rules::TenantSlug},
+    state::AppState,
+};
+
+/// A tenant's signed webhook, as saved.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct SignedWebhookIn {
+    /// An `https` URL on a host of `FLAGMETER_WEBHOOK_ALLOWED_HOSTS`.
+    #[oai(validator(max_length = 2048))]
+    pub url: String,
+    /// Whether alerts are delivered (default true).
+    #[oai(nullable)]
+    pub enabled: Option<bool>,
+}
+
+impl Example for SignedWebhookIn {
+    fn example() -> Self {
+        Self {
+            url: "https://billing.example.com/hooks/flagmeter".to_owned(),
+            enabled: Some(true),
+        }
+    }
+}
+
+/// A tenant's signed webhook.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SignedWebhook {
+    /// The URL, its secret part masked.
+    pub url: String,
+    pub enabled: bool,
+    /// The signing secret, `whsec_<base64>`: whole in the answer that
+    /// issued it (creation, rotation), masked (`whsec_AbCd****`) elsewhere.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SignedWebhook {
+    /// With the secret masked, or whole when `issued` just now.
+    fn from_row(row: tenant_webhooks::Model, issued: bool) -> Result<Self, ApiError> {
+        let secret = WebhookSecret::parse(&row.secret).map_err(|err| ApiError::internal(&err))?;
+        Ok(Self {
+            url: webhook::mask(&row.url),
+            enabled: row.enabled,
+            secret: if issued {
+                secret.expose().to_owned()
+            } else {
+                secret.masked()
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(ApiResponse)]
+enum SaveWebhookResponse {
+    /// Created, with its new secret: store it now, it is not shown again.
+    #[oai(status = 201)]
+    Created(Json<SignedWebhook>),
+    /// Updated; the secret is unchanged (masked).
+    #[oai(status = 200)]
+    Updated(Json<SignedWebhook>),
+}
+
+const SAVE: &str = r#"
+INSERT INTO tenant_webhooks AS w (tenant, url, secret, enabled) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant) DO UPDATE
+SET url = excluded.url, enabled = excluded.enabled, updated_at = now()
+RETURNING w.tenant, w.url, w.secret, w.enabled, w.created_at, w.updated_at, (xmax = 0) AS created
+"#;
+
+const ROTATE: &str = r#"
+UPDATE tenant_webhooks SET secret = $2, updated_at = now() WHERE tenant = $1
+RETURNING tenant, url, secret, enabled, created_at, updated_at
+"#;
+
+/// The routes below, over the shared state.
+pub struct SignedWebhookApi(pub AppState);
+
+impl SignedWebhookApi {
+    /// The row a statement with `RETURNING` gave, if any.
+    async fn returning<const N: usize>(
+        &self,
+        sql: &str,
+        values: [Value; N],
+    ) -> Result<Option<QueryResult>, DbErr> {
+        let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+        self.0.db.query_one_raw(statement).await
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Tenants")]
+impl SignedWebhookApi {
+    /// Set the tenant's signed webhook; creating it issues its secret.
+    #[oai(path = "/api/tenants/:tenant/webhook", method = "put")]
+    async fn put_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+        body: Json<SignedWebhookIn>,
+    ) -> Result<SaveWebhookResponse, BodyError> {
+        auth.0.require(Scope::Admin)?;
+        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let url = self
+            .0
+            .webhook_policy
+            .check(&body.url)
+            .map_err(|refused| invalid("url", refused))?;
+        let values = [
+            existing.id.into(),
+            url.to_string().into(),
+            WebhookSecret::generate().expose().into(),
+            body.enabled.unwrap_or(true).into(),
+        ];
+        let row = self
+            .returning(SAVE, values)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("the webhook upsert returned no row".into()))?;
+        let created: bool = row.try_get("", "created")?;
+        let saved = SignedWebhook::from_row(
+            tenant_webhooks::Model::from_query_result(&row, "")?,
+            created,
+        )?;
+        Ok(if created {
+            SaveWebhookResponse::Created(Json(saved))
+        } else {
+            SaveWebhookResponse::Updated(Json(saved))
+        })
+    }
+
+    /// The tenant's signed webhook, URL and secret masked.
+    #[oai(path = "/api/tenants/:tenant/webhook", method = "get")]
+    async fn get_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<Found<SignedWebhook>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let row = tenant_webhooks::Entity::find_by_id(existing.id.as_str())
+            .one(&self.0.db)
+            .await?
+            .ok_or_else(|| no_webhook(&tenant))?;
+        Ok(Found::Ok(Json(SignedWebhook::from_row(row, false)?)))
+    }
+
+    /// Remove the tenant's signed webhook: alerts no longer go there.
+    #[oai(path = "/api/tenants/:tenant/webhook", method = "delete")]
+    async fn delete_webhook(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<DeletedResponse, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        delete_tenant_row::<tenant_webhooks::Entity>(&self.0.db, &tenant).await
+    }
+
+    /// Issue a new signing secret; the old one stops signing at once.
+    #[oai(path = "/api/tenants/:tenant/webhook/rotate-secret", method = "post")]
+    async fn rotate_secret(
+        &self,
+        auth: ApiKey,
+        tenant: Path<TenantSlug>,
+    ) -> Result<Found<SignedWebhook>, ApiError> {
+        auth.0.require(Scope::Admin)?;
+        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let values = [
+            existing.id.into(),
+            WebhookSecret::generate().expose().into(),
+        ];
+        let row = self
+            .returning(ROTATE, values)
+            .await?
+            .ok_or_else(|| no_webhook(&tenant))?;
+        let rotated = tenant_webhooks::Model::from_query_result(&row, "")?;
+        Ok(Found::Ok(Json(SignedWebhook::from_row(rotated, true)?)))
+    }
+}

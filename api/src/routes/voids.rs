@@ -1,0 +1,165 @@
+//! `POST /api/events/void` and `POST /api/events/void/batch`: cancel events
+//! by `(tenant, id)`.
+//!
+//! A void travels like an event: it is answered `202` once it is durably in
+//! the stream, and the pipeline applies it exactly once through the ledger
+//! (`pipeline/src/writer.rs`): the event's tokens leave usage, the time
+//! series and the dashboard; a void that comes before its event (or for an
+//! id never seen) leaves a tombstone, so the event, should it arrive within
+//! the ledger's retention, is never counted. Voiding again changes nothing.
+//! Usage that drops fires nothing and re-arms no alert already sent.
+
+use chrono::Utc;
+use entity::validate::{self, Invalid};
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
+use serde_json::json;
+use stream::EventRecord;
+
+use super::{
+    ApiTags,
+    rules::{EventId, TenantSlug},
+};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::{ApiError, BodyError},
+    ingest,
+    state::AppState,
+};
+
+/// The event to cancel.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct VoidIn {
+    /// The event's tenant.
+    pub tenant: TenantSlug,
+    /// The event's id, as sent (or as answered in `eventId`).
+    pub id: EventId,
+}
+
+impl Example for VoidIn {
+    fn example() -> Self {
+        Self {
+            tenant: TenantSlug("acme-corp".to_owned()),
+            id: EventId("call-7f3a".to_owned()),
+        }
+    }
+}
+
+impl VoidIn {
+    /// The domain rules of an event's `tenant` and `id`, and the record.
+    fn to_record(&self, received_ms: i64) -> Result<EventRecord, Invalid> {
+        validate::tenant(&self.tenant)?;
+        validate::event_id(&self.id)?;
+        Ok(EventRecord::void(
+            self.id.0.clone(),
+            self.tenant.0.clone(),
+            received_ms,
+        ))
+    }
+}
+
+/// Up to 1000 voids, stored all together or not at all.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct VoidBatchIn {
+    #[oai(validator(min_items = 1, max_items = 1000))]
+    pub voids: Vec<VoidIn>,
+}
+
+impl Example for VoidBatchIn {
+    fn example() -> Self {
+        Self {
+            voids: vec![VoidIn::example()],
+        }
+    }
+}
+
+/// The void is in the stream and will be applied.
+#[derive(Debug, Object)]
+pub struct VoidAccepted {
+    pub success: bool,
+    pub tenant: String,
+    pub id: String,
+}
+
+/// The voids are in the stream and will be applied.
+#[derive(Debug, Object)]
+pub struct VoidBatchAccepted {
+    /// Number of voids stored.
+    pub accepted: u32,
+}
+
+#[derive(ApiResponse)]
+enum PostVoidResponse {
+    /// Durably queued; it will be applied exactly once.
+    #[oai(status = 202)]
+    Accepted(Json<VoidAccepted>),
+}
+
+#[derive(ApiResponse)]
+enum PostVoidBatchResponse {
+    /// Every void durably queued; each will be applied exactly once.
+    #[oai(status = 202)]
+    Accepted(Json<VoidBatchAccepted>),
+}
+
+/// The routes below, over the shared state.
+pub struct VoidsApi(pub AppState);
+
+#[OpenApi(tag = "ApiTags::Events")]
+impl VoidsApi {
+    /// Void (cancel) one event: its tokens leave usage once applied.
+    #[oai(path = "/api/events/void", method = "post")]
+    async fn post_void(
+        &self,
+        auth: ApiKey,
+        body: Json<VoidIn>,
+    ) -> Result<PostVoidResponse, BodyError> {
+        auth.0.require_for(Scope::Ingest, &body.tenant)?;
+        let record = body
+            .to_record(Utc::now().timestamp_millis())
+            .map_err(|invalid| {
+                ApiError::bad_request(
+                    "invalid void",
+                    json!({ "field": invalid.field, "reason": invalid.reason }),
+                )
+            })?;
+        ingest::append(&self.0, std::slice::from_ref(&record)).await?;
+        Ok(PostVoidResponse::Accepted(Json(VoidAccepted {
+            success: true,
+            tenant: record.tenant,
+            id: record.id,
+        })))
+    }
+
+    /// Void up to 1000 events at once.
+    #[oai(path = "/api/events/void/batch", method = "post")]
+    async fn post_void_batch(
+        &self,
+        auth: ApiKey,
+        body: Json<VoidBatchIn>,
+    ) -> Result<PostVoidBatchResponse, BodyError> {
+        for void in &body.voids {
+            auth.0.require_for(Scope::Ingest, &void.tenant)?;
+        }
+        self.0.auth.charge_batch(&auth.0, body.voids.len())?;
+        let now = Utc::now().timestamp_millis();
+        let records = body
+            .voids
+            .iter()
+            .enumerate()
+            .map(|(index, void)| {
+                void.to_record(now).map_err(|invalid| {
+                    ApiError::bad_request(
+                        "invalid void in batch",
+                        json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ingest::append(&self.0, &records).await?;
+        Ok(PostVoidBatchResponse::Accepted(Json(VoidBatchAccepted {
+            accepted: records.len() as u32,
+        })))
+    }
+}

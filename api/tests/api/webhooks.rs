@@ -1,0 +1,244 @@
+//! Signed generic webhooks: the secret's life (issued once, masked, rotated)
+//! and deliveries that a local receiver verifies as the README says, one per
+//! threshold and destination, through failures and a 429.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::{Value, json};
+use testkit::{
+    TestApp, assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app,
+};
+
+/// Points acme's signed webhook at `receiver`; returns its secret.
+async fn signed_webhook(app: &TestApp, receiver: &FakeSlack) -> String {
+    let created: Value = app
+        .put(
+            "/api/tenants/acme/webhook",
+            &json!({ "url": receiver.webhook_url }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["secret"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_webhook_secret_is_shown_once_masked_after_and_rotated_on_demand() {
+    let app = spawn_app().await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
+    let url = "http://127.0.0.1:9/hooks/acme/token";
+
+    let created = app
+        .put("/api/tenants/acme/webhook", &json!({ "url": url }))
+        .await;
+    assert_eq!(created.status().as_u16(), 201);
+    let created: Value = created.json().await.unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let (_, shown) = app.get_json("/api/tenants/acme/webhook").await;
+    let updated = app
+        .put(
+            "/api/tenants/acme/webhook",
+            &json!({ "url": url, "enabled": false }),
+        )
+        .await;
+    assert_eq!(updated.status().as_u16(), 200);
+    let updated: Value = updated.json().await.unwrap();
+    let rotated = app
+        .send(
+            Method::POST,
+            "/api/tenants/acme/webhook/rotate-secret",
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status().as_u16(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{secret}"
+    );
+    assert_eq!(shown["secret"], format!("{}****", &secret[..10]));
+    assert_eq!(shown["url"], "http://127.0.0.1:9/hooks/****");
+    assert_eq!(shown["enabled"], true);
+    assert_eq!(
+        updated["secret"], shown["secret"],
+        "an update keeps the secret"
+    );
+    assert_eq!(updated["enabled"], false);
+    let new_secret = rotated["secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    assert_eq!(
+        app.delete("/api/tenants/acme/webhook")
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    assert_client_error(app.get("/api/tenants/acme/webhook").await, 404).await;
+    assert_client_error(app.delete("/api/tenants/acme/webhook").await, 404).await;
+    let refused = app
+        .send(
+            Method::POST,
+            "/api/tenants/acme/webhook/rotate-secret",
+            None,
+        )
+        .await;
+    assert_client_error(refused, 404).await;
+}
+
+#[tokio::test]
+async fn webhook_urls_off_the_allow_list_and_unknown_tenants_are_refused() {
+    let app = spawn_app().await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
+    for url in [
+        "https://evil.example.com/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://user:pw@127.0.0.1:9/hook",
+        "not a url",
+    ] {
+        let body = assert_client_error(
+            app.put("/api/tenants/acme/webhook", &json!({ "url": url }))
+                .await,
+            400,
+        )
+        .await;
+        assert_eq!(body["details"]["field"], "url", "{url}: {body}");
+    }
+    assert_client_error(
+        app.put(
+            "/api/tenants/nobody/webhook",
+            &json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await,
+        404,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_destination_gets_one_verified_message_per_threshold_through_failures() {
+    let app = spawn_app().await;
+    let slack = FakeSlack::start(&[(500, None)]).await;
+    let receiver = FakeSlack::start(&[(500, None), (429, Some(1))]).await;
+    app.put(
+        "/api/tenants/acme",
+        &json!({"monthlyQuota": 1000, "alertThresholds": [50, 80]}),
+    )
+    .await;
+    app.put(
+        "/api/tenants/acme/slack-webhook",
+        &json!({ "url": slack.url }),
+    )
+    .await;
+    let secret = signed_webhook(&app, &receiver).await;
+    let worker = app.env.spawn_pipeline("w");
+
+    for (id, tokens) in [("a", 600), ("b", 250)] {
+        app.post(
+            "/api/events",
+            &json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}),
+        )
+        .await;
+        app.wait_for_total(
+            "acme",
+            if id == "a" { 600 } else { 850 },
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    eventually(
+        "both destinations got both",
+        Duration::from_secs(30),
+        || async {
+            let done = |f: &FakeSlack| f.requests().iter().filter(|r| r.status == 200).count();
+            match (done(&slack), done(&receiver)) {
+                (2, 2) => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    // Nothing more arrives once both are delivered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.stop().await;
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 4, "two failed attempts, two deliveries");
+    assert!(
+        requests.iter().all(|r| r.signed_by(&secret)),
+        "every attempt verifies"
+    );
+    assert!(!requests[0].signed_by(WRONG_SECRET));
+    let mut by_id: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for r in &requests {
+        by_id
+            .entry(r.header("webhook-id").unwrap().to_owned())
+            .or_default()
+            .push(r.status);
+    }
+    assert_eq!(by_id.len(), 2, "one message id per threshold: {by_id:?}");
+    for statuses in by_id.values() {
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{by_id:?}"
+        );
+    }
+    let mut thresholds: Vec<i64> = requests
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| {
+            let body = r.json();
+            assert_eq!(body["type"], "alert.threshold_crossed");
+            assert_eq!(body["kind"], "quota");
+            assert_eq!(body["tenant"], "acme");
+            assert_eq!(body["quota"], 1000);
+            assert!(body["periodStart"].as_str().unwrap().ends_with('Z'));
+            assert!(body["periodEnd"].is_string() && body["usageTokens"].is_i64());
+            body["threshold"].as_i64().unwrap()
+        })
+        .collect();
+    thresholds.sort();
+    assert_eq!(thresholds, [50, 80]);
+    let slack_delivered: Vec<Value> = slack.delivered();
+    assert_eq!(slack_delivered.len(), 2, "Slack too, once per threshold");
+}
+
+const WRONG_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn an_alert_for_a_tenant_with_only_a_signed_webhook_is_delivered_there() {
+    let app = spawn_app().await;
+    let receiver = FakeSlack::start(&[]).await;
+    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
+        .await;
+    let secret = signed_webhook(&app, &receiver).await;
+    let worker = app.env.spawn_pipeline("w");
+
+    app.env
+        .write(
+            &[testing::event("acme", "1", "gpt-4o", 900, Utc::now())],
+            1000,
+        )
+        .await;
+    eventually("the webhook got it", Duration::from_secs(20), || async {
+        match receiver.requests().len() {
+            1 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    worker.stop().await;
+
+    let delivery = &receiver.requests()[0];
+    assert!(delivery.signed_by(&secret));
+    assert_eq!(delivery.json()["usageTokens"], 900);
+    let (_, alerts) = app.get_json("/api/tenants/acme/alerts").await;
+    assert_eq!(alerts[0]["status"], "no_webhook", "no Slack webhook");
+    assert_eq!(alerts[0]["webhook"]["status"], "delivered");
+}
