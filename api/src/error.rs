@@ -157,7 +157,8 @@ pub enum BodyRefused {
     /// The body is larger than `FLAGMETER_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
-    /// The body is missing or not `application/json` (see `Content-Type`).
+    /// The body is missing, or neither JSON nor MessagePack (see
+    /// `Content-Type`).
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
 }

@@ -3,6 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::traffic::Format;
 use clap::{Parser, ValueEnum};
 
 /// Load generator and loss auditor for FlagMeter.
@@ -36,6 +37,10 @@ pub struct Cli {
     /// Events per post: above 1, posts go to `/api/events/batch`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch: u32,
+    /// Encoding of posted events: `json`, or `msgpack` (sent as
+    /// `application/msgpack`); answers are JSON either way.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
     /// Tenants to spread events over (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "acme-corp,globex-inc,initech-llc", value_parser = tenant_name)]
     pub tenants: Vec<String>,

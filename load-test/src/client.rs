@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use crate::traffic::Kind;
+use crate::traffic::{Format, Kind};
 
 /// Longest a request may take before it counts as a transport error; it
 /// bounds how long the end of a run waits for requests in flight.
@@ -83,11 +83,16 @@ impl Outcome {
 
 /// Sends a post (with a body) or a read (without), and reads the whole
 /// answer so that the connection goes back to the pool.
-pub async fn send(client: &reqwest::Client, url: &str, body: Option<Vec<u8>>) -> Outcome {
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    body: Option<Vec<u8>>,
+    format: Format,
+) -> Outcome {
     let builder = match body {
         Some(body) => client
             .post(url)
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, format.content_type())
             .body(body),
         None => client.get(url),
     };

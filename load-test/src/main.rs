@@ -61,7 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         cli.tenants,
         cli.features,
         cli.mix,
-        cli.batch,
+        (cli.batch, cli.format),
         run_id,
     );
     let before = if cli.audit {

@@ -63,7 +63,13 @@ pub async fn execute(run: Arc<Run>, plan: &Plan, start: Instant) -> Ended {
 /// Sends one request meant to leave at `intended` and records its result.
 async fn fire(run: &Run, intended: Instant) {
     let request = run.traffic.next();
-    let outcome = client::send(&run.client, &request.url, request.body).await;
+    let outcome = client::send(
+        &run.client,
+        &request.url,
+        request.body,
+        run.traffic.format(),
+    )
+    .await;
     let latency = intended.elapsed();
     run.stats
         .record(request.kind, latency, outcome, request.events.len() as u64);

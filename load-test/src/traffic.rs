@@ -1,6 +1,6 @@
 //! What each request is: like the original's k6 script, a random tenant, a
-//! random feature and 100–5,099 tokens, posted (alone or in batches) or a
-//! usage read, in the configured mix.
+//! random feature and 100–5,099 tokens, posted (alone or in batches, as JSON
+//! or MessagePack) or a usage read, in the configured mix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,12 +10,39 @@ use serde::Serialize;
 /// Fewest and one past the most tokens of an event, as in the original.
 const TOKENS: std::ops::Range<i64> = 100..5100;
 
+/// How posts are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Msgpack,
+}
+
+impl Format {
+    /// The `Content-Type` of a post.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Msgpack => "application/msgpack",
+        }
+    }
+
+    fn encode<T: Serialize>(self, body: &T) -> Vec<u8> {
+        // Serializing strings and integers into memory cannot fail.
+        match self {
+            Self::Json => serde_json::to_vec(body).expect("events serialize to JSON"),
+            Self::Msgpack => {
+                rmp_serde::to_vec_named(body).expect("events serialize to MessagePack")
+            }
+        }
+    }
+}
+
 /// One request to send.
 #[derive(Debug)]
 pub struct Request {
     pub kind: Kind,
     pub url: String,
-    /// JSON body of a post.
+    /// Body of a post, in the run's [`Format`].
     pub body: Option<Vec<u8>>,
     /// `(tenant index, tokens)` of each event posted.
     pub events: Vec<(usize, i64)>,
@@ -52,6 +79,7 @@ pub struct Traffic {
     /// Chance that a request is a post.
     post_share: f64,
     batch: u32,
+    format: Format,
     /// With an audit, events carry `{run id}-{counter}` ids.
     ids: Option<String>,
     counter: AtomicU64,
@@ -63,7 +91,7 @@ impl Traffic {
         tenants: Vec<String>,
         features: Vec<String>,
         mix_percent: u8,
-        batch: u32,
+        (batch, format): (u32, Format),
         run_id: Option<String>,
     ) -> Self {
         Self {
@@ -72,9 +100,14 @@ impl Traffic {
             features,
             post_share: f64::from(mix_percent) / 100.0,
             batch,
+            format,
             ids: run_id,
             counter: AtomicU64::new(0),
         }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn tenants(&self) -> &[String] {
@@ -120,12 +153,12 @@ impl Traffic {
             let event = bodies.next();
             (
                 format!("{}/api/events", self.base),
-                serde_json::to_vec(&event),
+                self.format.encode(&event),
             )
         } else {
             (
                 format!("{}/api/events/batch", self.base),
-                serde_json::to_vec(&Batch {
+                self.format.encode(&Batch {
                     events: bodies.collect(),
                 }),
             )
@@ -133,8 +166,7 @@ impl Traffic {
         Request {
             kind: Kind::Post,
             url,
-            // Serializing strings and integers into memory cannot fail.
-            body: Some(body.expect("events serialize to JSON")),
+            body: Some(body),
             events: events
                 .into_iter()
                 .map(|(t, _, tokens)| (t, tokens))
@@ -154,7 +186,7 @@ mod tests {
             vec!["acme-corp".into(), "globex-inc".into()],
             vec!["gpt-4o".into()],
             mix,
-            batch,
+            (batch, Format::Json),
             run.map(str::to_owned),
         )
     }

@@ -1,4 +1,5 @@
-//! `POST /api/events` and `POST /api/events/batch`: accept usage events.
+//! `POST /api/events` and `POST /api/events/batch`: accept usage events,
+//! as JSON or as MessagePack ([`crate::msgpack`]), answering JSON.
 //!
 //! Both answer 202 only once the events are durably in the stream. A batch is
 //! validated as a whole before anything is stored: one bad event refuses the
@@ -23,6 +24,7 @@ use crate::{
     auth::{ApiKey, Scope},
     error::{ApiError, BodyError},
     ingest::{self, Incoming},
+    msgpack::JsonOrMsgPack,
     state::AppState,
 };
 
@@ -205,7 +207,7 @@ impl EventsApi {
     async fn post_event(
         &self,
         auth: ApiKey,
-        body: Json<EventIn>,
+        body: JsonOrMsgPack<EventIn>,
     ) -> Result<PostEventResponse, BodyError> {
         auth.0.require_for(Scope::Ingest, &body.tenant)?;
         let record = body.incoming().into_record(Utc::now()).map_err(|invalid| {
@@ -264,7 +266,7 @@ impl EventsApi {
     async fn post_batch(
         &self,
         auth: ApiKey,
-        body: Json<BatchIn>,
+        body: JsonOrMsgPack<BatchIn>,
     ) -> Result<PostBatchResponse, BodyError> {
         for event in &body.events {
             auth.0.require_for(Scope::Ingest, &event.tenant)?;

@@ -1,18 +1,7 @@
 use redis::AsyncCommands;
 use serde_json::json;
-use stream::EventRecord;
 
-use testkit::{TestApp, spawn_app, spawn_app_with};
-
-async fn stream_records(app: &TestApp) -> Vec<EventRecord> {
-    let mut conn = app.env.valkey().await;
-    let entries: redis::streams::StreamRangeReply = conn.xrange_all(&app.env.stream).await.unwrap();
-    entries
-        .ids
-        .iter()
-        .map(|e| EventRecord::decode(&e.get::<Vec<u8>>("e").unwrap()).unwrap())
-        .collect()
-}
+use testkit::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn an_accepted_event_is_in_the_stream_with_its_generated_id() {
@@ -28,7 +17,7 @@ async fn an_accepted_event_is_in_the_stream_with_its_generated_id() {
     assert_eq!(response.status().as_u16(), 202);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["success"], true);
-    let records = stream_records(&app).await;
+    let records = app.env.records().await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].id, body["eventId"].as_str().unwrap());
     assert_eq!(records[0].tenant, "acme-corp");
@@ -52,7 +41,7 @@ async fn a_client_id_and_timestamp_are_kept() {
     assert_eq!(response.status().as_u16(), 202);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["eventId"], "call 42");
-    let records = stream_records(&app).await;
+    let records = app.env.records().await;
     assert_eq!(records[0].occurred_ms, at.timestamp_millis());
 }
 
@@ -71,7 +60,7 @@ async fn a_batch_is_stored_whole_with_ids_in_order() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["accepted"], 1000);
     let ids: Vec<String> = serde_json::from_value(body["eventIds"].clone()).unwrap();
-    let records = stream_records(&app).await;
+    let records = app.env.records().await;
     assert_eq!(
         records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         ids

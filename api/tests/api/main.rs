@@ -10,6 +10,7 @@ mod docs;
 mod end_to_end;
 mod explorer;
 mod ingest;
+mod msgpack;
 mod shards;
 mod slow_clients;
 mod timezones;

@@ -127,9 +127,19 @@ impl TestApp {
     }
 
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.post_as(path, "application/json", body).await
+    }
+
+    /// Posts `body` as it is, declared as `content_type`.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await

@@ -183,6 +183,22 @@ impl TestEnv {
             .collect()
     }
 
+    /// The records in the test's stream, oldest first.
+    pub async fn records(&self) -> Vec<EventRecord> {
+        let entries: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut self.valkey().await, &self.stream)
+                .await
+                .expect("XRANGE answers");
+        entries
+            .ids
+            .iter()
+            .map(|e| {
+                let payload: Vec<u8> = e.get("e").expect("an entry holds field e");
+                EventRecord::decode(&payload).expect("a record this build wrote")
+            })
+            .collect()
+    }
+
     /// How many entries the test's stream holds.
     pub async fn stream_len(&self) -> u64 {
         redis::AsyncCommands::xlen(&mut self.valkey().await, &self.stream)
