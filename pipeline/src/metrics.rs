@@ -30,6 +30,10 @@ pub fn describe_pipeline() {
             "flagmeter_transaction_retries_total",
             "Failed batch commits that were retried",
         ),
+        (
+            "flagmeter_events_voided_total",
+            "Voids applied: counted events voided, or tombstones left",
+        ),
         ("flagmeter_alerts_fired_total", "Quota alerts recorded"),
         (
             "flagmeter_alerts_delivered_total",

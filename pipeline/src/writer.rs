@@ -133,7 +133,7 @@ pub struct NewTenants {
 }
 
 /// What a committed batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Written {
     /// Events counted for the first time.
     pub counted: u64,
@@ -166,6 +166,14 @@ pub async fn write_batch<C: ConnectionTrait + TransactionTrait>(
     let voided = write_voids(&txn, &voids).await?;
     txn.commit().await?;
     Ok(written(events.len(), counted, voided))
+}
+
+impl std::ops::AddAssign for Written {
+    fn add_assign(&mut self, other: Self) {
+        self.counted += other.counted;
+        self.duplicates += other.duplicates;
+        self.voided += other.voided;
+    }
 }
 
 fn written(events: usize, counted: u64, voided: u64) -> Written {

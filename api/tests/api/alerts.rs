@@ -74,6 +74,7 @@ async fn bad_tenant_settings_are_400s() {
         json!({"monthlyQuota": 10, "alertThresholds": [80, 80]}),
         json!({"monthlyQuota": 10, "alertThresholds": (1..=11).collect::<Vec<_>>()}),
         json!({"monthlyQuota": 10, "name": "   "}),
+        json!({"monthlyQuota": 10, "name": "\u{0}"}),
     ] {
         assert_client_error(app.put("/api/tenants/acme", &body).await, 400).await;
     }

@@ -15,12 +15,16 @@ use stream::EventRecord;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
-use crate::{consumer::Delivery, retry::until_done, writer};
+use crate::{
+    consumer::Delivery,
+    retry::until_done,
+    writer::{self, Written},
+};
 
 impl Worker {
     /// Commits `records` (their entries are `sources`; `ids` is the whole
-    /// batch) and returns how many events were counted for the first time.
-    /// `None` if shutdown came while a step was failing.
+    /// batch) and returns what it did. `None` if shutdown came while a step
+    /// was failing.
     pub(super) async fn commit(
         &self,
         records: &[EventRecord],
@@ -28,7 +32,7 @@ impl Worker {
         ids: &[String],
         started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<u64> {
+    ) -> Option<Written> {
         match self.commit_whole(records, ids, started, shutdown).await? {
             Some(committed) => Some(committed),
             None => {
@@ -47,11 +51,11 @@ impl Worker {
         ids: &[String],
         started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<Option<u64>> {
+    ) -> Option<Option<Written>> {
         until_done("commit", shutdown, || async {
             self.keep_fresh(ids, started).await;
             match writer::write_batch(&self.db, records, &self.settings.new_tenants).await {
-                Ok(written) => Ok(Some(written.counted)),
+                Ok(written) => Ok(Some(written)),
                 Err(err) if writer::refused(&err) => {
                     tracing::warn!(%err, "PostgreSQL refuses the batch; committing its events one by one");
                     Ok(None)
@@ -74,8 +78,8 @@ impl Worker {
         ids: &[String],
         started: Instant,
         shutdown: &CancellationToken,
-    ) -> Option<u64> {
-        let mut counted = 0;
+    ) -> Option<Written> {
+        let mut total = Written::default();
         for (delivery, record) in sources.iter().zip(records) {
             let outcome = until_done("commit one event", shutdown, || async {
                 self.keep_fresh(ids, started).await;
@@ -88,7 +92,7 @@ impl Worker {
             })
             .await?;
             match outcome {
-                Ok(written) => counted += written.counted,
+                Ok(written) => total += written,
                 Err(reason) => {
                     let reason = format!("PostgreSQL refused the event: {reason}");
                     self.dead_letter(delivery, &reason, "refused", 1, shutdown)
@@ -96,7 +100,7 @@ impl Worker {
                 }
             }
         }
-        Some(counted)
+        Some(total)
     }
 
     /// Resets the idle time of the batch's entries once it has been in hand

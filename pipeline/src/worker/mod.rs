@@ -160,7 +160,7 @@ impl Worker {
             self.dead_letter(delivery, reason, "undecodable", 1, shutdown)
                 .await?;
         }
-        let counted = self
+        let written = self
             .commit(
                 &batch.records,
                 &batch.sources,
@@ -180,13 +180,14 @@ impl Worker {
             alerts::rules::evaluate(&self.db, &tenants, chrono::Utc::now())
         })
         .await?;
-        record_committed(&batch.records, counted, alerts_fired);
+        record_committed(&batch.records, &written, alerts_fired);
         until_done("ack", shutdown, || self.consumer.ack(&batch.ids)).await?;
         metrics::histogram!("flagmeter_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::debug!(
             entries = batch.ids.len(),
-            counted,
+            counted = written.counted,
+            voided = written.voided,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch committed"
         );
@@ -219,12 +220,12 @@ impl Worker {
     }
 }
 
-/// Per-batch metrics of a commit: counted, duplicates, alerts, and how long
-/// each event took from the api's receipt to this commit.
-fn record_committed(records: &[EventRecord], counted: u64, alerts_fired: u64) {
-    metrics::counter!("flagmeter_events_counted_total").increment(counted);
-    metrics::counter!("flagmeter_events_duplicate_total")
-        .increment((records.len() as u64).saturating_sub(counted));
+/// Per-batch metrics of a commit: counted, duplicates, voids, alerts, and
+/// how long each event took from the api's receipt to this commit.
+fn record_committed(records: &[EventRecord], written: &writer::Written, alerts_fired: u64) {
+    metrics::counter!("flagmeter_events_counted_total").increment(written.counted);
+    metrics::counter!("flagmeter_events_duplicate_total").increment(written.duplicates);
+    metrics::counter!("flagmeter_events_voided_total").increment(written.voided);
     metrics::counter!("flagmeter_alerts_fired_total").increment(alerts_fired);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let lag = metrics::histogram!("flagmeter_end_to_end_lag_seconds");

@@ -145,6 +145,10 @@ impl TenantConfigApi {
         {
             return Err(invalid("name", "must not be blank").into());
         }
+        // PostgreSQL text cannot hold NUL: refused here, not by the database.
+        if body.name.as_ref().is_some_and(|name| name.contains('\0')) {
+            return Err(invalid("name", "must not contain NUL characters").into());
+        }
         let zone = match &body.timezone {
             Some(name) => Some(
                 entity::validate::timezone(name)
