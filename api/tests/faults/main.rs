@@ -106,13 +106,7 @@ async fn a_crash_between_commit_and_ack_counts_the_batch_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     loader.stop().await;
 
-    let mut crasher =
-        stack.spawn_pipeline("crasher", &[("FLAGMETER_FAILPOINT", "crash-after-commit")]);
-    let status = tokio::time::timeout(Duration::from_secs(30), crasher.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!status.success(), "the failpoint aborted the worker");
+    stack.crash_after_commit().await;
     let committed: i64 = stack.counted().await.values().map(|c| c.2).sum();
     assert!(committed > 0, "the batch was committed before the crash");
     let mut conn = stack.valkey().await;

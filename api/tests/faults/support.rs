@@ -101,6 +101,18 @@ impl Services {
         (base, shutdown.drop_guard())
     }
 
+    /// Runs a replica that aborts right after its first COMMIT, before it
+    /// acknowledges anything, and waits until it is gone.
+    pub async fn crash_after_commit(&self) {
+        let mut crasher =
+            self.spawn_pipeline("crasher", &[("FLAGMETER_FAILPOINT", "crash-after-commit")]);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), crasher.wait())
+            .await
+            .expect("the crasher stops within 30 s")
+            .expect("the crasher's status");
+        assert!(!status.success(), "the failpoint aborted the worker");
+    }
+
     /// Starts a pipeline replica as a real process.
     pub fn spawn_pipeline(&self, consumer: &str, extra: &[(&str, &str)]) -> Child {
         let log =

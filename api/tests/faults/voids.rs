@@ -79,13 +79,7 @@ async fn voids_in_both_orders_and_twice_leave_exact_totals_through_crashed_worke
     )
     .await;
 
-    let mut crasher =
-        stack.spawn_pipeline("crasher", &[("FLAGMETER_FAILPOINT", "crash-after-commit")]);
-    let status = tokio::time::timeout(Duration::from_secs(30), crasher.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!status.success(), "the failpoint aborted the worker");
+    stack.crash_after_commit().await;
     let mut victim = stack.spawn_pipeline("victim", &[]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     victim.kill().await.unwrap();
