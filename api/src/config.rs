@@ -38,6 +38,9 @@ pub struct ApiConfig {
     /// cannot hold connections open).
     #[arg(long, env = "FLAGMETER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// The currency of prices, costs and budgets: an ISO 4217 code.
+    #[arg(long, env = "FLAGMETER_CURRENCY", default_value = "USD")]
+    pub currency: String,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -69,6 +72,12 @@ impl ApiConfig {
         ] {
             require(value >= 1, var, value, "must be at least 1")?;
         }
+        require(
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase()),
+            "FLAGMETER_CURRENCY",
+            &self.currency,
+            "must be an ISO 4217 code: three capital letters such as USD",
+        )?;
         self.auth.validate()?;
         self.valkey.validate()?;
         self.database.validate()?;

@@ -14,7 +14,7 @@ use stream::ensure_group;
 
 use crate::{
     auth::Auth, backlog::Backlog, config::ApiConfig, dashboard::snapshot,
-    header_timeout::HeaderTimeout, routes, state::AppState, usage_cache::UsageCache,
+    header_timeout::HeaderTimeout, lag::Lag, routes, state::AppState, usage_cache::UsageCache,
 };
 
 /// A built api, bound to its port, ready to serve.
@@ -73,9 +73,12 @@ impl Application {
                 retry_after_secs: config.retry_after_secs,
                 backlog: Backlog::default(),
                 high_water: config.stream_high_water,
+                lag: Lag::default(),
+                default_quota: config.tenants.default_quota,
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
                 slack: SlackClient::new()?,
+                currency: config.currency.as_str().into(),
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
             },
@@ -99,6 +102,11 @@ impl Application {
             self.state.keys.stream.clone(),
             shutdown.clone(),
         ));
+        let lag = tokio::spawn(self.state.lag.clone().sample(
+            self.state.valkey.clone(),
+            self.state.keys.clone(),
+            shutdown.clone(),
+        ));
         let metrics = service::metrics::handle();
         crate::http_metrics::describe();
         let upkeep = tokio::spawn(service::metrics::upkeep(metrics.clone(), shutdown.clone()));
@@ -117,6 +125,7 @@ impl Application {
             )
             .await?;
         sampler.abort();
+        lag.abort();
         upkeep.abort();
         snapshots.abort();
         Ok(())

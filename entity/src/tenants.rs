@@ -14,6 +14,8 @@ pub struct Model {
     pub billing_day: i16,
     /// Whole percents of the quota at which an alert fires.
     pub alert_thresholds: Vec<i32>,
+    /// Monthly budget in micro-units of the currency (`None`: no budget).
+    pub monthly_budget_micros: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -22,3 +24,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The tenant's monthly budget, if it has one.
+    pub fn budget(&self) -> Option<crate::money::Budget> {
+        self.monthly_budget_micros
+            .and_then(crate::money::Budget::from_micros)
+    }
+}

@@ -3,21 +3,38 @@
 //! A billing period's usage is a sum over daily rollups (at most 31 rows per
 //! feature); a time series reads minute rollups for minute and hour buckets
 //! and daily rollups for day buckets. Every figure counts events by their
-//! event time.
+//! event time, and is priced as it is read ([`crate::costing`]), so that a
+//! price added later re-prices what was counted before.
 
 use std::collections::HashMap;
 
-use crate::{period::BillingPeriod, tenants};
-use chrono::{DateTime, NaiveDate, Utc};
+use crate::{
+    costing::{self, Level, Scope},
+    money::{Amount, Budget},
+    period::BillingPeriod,
+    pricing::{Counts, PriceBook},
+    tenants,
+};
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryOrder, QuerySelect, Statement, Value,
 };
 
-/// Per-feature token totals for one tenant's period, largest first.
+/// Per-feature totals for one tenant's period, largest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureTotal {
     pub feature: String,
-    pub tokens: i64,
+    pub counts: Counts,
+    /// The cost of the priced tokens.
+    pub cost: Amount,
+    /// Tokens counted at times when the feature had no price in force.
+    pub unpriced_tokens: i64,
+}
+
+impl FeatureTotal {
+    pub fn tokens(&self) -> i64 {
+        self.counts.tokens
+    }
 }
 
 /// One tenant's usage in its current billing period.
@@ -32,7 +49,7 @@ pub struct PeriodUsage {
 
 impl PeriodUsage {
     pub fn total_tokens(&self) -> i64 {
-        self.by_feature.iter().map(|f| f.tokens).sum()
+        self.by_feature.iter().map(FeatureTotal::tokens).sum()
     }
 
     /// Tokens used as a percentage of the quota, to two decimals (may
@@ -41,15 +58,22 @@ impl PeriodUsage {
         let percent = self.total_tokens() as f64 * 100.0 / self.tenant.monthly_quota as f64;
         (percent * 100.0).round() / 100.0
     }
-}
 
-const PERIOD_TOTALS: &str = r#"
-SELECT p.tenant, d.feature, sum(d.total_tokens)::bigint AS tokens, max(d.updated_at) AS updated_at
-FROM unnest($1::text[], $2::date[], $3::date[]) AS p(tenant, first_day, end_day)
-JOIN daily_rollups d ON d.tenant = p.tenant AND d.day >= p.first_day AND d.day < p.end_day
-GROUP BY p.tenant, d.feature
-ORDER BY p.tenant, tokens DESC, d.feature
-"#;
+    /// The exact cost of the period's priced tokens.
+    pub fn cost(&self) -> Amount {
+        self.by_feature.iter().map(|f| f.cost).sum()
+    }
+
+    /// Tokens that had no price in force at their event time.
+    pub fn unpriced_tokens(&self) -> i64 {
+        self.by_feature.iter().map(|f| f.unpriced_tokens).sum()
+    }
+
+    /// The tenant's monthly budget, if it has one.
+    pub fn budget(&self) -> Option<Budget> {
+        self.tenant.budget()
+    }
+}
 
 /// Usage of `tenant` in the period containing `now`; `None` if the tenant
 /// has never been seen.
@@ -81,7 +105,9 @@ pub async fn all_usage<C: ConnectionTrait>(
     period_usage(db, tenants, now).await
 }
 
-/// One query for any number of tenants, each with its own billing period.
+/// Usage of any number of tenants, each in its own billing period, priced
+/// by the current price book: one query for the book and one for the
+/// counts (plus a few where a price changes during the period).
 pub async fn period_usage<C: ConnectionTrait>(
     db: &C,
     tenants: Vec<tenants::Model>,
@@ -99,37 +125,48 @@ pub async fn period_usage<C: ConnectionTrait>(
     if usage.is_empty() {
         return Ok(usage);
     }
-    let ids: Vec<String> = usage.iter().map(|u| u.tenant.id.clone()).collect();
-    let first_days: Vec<NaiveDate> = usage.iter().map(|u| u.period.first_day()).collect();
-    let end_days: Vec<NaiveDate> = usage.iter().map(|u| u.period.end_day()).collect();
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            PERIOD_TOTALS,
-            [
-                Value::from(ids),
-                Value::from(first_days),
-                Value::from(end_days),
-            ],
-        ))
-        .await?;
+    let book = PriceBook::load(db).await?;
+    let scopes = usage
+        .iter()
+        .map(|u| Scope {
+            tenant: u.tenant.id.clone(),
+            feature: None,
+            from: u.period.start,
+            to: u.period.end,
+        })
+        .collect();
+    let priced = costing::priced(db, &book, scopes, Level::Day).await?;
     let index: HashMap<String, usize> = usage
         .iter()
         .enumerate()
         .map(|(at, u)| (u.tenant.id.clone(), at))
         .collect();
-    for row in rows {
-        let tenant: String = row.try_get("", "tenant")?;
-        let Some(&at) = index.get(&tenant) else {
+    let mut totals: Vec<HashMap<String, FeatureTotal>> = vec![HashMap::new(); usage.len()];
+    for piece in &priced.pieces {
+        let Some(&at) = index.get(&piece.tenant) else {
             continue;
         };
-        let entry = &mut usage[at];
-        let updated_at: DateTime<Utc> = row.try_get("", "updated_at")?;
-        entry.last_counted_at = entry.last_counted_at.max(Some(updated_at));
-        entry.by_feature.push(FeatureTotal {
-            feature: row.try_get("", "feature")?,
-            tokens: row.try_get("", "tokens")?,
-        });
+        let total = totals[at]
+            .entry(piece.feature.clone())
+            .or_insert_with(|| FeatureTotal {
+                feature: piece.feature.clone(),
+                counts: Counts::default(),
+                cost: Amount::ZERO,
+                unpriced_tokens: 0,
+            });
+        total.counts += piece.counts;
+        match piece.cost {
+            Some(cost) => total.cost += cost,
+            None => total.unpriced_tokens += piece.counts.tokens,
+        }
+    }
+    for (entry, totals) in usage.iter_mut().zip(totals) {
+        let mut by_feature: Vec<FeatureTotal> = totals.into_values().collect();
+        by_feature.sort_by(|a, b| b.tokens().cmp(&a.tokens()).then(a.feature.cmp(&b.feature)));
+        entry.by_feature = by_feature;
+    }
+    for entry in &mut usage {
+        entry.last_counted_at = priced.last_updated.get(&entry.tenant.id).copied();
     }
     Ok(usage)
 }
@@ -167,24 +204,20 @@ pub struct Point {
     pub events: i64,
 }
 
-const MINUTE_SERIES: &str = r#"
-SELECT date_trunc($2, minute, 'UTC') AS bucket,
-       sum(total_tokens)::bigint AS tokens, sum(event_count)::bigint AS events
-FROM rollups
-WHERE tenant = $1 AND minute >= $3 AND minute < $4 AND ($5::text IS NULL OR feature = $5)
-GROUP BY 1 ORDER BY 1
-"#;
+/// One bucket of a tenant's time series, priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PricedPoint {
+    pub start: DateTime<Utc>,
+    pub counts: Counts,
+    pub cost: Amount,
+    /// Tokens that had no price in force at their event time.
+    pub unpriced_tokens: i64,
+}
 
-const DAY_SERIES: &str = r#"
-SELECT (day::timestamp AT TIME ZONE 'UTC') AS bucket,
-       sum(total_tokens)::bigint AS tokens, sum(event_count)::bigint AS events
-FROM daily_rollups
-WHERE tenant = $1 AND day >= $2::date AND day < $3::date AND ($4::text IS NULL OR feature = $4)
-GROUP BY 1 ORDER BY 1
-"#;
-
-/// Token totals of `tenant` per bucket over `[from, to)` (both already
+/// Counts and cost of `tenant` per bucket over `[from, to)` (both already
 /// aligned to the granularity), every bucket present, empty ones as zero.
+/// Minute and hour buckets are read from minute rollups, day buckets from
+/// daily rollups (finer where a price changes inside a bucket).
 pub async fn time_series<C: ConnectionTrait>(
     db: &C,
     tenant: &str,
@@ -192,55 +225,43 @@ pub async fn time_series<C: ConnectionTrait>(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     feature: Option<&str>,
-) -> Result<Vec<Point>, DbErr> {
-    let feature = Value::from(feature.map(str::to_owned));
-    let statement = match granularity {
-        Granularity::Day => Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            DAY_SERIES,
-            [
-                tenant.into(),
-                from.date_naive().into(),
-                to.date_naive().into(),
-                feature,
-            ],
-        ),
-        Granularity::Minute | Granularity::Hour => Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            MINUTE_SERIES,
-            [
-                tenant.into(),
-                if granularity == Granularity::Hour {
-                    "hour"
-                } else {
-                    "minute"
-                }
-                .into(),
-                from.into(),
-                to.into(),
-                feature,
-            ],
-        ),
+) -> Result<Vec<PricedPoint>, DbErr> {
+    let book = PriceBook::load(db).await?;
+    let scope = Scope {
+        tenant: tenant.to_owned(),
+        feature: feature.map(str::to_owned),
+        from,
+        to,
     };
-    let mut counted = db.query_all_raw(statement).await?.into_iter().peekable();
-    let mut points = Vec::new();
-    let mut start = from;
-    while start < to {
-        let mut point = Point {
-            start,
-            tokens: 0,
-            events: 0,
+    let level = match granularity {
+        Granularity::Day => Level::Day,
+        Granularity::Minute | Granularity::Hour => Level::Minute,
+    };
+    let priced = costing::priced(db, &book, vec![scope], level).await?;
+    let step = granularity.step();
+    let mut points: Vec<PricedPoint> =
+        std::iter::successors(Some(from), |start| Some(*start + step))
+            .take_while(|start| *start < to)
+            .map(|start| PricedPoint {
+                start,
+                counts: Counts::default(),
+                cost: Amount::ZERO,
+                unpriced_tokens: 0,
+            })
+            .collect();
+    for piece in priced.pieces {
+        let bucket = (granularity.truncate(piece.start) - from).num_seconds() / step.num_seconds();
+        let Some(point) = usize::try_from(bucket)
+            .ok()
+            .and_then(|at| points.get_mut(at))
+        else {
+            continue;
         };
-        if let Some(row) = counted.peek() {
-            let bucket: DateTime<Utc> = row.try_get("", "bucket")?;
-            if bucket == start {
-                point.tokens = row.try_get("", "tokens")?;
-                point.events = row.try_get("", "events")?;
-                counted.next();
-            }
+        point.counts += piece.counts;
+        match piece.cost {
+            Some(cost) => point.cost += cost,
+            None => point.unpriced_tokens += piece.counts.tokens,
         }
-        points.push(point);
-        start += granularity.step();
     }
     Ok(points)
 }

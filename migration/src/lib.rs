@@ -34,6 +34,9 @@ mod m20261122_000003_api_keys;
 mod m20261201_000012_byte_order_keys;
 mod m20261201_000013_rollup_slots;
 mod m20261201_000014_dead_letters;
+mod m20261202_000020_token_classes;
+mod m20261202_000021_prices;
+mod m20261202_000022_budgets;
 
 pub struct Migrator;
 
@@ -47,6 +50,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_byte_order_keys::Migration),
             Box::new(m20261201_000013_rollup_slots::Migration),
             Box::new(m20261201_000014_dead_letters::Migration),
+            Box::new(m20261202_000020_token_classes::Migration),
+            Box::new(m20261202_000021_prices::Migration),
+            Box::new(m20261202_000022_budgets::Migration),
         ]
     }
 }

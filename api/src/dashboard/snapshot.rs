@@ -306,7 +306,7 @@ fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
             .into_iter()
             .map(|f| DashboardFeature {
                 feature: f.feature,
-                total_tokens: f.tokens,
+                total_tokens: f.counts.tokens,
             })
             .collect(),
         last_hour,

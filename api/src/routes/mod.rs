@@ -1,10 +1,12 @@
 //! The HTTP surface: the OpenAPI-described routes, their docs, and the
 //! middleware every request passes through.
 
+mod check;
 mod events;
 mod health;
 mod keys;
 mod paging;
+mod prices;
 mod reference;
 pub mod rules;
 mod tenants;
@@ -40,6 +42,8 @@ pub(crate) enum ApiTags {
     Usage,
     /// Tenant configuration, Slack webhooks and alert history.
     Tenants,
+    /// Effective-dated prices per feature and token class.
+    Prices,
     /// API keys: who may call the api, for what and for which tenant.
     Keys,
     /// Liveness and readiness probes.
@@ -66,10 +70,12 @@ pub(crate) enum Found<T: ToJSON + Send + Sync> {
 type Apis = (
     events::EventsApi,
     usage::UsageApi,
+    check::CheckApi,
     usage_stream::UsageStreamApi,
     tenants::TenantConfigApi,
     tenants::SlackWebhookApi,
     tenants::AlertHistoryApi,
+    prices::PricesApi,
     keys::KeysApi,
     health::HealthApi,
     dashboard::DashboardApi,
@@ -80,10 +86,12 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi(state.clone()),
         usage::UsageApi(state.clone()),
+        check::CheckApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantConfigApi(state.clone()),
         tenants::SlackWebhookApi(state.clone()),
         tenants::AlertHistoryApi(state.clone()),
+        prices::PricesApi(state.clone()),
         keys::KeysApi(state.clone()),
         health::HealthApi(state.clone()),
         dashboard::DashboardApi,

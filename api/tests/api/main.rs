@@ -9,6 +9,7 @@ mod dashboard;
 mod docs;
 mod end_to_end;
 mod ingest;
+mod pricing;
 mod slow_clients;
 mod usage;
 mod validation;

@@ -67,7 +67,7 @@ open AS (
            ARRAY(SELECT th FROM unnest(t.alert_thresholds) AS th
                  WHERE NOT EXISTS (SELECT 1 FROM alerts a
                                    WHERE a.tenant = t.id AND a.period_start = p.period_start
-                                     AND a.threshold = th)) AS thresholds
+                                     AND a.threshold = th AND a.kind = 'quota')) AS thresholds
     FROM tenants t JOIN periods p ON p.billing_day = t.billing_day
     WHERE t.id = ANY ($1::text[])
 )
@@ -90,7 +90,7 @@ JOIN tenants t ON t.id = a.tenant AND t.monthly_quota = a.quota
               AND t.billing_day = a.billing_day AND a.threshold = ANY (t.alert_thresholds)
 ORDER BY a.tenant, a.threshold
 FOR KEY SHARE OF t
-ON CONFLICT (tenant, period_start, threshold) DO NOTHING
+ON CONFLICT (tenant, period_start, threshold, kind) DO NOTHING
 "#;
 
 /// A threshold a tenant's usage has reached.
@@ -112,8 +112,9 @@ pub fn crossed(usage: i64, quota: i64, threshold: i32) -> bool {
 }
 
 /// Records every alert that is due for `tenants` in the period containing
-/// `now`, against committed totals; returns how many new alerts were
-/// recorded. Safe to repeat: what has fired is skipped.
+/// `now`, against committed totals: quota alerts here, budget alerts by
+/// [`crate::budget::evaluate`]; returns how many new alerts were recorded.
+/// Safe to repeat: what has fired is skipped.
 pub async fn evaluate<C: ConnectionTrait>(
     db: &C,
     tenants: &[String],
@@ -164,7 +165,8 @@ pub async fn evaluate<C: ConnectionTrait>(
             }
         }
     }
-    record(db, &crossings).await
+    let quota_alerts = record(db, &crossings).await?;
+    Ok(quota_alerts + crate::budget::evaluate(db, tenants, now).await?)
 }
 
 async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u64, DbErr> {
@@ -198,7 +200,8 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
 /// Re-arms `tenant`'s alerts after its configuration was saved, in the
 /// saving transaction: this period's alerts whose threshold the usage no
 /// longer reaches (after a quota raise) are deleted, so that they fire again
-/// when usage reaches them. The caller [`evaluate`]s once that is committed,
+/// when usage reaches them (budget alerts likewise, by
+/// [`crate::budget::rearm`]). The caller [`evaluate`]s once that is committed,
 /// which records those now reached at once.
 pub async fn rearm<C: ConnectionTrait>(
     db: &C,
@@ -209,12 +212,14 @@ pub async fn rearm<C: ConnectionTrait>(
     let Some(usage) = period_usage(db, vec![tenant], now).await?.pop() else {
         return Ok(());
     };
+    crate::budget::rearm(db, &usage).await?;
     let (total, quota) = (usage.total_tokens(), usage.tenant.monthly_quota);
     let fired: Vec<i32> = alerts::Entity::find()
         .select_only()
         .column(alerts::Column::Threshold)
         .filter(alerts::Column::Tenant.eq(id.as_str()))
         .filter(alerts::Column::PeriodStart.eq(usage.period.start))
+        .filter(alerts::Column::Kind.eq(alerts::Kind::Quota))
         .into_tuple()
         .all(db)
         .await?;
@@ -227,6 +232,7 @@ pub async fn rearm<C: ConnectionTrait>(
             .filter(alerts::Column::Tenant.eq(id.as_str()))
             .filter(alerts::Column::PeriodStart.eq(usage.period.start))
             .filter(alerts::Column::Threshold.is_in(unreached))
+            .filter(alerts::Column::Kind.eq(alerts::Kind::Quota))
             .exec(db)
             .await?;
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use entity::{tenants, usage::period_usage};
+use entity::{alerts, tenants, usage::period_usage};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement,
     TransactionTrait,
@@ -22,7 +22,7 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    slack::{AlertMessage, Answer, SlackClient},
+    slack::{AlertMessage, Answer, SlackClient, Spend},
     webhook::WebhookPolicy,
 };
 
@@ -48,6 +48,9 @@ struct Due {
     usage_tokens: i64,
     quota: i64,
     period_end: DateTime<Utc>,
+    kind: alerts::Kind,
+    cost: Option<String>,
+    budget: Option<String>,
     attempts: i32,
     created_at: DateTime<Utc>,
     url: Option<String>,
@@ -55,8 +58,8 @@ struct Due {
 }
 
 const CLAIM_DUE: &str = r#"
-SELECT a.id, a.tenant, a.threshold, a.usage_tokens, a.quota, a.period_end, a.attempts,
-       a.created_at, w.url, w.enabled
+SELECT a.id, a.tenant, a.threshold, a.usage_tokens, a.quota, a.period_end, a.kind, a.cost,
+       a.budget, a.attempts, a.created_at, w.url, w.enabled
 FROM alerts a LEFT JOIN slack_webhooks w ON w.tenant = a.tenant
 WHERE a.status = 'pending' AND a.next_attempt_at <= now()
 ORDER BY a.next_attempt_at
@@ -191,7 +194,7 @@ impl Sender {
                 .map(|u| {
                     u.by_feature
                         .into_iter()
-                        .map(|f| (f.feature, f.tokens))
+                        .map(|f| (f.feature, f.counts.tokens))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -205,6 +208,13 @@ impl Sender {
             quota: due.quota,
             period_end: due.period_end,
             top_features,
+            spend: match due.kind {
+                alerts::Kind::Quota => None,
+                alerts::Kind::Budget => Some(Spend {
+                    cost: due.cost.clone().unwrap_or_default(),
+                    budget: due.budget.clone().unwrap_or_default(),
+                }),
+            },
         })
     }
 

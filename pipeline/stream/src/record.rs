@@ -4,11 +4,20 @@
 //! writer can add fields without breaking an older reader. Decoding is bounded
 //! (size and nesting) and re-applies the domain rules, because anyone with
 //! access to Valkey can write into the stream.
+//!
+//! Versions: 1 is an unclassified event (`tokens` only); 2 adds the four
+//! optional token classes (`input_tokens`, `output_tokens`,
+//! `cache_read_tokens`, `cache_write_tokens`), absent when not sent. A
+//! version-1 record decodes as an unclassified event, so a stream written by
+//! an older api drains through a newer pipeline.
 
+use entity::validate::TokenClasses;
 use serde::{Deserialize, Serialize};
 
-/// The record version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The record version this build writes.
+pub const VERSION: u8 = 2;
+/// The record versions this build reads.
+const READABLE: std::ops::RangeInclusive<u8> = 1..=VERSION;
 /// Largest payload accepted: a valid record is well under 1 KiB.
 pub const MAX_RECORD_BYTES: usize = 4096;
 /// Deepest nesting accepted: the record is a flat map.
@@ -32,6 +41,15 @@ pub struct EventRecord {
     pub occurred_ms: i64,
     /// Time the api accepted the event, milliseconds since the Unix epoch.
     pub received_ms: i64,
+    /// Token classes (version 2); all absent for an unclassified event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<i64>,
 }
 
 /// Why a payload is not a usable record.
@@ -66,6 +84,31 @@ impl EventRecord {
             tokens,
             occurred_ms,
             received_ms,
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
+        }
+    }
+
+    /// The same event with its token classes.
+    pub fn with_classes(self, classes: TokenClasses) -> Self {
+        Self {
+            input_tokens: classes.input,
+            output_tokens: classes.output,
+            cache_read_tokens: classes.cache_read,
+            cache_write_tokens: classes.cache_write,
+            ..self
+        }
+    }
+
+    /// The event's token classes (none for an unclassified event).
+    pub fn classes(&self) -> TokenClasses {
+        TokenClasses {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_read: self.cache_read_tokens,
+            cache_write: self.cache_write_tokens,
         }
     }
 
@@ -83,7 +126,7 @@ impl EventRecord {
         let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
         de.set_max_depth(MAX_DEPTH);
         let record = Self::deserialize(&mut de)?;
-        if record.v != VERSION {
+        if !READABLE.contains(&record.v) {
             return Err(DecodeError::Version(record.v));
         }
         record.check()?;
@@ -98,7 +141,9 @@ impl EventRecord {
         validate::tenant(&self.tenant)?;
         validate::feature(&self.feature)?;
         validate::event_id(&self.id)?;
-        validate::tokens(self.tokens)?;
+        // Also checks `tokens` (1 to the maximum) and that it is the sum of
+        // the classes, if there are any.
+        validate::event_tokens(Some(self.tokens), &self.classes())?;
         for (field, ms) in [
             ("occurred_ms", self.occurred_ms),
             ("received_ms", self.received_ms),
@@ -161,6 +206,80 @@ mod tests {
         assert!(matches!(
             EventRecord::decode(&bytes),
             Err(DecodeError::TooLarge(100_000))
+        ));
+    }
+
+    fn classified() -> EventRecord {
+        EventRecord::new(
+            "evt-2".into(),
+            "acme-corp".into(),
+            "gpt-4o".into(),
+            1_300,
+            1_763_800_000_000,
+            1_763_800_000_123,
+        )
+        .with_classes(TokenClasses {
+            input: Some(1_000),
+            output: Some(100),
+            cache_read: Some(200),
+            cache_write: None,
+        })
+    }
+
+    #[test]
+    fn token_classes_survive_the_round_trip() {
+        let record = classified();
+        let decoded = EventRecord::decode(&record.encode()).unwrap();
+        assert_eq!(decoded.classes(), record.classes());
+        assert_eq!(decoded.v, 2);
+    }
+
+    #[test]
+    fn a_version_1_record_decodes_as_an_unclassified_event() {
+        /// The record as version 1 wrote it: no class fields at all.
+        #[derive(Serialize)]
+        struct V1<'a> {
+            v: u8,
+            id: &'a str,
+            tenant: &'a str,
+            feature: &'a str,
+            tokens: i64,
+            occurred_ms: i64,
+            received_ms: i64,
+        }
+        let bytes = rmp_serde::to_vec_named(&V1 {
+            v: 1,
+            id: "evt-1",
+            tenant: "acme-corp",
+            feature: "anthropic/claude-3.5-sonnet",
+            tokens: 1500,
+            occurred_ms: 1_763_800_000_000,
+            received_ms: 1_763_800_000_123,
+        })
+        .unwrap();
+        let decoded = EventRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded, EventRecord { v: 1, ..sample() });
+        assert_eq!(decoded.classes(), TokenClasses::default());
+    }
+
+    #[test]
+    fn classes_that_do_not_sum_to_the_tokens_are_refused() {
+        let record = EventRecord {
+            tokens: 1_301,
+            ..classified()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+        let record = EventRecord {
+            cache_write_tokens: Some(-1),
+            tokens: 1_299,
+            ..classified()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
         ));
     }
 
@@ -265,7 +384,7 @@ mod properties {
     /// A decoded payload is a record that obeys every rule.
     fn sound(result: Result<EventRecord, DecodeError>) {
         if let Ok(record) = result {
-            assert_eq!(record.v, VERSION);
+            assert!(READABLE.contains(&record.v));
             assert!(record.check().is_ok(), "{record:?}");
         }
     }
