@@ -61,7 +61,8 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
-        let (snapshot_publisher, snapshots) = snapshot::channel();
+        let currency: std::sync::Arc<str> = config.currency.as_str().into();
+        let (snapshot_publisher, snapshots) = snapshot::channel(currency.clone());
         Ok(Self {
             acceptor,
             addr,
@@ -78,7 +79,7 @@ impl Application {
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
                 slack: SlackClient::new()?,
-                currency: config.currency.as_str().into(),
+                currency,
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
             },
