@@ -62,7 +62,7 @@ pub struct TenantIn {
     /// Monthly budget in the deployment's currency (decimal string, e.g.
     /// `500.00`); the alert thresholds apply to it as well. Absent: kept
     /// as it is; `null`: removed.
-    #[oai(deserialize_with = "monthly_budget")]
+    #[oai(nullable, deserialize_with = "monthly_budget")]
     pub monthly_budget: MaybeUndefined<BudgetText>,
 }
 
