@@ -1,6 +1,6 @@
 //! What each request is: like the original's k6 script, a random tenant, a
 //! random feature and 100–5,099 tokens, posted (alone or in batches) or a
-//! usage read, in the configured mix.
+//! read (a tenant's usage, or its entitlement check), in the configured mix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,8 +25,18 @@ pub struct Request {
 pub enum Kind {
     /// `POST /api/events` or `/api/events/batch`: answered 202 when stored.
     Post,
-    /// `GET /api/usage/{tenant}`: 200, or 404 for a tenant not seen yet.
+    /// `GET /api/usage/{tenant}` (200, or 404 for a tenant not seen yet) or
+    /// `GET /api/usage/{tenant}/check` (200).
     Read,
+}
+
+/// What a read asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reads {
+    /// `GET /api/usage/{tenant}`.
+    Usage,
+    /// `GET /api/usage/{tenant}/check?tokens=1000`, the entitlement check.
+    Check,
 }
 
 #[derive(Serialize)]
@@ -51,6 +61,7 @@ pub struct Traffic {
     features: Vec<String>,
     /// Chance that a request is a post.
     post_share: f64,
+    reads: Reads,
     batch: u32,
     /// With an audit, events carry `{run id}-{counter}` ids.
     ids: Option<String>,
@@ -63,6 +74,7 @@ impl Traffic {
         tenants: Vec<String>,
         features: Vec<String>,
         mix_percent: u8,
+        reads: Reads,
         batch: u32,
         run_id: Option<String>,
     ) -> Self {
@@ -71,6 +83,7 @@ impl Traffic {
             tenants,
             features,
             post_share: f64::from(mix_percent) / 100.0,
+            reads,
             batch,
             ids: run_id,
             counter: AtomicU64::new(0),
@@ -93,7 +106,10 @@ impl Traffic {
             let tenant = &self.tenants[rng.random_range(0..self.tenants.len())];
             return Request {
                 kind: Kind::Read,
-                url: self.usage_url(tenant),
+                url: match self.reads {
+                    Reads::Usage => self.usage_url(tenant),
+                    Reads::Check => format!("{}/check?tokens=1000", self.usage_url(tenant)),
+                },
                 body: None,
                 events: Vec::new(),
             };
@@ -154,6 +170,7 @@ mod tests {
             vec!["acme-corp".into(), "globex-inc".into()],
             vec!["gpt-4o".into()],
             mix,
+            Reads::Usage,
             batch,
             run.map(str::to_owned),
         )

@@ -10,6 +10,8 @@ mod docs;
 mod end_to_end;
 mod explorer;
 mod ingest;
+mod priced_periods;
+mod pricing;
 mod shards;
 mod slow_clients;
 mod timezones;
