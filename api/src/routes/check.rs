@@ -2,14 +2,16 @@
 //! N tokens? Fast enough to sit in front of every model call.
 //!
 //! It answers from the usage cache the usage route shares (one PostgreSQL
-//! read per tenant per `FLAGMETER_USAGE_CACHE_MS`, however many checks ask)
-//! and the pipeline's lag sampled in the background ([`crate::lag`]), so a
-//! check costs no round trip of its own. `asOf` and `lagMs` say how fresh
+//! read per tenant per `FLAGMETER_USAGE_CACHE_MS`, however many checks ask,
+//! and read again in the background while the previous figures answer:
+//! [`crate::usage_cache::UsageCache::get_or_stale`]) and the pipeline's lag
+//! sampled in the background ([`crate::lag`]), so a check waits for no round
+//! trip of its own. `asOf` and `lagMs` say how fresh
 //! the figures are: usage counted up to `lagMs` behind acceptance, read at
 //! `asOf`.
 
 use chrono::{DateTime, Utc};
-use entity::{money::Amount, usage::tenant_usage};
+use entity::money::Amount;
 use poem_openapi::{
     Object, OpenApi,
     param::{Path, Query},
@@ -68,12 +70,7 @@ impl CheckApi {
         tokens: Query<i64>,
     ) -> Result<Found<Check>, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
-        let db = &self.0.db;
-        let snapshot = self
-            .0
-            .usage_cache
-            .get(&tenant, || tenant_usage(db, &tenant, Utc::now()))
-            .await?;
+        let snapshot = self.0.usage_cache.get_or_stale(&tenant, &self.0.db).await?;
         let lag_ms = self.0.lag.ms(Utc::now().timestamp_millis());
         let check = match snapshot {
             Some(snapshot) => {

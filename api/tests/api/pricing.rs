@@ -74,7 +74,8 @@ async fn classed_events_under_two_price_versions_cost_exactly_4_70_and_a_back_da
                "cacheReadPerMillion": "2.50", "effectiveFrom": (start + day).to_rfc3339()}),
     )
     .await;
-    let recent = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let recent_at = Utc::now() - chrono::Duration::hours(1);
+    let recent = recent_at.to_rfc3339();
 
     // Event 1 (single, under v1): 2.50 + 1.00 + 0.25 = 3.75.
     let one = app
@@ -139,10 +140,13 @@ async fn classed_events_under_two_price_versions_cost_exactly_4_70_and_a_back_da
     let points = series["points"].as_array().unwrap();
     assert_eq!(points[0]["cost"], "3.750000", "{series}");
     assert_eq!(points[0]["cacheReadTokens"], 200_000);
-    // The recent events' day (yesterday's, just after UTC midnight).
-    let recent_day = points.iter().rev().find(|p| p["totalTokens"] != 0).unwrap();
-    assert_eq!(recent_day["cost"], "0.951234", "{series}");
-    assert_eq!(recent_day["unpricedTokens"], 0);
+    let recent_day = recent_at.format("%Y-%m-%dT00:00:00+00:00").to_string();
+    let recent_bucket = points
+        .iter()
+        .find(|p| p["start"] == recent_day.as_str())
+        .unwrap();
+    assert_eq!(recent_bucket["cost"], "0.951234", "{series}");
+    assert_eq!(recent_bucket["unpricedTokens"], 0);
 
     let (_, listed) = app.get_json("/api/prices?feature=gpt-4o").await;
     let prices = listed["prices"].as_array().unwrap();
