@@ -341,6 +341,28 @@ mod tests {
     }
 
     #[test]
+    fn every_version_written_so_far_decodes_and_a_void_carries_no_classes() {
+        // An unclassified event stays version 1, even through with_classes.
+        let plain = sample().with_classes(TokenClasses::default());
+        assert_eq!(plain.v, VERSION);
+        // Issue 15's first writers sent version 2 for every event.
+        let v2_plain = EventRecord {
+            v: CLASSES_VERSION,
+            ..sample()
+        };
+        assert_eq!(EventRecord::decode(&v2_plain.encode()).unwrap(), v2_plain);
+        let void = EventRecord::void("evt-1".into(), "acme-corp".into(), 1_763_800_000_123);
+        let classed_void = EventRecord {
+            input_tokens: Some(5),
+            ..void
+        };
+        assert!(matches!(
+            EventRecord::decode(&classed_void.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn a_void_survives_the_round_trip_and_an_event_stays_version_1() {
         let void = EventRecord::void("evt-1".into(), "acme-corp".into(), 1_763_800_000_123);
         assert_eq!(EventRecord::decode(&void.encode()).unwrap(), void);
