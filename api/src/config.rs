@@ -47,6 +47,9 @@ pub struct ApiConfig {
     /// 5 s reply timeout).
     #[arg(long, env = "FLAGMETER_VALKEY_WAIT_MS", default_value_t = 1_000)]
     pub valkey_wait_ms: u64,
+    /// The currency of prices, costs and budgets: an ISO 4217 code.
+    #[arg(long, env = "FLAGMETER_CURRENCY", default_value = "USD")]
+    pub currency: String,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -89,6 +92,12 @@ impl ApiConfig {
                 "must be from 1 to {} (half the Valkey reply timeout)",
                 VALKEY_REPLY_TIMEOUT_MS / 2
             ),
+        )?;
+        require(
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase()),
+            "FLAGMETER_CURRENCY",
+            &self.currency,
+            "must be an ISO 4217 code: three capital letters such as USD",
         )?;
         self.auth.validate()?;
         self.valkey.validate()?;

@@ -3,7 +3,7 @@
 //! once it is durably in the stream, and counted by the pipeline later.
 
 use chrono::{DateTime, Utc};
-use entity::validate::{self, Invalid};
+use entity::validate::{self, Invalid, TokenClasses};
 use stream::{AppendError, EventRecord};
 
 use crate::{error::ApiError, state::AppState};
@@ -12,7 +12,9 @@ use crate::{error::ApiError, state::AppState};
 pub struct Incoming<'a> {
     pub tenant: &'a str,
     pub feature: &'a str,
-    pub tokens: i64,
+    /// Absent when the classes say it.
+    pub tokens: Option<i64>,
+    pub classes: TokenClasses,
     pub id: Option<&'a str>,
     pub timestamp: Option<DateTime<Utc>>,
 }
@@ -24,7 +26,7 @@ impl Incoming<'_> {
     pub fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid> {
         validate::tenant(self.tenant)?;
         validate::feature(self.feature)?;
-        validate::tokens(self.tokens)?;
+        let tokens = validate::event_tokens(self.tokens, &self.classes)?;
         if let Some(id) = self.id {
             validate::event_id(id)?;
         }
@@ -35,10 +37,11 @@ impl Incoming<'_> {
                 .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
             self.tenant.to_owned(),
             self.feature.to_owned(),
-            self.tokens,
+            tokens,
             occurred.timestamp_millis(),
             now.timestamp_millis(),
-        ))
+        )
+        .with_classes(self.classes))
     }
 }
 
@@ -121,7 +124,8 @@ mod tests {
         Incoming {
             tenant,
             feature: "gpt-4o",
-            tokens: 10,
+            tokens: Some(10),
+            classes: TokenClasses::default(),
             id: None,
             timestamp: None,
         }
@@ -163,5 +167,33 @@ mod tests {
         .into_record(now)
         .unwrap_err();
         assert_eq!(err.field, "timestamp");
+        let err = Incoming {
+            tokens: Some(11),
+            classes: TokenClasses {
+                input: Some(10),
+                ..Default::default()
+            },
+            ..incoming("acme")
+        }
+        .into_record(now)
+        .unwrap_err();
+        assert_eq!(err.field, "tokens");
+    }
+
+    #[test]
+    fn classes_alone_make_the_tokens() {
+        let record = Incoming {
+            tokens: None,
+            classes: TokenClasses {
+                input: Some(10),
+                cache_write: Some(5),
+                ..Default::default()
+            },
+            ..incoming("acme")
+        }
+        .into_record(Utc::now())
+        .unwrap();
+        assert_eq!(record.tokens, 15);
+        assert_eq!(record.cache_write_tokens, Some(5));
     }
 }

@@ -1,5 +1,6 @@
 //! The FlagMeter HTTP service: ingest of usage events into the Valkey stream
-//! ([`ingest`], bodies in JSON or MessagePack: [`msgpack`]), usage queries over the PostgreSQL rollups, tenant
+//! ([`ingest`], bodies in JSON or MessagePack: [`msgpack`]), usage, cost
+//! and entitlement checks over the PostgreSQL rollups, prices, tenant
 //! administration (configuration, Slack webhook, alert history), API keys
 //! and their rate limits ([`auth`]), the live dashboard ([`dashboard`]),
 //! health, metrics and the OpenAPI docs ([`routes`]).
@@ -18,6 +19,7 @@ pub mod error;
 pub mod header_timeout;
 pub mod http_metrics;
 pub mod ingest;
+pub mod lag;
 pub mod msgpack;
 pub mod routes;
 pub mod startup;

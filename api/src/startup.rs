@@ -13,7 +13,7 @@ use stream::{ConnectOptions, ensure_group};
 
 use crate::{
     auth::Auth, backlog::Backlog, config, config::ApiConfig, dashboard::snapshot,
-    header_timeout::HeaderTimeout, routes, state::AppState, usage_cache::UsageCache,
+    header_timeout::HeaderTimeout, lag::Lag, routes, state::AppState, usage_cache::UsageCache,
 };
 
 /// A built api, bound to its port, ready to serve.
@@ -59,7 +59,8 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
-        let (snapshot_publisher, snapshots) = snapshot::channel();
+        let currency: std::sync::Arc<str> = config.currency.as_str().into();
+        let (snapshot_publisher, snapshots) = snapshot::channel(currency.clone());
         Ok(Self {
             acceptor,
             addr,
@@ -72,9 +73,12 @@ impl Application {
                 replication: config.replication(),
                 retry_after_secs: config.retry_after_secs,
                 high_water: config.stream_high_water,
+                lag: Lag::default(),
+                default_quota: config.tenants.default_quota,
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
                 slack: SlackClient::new()?,
+                currency,
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
             },
@@ -98,6 +102,11 @@ impl Application {
             self.state.shards.clone(),
             shutdown.clone(),
         ));
+        let lag = tokio::spawn(self.state.lag.clone().sample(
+            self.state.valkey.clone(),
+            self.state.shards.clone(),
+            shutdown.clone(),
+        ));
         let metrics = service::metrics::handle();
         crate::http_metrics::describe();
         let upkeep = tokio::spawn(service::metrics::upkeep(metrics.clone(), shutdown.clone()));
@@ -116,6 +125,7 @@ impl Application {
             )
             .await?;
         sampler.abort();
+        lag.abort();
         upkeep.abort();
         snapshots.abort();
         Ok(())

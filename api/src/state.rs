@@ -5,7 +5,7 @@ use alerts::{slack::SlackClient, webhook::WebhookPolicy};
 use stream::{Replication, Shards, Valkey};
 
 use crate::{
-    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, usage_cache::UsageCache,
+    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, lag::Lag, usage_cache::UsageCache,
 };
 use sea_orm::DatabaseConnection;
 
@@ -31,12 +31,19 @@ pub struct AppState {
     /// ... above which a shard takes no more; ingest is refused once every
     /// shard is there, until the pipeline catches up.
     pub high_water: u64,
+    /// When the oldest event not yet counted was accepted.
+    pub lag: Lag,
+    /// Quota of a tenant created by its first event (what a check assumes
+    /// for a tenant never seen).
+    pub default_quota: i64,
     /// Thresholds of a tenant created without any.
     pub default_thresholds: Vec<i32>,
     /// Which webhook URLs may be saved.
     pub webhook_policy: WebhookPolicy,
     /// For the webhook test message.
     pub slack: SlackClient,
+    /// The currency prices, costs and budgets are in (`FLAGMETER_CURRENCY`).
+    pub currency: std::sync::Arc<str>,
     /// Recent period usage per tenant, shared by concurrent readers.
     pub usage_cache: UsageCache,
     /// The dashboard's latest figures, read once for every viewer.

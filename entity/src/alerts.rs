@@ -1,5 +1,5 @@
-//! `alerts`: the quota-alert outbox. One row per tenant, billing period and
-//! threshold (unique), written once the rollup transaction that crossed the
+//! `alerts`: the alert outbox. One row per tenant, billing period,
+//! threshold and kind (quota or budget; unique), written once the rollup transaction that crossed the
 //! threshold has committed (before its entries are acknowledged), and then
 //! delivered to Slack by a sender.
 
@@ -23,6 +23,18 @@ pub enum Status {
     NoWebhook,
 }
 
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum Kind {
+    /// Tokens crossed a threshold of the monthly quota.
+    #[sea_orm(string_value = "quota")]
+    Quota,
+    /// Cost crossed a threshold of the monthly budget.
+    #[sea_orm(string_value = "budget")]
+    Budget,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "alerts")]
 pub struct Model {
@@ -44,6 +56,11 @@ pub struct Model {
     pub delivered_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    pub kind: Kind,
+    /// A budget alert's cost at the crossing (exact decimal string).
+    pub cost: Option<String>,
+    /// A budget alert's budget at the crossing (exact decimal string).
+    pub budget: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -21,6 +21,12 @@ pub struct Model {
     pub slot: i16,
     pub total_tokens: i64,
     pub event_count: i64,
+    /// Token classes (0 for unclassified tokens, which are `tokens` minus
+    /// the classes' sum).
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
     pub updated_at: DateTimeUtc,
 }
 

@@ -16,6 +16,12 @@ pub struct Model {
     pub tokens: i64,
     pub occurred_at: DateTimeUtc,
     pub received_at: DateTimeUtc,
+    /// Token classes (0 for unclassified tokens, which are `tokens` minus
+    /// the classes' sum).
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -39,6 +39,12 @@ pub struct LedgerEvent {
     pub id: String,
     pub feature: String,
     pub tokens: i64,
+    /// Token classes (0 each for an unclassified event; `tokens` minus
+    /// their sum is unclassified).
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
     pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     /// Voided since: its tokens no longer count.
@@ -50,7 +56,8 @@ pub struct LedgerEvent {
 /// too, is one range scan of the index: the first page starts below
 /// `(to, '')`, which is below every row before `to`.
 pub const LIST_EVENTS: &str = r#"
-SELECT id, feature, tokens, occurred_at, received_at, voided_at IS NOT NULL AS voided
+SELECT id, feature, tokens, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+       occurred_at, received_at, voided_at IS NOT NULL AS voided
 FROM events
 WHERE tenant = $1 AND occurred_at >= $2 AND (occurred_at, id) < ($3, $4)
   AND tokens > 0 AND ($5::text IS NULL OR feature = $5)

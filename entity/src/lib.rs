@@ -4,8 +4,11 @@
 //! reads from the stream (entries can be written there by anyone with Valkey
 //! access), so both must apply the very same rules: they live here, once.
 
+pub mod costing;
 pub mod ledger;
+pub mod money;
 pub mod period;
+pub mod pricing;
 pub mod setting;
 pub mod usage;
 pub mod validate;

@@ -16,6 +16,8 @@ pub struct Model {
     pub alert_thresholds: Vec<i32>,
     /// IANA time zone of the billing period (`UTC` by default).
     pub timezone: String,
+    /// Monthly budget in micro-units of the currency (`None`: no budget).
+    pub monthly_budget_micros: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -29,5 +31,11 @@ impl Model {
     /// The tenant's time zone ([`crate::period::zone_named`]).
     pub fn zone(&self) -> chrono_tz::Tz {
         crate::period::zone_named(&self.timezone)
+    }
+
+    /// The tenant's monthly budget, if it has one.
+    pub fn budget(&self) -> Option<crate::money::Budget> {
+        self.monthly_budget_micros
+            .and_then(crate::money::Budget::from_micros)
     }
 }

@@ -1,19 +1,24 @@
 //! Reading usage out of the rollups.
 //!
-//! A billing period's usage, and a day bucket of a time series, is a sum
-//! over any span of time by the SQL function `period_feature_totals`: daily
-//! rollups for the whole UTC days inside it (at most 31 rows per feature),
-//! minute rollups for the partial UTC days at its ends, which a period in a
-//! time zone other than UTC has (see [`crate::period`]). Minute and hour
-//! buckets read minute rollups. Hour and day buckets are local to the time
-//! zone asked for (`tz`): a New York day is 23 or 25 hours long on the days
-//! of a DST change, a Kolkata hour starts at half past a UTC hour. Every
-//! figure counts events by their event time.
+//! A billing period's usage, and a day bucket of a time series, is summed
+//! over any span of time the way the SQL function `period_feature_totals`
+//! sums tokens: daily rollups for the whole UTC days inside it (at most 31
+//! rows per feature), minute rollups for the partial UTC days at its ends,
+//! which a period in a time zone other than UTC has (see [`crate::period`]
+//! and [`crate::costing`]). Minute and hour buckets read minute rollups.
+//! Hour and day buckets are local to the time zone asked for (`tz`): a New
+//! York day is 23 or 25 hours long on the days of a DST change, a Kolkata
+//! hour starts at half past a UTC hour. Every figure counts events by their
+//! event time, and is priced as it is read ([`crate::costing`]), so that a
+//! price added later re-prices what was counted before.
 
 use std::collections::HashMap;
 
 use crate::{
+    costing::{self, Level, Scope},
+    money::{Amount, Budget},
     period::{BillingPeriod, local_midnight},
+    pricing::{Counts, PriceBook},
     tenants,
 };
 use chrono::{DateTime, Offset, TimeZone, Utc};
@@ -22,11 +27,21 @@ use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryOrder, QuerySelect, Statement, Value,
 };
 
-/// Per-feature token totals for one tenant's period, largest first.
+/// Per-feature totals for one tenant's period, largest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureTotal {
     pub feature: String,
-    pub tokens: i64,
+    pub counts: Counts,
+    /// The cost of the priced tokens.
+    pub cost: Amount,
+    /// Tokens counted at times when the feature had no price in force.
+    pub unpriced_tokens: i64,
+}
+
+impl FeatureTotal {
+    pub fn tokens(&self) -> i64 {
+        self.counts.tokens
+    }
 }
 
 /// One tenant's usage in its current billing period.
@@ -41,7 +56,7 @@ pub struct PeriodUsage {
 
 impl PeriodUsage {
     pub fn total_tokens(&self) -> i64 {
-        self.by_feature.iter().map(|f| f.tokens).sum()
+        self.by_feature.iter().map(FeatureTotal::tokens).sum()
     }
 
     /// Tokens used as a percentage of the quota, to two decimals (may
@@ -50,14 +65,22 @@ impl PeriodUsage {
         let percent = self.total_tokens() as f64 * 100.0 / self.tenant.monthly_quota as f64;
         (percent * 100.0).round() / 100.0
     }
-}
 
-const PERIOD_TOTALS: &str = r#"
-SELECT p.tenant, t.feature, t.tokens, t.updated_at
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS p(tenant, period_start, period_end)
-CROSS JOIN LATERAL period_feature_totals(p.tenant, p.period_start, p.period_end) AS t
-ORDER BY p.tenant, t.tokens DESC, t.feature
-"#;
+    /// The exact cost of the period's priced tokens.
+    pub fn cost(&self) -> Amount {
+        self.by_feature.iter().map(|f| f.cost).sum()
+    }
+
+    /// Tokens that had no price in force at their event time.
+    pub fn unpriced_tokens(&self) -> i64 {
+        self.by_feature.iter().map(|f| f.unpriced_tokens).sum()
+    }
+
+    /// The tenant's monthly budget, if it has one.
+    pub fn budget(&self) -> Option<Budget> {
+        self.tenant.budget()
+    }
+}
 
 /// Usage of `tenant` in the period containing `now`; `None` if the tenant
 /// has never been seen.
@@ -89,7 +112,9 @@ pub async fn all_usage<C: ConnectionTrait>(
     period_usage(db, tenants, now).await
 }
 
-/// One query for any number of tenants, each with its own billing period.
+/// Usage of any number of tenants, each in its own billing period, priced
+/// by the current price book: one query for the book and one for the
+/// counts (plus a few where a price changes during the period).
 pub async fn period_usage<C: ConnectionTrait>(
     db: &C,
     tenants: Vec<tenants::Model>,
@@ -107,33 +132,48 @@ pub async fn period_usage<C: ConnectionTrait>(
     if usage.is_empty() {
         return Ok(usage);
     }
-    let ids: Vec<String> = usage.iter().map(|u| u.tenant.id.clone()).collect();
-    let starts: Vec<DateTime<Utc>> = usage.iter().map(|u| u.period.start).collect();
-    let ends: Vec<DateTime<Utc>> = usage.iter().map(|u| u.period.end).collect();
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            PERIOD_TOTALS,
-            [Value::from(ids), Value::from(starts), Value::from(ends)],
-        ))
-        .await?;
+    let book = PriceBook::load(db).await?;
+    let scopes = usage
+        .iter()
+        .map(|u| Scope {
+            tenant: u.tenant.id.clone(),
+            feature: None,
+            from: u.period.start,
+            to: u.period.end,
+        })
+        .collect();
+    let priced = costing::priced(db, &book, scopes, Level::Day).await?;
     let index: HashMap<String, usize> = usage
         .iter()
         .enumerate()
         .map(|(at, u)| (u.tenant.id.clone(), at))
         .collect();
-    for row in rows {
-        let tenant: String = row.try_get("", "tenant")?;
-        let Some(&at) = index.get(&tenant) else {
+    let mut totals: Vec<HashMap<String, FeatureTotal>> = vec![HashMap::new(); usage.len()];
+    for piece in &priced.pieces {
+        let Some(&at) = index.get(&piece.tenant) else {
             continue;
         };
-        let entry = &mut usage[at];
-        let updated_at: DateTime<Utc> = row.try_get("", "updated_at")?;
-        entry.last_counted_at = entry.last_counted_at.max(Some(updated_at));
-        entry.by_feature.push(FeatureTotal {
-            feature: row.try_get("", "feature")?,
-            tokens: row.try_get("", "tokens")?,
-        });
+        let total = totals[at]
+            .entry(piece.feature.clone())
+            .or_insert_with(|| FeatureTotal {
+                feature: piece.feature.clone(),
+                counts: Counts::default(),
+                cost: Amount::ZERO,
+                unpriced_tokens: 0,
+            });
+        total.counts += piece.counts;
+        match piece.cost {
+            Some(cost) => total.cost += cost,
+            None => total.unpriced_tokens += piece.counts.tokens,
+        }
+    }
+    for (entry, totals) in usage.iter_mut().zip(totals) {
+        let mut by_feature: Vec<FeatureTotal> = totals.into_values().collect();
+        by_feature.sort_by(|a, b| b.tokens().cmp(&a.tokens()).then(a.feature.cmp(&b.feature)));
+        entry.by_feature = by_feature;
+    }
+    for entry in &mut usage {
+        entry.last_counted_at = priced.last_updated.get(&entry.tenant.id).copied();
     }
     Ok(usage)
 }
@@ -196,34 +236,21 @@ pub struct Point {
     pub events: i64,
 }
 
-const MINUTE_SERIES: &str = r#"
-SELECT minute AS bucket, sum(total_tokens)::bigint AS tokens, sum(event_count)::bigint AS events
-FROM rollups
-WHERE tenant = $1 AND minute >= $2 AND minute < $3 AND ($4::text IS NULL OR feature = $4)
-GROUP BY 1 ORDER BY 1
-"#;
+/// One bucket of a tenant's time series, priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PricedPoint {
+    pub start: DateTime<Utc>,
+    pub counts: Counts,
+    pub cost: Amount,
+    /// Tokens that had no price in force at their event time.
+    pub unpriced_tokens: i64,
+}
 
-/// Hour buckets, given as `[start, stop)` pairs (local hours).
-const HOUR_SERIES: &str = r#"
-SELECT b.start AS bucket, sum(r.total_tokens)::bigint AS tokens, sum(r.event_count)::bigint AS events
-FROM unnest($2::timestamptz[], $3::timestamptz[]) AS b(start, stop)
-JOIN rollups r ON r.tenant = $1 AND r.minute >= b.start AND r.minute < b.stop
-              AND ($4::text IS NULL OR r.feature = $4)
-GROUP BY 1 ORDER BY 1
-"#;
-
-/// Day buckets, given as `[start, stop)` pairs (local days).
-const DAY_SERIES: &str = r#"
-SELECT b.start AS bucket, sum(t.tokens)::bigint AS tokens, sum(t.events)::bigint AS events
-FROM unnest($2::timestamptz[], $3::timestamptz[]) AS b(start, stop)
-CROSS JOIN LATERAL period_feature_totals($1, b.start, b.stop) AS t
-WHERE $4::text IS NULL OR t.feature = $4
-GROUP BY 1 ORDER BY 1
-"#;
-
-/// Token totals of `tenant` per bucket over `[from, to)` (both already
+/// Counts and cost of `tenant` per bucket over `[from, to)` (both already
 /// aligned to the granularity in `zone`), every bucket present, empty ones
-/// as zero.
+/// as zero. Minute and hour buckets are read from minute rollups; each
+/// (local) day bucket from daily rollups for its whole UTC days and minute
+/// rollups for the rest (finer where a price changes inside a bucket).
 pub async fn time_series<C: ConnectionTrait>(
     db: &C,
     tenant: &str,
@@ -231,56 +258,51 @@ pub async fn time_series<C: ConnectionTrait>(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     feature: Option<&str>,
     zone: Tz,
-) -> Result<Vec<Point>, DbErr> {
+) -> Result<Vec<PricedPoint>, DbErr> {
+    let book = PriceBook::load(db).await?;
     let starts: Vec<DateTime<Utc>> =
         std::iter::successors(Some(from), |start| Some(granularity.next(*start, zone)))
             .take_while(|start| *start < to)
             .collect();
-    let feature = Value::from(feature.map(str::to_owned));
-    let bounds = || {
-        let stops: Vec<DateTime<Utc>> = starts
-            .iter()
-            .map(|start| granularity.next(*start, zone).min(to))
-            .collect();
-        [Value::from(starts.clone()), Value::from(stops)]
+    let scope = |from, to| Scope {
+        tenant: tenant.to_owned(),
+        feature: feature.map(str::to_owned),
+        from,
+        to,
     };
-    let statement = match granularity {
-        Granularity::Minute => Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            MINUTE_SERIES,
-            [tenant.into(), from.into(), to.into(), feature],
+    let (scopes, level) = match granularity {
+        Granularity::Day => (
+            starts
+                .iter()
+                .map(|start| scope(*start, granularity.next(*start, zone).min(to)))
+                .collect(),
+            Level::Day,
         ),
-        Granularity::Hour | Granularity::Day => {
-            let [starts, stops] = bounds();
-            let sql = if granularity == Granularity::Hour {
-                HOUR_SERIES
-            } else {
-                DAY_SERIES
-            };
-            Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                [tenant.into(), starts, stops, feature],
-            )
-        }
+        Granularity::Minute | Granularity::Hour => (vec![scope(from, to)], Level::Minute),
     };
-    let mut counted = db.query_all_raw(statement).await?.into_iter().peekable();
-    let mut points = Vec::with_capacity(starts.len());
-    for start in starts {
-        let mut point = Point {
-            start,
-            tokens: 0,
-            events: 0,
+    let priced = costing::priced(db, &book, scopes, level).await?;
+    let mut points: Vec<PricedPoint> = starts
+        .iter()
+        .map(|start| PricedPoint {
+            start: *start,
+            counts: Counts::default(),
+            cost: Amount::ZERO,
+            unpriced_tokens: 0,
+        })
+        .collect();
+    for piece in priced.pieces {
+        let Some(point) = starts
+            .partition_point(|start| *start <= piece.start)
+            .checked_sub(1)
+            .and_then(|at| points.get_mut(at))
+        else {
+            continue;
         };
-        if let Some(row) = counted.peek() {
-            let bucket: DateTime<Utc> = row.try_get("", "bucket")?;
-            if bucket == start {
-                point.tokens = row.try_get("", "tokens")?;
-                point.events = row.try_get("", "events")?;
-                counted.next();
-            }
+        point.counts += piece.counts;
+        match piece.cost {
+            Some(cost) => point.cost += cost,
+            None => point.unpriced_tokens += piece.counts.tokens,
         }
-        points.push(point);
     }
     Ok(points)
 }

@@ -119,6 +119,81 @@ pub fn tokens(value: i64) -> Result<(), Invalid> {
     }
 }
 
+/// A token class (`inputTokens`, ...): a whole number from 0 to [`MAX_TOKENS`].
+pub fn class_tokens(field: &'static str, value: i64) -> Result<(), Invalid> {
+    if (0..=MAX_TOKENS).contains(&value) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!("must be from 0 to {MAX_TOKENS}"),
+        ))
+    }
+}
+
+/// An event's `tokens` from what the client sent: `tokens` alone
+/// (unclassified), the classes alone (their sum), or both (`tokens` must
+/// equal the sum). Each class obeys [`class_tokens`], the total [`tokens`].
+pub fn event_tokens(tokens: Option<i64>, classes: &TokenClasses) -> Result<i64, Invalid> {
+    for (field, value) in classes.named() {
+        if let Some(value) = value {
+            class_tokens(field, value)?;
+        }
+    }
+    let total = match (tokens, classes.sum()) {
+        (None, None) => {
+            return Err(Invalid::new(
+                "tokens",
+                "required unless inputTokens, outputTokens, cacheReadTokens or cacheWriteTokens are given",
+            ));
+        }
+        (Some(tokens), None) => tokens,
+        (None, Some(sum)) => sum,
+        (Some(tokens), Some(sum)) if tokens == sum => tokens,
+        (Some(tokens), Some(sum)) => {
+            return Err(Invalid::new(
+                "tokens",
+                format!(
+                    "is {tokens} but the token classes sum to {sum}; send one or make them agree"
+                ),
+            ));
+        }
+    };
+    self::tokens(total)?;
+    Ok(total)
+}
+
+/// The token classes of one event as a client sent them: each present or
+/// not. An event with none is unclassified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenClasses {
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub cache_read: Option<i64>,
+    pub cache_write: Option<i64>,
+}
+
+impl TokenClasses {
+    /// Each class with its field name as clients spell it.
+    pub fn named(&self) -> [(&'static str, Option<i64>); 4] {
+        [
+            ("inputTokens", self.input),
+            ("outputTokens", self.output),
+            ("cacheReadTokens", self.cache_read),
+            ("cacheWriteTokens", self.cache_write),
+        ]
+    }
+
+    /// The sum of the classes given; `None` when none is. Saturates (each
+    /// class is checked against its range before the sum is used).
+    pub fn sum(&self) -> Option<i64> {
+        self.named()
+            .into_iter()
+            .filter_map(|(_, value)| value)
+            .reduce(i64::saturating_add)
+    }
+}
+
 /// `timestamp`: at most [`MAX_BACKDATE`] before and [`MAX_FUTURE`] after `now`.
 pub fn occurred_at(value: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Invalid> {
     if value < now - MAX_BACKDATE {
@@ -200,6 +275,55 @@ mod tests {
         assert_eq!(tokens(1), Ok(()));
         assert_eq!(tokens(MAX_TOKENS), Ok(()));
         assert!(tokens(MAX_TOKENS + 1).is_err());
+    }
+
+    #[test]
+    fn tokens_are_the_classes_sum_or_must_equal_it() {
+        let classes = TokenClasses {
+            input: Some(100),
+            output: Some(20),
+            ..Default::default()
+        };
+        assert_eq!(event_tokens(None, &classes), Ok(120));
+        assert_eq!(event_tokens(Some(120), &classes), Ok(120));
+        assert_eq!(
+            event_tokens(Some(121), &classes).unwrap_err().field,
+            "tokens"
+        );
+        assert_eq!(event_tokens(Some(7), &TokenClasses::default()), Ok(7));
+        assert_eq!(
+            event_tokens(None, &TokenClasses::default())
+                .unwrap_err()
+                .field,
+            "tokens"
+        );
+        let zero = TokenClasses {
+            cache_read: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(event_tokens(None, &zero).unwrap_err().field, "tokens");
+        let negative = TokenClasses {
+            output: Some(-1),
+            ..classes
+        };
+        assert_eq!(
+            event_tokens(None, &negative).unwrap_err().field,
+            "outputTokens"
+        );
+        let huge = TokenClasses {
+            cache_write: Some(MAX_TOKENS + 1),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_tokens(None, &huge).unwrap_err().field,
+            "cacheWriteTokens"
+        );
+        let too_many = TokenClasses {
+            input: Some(MAX_TOKENS),
+            output: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(event_tokens(None, &too_many).unwrap_err().field, "tokens");
     }
 
     #[test]

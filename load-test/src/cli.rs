@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 use crate::traffic::Format;
 use clap::{Parser, ValueEnum};
 
+use crate::traffic::Reads;
+
 /// Load generator and loss auditor for FlagMeter.
 ///
 /// Sends usage events (and usage reads) to a running api, measures latency
@@ -34,6 +36,9 @@ pub struct Cli {
     /// Percentage of requests that post events; the rest read a tenant's usage.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub mix: u8,
+    /// What the reads ask: a tenant's usage, or its entitlement check.
+    #[arg(long, value_enum, default_value_t = Reads::Usage)]
+    pub reads: Reads,
     /// Events per post: above 1, posts go to `/api/events/batch`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch: u32,

@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         cli.tenants,
         cli.features,
         cli.mix,
+        cli.reads,
         (cli.batch, cli.format),
         run_id,
     );

@@ -1,6 +1,7 @@
 //! What each request is: like the original's k6 script, a random tenant, a
 //! random feature and 100–5,099 tokens, posted (alone or in batches, as JSON
-//! or MessagePack) or a usage read, in the configured mix.
+//! or MessagePack) or a read (a tenant's usage, or its entitlement check), in
+//! the configured mix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -52,8 +53,18 @@ pub struct Request {
 pub enum Kind {
     /// `POST /api/events` or `/api/events/batch`: answered 202 when stored.
     Post,
-    /// `GET /api/usage/{tenant}`: 200, or 404 for a tenant not seen yet.
+    /// `GET /api/usage/{tenant}` (200, or 404 for a tenant not seen yet) or
+    /// `GET /api/usage/{tenant}/check` (200).
     Read,
+}
+
+/// What a read asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reads {
+    /// `GET /api/usage/{tenant}`.
+    Usage,
+    /// `GET /api/usage/{tenant}/check?tokens=1000`, the entitlement check.
+    Check,
 }
 
 #[derive(Serialize)]
@@ -78,6 +89,7 @@ pub struct Traffic {
     features: Vec<String>,
     /// Chance that a request is a post.
     post_share: f64,
+    reads: Reads,
     batch: u32,
     format: Format,
     /// With an audit, events carry `{run id}-{counter}` ids.
@@ -91,6 +103,7 @@ impl Traffic {
         tenants: Vec<String>,
         features: Vec<String>,
         mix_percent: u8,
+        reads: Reads,
         (batch, format): (u32, Format),
         run_id: Option<String>,
     ) -> Self {
@@ -99,6 +112,7 @@ impl Traffic {
             tenants,
             features,
             post_share: f64::from(mix_percent) / 100.0,
+            reads,
             batch,
             format,
             ids: run_id,
@@ -126,7 +140,10 @@ impl Traffic {
             let tenant = &self.tenants[rng.random_range(0..self.tenants.len())];
             return Request {
                 kind: Kind::Read,
-                url: self.usage_url(tenant),
+                url: match self.reads {
+                    Reads::Usage => self.usage_url(tenant),
+                    Reads::Check => format!("{}/check?tokens=1000", self.usage_url(tenant)),
+                },
                 body: None,
                 events: Vec::new(),
             };
@@ -186,6 +203,7 @@ mod tests {
             vec!["acme-corp".into(), "globex-inc".into()],
             vec!["gpt-4o".into()],
             mix,
+            Reads::Usage,
             (batch, Format::Json),
             run.map(str::to_owned),
         )

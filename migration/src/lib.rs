@@ -34,6 +34,9 @@ mod m20261122_000003_api_keys;
 mod m20261201_000012_byte_order_keys;
 mod m20261201_000013_rollup_slots;
 mod m20261201_000014_dead_letters;
+mod m20261202_000020_token_classes;
+mod m20261202_000021_prices;
+mod m20261202_000022_budgets;
 mod m20261202_000030_signed_webhooks;
 mod m20261202_000031_events_explorer_index;
 mod m20261202_000032_tenant_timezones;
@@ -51,6 +54,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000012_byte_order_keys::Migration),
             Box::new(m20261201_000013_rollup_slots::Migration),
             Box::new(m20261201_000014_dead_letters::Migration),
+            Box::new(m20261202_000020_token_classes::Migration),
+            Box::new(m20261202_000021_prices::Migration),
+            Box::new(m20261202_000022_budgets::Migration),
             Box::new(m20261202_000030_signed_webhooks::Migration),
             Box::new(m20261202_000031_events_explorer_index::Migration),
             Box::new(m20261202_000032_tenant_timezones::Migration),

@@ -25,7 +25,7 @@
 //! Voids go through the same ledger key (migration `m20261202_000033`): a
 //! batch that holds any is written as two statements in one transaction,
 //! its events first, then its voids. A void of a counted, live event marks
-//! it voided and subtracts its tokens from the rollup rows of its minute and
+//! it voided and subtracts its tokens (and token classes) from the rollup rows of its minute and
 //! day (into this connection's slot); a void of an unknown id inserts a
 //! tombstone, on which the event conflicts when it comes; a void of a voided
 //! id or a tombstone changes nothing. Since an event and its void meet on
@@ -41,9 +41,13 @@ use stream::EventRecord;
 
 const WRITE_BATCH: &str = r#"
 WITH input AS (
-    SELECT DISTINCT ON (tenant, id) tenant, id, feature, tokens, occurred_ms, received_ms
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
-         WITH ORDINALITY AS t(tenant, id, feature, tokens, occurred_ms, received_ms, ord)
+    SELECT DISTINCT ON (tenant, id) tenant, id, feature, tokens, occurred_ms, received_ms,
+           input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+         WITH ORDINALITY AS t(tenant, id, feature, tokens, occurred_ms, received_ms,
+                              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+                              ord)
     ORDER BY tenant, id, ord
 ),
 new_tenants AS (
@@ -52,32 +56,48 @@ new_tenants AS (
     ON CONFLICT (id) DO NOTHING
 ),
 inserted AS (
-    INSERT INTO events (tenant, id, feature, tokens, occurred_at, received_at)
+    INSERT INTO events (tenant, id, feature, tokens, occurred_at, received_at,
+                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     SELECT tenant, id, feature, tokens,
            'epoch'::timestamptz + occurred_ms * interval '1 millisecond',
-           'epoch'::timestamptz + received_ms * interval '1 millisecond'
+           'epoch'::timestamptz + received_ms * interval '1 millisecond',
+           input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
     FROM input ORDER BY tenant, id
     ON CONFLICT (tenant, id) DO NOTHING
-    RETURNING tenant, feature, tokens, occurred_at
+    RETURNING tenant, feature, tokens, occurred_at,
+              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
 ),
 minute_rollups AS (
-    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count)
+    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count,
+                              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
-           sum(tokens)::bigint, count(*)
+           sum(tokens)::bigint, count(*), sum(input_tokens)::bigint, sum(output_tokens)::bigint,
+           sum(cache_read_tokens)::bigint, sum(cache_write_tokens)::bigint
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
     SET total_tokens = r.total_tokens + excluded.total_tokens,
         event_count = r.event_count + excluded.event_count,
+        input_tokens = r.input_tokens + excluded.input_tokens,
+        output_tokens = r.output_tokens + excluded.output_tokens,
+        cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
         updated_at = now()
 ),
 daily_rollups AS (
-    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count)
+    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count,
+                                    input_tokens, output_tokens, cache_read_tokens,
+                                    cache_write_tokens)
     SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
-           sum(tokens)::bigint, count(*)
+           sum(tokens)::bigint, count(*), sum(input_tokens)::bigint, sum(output_tokens)::bigint,
+           sum(cache_read_tokens)::bigint, sum(cache_write_tokens)::bigint
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (tenant, feature, day, slot) DO UPDATE
     SET total_tokens = d.total_tokens + excluded.total_tokens,
         event_count = d.event_count + excluded.event_count,
+        input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = d.cache_write_tokens + excluded.cache_write_tokens,
         updated_at = now()
 )
 SELECT count(*) AS inserted FROM inserted
@@ -97,29 +117,45 @@ voided AS (
     FROM input ORDER BY tenant, id
     ON CONFLICT (tenant, id) DO UPDATE SET voided_at = now()
     WHERE e.voided_at IS NULL
-    RETURNING e.tenant, e.feature, e.tokens, e.occurred_at
+    RETURNING e.tenant, e.feature, e.tokens, e.occurred_at,
+              e.input_tokens, e.output_tokens, e.cache_read_tokens, e.cache_write_tokens
 ),
 live AS (
     SELECT * FROM voided WHERE tokens > 0
 ),
 minute_rollups AS (
-    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count)
+    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count,
+                              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
-           -sum(tokens)::bigint, -count(*)
+           -sum(tokens)::bigint, -count(*), -sum(input_tokens)::bigint,
+           -sum(output_tokens)::bigint, -sum(cache_read_tokens)::bigint,
+           -sum(cache_write_tokens)::bigint
     FROM live GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
     SET total_tokens = r.total_tokens + excluded.total_tokens,
         event_count = r.event_count + excluded.event_count,
+        input_tokens = r.input_tokens + excluded.input_tokens,
+        output_tokens = r.output_tokens + excluded.output_tokens,
+        cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
         updated_at = now()
 ),
 daily_rollups AS (
-    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count)
+    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count,
+                                    input_tokens, output_tokens, cache_read_tokens,
+                                    cache_write_tokens)
     SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
-           -sum(tokens)::bigint, -count(*)
+           -sum(tokens)::bigint, -count(*), -sum(input_tokens)::bigint,
+           -sum(output_tokens)::bigint, -sum(cache_read_tokens)::bigint,
+           -sum(cache_write_tokens)::bigint
     FROM live GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (tenant, feature, day, slot) DO UPDATE
     SET total_tokens = d.total_tokens + excluded.total_tokens,
         event_count = d.event_count + excluded.event_count,
+        input_tokens = d.input_tokens + excluded.input_tokens,
+        output_tokens = d.output_tokens + excluded.output_tokens,
+        cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = d.cache_write_tokens + excluded.cache_write_tokens,
         updated_at = now()
 )
 SELECT count(*) AS voided FROM voided
@@ -199,6 +235,16 @@ async fn write_events<C: ConnectionTrait>(
     let numbers = |f: fn(&EventRecord) -> i64| -> Value {
         Value::from(records.iter().map(|r| f(r)).collect::<Vec<_>>())
     };
+    // An unclassified event stores 0 in every class: its tokens are the
+    // rollups' `total_tokens` minus the classes' sum.
+    let class = |f: fn(&EventRecord) -> Option<i64>| -> Value {
+        Value::from(
+            records
+                .iter()
+                .map(|r| f(r).unwrap_or(0))
+                .collect::<Vec<_>>(),
+        )
+    };
     let values = vec![
         strings(|r| &r.tenant),
         strings(|r| &r.id),
@@ -208,6 +254,10 @@ async fn write_events<C: ConnectionTrait>(
         numbers(|r| r.received_ms),
         new_tenants.monthly_quota.into(),
         Value::from(new_tenants.alert_thresholds.clone()),
+        class(|r| r.input_tokens),
+        class(|r| r.output_tokens),
+        class(|r| r.cache_read_tokens),
+        class(|r| r.cache_write_tokens),
     ];
     count_of(db, WRITE_BATCH, values, "inserted").await
 }

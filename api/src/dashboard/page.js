@@ -112,6 +112,8 @@
     const quota = el("span", "quota");
     tokens.append(used, " of ", quota, " tokens");
     figures.append(percent, tokens);
+    const spend = el("p", "spend");
+    spend.hidden = true;
 
     const bar = el("div", "bar");
     bar.setAttribute("aria-hidden", "true");
@@ -149,14 +151,32 @@
     table.append(caption, thead, tbody);
     details.append(detailsSummary, table);
 
-    row.append(head, figures, bar, spark, period, details);
+    row.append(head, figures, spend, bar, spark, period, details);
     return {
-      row, title, idLabel, marker, icon, markerLabel, percent, used, quota, fill, tick,
+      row, title, idLabel, marker, icon, markerLabel, percent, used, quota, fill, tick, spend,
       spark, sparkTitle, area, line, periodEnd, detailsSummary, caption, tbody,
     };
   }
 
-  function updateRow(r, t, seriesStart) {
+  // An exact decimal string with at least two decimals: "4.700000" is
+  // "4.70", "4.701234" stays as it is (costs are never rounded).
+  function money(text) {
+    return text.replace(/(\.\d\d\d*?)0+$/, "$1");
+  }
+
+  // Cost and budget, shown where they are set: a budget, or a cost (or
+  // unpriced tokens) counted.
+  function spendText(t, currency) {
+    if (t.budget !== undefined) {
+      return "Cost " + money(t.cost) + " of " + money(t.budget) + " " + currency +
+        " budget (" + percents.format(t.budgetPercent) + "\u00a0%)";
+    }
+    if (t.cost !== "0.000000") return "Cost " + money(t.cost) + " " + currency;
+    if (t.unpricedTokens > 0) return "No price for " + numbers.format(t.unpricedTokens) + " tokens";
+    return "";
+  }
+
+  function updateRow(r, t, seriesStart, currency) {
     const lvl = level(t);
     r.row.dataset.level = lvl;
     r.row.dataset.percent = String(t.quotaPercent);
@@ -174,6 +194,9 @@
     r.used.textContent = numbers.format(t.totalTokens);
     r.quota.textContent = numbers.format(t.monthlyQuota);
     r.fill.style.width = Math.min(Math.max(t.quotaPercent, 0), 100) + "%";
+    const spend = spendText(t, currency);
+    r.spend.hidden = spend === "";
+    r.spend.textContent = spend;
     r.tick.hidden = t.alertAt > 100;
     r.tick.style.left = Math.min(t.alertAt, 100) + "%";
 
@@ -231,7 +254,7 @@
         r = createRow(t.tenant);
         rows.set(t.tenant, r);
       }
-      updateRow(r, t, snapshot.seriesStart);
+      updateRow(r, t, snapshot.seriesStart, snapshot.currency);
       seen.add(t.tenant);
     }
     for (const [id, r] of rows) {

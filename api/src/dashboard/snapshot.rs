@@ -48,6 +48,8 @@ const RETRY_MS: u64 = 2000;
 pub struct DashboardFeature {
     pub feature: String,
     pub total_tokens: i64,
+    /// Exact cost of the feature's priced tokens (decimal string).
+    pub cost: String,
 }
 
 /// One tenant's row on the dashboard.
@@ -61,6 +63,17 @@ pub struct DashboardTenant {
     pub monthly_quota: i64,
     /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
     pub quota_percent: f64,
+    /// Exact cost of the period's priced tokens (decimal string, in the
+    /// snapshot's `currency`).
+    pub cost: String,
+    /// Tokens with no price in force at their event time.
+    pub unpriced_tokens: i64,
+    /// The monthly budget (decimal string), if the tenant has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget: Option<String>,
+    /// `cost` as a percentage of `budget`; present with `budget`.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget_percent: Option<f64>,
     /// The tenant's lowest alert threshold (80 when it has none): the
     /// dashboard marks the tenant from this percentage on.
     pub alert_at: i32,
@@ -83,6 +96,8 @@ pub struct DashboardSnapshot {
     pub series_start: DateTime<Utc>,
     /// Whether tenants after the first 1000 (in id order) were left out.
     pub truncated: bool,
+    /// The currency of costs and budgets (`FLAGMETER_CURRENCY`).
+    pub currency: String,
     /// In tenant id order.
     pub tenants: Vec<DashboardTenant>,
 }
@@ -92,6 +107,7 @@ impl DashboardSnapshot {
     fn same_figures(&self, other: &Self) -> bool {
         self.series_start == other.series_start
             && self.truncated == other.truncated
+            && self.currency == other.currency
             && self.tenants == other.tenants
     }
 }
@@ -136,6 +152,8 @@ pub struct Snapshots {
 /// The writing end, owned by the task that reads the figures.
 #[derive(Debug)]
 pub struct Publisher {
+    /// Named in every snapshot.
+    currency: Arc<str>,
     latest: watch::Sender<Option<Published>>,
     watchers: Arc<AtomicUsize>,
 }
@@ -150,11 +168,12 @@ impl Drop for Watching {
 }
 
 /// A publisher and the readers it feeds.
-pub fn channel() -> (Publisher, Snapshots) {
+pub fn channel(currency: Arc<str>) -> (Publisher, Snapshots) {
     let (tx, rx) = watch::channel(None);
     let watchers = Arc::new(AtomicUsize::new(0));
     (
         Publisher {
+            currency,
             latest: tx,
             watchers: watchers.clone(),
         },
@@ -219,7 +238,7 @@ impl Publisher {
                 }
                 continue;
             }
-            let snapshot = match read(&db, Utc::now()).await {
+            let snapshot = match read(&db, Utc::now(), &self.currency).await {
                 Ok(snapshot) => snapshot,
                 Err(err) => {
                     if !failing {
@@ -269,7 +288,11 @@ impl Publisher {
 
 /// Every tenant's figures as of `now`: period usage (two queries) and the
 /// last hour per minute (one query for all tenants).
-async fn read(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<DashboardSnapshot, DbErr> {
+async fn read(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+    currency: &str,
+) -> Result<DashboardSnapshot, DbErr> {
     let mut tenants = usage::all_usage(db, now, MAX_TENANTS as u64 + 1, 0).await?;
     let truncated = tenants.len() > MAX_TENANTS;
     tenants.truncate(MAX_TENANTS);
@@ -281,6 +304,7 @@ async fn read(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<DashboardSn
         as_of: now,
         series_start,
         truncated,
+        currency: currency.to_owned(),
         tenants: tenants
             .into_iter()
             .zip(series)
@@ -292,8 +316,13 @@ async fn read(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<DashboardSn
 fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
     let total_tokens = usage.total_tokens();
     let quota = usage.tenant.monthly_quota;
+    let (cost, budget) = (usage.cost(), usage.budget());
     DashboardTenant {
         quota_percent: usage.quota_percent(),
+        cost: cost.to_string(),
+        unpriced_tokens: usage.unpriced_tokens(),
+        budget: budget.map(|b| b.to_string()),
+        budget_percent: budget.map(|b| cost.percent_of(b)),
         total_tokens,
         monthly_quota: quota,
         alert_at: usage
@@ -309,7 +338,8 @@ fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
             .into_iter()
             .map(|f| DashboardFeature {
                 feature: f.feature,
-                total_tokens: f.tokens,
+                total_tokens: f.counts.tokens,
+                cost: f.cost.to_string(),
             })
             .collect(),
         last_hour,

@@ -6,6 +6,7 @@
 //! batch with a 400 naming the event's index, field and rule.
 
 use chrono::{DateTime, Utc};
+use entity::validate::TokenClasses;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Query,
@@ -36,7 +37,7 @@ use crate::{
 /// CPU under load): the handler checks them with the domain rules
 /// (`entity::validate`) and answers a 400 naming the field.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(example, rename_all = "camelCase")]
 pub struct EventIn {
     /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
     /// A tenant never seen before is created with the default quota.
@@ -46,12 +47,46 @@ pub struct EventIn {
     /// 1–128 printable ASCII characters without spaces.
     #[oai(deserialize_with = "named::feature")]
     pub feature: FeatureName,
-    /// Tokens used, from 1 to 1,000,000,000.
+    /// Tokens used, from 1 to 1,000,000,000. Optional when token classes
+    /// are given (it is then their sum); when both are given it must equal
+    /// their sum. An event with `tokens` alone is unclassified (priced at
+    /// the input price).
     #[oai(
+        nullable,
         validator(minimum(value = "1"), maximum(value = "1000000000")),
         deserialize_with = "named::tokens"
     )]
-    pub tokens: i64,
+    pub tokens: Option<i64>,
+    /// Input (prompt) tokens, from 0 to 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::input_tokens"
+    )]
+    pub input_tokens: Option<i64>,
+    /// Output (completion) tokens, from 0 to 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::output_tokens"
+    )]
+    pub output_tokens: Option<i64>,
+    /// Input tokens read from the provider's prompt cache, from 0 to
+    /// 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::cache_read_tokens"
+    )]
+    pub cache_read_tokens: Option<i64>,
+    /// Input tokens written to the provider's prompt cache, from 0 to
+    /// 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::cache_write_tokens"
+    )]
+    pub cache_write_tokens: Option<i64>,
     /// Client event id, 1–128 printable ASCII characters: the idempotency
     /// key. Sending the same id for a tenant again counts it once. Generated
     /// (UUIDv7) when absent.
@@ -68,7 +103,11 @@ impl Example for EventIn {
         Self {
             tenant: TenantSlug("acme-corp".to_owned()),
             feature: FeatureName("gpt-4-turbo".to_owned()),
-            tokens: 1500,
+            tokens: Some(1500),
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
             id: None,
             timestamp: None,
         }
@@ -80,21 +119,8 @@ impl Example for EventIn {
 /// refuse a number where a string belongs (poem-openapi would coerce it).
 mod named {
     use super::*;
+    use crate::routes::rules::{named_field as parse, named_string as string};
     use serde_json::Value;
-
-    fn parse<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
-        T::parse_from_json(value)
-            .map_err(|err| ParseError::custom(format!("field `{name}`: {}", err.message())))
-    }
-
-    fn string<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
-        match value {
-            None | Some(Value::Null | Value::String(_)) => parse(name, value),
-            Some(other) => Err(ParseError::custom(format!(
-                "field `{name}`: expected a string, found {other}"
-            ))),
-        }
-    }
 
     pub fn tenant(value: Option<Value>) -> ParseResult<TenantSlug> {
         string("tenant", value)
@@ -104,8 +130,24 @@ mod named {
         string("feature", value)
     }
 
-    pub fn tokens(value: Option<Value>) -> ParseResult<i64> {
+    pub fn tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
         parse("tokens", value)
+    }
+
+    pub fn input_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("inputTokens", value)
+    }
+
+    pub fn output_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("outputTokens", value)
+    }
+
+    pub fn cache_read_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("cacheReadTokens", value)
+    }
+
+    pub fn cache_write_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("cacheWriteTokens", value)
     }
 
     pub fn id(value: Option<Value>) -> ParseResult<Option<EventId>> {
@@ -123,6 +165,12 @@ impl EventIn {
             tenant: &self.tenant,
             feature: &self.feature,
             tokens: self.tokens,
+            classes: TokenClasses {
+                input: self.input_tokens,
+                output: self.output_tokens,
+                cache_read: self.cache_read_tokens,
+                cache_write: self.cache_write_tokens,
+            },
             id: self.id.as_deref(),
             timestamp: self.timestamp,
         }

@@ -29,6 +29,12 @@ pub struct ExploredEvent {
     pub id: String,
     pub feature: String,
     pub tokens: i64,
+    /// Input tokens (each class 0 for an unclassified event: `tokens` minus
+    /// the four classes is unclassified, priced at the input price).
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
     /// Event time.
     pub occurred_at: DateTime<Utc>,
     /// When the api accepted it.
@@ -43,6 +49,10 @@ impl From<LedgerEvent> for ExploredEvent {
             id: e.id,
             feature: e.feature,
             tokens: e.tokens,
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cache_read_tokens: e.cache_read_tokens,
+            cache_write_tokens: e.cache_write_tokens,
             occurred_at: e.occurred_at,
             received_at: e.received_at,
             voided: e.voided,
@@ -137,6 +147,10 @@ mod tests {
             id: "call:7f/3a".into(),
             feature: "gpt-4o".into(),
             tokens: 1,
+            input_tokens: 1,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             occurred_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
             received_at: Utc::now(),
             voided: false,

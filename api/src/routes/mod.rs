@@ -1,12 +1,14 @@
 //! The HTTP surface: the OpenAPI-described routes, their docs, and the
 //! middleware every request passes through.
 
+mod check;
 mod dead_letters;
 mod events;
 mod explorer;
 mod health;
 mod keys;
 mod paging;
+mod prices;
 mod reference;
 pub mod rules;
 mod tenants;
@@ -44,6 +46,8 @@ pub(crate) enum ApiTags {
     Usage,
     /// Tenant configuration, Slack and signed webhooks, alert history.
     Tenants,
+    /// Effective-dated prices per feature and token class.
+    Prices,
     /// API keys: who may call the api, for what and for which tenant.
     Keys,
     /// Liveness and readiness probes.
@@ -72,11 +76,13 @@ type Apis = (
     voids::VoidsApi,
     dead_letters::DeadLettersApi,
     usage::UsageApi,
+    check::CheckApi,
     usage_stream::UsageStreamApi,
     tenants::TenantConfigApi,
     tenants::SlackWebhookApi,
     tenants::SignedWebhookApi,
     tenants::AlertHistoryApi,
+    prices::PricesApi,
     keys::KeysApi,
     health::HealthApi,
     dashboard::DashboardApi,
@@ -89,11 +95,13 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
         voids::VoidsApi(state.clone()),
         dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),
+        check::CheckApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantConfigApi(state.clone()),
         tenants::SlackWebhookApi(state.clone()),
         tenants::SignedWebhookApi(state.clone()),
         tenants::AlertHistoryApi(state.clone()),
+        prices::PricesApi(state.clone()),
         keys::KeysApi(state.clone()),
         health::HealthApi(state.clone()),
         dashboard::DashboardApi,

@@ -190,6 +190,45 @@ ruled_string!(
     example = "acme production",
 );
 
+ruled_string!(
+    /// A price per million tokens as a decimal string, e.g. `2.50`: up to 7
+    /// digits before the point, up to 6 after (`entity::money`).
+    PriceText,
+    pattern = entity::money::PRICE_PATTERN,
+    min = 1,
+    max = 14,
+    example = "2.50",
+);
+
+ruled_string!(
+    /// A positive amount of money as a decimal string, e.g. `500.00`: up to
+    /// 12 digits before the point, up to 6 after (`entity::money`).
+    BudgetText,
+    pattern = entity::money::BUDGET_PATTERN,
+    min = 1,
+    max = 19,
+    example = "500.00",
+);
+
+/// Parses a body field, putting its name into a type error ("field
+/// `tokens`: expected integer"), which poem-openapi leaves out: for
+/// `deserialize_with`.
+pub fn named_field<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
+    T::parse_from_json(value)
+        .map_err(|err| ParseError::custom(format!("field `{name}`: {}", err.message())))
+}
+
+/// [`named_field`] for a string field, refusing a number or any other
+/// non-string (poem-openapi would coerce it into its text).
+pub fn named_string<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
+    match value {
+        None | Some(Value::Null | Value::String(_)) => named_field(name, value),
+        Some(other) => Err(ParseError::custom(format!(
+            "field `{name}`: expected a string, found {other}"
+        ))),
+    }
+}
+
 /// The 400 for a path or query parameter its type refused, in the shape
 /// the handlers answered before the rule moved into the type; `None` for
 /// any other refusal. poem-openapi reports `failed to parse "string": `,

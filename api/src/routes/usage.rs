@@ -1,6 +1,7 @@
 //! `GET /api/usage/{tenant}`, `GET /api/usage` and
-//! `GET /api/usage/{tenant}/timeseries`: how much of its quota a tenant has
-//! used this billing period, and how usage spread over time.
+//! `GET /api/usage/{tenant}/timeseries`: how much of its quota (and budget)
+//! a tenant has used this billing period, what it cost, and how usage spread
+//! over time.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{
@@ -11,7 +12,11 @@ use poem_openapi::{
 use sea_orm::EntityTrait;
 use serde_json::json;
 
-use entity::usage::{self as usage_query, Granularity, PeriodUsage};
+use entity::{
+    money::Amount,
+    pricing::Counts,
+    usage::{self as usage_query, Granularity, PeriodUsage},
+};
 
 use super::{
     ApiTags, Found, invalid,
@@ -28,12 +33,44 @@ const MAX_BUCKETS: i64 = 7 * 24 * 60;
 /// Most tenants one page of `GET /api/usage` holds.
 const MAX_PAGE: u64 = 1000;
 
-/// Tokens one feature used in the period.
+/// Tokens one feature used in the period, by class, and their cost.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct FeatureUsage {
     pub feature: String,
     pub total_tokens: i64,
+    #[oai(flatten)]
+    pub priced: PricedTokens,
+}
+
+/// Tokens by class and their cost. Unclassified tokens (events sent with
+/// `tokens` alone) are `totalTokens` minus the four classes, and are priced
+/// at the input price.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct PricedTokens {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// Exact cost of the priced tokens (decimal string, at least 6
+    /// decimals, in `currency`).
+    pub cost: String,
+    /// Tokens counted when their feature had no price in force.
+    pub unpriced_tokens: i64,
+}
+
+impl PricedTokens {
+    fn new(c: Counts, cost: Amount, unpriced_tokens: i64) -> Self {
+        Self {
+            input_tokens: c.input,
+            output_tokens: c.output,
+            cache_read_tokens: c.cache_read,
+            cache_write_tokens: c.cache_write,
+            cost: cost.to_string(),
+            unpriced_tokens,
+        }
+    }
 }
 
 /// A tenant's usage in its current billing period.
@@ -47,6 +84,22 @@ pub struct TenantUsage {
     pub monthly_quota: i64,
     /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
     pub quota_percent: f64,
+    /// Exact cost of the period's priced tokens: each event priced by the
+    /// version in force at its event time, computed now from the counted
+    /// classes (decimal string, at least 6 decimals; never rounded).
+    pub cost: String,
+    /// The deployment's currency (`FLAGMETER_CURRENCY`).
+    pub currency: String,
+    /// Tokens counted for a feature that had no price in force at their
+    /// event time (not in `cost`, so that nothing is silently free).
+    pub unpriced_tokens: i64,
+    /// The tenant's monthly budget (decimal string), if it has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget: Option<String>,
+    /// `cost` as a percentage of `budget`, to two decimals (may exceed 100);
+    /// present with `budget`.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget_percent: Option<f64>,
     /// Start of the period (inclusive): local midnight, in the tenant's
     /// `timezone`, on the billing day.
     pub period_start: DateTime<Utc>,
@@ -65,11 +118,18 @@ pub struct TenantUsage {
 }
 
 impl TenantUsage {
-    fn new(usage: PeriodUsage, as_of: DateTime<Utc>) -> Self {
+    fn new(usage: PeriodUsage, as_of: DateTime<Utc>, currency: &str) -> Self {
         let total_tokens = usage.total_tokens();
         let quota = usage.tenant.monthly_quota;
+        let cost = usage.cost();
+        let budget = usage.budget();
         Self {
             quota_percent: usage.quota_percent(),
+            cost: cost.to_string(),
+            currency: currency.to_owned(),
+            unpriced_tokens: usage.unpriced_tokens(),
+            budget: budget.map(|b| b.to_string()),
+            budget_percent: budget.map(|b| cost.percent_of(b)),
             total_tokens,
             monthly_quota: quota,
             period_start: usage.period.start,
@@ -78,8 +138,9 @@ impl TenantUsage {
                 .by_feature
                 .into_iter()
                 .map(|f| FeatureUsage {
+                    total_tokens: f.counts.tokens,
+                    priced: PricedTokens::new(f.counts, f.cost, f.unpriced_tokens),
                     feature: f.feature,
-                    total_tokens: f.tokens,
                 })
                 .collect(),
             as_of,
@@ -125,6 +186,8 @@ pub struct SeriesPoint {
     pub start: DateTime<Utc>,
     pub total_tokens: i64,
     pub event_count: i64,
+    #[oai(flatten)]
+    pub priced: PricedTokens,
 }
 
 /// Usage per bucket, every bucket of the range present.
@@ -169,6 +232,7 @@ impl UsageApi {
         Ok(Found::Ok(Json(TenantUsage::new(
             snapshot.usage,
             snapshot.read_at,
+            &self.0.currency,
         ))))
     }
 
@@ -199,7 +263,7 @@ impl UsageApi {
         Ok(Found::Ok(Json(UsageList {
             tenants: usage
                 .into_iter()
-                .map(|u| TenantUsage::new(u, now))
+                .map(|u| TenantUsage::new(u, now, &self.0.currency))
                 .collect(),
             as_of: now,
         })))
@@ -288,8 +352,9 @@ impl UsageApi {
                 .into_iter()
                 .map(|p| SeriesPoint {
                     start: p.start,
-                    total_tokens: p.tokens,
-                    event_count: p.events,
+                    total_tokens: p.counts.tokens,
+                    event_count: p.counts.events,
+                    priced: PricedTokens::new(p.counts, p.cost, p.unpriced_tokens),
                 })
                 .collect(),
         })))

@@ -266,6 +266,7 @@ const STATE: &str = r##"JSON.stringify({
       level: li.dataset.level,
       percent: li.querySelector(".percent").textContent,
       tokens: li.querySelector(".tokens").textContent,
+      spend: li.querySelector(".spend").hidden ? "" : li.querySelector(".spend").textContent,
       marker: marker.hidden ? "" : marker.textContent,
       period: li.querySelector(".period").textContent,
       features: li.querySelector("summary").textContent,
@@ -334,9 +335,17 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     put_tenant(
         &app,
         "acme-corp",
-        json!({ "name": "Acme <b>Corp</b> & Sons", "monthlyQuota": 10_000 }),
+        json!({ "name": "Acme <b>Corp</b> & Sons", "monthlyQuota": 10_000, "monthlyBudget": "1.00" }),
     )
     .await;
+    let priced = app
+        .post(
+            "/api/prices",
+            &json!({"feature": "gpt-4o", "inputPerMillion": "2", "outputPerMillion": "8",
+                    "effectiveFrom": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(priced.status().as_u16(), 201);
     put_tenant(
         &app,
         "globex-inc",
@@ -412,6 +421,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     assert_eq!(acme["name"], "Acme <b>Corp</b> & Sons", "the name as text");
     assert_eq!(acme["percent"], "85.0\u{a0}%");
     assert_eq!(acme["tokens"], "8,500 of 10,000 tokens");
+    assert_eq!(acme["spend"], "Cost 0.01 of 1.00 USD budget (1.0\u{a0}%)");
     assert_eq!(acme["level"], "over");
     assert!(
         acme["marker"]
@@ -437,6 +447,8 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         (&json!("ok"), &json!(""))
     );
     assert_eq!(initech["tokens"], "50,000 of 1,000,000 tokens");
+    assert_eq!(initech["spend"], "Cost 0.10 USD", "a cost without a budget");
+    assert_eq!(row(&state, "globex-inc")["spend"], "Cost 0.164 USD");
     assert_eq!(
         browser
             .eval("document.querySelectorAll('#tenants b').length")

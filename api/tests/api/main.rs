@@ -11,6 +11,8 @@ mod end_to_end;
 mod explorer;
 mod ingest;
 mod msgpack;
+mod priced_periods;
+mod pricing;
 mod shards;
 mod slow_clients;
 mod timezones;

@@ -1,5 +1,5 @@
 use chrono::{Duration, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 use testkit::env::event;
 
 use testkit::{assert_client_error, spawn_app};
@@ -40,9 +40,18 @@ async fn usage_sums_the_current_period_by_feature() {
     assert_eq!(body["monthlyQuota"], 10_000);
     assert_eq!(body["totalTokens"], 1250);
     assert_eq!(body["quotaPercent"], 12.5);
+    let features: Vec<(&Value, &Value)> = body["byFeature"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (&f["feature"], &f["totalTokens"]))
+        .collect();
     assert_eq!(
-        body["byFeature"],
-        json!([{"feature": "gpt-4o", "totalTokens": 1000}, {"feature": "claude-3-opus", "totalTokens": 250}])
+        features,
+        [
+            (&json!("gpt-4o"), &json!(1000)),
+            (&json!("claude-3-opus"), &json!(250))
+        ]
     );
     assert!(
         body["asOf"].is_string() && body["lastCountedAt"].is_string(),

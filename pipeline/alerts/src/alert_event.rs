@@ -1,11 +1,13 @@
 //! What a tenant's own webhook receives when an alert fires: one JSON
 //! object, signed per Standard Webhooks ([`crate::signing`]).
 //!
-//! `kind` says which limit was crossed. Only quota alerts exist so far
-//! (`quota`); budget alerts (issue 15) add `budget`, read from the alert
-//! row's `kind` column where the sender now selects the literal.
+//! `kind` says which limit was crossed: the alert row's `kind`, `quota` or
+//! `budget` (a budget alert's `usageTokens` and `quota` are the period's
+//! tokens and quota when its cost crossed the threshold).
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use entity::alerts::Kind;
+use sea_orm::ActiveEnum;
 use serde_json::json;
 
 /// The `type` of every alert delivery.
@@ -16,7 +18,7 @@ pub const EVENT_TYPE: &str = "alert.threshold_crossed";
 pub struct AlertEvent {
     /// The alert row: its id makes the message id, stable across retries.
     pub alert_id: i64,
-    pub kind: String,
+    pub kind: Kind,
     pub tenant: String,
     pub threshold: i32,
     pub usage_tokens: i64,
@@ -37,7 +39,7 @@ impl AlertEvent {
         let instant = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         json!({
             "type": EVENT_TYPE,
-            "kind": self.kind,
+            "kind": self.kind.to_value(),
             "tenant": self.tenant,
             "threshold": self.threshold,
             "usageTokens": self.usage_tokens,
@@ -59,7 +61,7 @@ mod tests {
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let event = AlertEvent {
             alert_id: 7,
-            kind: "quota".into(),
+            kind: Kind::Quota,
             tenant: "acme".into(),
             threshold: 80,
             usage_tokens: 850,

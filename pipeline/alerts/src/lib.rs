@@ -1,5 +1,6 @@
-//! Quota alerts: a tenant crossing a threshold of its monthly quota (80 % by
-//! default) is told in Slack, once per threshold and billing period, however
+//! Quota and budget alerts: a tenant crossing a threshold of its monthly
+//! quota (80 % by default), or of its monthly budget if it has one
+//! ([`budget`]), is told in Slack, once per threshold and billing period, however
 //! many replicas run and however often they crash.
 //!
 //! Everything about alerts lives here, and both binaries use it: [`rules`]
@@ -13,6 +14,7 @@
 //! webhook URLs to allow-listed hosts; [`config`] holds their settings.
 
 pub mod alert_event;
+pub mod budget;
 pub mod config;
 pub mod rules;
 pub mod sender;

@@ -72,7 +72,7 @@ open AS (
            ARRAY(SELECT th FROM unnest(t.alert_thresholds) AS th
                  WHERE NOT EXISTS (SELECT 1 FROM alerts a
                                    WHERE a.tenant = t.id AND a.period_start = p.period_start
-                                     AND a.threshold = th)) AS thresholds
+                                     AND a.threshold = th AND a.kind = 'quota')) AS thresholds
     FROM tenants t JOIN periods p ON p.billing_day = t.billing_day AND p.timezone = t.timezone
     WHERE t.id = ANY ($1::text[])
 )
@@ -86,11 +86,35 @@ WHERE cardinality(o.thresholds) > 0
 /// The time zones of these tenants, whose periods [`OPEN_THRESHOLDS`] needs.
 const ZONES: &str = "SELECT DISTINCT timezone FROM tenants WHERE id = ANY ($1::text[])";
 
-/// Records the alerts, and for each new one whose tenant has an enabled
-/// signed webhook its delivery there ([`crate::sender`]): each destination
-/// then gets one message per alert.
-const INSERT_ALERTS: &str = r#"
-WITH inserted AS (
+/// An alert insert (`$insert`, up to its `ORDER BY ... FOR KEY SHARE`)
+/// that records each new alert once per tenant, period, threshold and kind,
+/// and for each new one whose tenant has an enabled signed webhook its
+/// delivery there ([`crate::sender`]), answering how many it `recorded`
+/// ([`insert_alerts`]); quota alerts here, budget alerts in
+/// [`crate::budget`]. Each destination then gets one message per alert.
+macro_rules! recording_alerts {
+    ($insert:literal) => {
+        concat!(
+            "WITH inserted AS (\n",
+            $insert,
+            "    ON CONFLICT (tenant, period_start, threshold, kind) DO NOTHING
+    RETURNING id, tenant
+),
+deliveries AS (
+    INSERT INTO webhook_deliveries (alert_id, tenant)
+    SELECT i.id, i.tenant FROM inserted i
+    JOIN tenant_webhooks w ON w.tenant = i.tenant AND w.enabled
+)
+SELECT count(*) AS recorded FROM inserted
+"
+        )
+    };
+}
+pub(crate) use recording_alerts;
+
+/// Records the quota alerts.
+const INSERT_ALERTS: &str = recording_alerts!(
+    r#"
     INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
     SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
            CASE WHEN EXISTS (SELECT 1 FROM slack_webhooks w WHERE w.tenant = a.tenant AND w.enabled)
@@ -104,16 +128,8 @@ WITH inserted AS (
                   AND a.threshold = ANY (t.alert_thresholds)
     ORDER BY a.tenant, a.threshold
     FOR KEY SHARE OF t
-    ON CONFLICT (tenant, period_start, threshold) DO NOTHING
-    RETURNING id, tenant
-),
-deliveries AS (
-    INSERT INTO webhook_deliveries (alert_id, tenant)
-    SELECT i.id, i.tenant FROM inserted i
-    JOIN tenant_webhooks w ON w.tenant = i.tenant AND w.enabled
-)
-SELECT count(*) AS recorded FROM inserted
-"#;
+"#
+);
 
 /// A threshold a tenant's usage has reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +152,9 @@ pub fn crossed(usage: i64, quota: i64, threshold: i32) -> bool {
 }
 
 /// Records every alert that is due for `tenants` in the period containing
-/// `now`, against committed totals; returns how many new alerts were
-/// recorded. Safe to repeat: what has fired is skipped.
+/// `now`, against committed totals: quota alerts here, budget alerts by
+/// [`crate::budget::evaluate`]; returns how many new alerts were recorded.
+/// Safe to repeat: what has fired is skipped.
 pub async fn evaluate<C: ConnectionTrait>(
     db: &C,
     tenants: &[String],
@@ -209,7 +226,8 @@ pub async fn evaluate<C: ConnectionTrait>(
             }
         }
     }
-    record(db, &crossings).await
+    let quota_alerts = record(db, &crossings).await?;
+    Ok(quota_alerts + crate::budget::evaluate(db, tenants, now).await?)
 }
 
 async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u64, DbErr> {
@@ -236,10 +254,20 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
                 .collect::<Vec<_>>(),
         ),
     ];
+    insert_alerts(db, INSERT_ALERTS, values).await
+}
+
+/// Runs an alert insert that answers how many alerts it `recorded` (quota
+/// alerts here, budget alerts in [`crate::budget`]).
+pub(crate) async fn insert_alerts<C: ConnectionTrait>(
+    db: &C,
+    insert: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<u64, DbErr> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            INSERT_ALERTS,
+            insert,
             values,
         ))
         .await?
@@ -251,7 +279,8 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
 /// Re-arms `tenant`'s alerts after its configuration was saved, in the
 /// saving transaction: this period's alerts whose threshold the usage no
 /// longer reaches (after a quota raise) are deleted, so that they fire again
-/// when usage reaches them. The caller [`evaluate`]s once that is committed,
+/// when usage reaches them (budget alerts likewise, by
+/// [`crate::budget::rearm`]). The caller [`evaluate`]s once that is committed,
 /// which records those now reached at once.
 pub async fn rearm<C: ConnectionTrait>(
     db: &C,
@@ -262,12 +291,14 @@ pub async fn rearm<C: ConnectionTrait>(
     let Some(usage) = period_usage(db, vec![tenant], now).await?.pop() else {
         return Ok(());
     };
+    crate::budget::rearm(db, &usage).await?;
     let (total, quota) = (usage.total_tokens(), usage.tenant.monthly_quota);
     let fired: Vec<i32> = alerts::Entity::find()
         .select_only()
         .column(alerts::Column::Threshold)
         .filter(alerts::Column::Tenant.eq(id.as_str()))
         .filter(alerts::Column::PeriodStart.eq(usage.period.start))
+        .filter(alerts::Column::Kind.eq(alerts::Kind::Quota))
         .into_tuple()
         .all(db)
         .await?;
@@ -280,6 +311,7 @@ pub async fn rearm<C: ConnectionTrait>(
             .filter(alerts::Column::Tenant.eq(id.as_str()))
             .filter(alerts::Column::PeriodStart.eq(usage.period.start))
             .filter(alerts::Column::Threshold.is_in(unreached))
+            .filter(alerts::Column::Kind.eq(alerts::Kind::Quota))
             .exec(db)
             .await?;
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use entity::{tenants, usage::period_usage};
+use entity::{alerts, tenants, usage::period_usage};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement,
     TransactionTrait,
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     alert_event::AlertEvent,
     signing::WebhookSecret,
-    slack::{AlertMessage, Answer, SlackClient},
+    slack::{AlertMessage, Answer, SlackClient, Spend},
     webhook::WebhookPolicy,
 };
 
@@ -53,12 +53,14 @@ pub struct SenderSettings {
 struct Due {
     id: i64,
     tenant: String,
-    kind: String,
     threshold: i32,
     usage_tokens: i64,
     quota: i64,
     period_start: DateTime<Utc>,
     period_end: DateTime<Utc>,
+    kind: alerts::Kind,
+    cost: Option<String>,
+    budget: Option<String>,
     /// Of this destination's delivery.
     attempts: i32,
     created_at: DateTime<Utc>,
@@ -68,10 +70,8 @@ struct Due {
     secret: Option<String>,
 }
 
-// `kind` is `quota` for every alert until issue 15's `alerts.kind` column
-// lands; then both statements select `a.kind`.
 const CLAIM_SLACK: &str = r#"
-SELECT a.id, a.tenant, 'quota'::text AS kind, a.threshold, a.usage_tokens, a.quota,
+SELECT a.id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost, a.budget,
        a.period_start, a.period_end, a.attempts, a.created_at, w.url, w.enabled,
        NULL::text AS secret
 FROM alerts a LEFT JOIN slack_webhooks w ON w.tenant = a.tenant
@@ -82,7 +82,7 @@ FOR UPDATE OF a SKIP LOCKED
 "#;
 
 const CLAIM_WEBHOOK: &str = r#"
-SELECT a.id, a.tenant, 'quota'::text AS kind, a.threshold, a.usage_tokens, a.quota,
+SELECT a.id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost, a.budget,
        a.period_start, a.period_end, d.attempts, d.created_at, w.url, w.enabled, w.secret
 FROM webhook_deliveries d
 JOIN alerts a ON a.id = d.alert_id
@@ -239,7 +239,7 @@ impl Sender {
                 };
                 let event = AlertEvent {
                     alert_id: due.id,
-                    kind: due.kind.clone(),
+                    kind: due.kind,
                     tenant: due.tenant.clone(),
                     threshold: due.threshold,
                     usage_tokens: due.usage_tokens,
@@ -305,7 +305,7 @@ impl Sender {
                 .map(|u| {
                     u.by_feature
                         .into_iter()
-                        .map(|f| (f.feature, f.tokens))
+                        .map(|f| (f.feature, f.counts.tokens))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -319,6 +319,13 @@ impl Sender {
             quota: due.quota,
             period_end: due.period_end,
             top_features,
+            spend: match due.kind {
+                alerts::Kind::Quota => None,
+                alerts::Kind::Budget => Some(Spend {
+                    cost: due.cost.clone().unwrap_or_default(),
+                    budget: due.budget.clone().unwrap_or_default(),
+                }),
+            },
         })
     }
 

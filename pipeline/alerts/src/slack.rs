@@ -29,6 +29,27 @@ pub struct AlertMessage {
     pub period_end: DateTime<Utc>,
     /// Largest features first; the first few are shown.
     pub top_features: Vec<(String, i64)>,
+    /// Set for a budget alert: the cost crossed the threshold of the
+    /// budget, not the tokens of the quota.
+    pub spend: Option<Spend>,
+}
+
+/// A budget alert's figures, as exact decimal strings.
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub cost: String,
+    pub budget: String,
+}
+
+impl Spend {
+    /// For display only; the crossing itself was decided in exact integers.
+    fn percent(&self) -> f64 {
+        let (cost, budget) = (
+            self.cost.parse::<f64>().unwrap_or(0.0),
+            self.budget.parse::<f64>().unwrap_or(f64::INFINITY),
+        );
+        cost * 100.0 / budget
+    }
 }
 
 /// How many features the message lists.
@@ -64,6 +85,18 @@ impl AlertMessage {
 
     /// The plain-text fallback (notifications, clients without blocks).
     pub fn text(&self) -> String {
+        if let Some(spend) = &self.spend {
+            return format!(
+                "FlagMeter budget alert: {} has spent {:.1}% of its monthly budget ({} / {}), \
+                 crossing the {}% budget alert threshold. The billing period ends {}.",
+                self.tenant_name,
+                spend.percent(),
+                spend.cost,
+                spend.budget,
+                self.threshold,
+                self.period_end.format("%Y-%m-%d %H:%M UTC"),
+            );
+        }
         format!(
             "FlagMeter: {} has used {:.1}% of its monthly token quota ({} / {} tokens), \
              crossing the {}% alert threshold. The billing period ends {}.",
@@ -91,28 +124,43 @@ impl AlertMessage {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        let (header, figures) = match &self.spend {
+            Some(spend) => (
+                format!(
+                    "{} passed {}% of its budget",
+                    self.tenant_name, self.threshold
+                ),
+                format!(
+                    "*Budget alert: cost*\n{} / {} ({:.1}%)",
+                    spend.cost,
+                    spend.budget,
+                    spend.percent()
+                ),
+            ),
+            None => (
+                format!(
+                    "{} passed {}% of its token quota",
+                    self.tenant_name, self.threshold
+                ),
+                format!(
+                    "*Usage*\n{} / {} tokens ({:.1}%)",
+                    thousands(self.usage_tokens),
+                    thousands(self.quota),
+                    self.percent()
+                ),
+            ),
+        };
         json!({
             "text": self.text(),
             "blocks": [
                 {
                     "type": "header",
-                    "text": {
-                        "type": "plain_text",
-                        "text": format!("{} passed {}% of its token quota", self.tenant_name, self.threshold),
-                    }
+                    "text": { "type": "plain_text", "text": header }
                 },
                 {
                     "type": "section",
                     "fields": [
-                        {
-                            "type": "mrkdwn",
-                            "text": format!(
-                                "*Usage*\n{} / {} tokens ({:.1}%)",
-                                thousands(self.usage_tokens),
-                                thousands(self.quota),
-                                self.percent()
-                            ),
-                        },
+                        { "type": "mrkdwn", "text": figures },
                         {
                             "type": "mrkdwn",
                             "text": format!("*Period ends*\n{}", self.period_end.format("%Y-%m-%d %H:%M UTC")),
@@ -247,7 +295,29 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             top_features: vec![("gpt-4o".into(), 60_000), ("claude-3-opus".into(), 25_000)],
+            spend: None,
         }
+    }
+
+    #[test]
+    fn a_budget_alert_says_it_is_one() {
+        let budget = AlertMessage {
+            spend: Some(Spend {
+                cost: "4.701234".into(),
+                budget: "5.000000".into(),
+            }),
+            ..message()
+        };
+        let text = budget.text();
+        assert!(text.contains("budget alert"), "{text}");
+        assert!(text.contains("4.701234 / 5.000000"), "{text}");
+        assert!(text.contains("94.0%"), "{text}");
+        let payload = budget.payload();
+        assert_eq!(
+            payload["blocks"][0]["text"]["text"],
+            "Acme <Corp> passed 80% of its budget"
+        );
+        assert!(!message().text().contains("budget"));
     }
 
     #[test]

@@ -2,21 +2,34 @@
 //! the entry's field `e`.
 //!
 //! The record is a map with named fields and a version `v`, so that a newer
-//! writer can add fields without breaking an older reader. Version 1 is an
-//! event; version 3 adds one field, `void`: a void names the event it
-//! cancels by `tenant` and `id`, with an empty `feature` and no `tokens`.
-//! Events are still written as version 1, so that a pipeline that predates
-//! voids keeps counting them during a rolling upgrade (it dead-letters a
-//! void as an unsupported version, to be re-driven once it is upgraded). Decoding is bounded
-//! (size and nesting) and re-applies the domain rules, because anyone with
-//! access to Valkey can write into the stream.
+//! writer can add fields without breaking an older reader. Decoding is
+//! bounded (size and nesting) and re-applies the domain rules, because anyone
+//! with access to Valkey can write into the stream.
+//!
+//! Versions, each still decoded:
+//! - 1: an unclassified event (`tokens` only);
+//! - 2: an event with the four optional token classes (`input_tokens`,
+//!   `output_tokens`, `cache_read_tokens`, `cache_write_tokens`), absent when
+//!   not sent; `tokens` is their sum;
+//! - 3: a void, one more field `void`: it names the event it cancels by
+//!   `tenant` and `id`, with an empty `feature`, no `tokens` and no classes.
+//!
+//! An unclassified event is still written as version 1 and a classified one
+//! as version 2, so that a pipeline that predates classes or voids keeps
+//! counting what it understands during a rolling upgrade (it dead-letters a
+//! newer version as unsupported, to be re-driven once it is upgraded).
 
+use entity::validate::TokenClasses;
 use serde::{Deserialize, Serialize};
 
-/// The record version of an event.
+/// The record version of an unclassified event.
 pub const VERSION: u8 = 1;
+/// The record version of an event with token classes.
+pub const CLASSES_VERSION: u8 = 2;
 /// The record version of a void.
 pub const VOID_VERSION: u8 = 3;
+/// The record versions this build reads.
+const READABLE: std::ops::RangeInclusive<u8> = VERSION..=VOID_VERSION;
 /// Largest payload accepted: a valid record is well under 1 KiB.
 pub const MAX_RECORD_BYTES: usize = 4096;
 /// Deepest nesting accepted: the record is a flat map.
@@ -44,6 +57,15 @@ pub struct EventRecord {
     /// (version 3 only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub void: bool,
+    /// Token classes (version 2); all absent for an unclassified event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<i64>,
 }
 
 /// Why a payload is not a usable record.
@@ -79,6 +101,10 @@ impl EventRecord {
             occurred_ms,
             received_ms,
             void: false,
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
         }
     }
 
@@ -94,6 +120,37 @@ impl EventRecord {
             occurred_ms: received_ms,
             received_ms,
             void: true,
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
+        }
+    }
+
+    /// The same event with its token classes: version 2 when any class is
+    /// given, so an unclassified event stays readable by a version-1 reader.
+    pub fn with_classes(self, classes: TokenClasses) -> Self {
+        Self {
+            v: if classes.sum().is_some() {
+                CLASSES_VERSION
+            } else {
+                self.v
+            },
+            input_tokens: classes.input,
+            output_tokens: classes.output,
+            cache_read_tokens: classes.cache_read,
+            cache_write_tokens: classes.cache_write,
+            ..self
+        }
+    }
+
+    /// The event's token classes (none for an unclassified event).
+    pub fn classes(&self) -> TokenClasses {
+        TokenClasses {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_read: self.cache_read_tokens,
+            cache_write: self.cache_write_tokens,
         }
     }
 
@@ -111,7 +168,7 @@ impl EventRecord {
         let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
         de.set_max_depth(MAX_DEPTH);
         let record = Self::deserialize(&mut de)?;
-        if record.v != VERSION && record.v != VOID_VERSION {
+        if !READABLE.contains(&record.v) {
             return Err(DecodeError::Version(record.v));
         }
         record.check()?;
@@ -132,12 +189,17 @@ impl EventRecord {
             ));
         }
         if self.void {
-            if !self.feature.is_empty() || self.tokens != 0 {
-                return Err(Invalid::new("void", "carries no feature and no tokens"));
+            if !self.feature.is_empty() || self.tokens != 0 || self.classes().sum().is_some() {
+                return Err(Invalid::new(
+                    "void",
+                    "carries no feature, no tokens and no classes",
+                ));
             }
         } else {
             validate::feature(&self.feature)?;
-            validate::tokens(self.tokens)?;
+            // Also checks `tokens` (1 to the maximum) and that it is the sum
+            // of the classes, if there are any.
+            validate::event_tokens(Some(self.tokens), &self.classes())?;
         }
         for (field, ms) in [
             ("occurred_ms", self.occurred_ms),
@@ -201,6 +263,102 @@ mod tests {
         assert!(matches!(
             EventRecord::decode(&bytes),
             Err(DecodeError::TooLarge(100_000))
+        ));
+    }
+
+    fn classified() -> EventRecord {
+        EventRecord::new(
+            "evt-2".into(),
+            "acme-corp".into(),
+            "gpt-4o".into(),
+            1_300,
+            1_763_800_000_000,
+            1_763_800_000_123,
+        )
+        .with_classes(TokenClasses {
+            input: Some(1_000),
+            output: Some(100),
+            cache_read: Some(200),
+            cache_write: None,
+        })
+    }
+
+    #[test]
+    fn token_classes_survive_the_round_trip() {
+        let record = classified();
+        let decoded = EventRecord::decode(&record.encode()).unwrap();
+        assert_eq!(decoded.classes(), record.classes());
+        assert_eq!(decoded.v, 2);
+    }
+
+    #[test]
+    fn a_version_1_record_decodes_as_an_unclassified_event() {
+        /// The record as version 1 wrote it: no class fields at all.
+        #[derive(Serialize)]
+        struct V1<'a> {
+            v: u8,
+            id: &'a str,
+            tenant: &'a str,
+            feature: &'a str,
+            tokens: i64,
+            occurred_ms: i64,
+            received_ms: i64,
+        }
+        let bytes = rmp_serde::to_vec_named(&V1 {
+            v: 1,
+            id: "evt-1",
+            tenant: "acme-corp",
+            feature: "anthropic/claude-3.5-sonnet",
+            tokens: 1500,
+            occurred_ms: 1_763_800_000_000,
+            received_ms: 1_763_800_000_123,
+        })
+        .unwrap();
+        let decoded = EventRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded, EventRecord { v: 1, ..sample() });
+        assert_eq!(decoded.classes(), TokenClasses::default());
+    }
+
+    #[test]
+    fn classes_that_do_not_sum_to_the_tokens_are_refused() {
+        let record = EventRecord {
+            tokens: 1_301,
+            ..classified()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+        let record = EventRecord {
+            cache_write_tokens: Some(-1),
+            tokens: 1_299,
+            ..classified()
+        };
+        assert!(matches!(
+            EventRecord::decode(&record.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn every_version_written_so_far_decodes_and_a_void_carries_no_classes() {
+        // An unclassified event stays version 1, even through with_classes.
+        let plain = sample().with_classes(TokenClasses::default());
+        assert_eq!(plain.v, VERSION);
+        // Issue 15's first writers sent version 2 for every event.
+        let v2_plain = EventRecord {
+            v: CLASSES_VERSION,
+            ..sample()
+        };
+        assert_eq!(EventRecord::decode(&v2_plain.encode()).unwrap(), v2_plain);
+        let void = EventRecord::void("evt-1".into(), "acme-corp".into(), 1_763_800_000_123);
+        let classed_void = EventRecord {
+            input_tokens: Some(5),
+            ..void
+        };
+        assert!(matches!(
+            EventRecord::decode(&classed_void.encode()),
+            Err(DecodeError::Invalid(_))
         ));
     }
 
@@ -339,7 +497,7 @@ mod properties {
     /// A decoded payload is a record that obeys every rule.
     fn sound(result: Result<EventRecord, DecodeError>) {
         if let Ok(record) = result {
-            assert_eq!(record.v, VERSION);
+            assert!(READABLE.contains(&record.v));
             assert!(record.check().is_ok(), "{record:?}");
         }
     }

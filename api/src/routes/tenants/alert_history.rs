@@ -94,12 +94,34 @@ impl From<DeliveryRow> for WebhookDelivery {
     }
 }
 
-/// One quota alert.
+/// What an alert is about.
+#[derive(Debug, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Tokens crossed a threshold of the monthly quota.
+    Quota,
+    /// Cost crossed a threshold of the monthly budget.
+    Budget,
+}
+
+impl From<alerts::Kind> for AlertKind {
+    fn from(kind: alerts::Kind) -> Self {
+        match kind {
+            alerts::Kind::Quota => Self::Quota,
+            alerts::Kind::Budget => Self::Budget,
+        }
+    }
+}
+
+/// One quota or budget alert.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct Alert {
     pub id: i64,
-    /// Percent of the quota crossed.
+    /// `quota` (tokens against the quota) or `budget` (cost against the
+    /// budget).
+    pub kind: AlertKind,
+    /// Percent of the quota (or budget) crossed.
     pub threshold: i32,
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
@@ -107,6 +129,12 @@ pub struct Alert {
     pub usage_tokens: i64,
     /// The quota when it fired.
     pub quota: i64,
+    /// A budget alert's cost when it fired (decimal string).
+    #[oai(skip_serializing_if_is_none)]
+    pub cost: Option<String>,
+    /// A budget alert's budget when it fired (decimal string).
+    #[oai(skip_serializing_if_is_none)]
+    pub budget: Option<String>,
     pub status: AlertStatus,
     /// Delivery attempts so far.
     pub attempts: i32,
@@ -126,6 +154,9 @@ impl From<alerts::Model> for Alert {
     fn from(a: alerts::Model) -> Self {
         Self {
             id: a.id,
+            kind: a.kind.into(),
+            cost: a.cost,
+            budget: a.budget,
             threshold: a.threshold,
             period_start: a.period_start,
             period_end: a.period_end,
@@ -147,7 +178,7 @@ pub struct AlertHistoryApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl AlertHistoryApi {
-    /// The tenant's quota alerts, newest first.
+    /// The tenant's quota and budget alerts, newest first.
     #[oai(path = "/api/tenants/:tenant/alerts", method = "get")]
     async fn alerts(
         &self,

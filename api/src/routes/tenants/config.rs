@@ -1,5 +1,5 @@
 //! `/api/tenants` and `/api/tenants/{tenant}`: a tenant's configuration
-//! (name, quota, billing day, alert thresholds).
+//! (name, quota, billing day, alert thresholds, budget).
 //!
 //! Saving a tenant re-arms its alerts in the same transaction
 //! ([`alerts::rules::rearm`]): raising the quota above current usage re-arms
@@ -8,12 +8,12 @@
 //! the COMMIT, as the pipeline's (`alerts::rules::evaluate`).
 
 use chrono::{DateTime, Utc};
-use entity::tenants;
+use entity::{money::Budget, tenants};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
-    types::Example,
+    types::{Example, MaybeUndefined},
 };
 use sea_orm::{
     ActiveModelTrait, EntityTrait, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -28,7 +28,7 @@ use crate::{
     routes::{
         ApiTags, invalid,
         paging::default_page,
-        rules::{DisplayName, TenantSlug},
+        rules::{BudgetText, DisplayName, TenantSlug},
     },
     state::AppState,
 };
@@ -64,6 +64,19 @@ pub struct TenantIn {
         )
     )]
     pub alert_thresholds: Option<Vec<i32>>,
+    /// Monthly budget in the deployment's currency (decimal string, e.g.
+    /// `500.00`); the alert thresholds apply to it as well. Absent: kept
+    /// as it is; `null`: removed.
+    #[oai(nullable, deserialize_with = "monthly_budget")]
+    pub monthly_budget: MaybeUndefined<BudgetText>,
+}
+
+/// `monthlyBudget`, named in its type errors (a number is refused: money
+/// is a decimal string).
+fn monthly_budget(
+    value: Option<serde_json::Value>,
+) -> poem_openapi::types::ParseResult<MaybeUndefined<BudgetText>> {
+    crate::routes::rules::named_string("monthlyBudget", value)
 }
 
 impl Example for TenantIn {
@@ -74,6 +87,7 @@ impl Example for TenantIn {
             billing_day: Some(1),
             timezone: Some("America/New_York".to_owned()),
             alert_thresholds: Some(vec![80, 100]),
+            monthly_budget: MaybeUndefined::Value(BudgetText("500.00".to_owned())),
         }
     }
 }
@@ -89,6 +103,9 @@ pub struct Tenant {
     /// IANA time zone of the billing period.
     pub timezone: String,
     pub alert_thresholds: Vec<i32>,
+    /// Monthly budget (decimal string), if the tenant has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub monthly_budget: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -96,6 +113,7 @@ pub struct Tenant {
 impl From<tenants::Model> for Tenant {
     fn from(t: tenants::Model) -> Self {
         Self {
+            monthly_budget: t.budget().map(|b| b.to_string()),
             id: t.id,
             name: t.name,
             monthly_quota: t.monthly_quota,
@@ -156,6 +174,13 @@ impl TenantConfigApi {
             ),
             None => None,
         };
+        let budget = match &body.monthly_budget {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(text) => Some(Some(
+                Budget::parse(text).map_err(|err| invalid("monthlyBudget", err))?,
+            )),
+        };
         let now = Utc::now();
         let txn = self.0.db.begin().await?;
         let current = tenants::Entity::find_by_id(tenant.as_str())
@@ -189,6 +214,9 @@ impl TenantConfigApi {
             let mut sorted = thresholds.clone();
             sorted.sort_unstable();
             row.alert_thresholds = Set(sorted);
+        }
+        if let Some(budget) = budget {
+            row.monthly_budget_micros = Set(budget.map(Budget::micros));
         }
         row.updated_at = Set(now);
         let saved = if created {
