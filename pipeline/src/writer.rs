@@ -32,6 +32,8 @@
 //! one key, concurrent replicas serialise on it, and a redelivered void is
 //! as harmless as a redelivered event.
 
+use std::sync::LazyLock;
+
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, RuntimeErr, Statement, TransactionSession, TransactionTrait,
     Value,
@@ -39,7 +41,9 @@ use sea_orm::{
 
 use stream::EventRecord;
 
-const WRITE_BATCH: &str = r#"
+/// The ledger part of a batch of events: its rows, deduplicated, the
+/// tenants it creates and the events it inserts (CTE `inserted`).
+const WRITE_LEDGER: &str = r#"
 WITH input AS (
     SELECT DISTINCT ON (tenant, id) tenant, id, feature, tokens, occurred_ms, received_ms,
            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
@@ -67,43 +71,12 @@ inserted AS (
     RETURNING tenant, feature, tokens, occurred_at,
               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
 ),
-minute_rollups AS (
-    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count,
-                              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
-    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
-           sum(tokens)::bigint, count(*), sum(input_tokens)::bigint, sum(output_tokens)::bigint,
-           sum(cache_read_tokens)::bigint, sum(cache_write_tokens)::bigint
-    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
-    SET total_tokens = r.total_tokens + excluded.total_tokens,
-        event_count = r.event_count + excluded.event_count,
-        input_tokens = r.input_tokens + excluded.input_tokens,
-        output_tokens = r.output_tokens + excluded.output_tokens,
-        cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
-        cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
-        updated_at = now()
-),
-daily_rollups AS (
-    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count,
-                                    input_tokens, output_tokens, cache_read_tokens,
-                                    cache_write_tokens)
-    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
-           sum(tokens)::bigint, count(*), sum(input_tokens)::bigint, sum(output_tokens)::bigint,
-           sum(cache_read_tokens)::bigint, sum(cache_write_tokens)::bigint
-    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, day, slot) DO UPDATE
-    SET total_tokens = d.total_tokens + excluded.total_tokens,
-        event_count = d.event_count + excluded.event_count,
-        input_tokens = d.input_tokens + excluded.input_tokens,
-        output_tokens = d.output_tokens + excluded.output_tokens,
-        cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
-        cache_write_tokens = d.cache_write_tokens + excluded.cache_write_tokens,
-        updated_at = now()
-)
-SELECT count(*) AS inserted FROM inserted
 "#;
 
-const VOID_BATCH: &str = r#"
+/// The ledger part of a batch of voids: the events it marks voided or the
+/// tombstones it leaves (CTE `voided`), and those of them that had been
+/// counted (CTE `live`).
+const VOID_LEDGER: &str = r#"
 WITH input AS (
     SELECT DISTINCT ON (tenant, id) tenant, id, received_ms
     FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(tenant, id, received_ms)
@@ -123,43 +96,70 @@ voided AS (
 live AS (
     SELECT * FROM voided WHERE tokens > 0
 ),
-minute_rollups AS (
-    INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count,
-                              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
-    SELECT tenant, feature, date_trunc('minute', occurred_at, 'UTC'), pg_backend_pid() % 64,
-           -sum(tokens)::bigint, -count(*), -sum(input_tokens)::bigint,
-           -sum(output_tokens)::bigint, -sum(cache_read_tokens)::bigint,
-           -sum(cache_write_tokens)::bigint
-    FROM live GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
-    SET total_tokens = r.total_tokens + excluded.total_tokens,
-        event_count = r.event_count + excluded.event_count,
-        input_tokens = r.input_tokens + excluded.input_tokens,
-        output_tokens = r.output_tokens + excluded.output_tokens,
-        cache_read_tokens = r.cache_read_tokens + excluded.cache_read_tokens,
-        cache_write_tokens = r.cache_write_tokens + excluded.cache_write_tokens,
-        updated_at = now()
-),
-daily_rollups AS (
-    INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count,
-                                    input_tokens, output_tokens, cache_read_tokens,
-                                    cache_write_tokens)
-    SELECT tenant, feature, (occurred_at AT TIME ZONE 'UTC')::date, pg_backend_pid() % 64,
-           -sum(tokens)::bigint, -count(*), -sum(input_tokens)::bigint,
-           -sum(output_tokens)::bigint, -sum(cache_read_tokens)::bigint,
-           -sum(cache_write_tokens)::bigint
-    FROM live GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (tenant, feature, day, slot) DO UPDATE
-    SET total_tokens = d.total_tokens + excluded.total_tokens,
-        event_count = d.event_count + excluded.event_count,
-        input_tokens = d.input_tokens + excluded.input_tokens,
-        output_tokens = d.output_tokens + excluded.output_tokens,
-        cache_read_tokens = d.cache_read_tokens + excluded.cache_read_tokens,
-        cache_write_tokens = d.cache_write_tokens + excluded.cache_write_tokens,
-        updated_at = now()
-)
-SELECT count(*) AS voided FROM voided
 "#;
+
+/// The minute and daily rollup upserts of the rows of CTE `source` (tenant,
+/// feature, tokens, occurred_at and the four token classes), added with
+/// `sign` (`""` counts them, `"-"` takes them away), into this connection's
+/// slot, in key order.
+fn rollup_upserts(source: &str, sign: &str) -> String {
+    [
+        (
+            "minute_rollups",
+            "rollups",
+            "r",
+            "minute",
+            "date_trunc('minute', occurred_at, 'UTC')",
+        ),
+        (
+            "daily_rollups",
+            "daily_rollups",
+            "d",
+            "day",
+            "(occurred_at AT TIME ZONE 'UTC')::date",
+        ),
+    ]
+    .map(|(cte, table, t, key, bucket)| {
+        format!(
+            "{cte} AS (
+    INSERT INTO {table} AS {t} (tenant, feature, {key}, slot, total_tokens, event_count,
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+    SELECT tenant, feature, {bucket}, pg_backend_pid() % 64,
+           {sign}sum(tokens)::bigint, {sign}count(*), {sign}sum(input_tokens)::bigint,
+           {sign}sum(output_tokens)::bigint, {sign}sum(cache_read_tokens)::bigint,
+           {sign}sum(cache_write_tokens)::bigint
+    FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant, feature, {key}, slot) DO UPDATE
+    SET total_tokens = {t}.total_tokens + excluded.total_tokens,
+        event_count = {t}.event_count + excluded.event_count,
+        input_tokens = {t}.input_tokens + excluded.input_tokens,
+        output_tokens = {t}.output_tokens + excluded.output_tokens,
+        cache_read_tokens = {t}.cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = {t}.cache_write_tokens + excluded.cache_write_tokens,
+        updated_at = now()
+)"
+        )
+    })
+    .join(",\n")
+}
+
+/// A batch of events in one statement: the ledger, then the rollups of
+/// what it inserted.
+static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{WRITE_LEDGER}\n{}\nSELECT count(*) AS inserted FROM inserted",
+        rollup_upserts("inserted", "")
+    )
+});
+
+/// A batch of voids in one statement: the ledger, then the rollups of the
+/// counted events it voided, taken away.
+static VOID_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{VOID_LEDGER}\n{}\nSELECT count(*) AS voided FROM voided",
+        rollup_upserts("live", "-")
+    )
+});
 
 /// How a tenant first seen in the stream is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +259,7 @@ async fn write_events<C: ConnectionTrait>(
         class(|r| r.cache_read_tokens),
         class(|r| r.cache_write_tokens),
     ];
-    count_of(db, WRITE_BATCH, values, "inserted").await
+    count_of(db, &WRITE_BATCH, values, "inserted").await
 }
 
 /// The voids' statement; how many took effect.
@@ -269,7 +269,7 @@ async fn write_voids<C: ConnectionTrait>(db: &C, voids: &[&EventRecord]) -> Resu
         Value::from(voids.iter().map(|r| r.id.clone()).collect::<Vec<_>>()),
         Value::from(voids.iter().map(|r| r.received_ms).collect::<Vec<_>>()),
     ];
-    count_of(db, VOID_BATCH, values, "voided").await
+    count_of(db, &VOID_BATCH, values, "voided").await
 }
 
 /// Runs a statement whose one row holds a count in `column`.
