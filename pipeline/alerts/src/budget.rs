@@ -48,25 +48,7 @@ const INSERT_ALERTS: &str = crate::rules::recording_alerts!(
 "#
 );
 
-/// Records every budget alert due for `tenants` in the period containing
-/// `now`; returns how many were new. Safe to repeat.
-pub async fn evaluate<C: ConnectionTrait>(
-    db: &C,
-    tenants: &[String],
-    now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
-    if tenants.is_empty() {
-        return Ok(0);
-    }
-    let budgeted = tenants::Entity::find()
-        .filter(tenants::Column::Id.is_in(tenants.iter().cloned()))
-        .filter(tenants::Column::MonthlyBudgetMicros.is_not_null())
-        .all(db)
-        .await?;
-    decide(db, budgeted, now).await
-}
-
-/// [`evaluate`] for every tenant with a budget: after prices changed.
+/// [`decide`] for every tenant with a budget: after prices changed.
 pub async fn evaluate_all<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<u64, DbErr> {
     let budgeted = tenants::Entity::find()
         .filter(tenants::Column::MonthlyBudgetMicros.is_not_null())
@@ -89,7 +71,10 @@ fn reached(usage: &PeriodUsage) -> Option<(Budget, Vec<i32>)> {
     Some((budget, thresholds))
 }
 
-async fn decide<C: ConnectionTrait>(
+/// Records every budget alert due in the period containing `now` for the
+/// `budgeted` tenants (as read: the insert re-checks their budget, billing
+/// day and zone); returns how many were new. Safe to repeat.
+pub(crate) async fn decide<C: ConnectionTrait>(
     db: &C,
     budgeted: Vec<tenants::Model>,
     now: DateTime<Utc>,

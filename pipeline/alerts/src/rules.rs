@@ -84,8 +84,6 @@ WHERE cardinality(o.thresholds) > 0
 "#;
 
 /// The time zones of these tenants, whose periods [`OPEN_THRESHOLDS`] needs.
-const ZONES: &str = "SELECT DISTINCT timezone FROM tenants WHERE id = ANY ($1::text[])";
-
 /// An alert insert (`$insert`, up to its `ORDER BY ... FOR KEY SHARE`)
 /// that records each new alert once per tenant, period, threshold and kind,
 /// and for each new one whose tenant has an enabled signed webhook its
@@ -153,7 +151,7 @@ pub fn crossed(usage: i64, quota: i64, threshold: i32) -> bool {
 
 /// Records every alert that is due for `tenants` in the period containing
 /// `now`, against committed totals: quota alerts here, budget alerts by
-/// [`crate::budget::evaluate`]; returns how many new alerts were recorded.
+/// [`crate::budget::decide`]; returns how many new alerts were recorded.
 /// Safe to repeat: what has fired is skipped.
 pub async fn evaluate<C: ConnectionTrait>(
     db: &C,
@@ -163,16 +161,15 @@ pub async fn evaluate<C: ConnectionTrait>(
     if tenants.is_empty() {
         return Ok(0);
     }
-    let zones: Vec<String> = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            ZONES,
-            [Value::from(tenants.to_vec())],
-        ))
-        .await?
-        .iter()
-        .map(|row| row.try_get("", "timezone"))
-        .collect::<Result<_, _>>()?;
+    // One read of the batch's tenants serves both kinds: the time zones of
+    // the quota periods, and which tenants have a budget.
+    let rows = tenants::Entity::find()
+        .filter(tenants::Column::Id.is_in(tenants.iter().cloned()))
+        .all(db)
+        .await?;
+    let mut zones: Vec<String> = rows.iter().map(|t| t.timezone.clone()).collect();
+    zones.sort_unstable();
+    zones.dedup();
     let periods: Vec<(i16, &String, BillingPeriod)> = zones
         .iter()
         .flat_map(|zone| {
@@ -188,6 +185,10 @@ pub async fn evaluate<C: ConnectionTrait>(
     let column = |f: fn(&BillingPeriod) -> DateTime<Utc>| -> Value {
         Value::from(periods.iter().map(|(_, _, p)| f(p)).collect::<Vec<_>>())
     };
+    let budgeted = rows
+        .into_iter()
+        .filter(|t| t.monthly_budget_micros.is_some())
+        .collect();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -227,7 +228,7 @@ pub async fn evaluate<C: ConnectionTrait>(
         }
     }
     let quota_alerts = record(db, &crossings).await?;
-    Ok(quota_alerts + crate::budget::evaluate(db, tenants, now).await?)
+    Ok(quota_alerts + crate::budget::decide(db, budgeted, now).await?)
 }
 
 async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u64, DbErr> {
