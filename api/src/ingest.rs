@@ -9,34 +9,33 @@ use stream::{AppendError, EventRecord};
 use crate::{error::ApiError, state::AppState};
 
 /// One event as a client sent it, before the domain rules are applied.
-pub struct Incoming<'a> {
-    pub tenant: &'a str,
-    pub feature: &'a str,
+pub struct Incoming {
+    pub tenant: String,
+    pub feature: String,
     /// Absent when the classes say it.
     pub tokens: Option<i64>,
     pub classes: TokenClasses,
-    pub id: Option<&'a str>,
+    pub id: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
 }
 
-impl Incoming<'_> {
+impl Incoming {
     /// Applies every rule and builds the stream record; a missing id becomes
     /// a UUIDv7 (time-ordered, so the ledger index stays compact), a missing
     /// timestamp the receipt time.
     pub fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid> {
-        validate::tenant(self.tenant)?;
-        validate::feature(self.feature)?;
+        validate::tenant(&self.tenant)?;
+        validate::feature(&self.feature)?;
         let tokens = validate::event_tokens(self.tokens, &self.classes)?;
-        if let Some(id) = self.id {
+        if let Some(id) = &self.id {
             validate::event_id(id)?;
         }
         let occurred = self.timestamp.unwrap_or(now);
         validate::occurred_at(occurred, now)?;
         Ok(EventRecord::new(
-            self.id
-                .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned),
-            self.tenant.to_owned(),
-            self.feature.to_owned(),
+            self.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            self.tenant,
+            self.feature,
             tokens,
             occurred.timestamp_millis(),
             now.timestamp_millis(),
@@ -120,10 +119,10 @@ mod tests {
     use super::*;
     use chrono::Duration;
 
-    fn incoming(tenant: &str) -> Incoming<'_> {
+    fn incoming(tenant: &str) -> Incoming {
         Incoming {
-            tenant,
-            feature: "gpt-4o",
+            tenant: tenant.to_owned(),
+            feature: "gpt-4o".to_owned(),
             tokens: Some(10),
             classes: TokenClasses::default(),
             id: None,
@@ -145,7 +144,7 @@ mod tests {
         let now = Utc::now();
         let at = now - Duration::days(3);
         let record = Incoming {
-            id: Some("call-42"),
+            id: Some("call-42".to_owned()),
             timestamp: Some(at),
             ..incoming("acme")
         }

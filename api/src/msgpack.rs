@@ -3,9 +3,13 @@
 //! into the same typed body, so both formats take the same field names and
 //! the same rules, and the spec lists both media types.
 //!
-//! MessagePack is decoded into a JSON value first and then parsed exactly as
-//! a JSON body is (poem-openapi's `ParseFromJSON`), so no rule exists twice.
-//! The decoding is bounded like the stream's records: nesting at most
+//! Either format is first read straight into the body type (its serde
+//! [`Deserialize`], which takes only bodies the typed parse takes, with the
+//! same values: `routes::event_body`), skipping the JSON value in between.
+//! A body that reading gives up on is decoded into a JSON value and parsed
+//! exactly as poem-openapi parses a JSON body (`ParseFromJSON`), which words
+//! every refusal, so no rule exists twice. MessagePack decoding is bounded
+//! like the stream's records: nesting at most
 //! [`MAX_DEPTH`] (a batch is three levels deep), and the size by the body
 //! limit that already wraps every body. A value JSON cannot hold (binary,
 //! extension types, non-string map keys, NaN) is refused with a 400 that
@@ -17,11 +21,11 @@ use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
     error::{ContentTypeError, ParseRequestPayloadError},
-    payload::{Json, ParsePayload, Payload},
+    payload::{Json, Payload},
     registry::{MetaMediaType, MetaRequest, Registry},
     types::{ParseFromJSON, Type},
 };
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The media type of MessagePack bodies, as the spec lists it.
@@ -51,9 +55,15 @@ fn is_msgpack(content_type: &str) -> bool {
 
 /// Decodes one MessagePack value (and nothing after it) into JSON.
 pub fn decode(bytes: &[u8]) -> Result<Value, String> {
+    read_msgpack(bytes)
+}
+
+/// Reads one MessagePack value (and nothing after it) into `T`, within
+/// [`MAX_DEPTH`].
+pub(crate) fn read_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut de = rmp_serde::Deserializer::new(Cursor::new(bytes));
     de.set_max_depth(MAX_DEPTH);
-    let value = Value::deserialize(&mut de).map_err(|err| format!("invalid MessagePack: {err}"))?;
+    let value = T::deserialize(&mut de).map_err(|err| format!("invalid MessagePack: {err}"))?;
     let read = de.position();
     if read != bytes.len() as u64 {
         return Err(format!(
@@ -64,7 +74,17 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
     Ok(value)
 }
 
-impl<'a, T: ParseFromJSON + Type + Send> ApiExtractor<'a> for JsonOrMsgPack<T> {
+/// The typed parse of a body already decoded into a JSON value, refused as
+/// poem-openapi refuses a JSON body.
+fn parse<T: ParseFromJSON>(value: Value) -> Result<T, ParseRequestPayloadError> {
+    T::parse_from_json(Some(value)).map_err(|err| ParseRequestPayloadError {
+        reason: err.into_message(),
+    })
+}
+
+/// `T`'s [`Deserialize`] must accept only what its `ParseFromJSON` accepts,
+/// with the same value (see the module docs).
+impl<'a, T: ParseFromJSON + DeserializeOwned + Type + Send> ApiExtractor<'a> for JsonOrMsgPack<T> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
     type ParamType = ();
     type ParamRawType = ();
@@ -97,19 +117,26 @@ impl<'a, T: ParseFromJSON + Type + Send> ApiExtractor<'a> for JsonOrMsgPack<T> {
         match request.content_type() {
             Some(content_type) if is_msgpack(content_type) => {
                 let bytes = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+                if let Ok(direct) = read_msgpack(&bytes) {
+                    return Ok(Self(direct));
+                }
                 let value = decode(&bytes).map_err(|reason| ParseRequestPayloadError { reason })?;
-                let parsed =
-                    T::parse_from_json(Some(value)).map_err(|err| ParseRequestPayloadError {
-                        reason: err.into_message(),
-                    })?;
-                Ok(Self(parsed))
+                Ok(Self(parse(value)?))
             }
             Some(content_type) if <Json<T> as Payload>::check_content_type(content_type) => {
-                Ok(Self(
-                    <Json<T> as ParsePayload>::from_request(request, body)
-                        .await?
-                        .0,
-                ))
+                let bytes = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+                if let Ok(direct) = serde_json::from_slice(&bytes) {
+                    return Ok(Self(direct));
+                }
+                // As poem-openapi's `Json<T>` reads it.
+                let value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).map_err(|err| ParseRequestPayloadError {
+                        reason: err.to_string(),
+                    })?
+                };
+                Ok(Self(parse(value)?))
             }
             Some(content_type) => Err(ContentTypeError::NotSupported {
                 content_type: content_type.to_owned(),

@@ -3,6 +3,7 @@
 
 mod check;
 mod dead_letters;
+mod event_body;
 mod events;
 mod explorer;
 mod health;

@@ -1,0 +1,577 @@
+//! The bodies of `POST /api/events` and `POST /api/events/batch`: what a
+//! client's event is, as the spec states it, and the two ways it is read.
+//!
+//! The typed parse (poem-openapi's `ParseFromJSON`, through a JSON value)
+//! is the rule book: it states the schema and words every refusal. Most
+//! bodies are valid, though, and for them the JSON value is pure cost (a
+//! map, its keys and its strings allocated per event, then copied again),
+//! so [`JsonOrMsgPack`](crate::msgpack::JsonOrMsgPack) first reads the
+//! bytes straight into the same types ([`Deserialize`], below). That
+//! reading accepts only bodies the typed parse accepts, with the same
+//! values, and gives up on anything else: a duplicate key, a value of
+//! another type, a number out of range, an invalid tenant or feature, a
+//! timestamp that does not parse. A body it gives up on goes through the
+//! typed parse, which refuses it (or accepts it) exactly as before, so no
+//! refusal is worded twice. The unit tests hold the two readings side by
+//! side.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use entity::validate::{MAX_TOKENS, TokenClasses};
+use poem_openapi::{
+    Object,
+    types::{Example, ParseError, ParseFromJSON, ParseResult},
+};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, Error as _, MapAccess, Visitor},
+};
+
+use super::rules::{EventId, FeatureName, TenantSlug};
+use crate::ingest::Incoming;
+
+/// One usage event.
+///
+/// The character rules of `tenant`, `feature` and `id` are in the spec as
+/// `pattern`s ([`super::rules`]), but not as poem-openapi validators, which
+/// compile their regex on every request (that cost more than half the api's
+/// CPU under load): the handler checks them with the domain rules
+/// (`entity::validate`) and answers a 400 naming the field.
+#[derive(Debug, PartialEq, Object)]
+#[oai(example, rename_all = "camelCase")]
+pub struct EventIn {
+    /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
+    /// A tenant never seen before is created with the default quota.
+    #[oai(deserialize_with = "named::tenant")]
+    pub tenant: TenantSlug,
+    /// Model or product feature, e.g. `anthropic/claude-3.5-sonnet`:
+    /// 1–128 printable ASCII characters without spaces.
+    #[oai(deserialize_with = "named::feature")]
+    pub feature: FeatureName,
+    /// Tokens used, from 1 to 1,000,000,000. Optional when token classes
+    /// are given (it is then their sum); when both are given it must equal
+    /// their sum. An event with `tokens` alone is unclassified (priced at
+    /// the input price).
+    #[oai(
+        nullable,
+        validator(minimum(value = "1"), maximum(value = "1000000000")),
+        deserialize_with = "named::tokens"
+    )]
+    pub tokens: Option<i64>,
+    /// Input (prompt) tokens, from 0 to 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::input_tokens"
+    )]
+    pub input_tokens: Option<i64>,
+    /// Output (completion) tokens, from 0 to 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::output_tokens"
+    )]
+    pub output_tokens: Option<i64>,
+    /// Input tokens read from the provider's prompt cache, from 0 to
+    /// 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::cache_read_tokens"
+    )]
+    pub cache_read_tokens: Option<i64>,
+    /// Input tokens written to the provider's prompt cache, from 0 to
+    /// 1,000,000,000.
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000")),
+        deserialize_with = "named::cache_write_tokens"
+    )]
+    pub cache_write_tokens: Option<i64>,
+    /// Client event id, 1–128 printable ASCII characters: the idempotency
+    /// key. Sending the same id for a tenant again counts it once. Generated
+    /// (UUIDv7) when absent.
+    #[oai(nullable, deserialize_with = "named::id")]
+    pub id: Option<EventId>,
+    /// Event time (RFC 3339); at most 35 days in the past and 5 minutes in
+    /// the future. Defaults to the time of receipt.
+    #[oai(nullable, deserialize_with = "named::timestamp")]
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl Example for EventIn {
+    fn example() -> Self {
+        Self {
+            tenant: TenantSlug("acme-corp".to_owned()),
+            feature: FeatureName("gpt-4-turbo".to_owned()),
+            tokens: Some(1500),
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_tokens: None,
+            cache_write_tokens: None,
+            id: None,
+            timestamp: None,
+        }
+    }
+}
+
+/// Field parsers that put the field's name into a type error ("field
+/// `tokens`: expected integer"), which poem-openapi leaves out, and that
+/// refuse a number where a string belongs (poem-openapi would coerce it).
+mod named {
+    use super::*;
+    use crate::routes::rules::{named_field as parse, named_string as string};
+    use serde_json::Value;
+
+    pub fn tenant(value: Option<Value>) -> ParseResult<TenantSlug> {
+        string("tenant", value)
+    }
+
+    pub fn feature(value: Option<Value>) -> ParseResult<FeatureName> {
+        string("feature", value)
+    }
+
+    pub fn tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("tokens", value)
+    }
+
+    pub fn input_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("inputTokens", value)
+    }
+
+    pub fn output_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("outputTokens", value)
+    }
+
+    pub fn cache_read_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("cacheReadTokens", value)
+    }
+
+    pub fn cache_write_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
+        parse("cacheWriteTokens", value)
+    }
+
+    pub fn id(value: Option<Value>) -> ParseResult<Option<EventId>> {
+        string("id", value)
+    }
+
+    pub fn timestamp(value: Option<Value>) -> ParseResult<Option<DateTime<Utc>>> {
+        string("timestamp", value)
+    }
+}
+
+impl EventIn {
+    /// The event as the domain rules take it, its strings moved.
+    pub fn into_incoming(self) -> Incoming {
+        Incoming {
+            tenant: self.tenant.0,
+            feature: self.feature.0,
+            tokens: self.tokens,
+            classes: TokenClasses {
+                input: self.input_tokens,
+                output: self.output_tokens,
+                cache_read: self.cache_read_tokens,
+                cache_write: self.cache_write_tokens,
+            },
+            id: self.id.map(|id| id.0),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// Up to 1000 events, stored all together or not at all.
+#[derive(Debug, PartialEq, Object)]
+#[oai(example)]
+pub struct BatchIn {
+    #[oai(
+        validator(min_items = 1, max_items = 1000),
+        deserialize_with = "parse_indexed_events"
+    )]
+    pub events: Vec<EventIn>,
+}
+
+impl Example for BatchIn {
+    fn example() -> Self {
+        Self {
+            events: vec![EventIn::example()],
+        }
+    }
+}
+
+/// Parses the events one by one so that an error names the event's index.
+fn parse_indexed_events(value: Option<serde_json::Value>) -> ParseResult<Vec<EventIn>> {
+    match value {
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                EventIn::parse_from_json(Some(item)).map_err(|err| {
+                    ParseError::custom(format!("events[{index}]: {}", err.message()))
+                })
+            })
+            .collect(),
+        other => Err(ParseError::expected_type(other.unwrap_or_default())),
+    }
+}
+
+/// The most events one batch may hold.
+const MAX_BATCH: usize = 1000;
+
+/// The keys of an event body; any other key is `Other`.
+enum Key {
+    Tenant,
+    Feature,
+    Tokens,
+    InputTokens,
+    OutputTokens,
+    CacheReadTokens,
+    CacheWriteTokens,
+    Id,
+    Timestamp,
+    Events,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "tenant" => Key::Tenant,
+                    "feature" => Key::Feature,
+                    "tokens" => Key::Tokens,
+                    "inputTokens" => Key::InputTokens,
+                    "outputTokens" => Key::OutputTokens,
+                    "cacheReadTokens" => Key::CacheReadTokens,
+                    "cacheWriteTokens" => Key::CacheWriteTokens,
+                    "id" => Key::Id,
+                    "timestamp" => Key::Timestamp,
+                    "events" => Key::Events,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A string, and only a string: never a number's or a byte string's text
+/// (as the typed parse, [`super::rules::named_string`]).
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl Visitor<'_> for TextVisitor {
+            type Value = Text;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
+                Ok(Text(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// Reads the next value into `slot`; a key given twice gives up (the typed
+/// parse would take the last).
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(A::Error::custom("key given twice"));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// The value of a key the body does not know, read as the typed parse
+/// reads it (into a JSON value), so that what JSON cannot hold is given up
+/// on here as well.
+fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    map.next_value::<serde_json::Value>().map(drop)
+}
+
+/// Whether an optional token count is within `min..=MAX_TOKENS`, the
+/// validators on [`EventIn`].
+fn in_range(count: Option<i64>, min: i64) -> bool {
+    count.is_none_or(|count| (min..=MAX_TOKENS).contains(&count))
+}
+
+fn give_up<E: de::Error>() -> E {
+    E::custom("left to the typed parse")
+}
+
+/// An event read straight from its bytes; see the module docs.
+impl<'de> Deserialize<'de> for EventIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = EventIn;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventIn, A::Error> {
+        let (mut tenant, mut feature, mut id, mut timestamp) = (None, None, None, None);
+        let mut counts: [Option<Option<i64>>; 5] = Default::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Tenant => once(&mut map, &mut tenant)?,
+                Key::Feature => once(&mut map, &mut feature)?,
+                Key::Tokens => once(&mut map, &mut counts[0])?,
+                Key::InputTokens => once(&mut map, &mut counts[1])?,
+                Key::OutputTokens => once(&mut map, &mut counts[2])?,
+                Key::CacheReadTokens => once(&mut map, &mut counts[3])?,
+                Key::CacheWriteTokens => once(&mut map, &mut counts[4])?,
+                Key::Id => once::<_, Option<Text>>(&mut map, &mut id)?,
+                Key::Timestamp => once::<_, Option<Text>>(&mut map, &mut timestamp)?,
+                Key::Events | Key::Other => skip(&mut map)?,
+            }
+        }
+        let Text(tenant) = tenant.ok_or_else(give_up)?;
+        let Text(feature) = feature.ok_or_else(give_up)?;
+        let [tokens, input, output, cache_read, cache_write] = counts.map(Option::flatten);
+        let classes_in_range = [input, output, cache_read, cache_write]
+            .into_iter()
+            .all(|count| in_range(count, 0));
+        if !in_range(tokens, 1) || !classes_in_range {
+            return Err(give_up());
+        }
+        let timestamp = match timestamp.flatten() {
+            Some(Text(text)) => Some(text.parse::<DateTime<Utc>>().map_err(|_| give_up())?),
+            None => None,
+        };
+        Ok(EventIn {
+            tenant: TenantSlug::parse(tenant).map_err(|_| give_up())?,
+            feature: FeatureName::parse(feature).map_err(|_| give_up())?,
+            tokens,
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            id: id.flatten().map(|Text(id)| EventId(id)),
+            timestamp,
+        })
+    }
+}
+
+/// A batch read straight from its bytes; see the module docs.
+impl<'de> Deserialize<'de> for BatchIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BatchVisitor;
+        impl<'de> Visitor<'de> for BatchVisitor {
+            type Value = BatchIn;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a batch object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchIn, A::Error> {
+                let mut events: Option<Vec<EventIn>> = None;
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Events => once(&mut map, &mut events)?,
+                        _ => skip(&mut map)?,
+                    }
+                }
+                match events {
+                    Some(events) if (1..=MAX_BATCH).contains(&events.len()) => {
+                        Ok(BatchIn { events })
+                    }
+                    _ => Err(give_up()),
+                }
+            }
+        }
+        deserializer.deserialize_map(BatchVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msgpack::{decode, read_msgpack};
+    use serde_json::{Value, json};
+
+    /// What the typed parse makes of a JSON value.
+    fn typed<T: ParseFromJSON>(value: Value) -> Option<T> {
+        T::parse_from_json(Some(value)).ok()
+    }
+
+    /// Reads `body` (JSON text) both ways, and as MessagePack both ways:
+    /// the direct reading gives up or agrees with the typed parse. Returns
+    /// whether the direct reading took it (in both formats alike).
+    fn agree<T>(body: &str) -> bool
+    where
+        T: ParseFromJSON + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+    {
+        let slow = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(typed::<T>);
+        let fast = serde_json::from_str::<T>(body).ok();
+        if let Some(fast) = &fast {
+            assert_eq!(Some(fast), slow.as_ref(), "JSON {body}");
+        }
+        let Ok(value) = serde_json::from_str::<Value>(body) else {
+            return fast.is_some();
+        };
+        // (Its MessagePack twin has lost any repeated key.)
+        let taken = msgpack_agree::<T>(&rmp_serde::to_vec_named(&value).unwrap());
+        assert!(taken || fast.is_none(), "MessagePack {body}");
+        fast.is_some()
+    }
+
+    /// [`agree`] for MessagePack bytes.
+    fn msgpack_agree<T>(bytes: &[u8]) -> bool
+    where
+        T: ParseFromJSON + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+    {
+        let slow = decode(bytes).ok().and_then(typed::<T>);
+        let fast = read_msgpack::<T>(bytes).ok();
+        if let Some(fast) = &fast {
+            assert_eq!(Some(fast), slow.as_ref(), "MessagePack {bytes:x?}");
+        }
+        fast.is_some()
+    }
+
+    const TAKEN: &[&str] = &[
+        r#"{"tenant":"acme","feature":"gpt-4o","tokens":5}"#,
+        r#"{"tenant":"acme","feature":"gpt-4o","tokens":1000000000,"inputTokens":999999990,
+            "outputTokens":10,"cacheReadTokens":0,"cacheWriteTokens":0,"id":"call 7",
+            "timestamp":"2026-12-01T10:00:00.5+02:00"}"#,
+        r#"{"tenant":"a","feature":"f","tokens":1,"id":null,"timestamp":null,"inputTokens":null}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"extra":{"x":[1,2.5,null]},"events":3}"#,
+        r#"{"tenant":"a","feature":"gpt\u002d4","tokens":5,"id":"\u00e9"}"#,
+        r#"{"tenant":"a","feature":"f","inputTokens":0,"outputTokens":3}"#,
+        r#"{"tenant":"a","feature":"f","id":""}"#,
+    ];
+
+    const GIVEN_UP: &[&str] = &[
+        r#"{"tenant":"a","tenant":"b","feature":"f","tokens":5}"#,
+        r#"{"tenant":"a","feature":"f","tokens":0}"#,
+        r#"{"tenant":"a","feature":"f","tokens":1000000001}"#,
+        r#"{"tenant":"a","feature":"f","tokens":-1}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5.0}"#,
+        r#"{"tenant":"a","feature":"f","tokens":1e3}"#,
+        r#"{"tenant":"a","feature":"f","tokens":"5"}"#,
+        r#"{"tenant":"a","feature":"f","tokens":true}"#,
+        r#"{"tenant":"a","feature":"f","tokens":18446744073709551615}"#,
+        r#"{"tenant":"a","feature":"f","inputTokens":-1}"#,
+        r#"{"tenant":"a","feature":"f","cacheWriteTokens":1000000001}"#,
+        r#"{"tenant":5,"feature":"f","tokens":5}"#,
+        r#"{"tenant":null,"feature":"f","tokens":5}"#,
+        r#"{"feature":"f","tokens":5}"#,
+        r#"{"tenant":"-a","feature":"f","tokens":5}"#,
+        r#"{"tenant":"","feature":"f","tokens":5}"#,
+        r#"{"tenant":"a","feature":"a b","tokens":5}"#,
+        r#"{"tenant":"a","tokens":5}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"id":5}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"timestamp":"yesterday"}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"timestamp":1700000000}"#,
+        r#"[{"tenant":"a","feature":"f","tokens":5}]"#,
+        r#"["a","f",5]"#,
+        "null",
+        "",
+        "5",
+        r#"{"tenant":"a","feature":"f","tokens":5} x"#,
+    ];
+
+    #[test]
+    fn the_direct_reading_takes_valid_events_as_the_typed_parse_does() {
+        for body in TAKEN {
+            assert!(agree::<EventIn>(body), "not taken: {body}");
+        }
+    }
+
+    #[test]
+    fn the_direct_reading_gives_up_on_what_it_cannot_vouch_for() {
+        for body in GIVEN_UP {
+            assert!(!agree::<EventIn>(body), "taken: {body}");
+        }
+    }
+
+    #[test]
+    fn batches_are_read_alike_both_ways() {
+        let event = TAKEN[0];
+        let many = |n: usize| format!(r#"{{"events":[{}]}}"#, vec![event; n].join(","));
+        for body in [
+            many(1),
+            many(1000),
+            format!(r#"{{"events":[{event}],"x":[1]}}"#),
+        ] {
+            assert!(agree::<BatchIn>(&body), "not taken: {body}");
+        }
+        let bad = GIVEN_UP[1];
+        for body in [
+            many(0),
+            many(1001),
+            format!(r#"{{"events":[{event},{bad}]}}"#),
+            format!(r#"{{"events":[{event}],"events":[{event}]}}"#),
+            r#"{"events":null}"#.to_owned(),
+            "{}".to_owned(),
+            format!("[[{event}]]"),
+        ] {
+            assert!(!agree::<BatchIn>(&body), "taken: {body}");
+        }
+    }
+
+    /// MessagePack that has no JSON twin is given up on too.
+    #[test]
+    fn messagepack_json_cannot_hold_is_given_up_on() {
+        let event = json!({"tenant": "a", "feature": "f", "tokens": 5});
+        let mut valid = rmp_serde::to_vec_named(&event).unwrap();
+        assert!(msgpack_agree::<EventIn>(&valid));
+        // One more pair: "x" => bin 8 of one byte.
+        let with = |extra: &[u8]| {
+            let mut bytes = vec![0x84];
+            bytes.extend_from_slice(&valid[1..]);
+            bytes.extend_from_slice(extra);
+            bytes
+        };
+        assert!(!msgpack_agree::<EventIn>(&with(&[
+            0xa1, b'x', 0xc4, 0x01, 0x00
+        ])));
+        // A key given twice.
+        assert!(!msgpack_agree::<EventIn>(&with(&[
+            0xa6, b't', b'o', b'k', b'e', b'n', b's', 0x07
+        ])));
+        // An integer key.
+        assert!(!msgpack_agree::<EventIn>(&with(&[0x01, 0x02])));
+        // Nested deeper than the limit in an unknown key.
+        let mut deep = vec![0xa1, b'x'];
+        deep.extend([0x91; 10]);
+        deep.push(0x00);
+        assert!(!msgpack_agree::<EventIn>(&with(&deep)));
+        // The tenant as a byte string instead of a string.
+        let bin_tenant = rmp_serde::to_vec_named(&json!({"feature": "f", "tokens": 5})).unwrap();
+        let mut bytes = vec![0x83];
+        bytes.extend_from_slice(&bin_tenant[1..]);
+        bytes.extend_from_slice(&[0xa6, b't', b'e', b'n', b'a', b'n', b't', 0xc4, 0x01, b'a']);
+        assert!(!msgpack_agree::<EventIn>(&bytes));
+        // The event as an array (serde's default for a struct).
+        let array = rmp_serde::to_vec(&("a", "f", 5)).unwrap();
+        assert!(!msgpack_agree::<EventIn>(&array));
+        // A value after the first.
+        valid.push(0xc0);
+        assert!(!msgpack_agree::<EventIn>(&valid));
+    }
+}
