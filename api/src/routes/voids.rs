@@ -12,7 +12,6 @@
 use chrono::Utc;
 use entity::validate::{self, Invalid};
 use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
-use serde_json::json;
 use stream::EventRecord;
 
 use super::{
@@ -104,12 +103,7 @@ impl VoidsApi {
         auth.0.require_for(Scope::Ingest, &body.tenant)?;
         let record = body
             .to_record(Utc::now().timestamp_millis())
-            .map_err(|invalid| {
-                ApiError::bad_request(
-                    "invalid void",
-                    json!({ "field": invalid.field, "reason": invalid.reason }),
-                )
-            })?;
+            .map_err(|invalid| ApiError::invalid_item("void", None, &invalid))?;
         ingest::append(&self.0, std::slice::from_ref(&record)).await?;
         Ok(Accepted::Accepted(Json(VoidAccepted {
             success: true,
@@ -135,12 +129,8 @@ impl VoidsApi {
             .iter()
             .enumerate()
             .map(|(index, void)| {
-                void.to_record(now).map_err(|invalid| {
-                    ApiError::bad_request(
-                        "invalid void in batch",
-                        json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
-                    )
-                })
+                void.to_record(now)
+                    .map_err(|invalid| ApiError::invalid_item("void", Some(index), &invalid))
             })
             .collect::<Result<Vec<_>, _>>()?;
         ingest::append(&self.0, &records).await?;
