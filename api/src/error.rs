@@ -12,6 +12,7 @@
 //! the request, wherever in it the 503 is made (a `?` on a database error
 //! included).
 
+use entity::validate::Invalid;
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
@@ -115,6 +116,21 @@ impl ApiError {
             ErrorBody::new("rate limit exceeded", None),
             retry_after_secs,
         )
+    }
+
+    /// The 400 for a stream item (`what`: `event`, `void`) that broke a
+    /// domain rule, naming the field; in a batch, also its `index`.
+    pub fn invalid_item(what: &str, index: Option<usize>, invalid: &Invalid) -> Self {
+        match index {
+            None => Self::bad_request(
+                &format!("invalid {what}"),
+                serde_json::json!({ "field": invalid.field, "reason": invalid.reason }),
+            ),
+            Some(index) => Self::bad_request(
+                &format!("invalid {what} in batch"),
+                serde_json::json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
+            ),
+        }
     }
 
     pub fn unknown_tenant(tenant: &str) -> Self {
@@ -268,4 +284,31 @@ pub async fn json_errors(err: poem::Error) -> Response {
     };
     let body = serde_json::json!({ "error": error, "details": err.to_string() });
     (status, poem::web::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_invalid_item_names_its_field_and_in_a_batch_its_index() {
+        let invalid = Invalid::new("id", "must not be empty");
+        let body = |err| match err {
+            ApiError::BadRequest(body) => body.0.to_json(),
+            _ => None,
+        };
+        assert_eq!(
+            body(ApiError::invalid_item("void", None, &invalid)),
+            Some(json!({"error": "invalid void",
+                        "details": {"field": "id", "reason": "must not be empty"}}))
+        );
+        assert_eq!(
+            body(ApiError::invalid_item("void", Some(3), &invalid)),
+            Some(json!({"error": "invalid void in batch",
+                        "details": {"index": 3, "field": "id", "reason": "must not be empty"}}))
+        );
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    ApiTags, Found, invalid,
+    ApiTags, Created, Found, invalid,
     rules::{KeyName, TenantField},
 };
 use crate::{
@@ -98,13 +98,6 @@ pub struct KeyList {
 }
 
 #[derive(ApiResponse)]
-enum CreateKeyResponse {
-    /// Created; keep the secret, it is not shown again.
-    #[oai(status = 201)]
-    Created(Json<CreatedKey>),
-}
-
-#[derive(ApiResponse)]
 enum RevokeKeyResponse {
     /// Revoked: the key stops working within `FLAGMETER_KEY_CACHE_MS` on
     /// every replica.
@@ -123,12 +116,12 @@ impl KeysApi {
         &self,
         auth: ApiKey,
         body: Json<KeyIn>,
-    ) -> Result<CreateKeyResponse, BodyError> {
+    ) -> Result<Created<CreatedKey>, BodyError> {
         auth.0.require(Scope::Admin)?;
         let name = store::check(&body.name, &body.scopes, body.tenant.as_deref())
             .map_err(|e| invalid(e.field, e.reason))?;
         let created = store::create(&self.0.db, name, &body.scopes, body.tenant.as_deref()).await?;
-        Ok(CreateKeyResponse::Created(Json(CreatedKey {
+        Ok(Created::Created(Json(CreatedKey {
             key: created.secret,
             info: created.key.into(),
         })))

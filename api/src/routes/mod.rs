@@ -71,6 +71,45 @@ pub(crate) enum Found<T: ToJSON + Send + Sync> {
     Ok(Json<T>),
 }
 
+/// The answer of a route that adds something: a 201 with what it added.
+#[derive(ApiResponse)]
+pub(crate) enum Created<T: ToJSON + Send + Sync> {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+/// The answer of a route that queues work into the stream: a 202 once it
+/// is durably there.
+#[derive(ApiResponse)]
+pub(crate) enum Accepted<T: ToJSON + Send + Sync> {
+    /// Durably queued; it will be applied exactly once.
+    #[oai(status = 202)]
+    Accepted(Json<T>),
+}
+
+/// The answer of a `PUT` that creates or replaces: 201 or 200.
+#[derive(ApiResponse)]
+pub(crate) enum Saved<T: ToJSON + Send + Sync> {
+    /// Updated.
+    #[oai(status = 200)]
+    Updated(Json<T>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+impl<T: ToJSON + Send + Sync> Saved<T> {
+    /// 201 if the save `created` the resource, else 200.
+    pub(crate) fn new(created: bool, saved: T) -> Self {
+        if created {
+            Self::Created(Json(saved))
+        } else {
+            Self::Updated(Json(saved))
+        }
+    }
+}
+
 /// Every group of routes.
 type Apis = (
     events::EventsApi,

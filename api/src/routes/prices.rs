@@ -11,11 +11,11 @@ use entity::{
     money::{DecimalError, PerMillion},
     pricing::{self, PriceVersion},
 };
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json, types::Example};
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use super::{
-    ApiTags, Found, invalid,
+    ApiTags, Created, Found, invalid,
     rules::{FeatureName, PriceText},
 };
 use crate::{
@@ -134,13 +134,6 @@ pub struct PriceList {
     pub prices: Vec<Price>,
 }
 
-#[derive(ApiResponse)]
-enum CreatePriceResponse {
-    /// The version was added.
-    #[oai(status = 201)]
-    Created(Json<Price>),
-}
-
 const INSERT_PRICE: &str = r#"
 INSERT INTO prices (feature, effective_from, input_per_million, output_per_million,
                     cache_read_per_million, cache_write_per_million)
@@ -161,11 +154,7 @@ pub struct PricesApi(pub AppState);
 impl PricesApi {
     /// Add a price version for a feature.
     #[oai(path = "/api/prices", method = "post")]
-    async fn create(
-        &self,
-        auth: ApiKey,
-        body: Json<PriceIn>,
-    ) -> Result<CreatePriceResponse, BodyError> {
+    async fn create(&self, auth: ApiKey, body: Json<PriceIn>) -> Result<Created<Price>, BodyError> {
         auth.0.require(Scope::Admin)?;
         let input = price("inputPerMillion", &body.input_per_million)?;
         let output = price("outputPerMillion", &body.output_per_million)?;
@@ -196,7 +185,7 @@ impl PricesApi {
         // Costs are read fresh, but a cached usage answer may still be
         // served for its short lifetime (`asOf` says how old it is).
         alerts::budget::evaluate_all(&self.0.db, Utc::now()).await?;
-        Ok(CreatePriceResponse::Created(Json(Price::new(
+        Ok(Created::Created(Json(Price::new(
             version,
             &self.0.currency,
         ))))

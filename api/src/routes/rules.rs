@@ -34,12 +34,12 @@ macro_rules! white_space {
     };
 }
 
-/// Defines a string newtype whose schema carries `pattern` and lengths.
+/// Defines a string newtype whose schema carries `pattern` and lengths
+/// (never empty: 1 to `max` characters).
 macro_rules! ruled_string {
     (
         $(#[$doc:meta])* $name:ident,
         pattern = $pattern:expr,
-        min = $min:expr,
         max = $max:expr,
         example = $example:expr
         $(, check = $check:path)? $(,)?
@@ -68,7 +68,7 @@ macro_rules! ruled_string {
             fn schema_ref() -> MetaSchemaRef {
                 MetaSchemaRef::Inline(Box::new(MetaSchema {
                     pattern: Some($pattern.to_owned()),
-                    min_length: Some($min),
+                    min_length: Some(1),
                     max_length: Some($max),
                     example: Some(Value::String($example.to_owned())),
                     ..MetaSchema::new("string")
@@ -124,7 +124,6 @@ ruled_string!(
     /// digit (`entity::validate::tenant`).
     TenantSlug,
     pattern = entity::validate::TENANT_PATTERN,
-    min = 1,
     max = entity::validate::TENANT_MAX_LEN,
     example = "acme-corp",
     check = entity::validate::tenant,
@@ -141,7 +140,6 @@ ruled_string!(
     /// (`auth::store::check`), whose 400 names the field.
     TenantField,
     pattern = entity::validate::TENANT_PATTERN,
-    min = 1,
     max = entity::validate::TENANT_MAX_LEN,
     example = "acme-corp",
 );
@@ -151,7 +149,6 @@ ruled_string!(
     /// (`entity::validate::feature`).
     FeatureName,
     pattern = entity::validate::FEATURE_PATTERN,
-    min = 1,
     max = entity::validate::FEATURE_MAX_LEN,
     example = "gpt-4o",
     check = entity::validate::feature,
@@ -162,7 +159,6 @@ ruled_string!(
     /// (`entity::validate::event_id`).
     EventId,
     pattern = entity::validate::EVENT_ID_PATTERN,
-    min = 1,
     max = entity::validate::EVENT_ID_MAX_LEN,
     example = "call-7f3a",
 );
@@ -171,7 +167,6 @@ ruled_string!(
     /// A display name: 1–200 characters, not all white space.
     DisplayName,
     pattern = concat!("[^", white_space!(), "]"),
-    min = 1,
     max = 200,
     example = "Acme Corp",
 );
@@ -185,7 +180,6 @@ ruled_string!(
         white_space!(),
         r"][^\x00-\x1f\x7f-\x9f]*$"
     ),
-    min = 1,
     max = 100,
     example = "acme production",
 );
@@ -195,7 +189,6 @@ ruled_string!(
     /// digits before the point, up to 6 after (`entity::money`).
     PriceText,
     pattern = entity::money::PRICE_PATTERN,
-    min = 1,
     max = 14,
     example = "2.50",
 );
@@ -205,7 +198,6 @@ ruled_string!(
     /// 12 digits before the point, up to 6 after (`entity::money`).
     BudgetText,
     pattern = entity::money::BUDGET_PATTERN,
-    min = 1,
     max = 19,
     example = "500.00",
 );

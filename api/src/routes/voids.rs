@@ -11,12 +11,11 @@
 
 use chrono::Utc;
 use entity::validate::{self, Invalid};
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
-use serde_json::json;
+use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 use stream::EventRecord;
 
 use super::{
-    ApiTags,
+    Accepted, ApiTags,
     rules::{EventId, TenantSlug},
 };
 use crate::{
@@ -89,20 +88,6 @@ pub struct VoidBatchAccepted {
     pub accepted: u32,
 }
 
-#[derive(ApiResponse)]
-enum PostVoidResponse {
-    /// Durably queued; it will be applied exactly once.
-    #[oai(status = 202)]
-    Accepted(Json<VoidAccepted>),
-}
-
-#[derive(ApiResponse)]
-enum PostVoidBatchResponse {
-    /// Every void durably queued; each will be applied exactly once.
-    #[oai(status = 202)]
-    Accepted(Json<VoidBatchAccepted>),
-}
-
 /// The routes below, over the shared state.
 pub struct VoidsApi(pub AppState);
 
@@ -114,18 +99,13 @@ impl VoidsApi {
         &self,
         auth: ApiKey,
         body: Json<VoidIn>,
-    ) -> Result<PostVoidResponse, BodyError> {
+    ) -> Result<Accepted<VoidAccepted>, BodyError> {
         auth.0.require_for(Scope::Ingest, &body.tenant)?;
         let record = body
             .to_record(Utc::now().timestamp_millis())
-            .map_err(|invalid| {
-                ApiError::bad_request(
-                    "invalid void",
-                    json!({ "field": invalid.field, "reason": invalid.reason }),
-                )
-            })?;
+            .map_err(|invalid| ApiError::invalid_item("void", None, &invalid))?;
         ingest::append(&self.0, std::slice::from_ref(&record)).await?;
-        Ok(PostVoidResponse::Accepted(Json(VoidAccepted {
+        Ok(Accepted::Accepted(Json(VoidAccepted {
             success: true,
             tenant: record.tenant,
             id: record.id,
@@ -138,7 +118,7 @@ impl VoidsApi {
         &self,
         auth: ApiKey,
         body: Json<VoidBatchIn>,
-    ) -> Result<PostVoidBatchResponse, BodyError> {
+    ) -> Result<Accepted<VoidBatchAccepted>, BodyError> {
         for void in &body.voids {
             auth.0.require_for(Scope::Ingest, &void.tenant)?;
         }
@@ -149,16 +129,12 @@ impl VoidsApi {
             .iter()
             .enumerate()
             .map(|(index, void)| {
-                void.to_record(now).map_err(|invalid| {
-                    ApiError::bad_request(
-                        "invalid void in batch",
-                        json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
-                    )
-                })
+                void.to_record(now)
+                    .map_err(|invalid| ApiError::invalid_item("void", Some(index), &invalid))
             })
             .collect::<Result<Vec<_>, _>>()?;
         ingest::append(&self.0, &records).await?;
-        Ok(PostVoidBatchResponse::Accepted(Json(VoidBatchAccepted {
+        Ok(Accepted::Accepted(Json(VoidBatchAccepted {
             accepted: records.len() as u32,
         })))
     }

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use entity::{money::Budget, tenants};
 use poem_openapi::{
-    ApiResponse, Object, OpenApi,
+    Object, OpenApi,
     param::{Path, Query},
     payload::Json,
     types::{Example, MaybeUndefined},
@@ -20,13 +20,12 @@ use sea_orm::{
     sea_query::LockType,
 };
 
-use super::{DeletedResponse, tenant_or_404};
+use super::{DeletedResponse, admin_tenant};
 use crate::{
     auth::{ApiKey, Scope},
     error::{ApiError, BodyError},
-    routes::Found,
     routes::{
-        ApiTags, invalid,
+        ApiTags, Found, Saved, invalid,
         paging::default_page,
         rules::{BudgetText, DisplayName, TenantSlug},
     },
@@ -134,16 +133,6 @@ pub struct TenantPage {
     pub offset: u64,
 }
 
-#[derive(ApiResponse)]
-enum SaveTenantResponse {
-    /// Updated.
-    #[oai(status = 200)]
-    Updated(Json<Tenant>),
-    /// Created.
-    #[oai(status = 201)]
-    Created(Json<Tenant>),
-}
-
 /// The routes below, over the shared state.
 pub struct TenantConfigApi(pub AppState);
 
@@ -156,7 +145,7 @@ impl TenantConfigApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
         body: Json<TenantIn>,
-    ) -> Result<SaveTenantResponse, BodyError> {
+    ) -> Result<Saved<Tenant>, BodyError> {
         auth.0.require(Scope::Admin)?;
         if let Some(name) = &body.name
             && name.trim().is_empty()
@@ -229,20 +218,14 @@ impl TenantConfigApi {
         // After the COMMIT, as the pipeline does, so that it also sees tokens
         // a replica committed meanwhile with the old settings in mind.
         alerts::rules::evaluate(&self.0.db, std::slice::from_ref(&saved.id), now).await?;
-        Ok(if created {
-            SaveTenantResponse::Created(Json(saved.into()))
-        } else {
-            SaveTenantResponse::Updated(Json(saved.into()))
-        })
+        Ok(Saved::new(created, saved.into()))
     }
 
     /// A tenant's configuration.
     #[oai(path = "/api/tenants/:tenant", method = "get")]
     async fn get(&self, auth: ApiKey, tenant: Path<TenantSlug>) -> Result<Found<Tenant>, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        Ok(Found::Ok(Json(
-            tenant_or_404(&self.0.db, &tenant).await?.into(),
-        )))
+        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
+        Ok(Found::Ok(Json(existing.into())))
     }
 
     /// Every tenant's configuration, a page at a time, in id order.
@@ -287,8 +270,7 @@ impl TenantConfigApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
         tenants::Entity::delete_by_id(existing.id)
             .exec(&self.0.db)
             .await?;

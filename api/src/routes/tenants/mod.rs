@@ -1,7 +1,8 @@
 //! `/api/tenants/...`, one route group a concept: a tenant's configuration
 //! ([`config`]), its Slack webhook ([`slack_webhook`]), its signed webhook
 //! ([`webhook`]) and its alert history ([`alert_history`]). They share the
-//! lookup of the tenant they name.
+//! lookup of the tenant they name, and the two webhooks the lookup,
+//! allow-list check and deletion of their row.
 
 mod alert_history;
 mod config;
@@ -18,13 +19,21 @@ use poem_openapi::ApiResponse;
 use sea_orm::{DatabaseConnection, EntityTrait, PrimaryKeyTrait};
 use serde_json::json;
 
-use crate::{error::ApiError, routes::rules::TenantSlug};
+use crate::{
+    auth::{ApiKey, Scope},
+    error::ApiError,
+    routes::{invalid, rules::TenantSlug},
+    state::AppState,
+};
 
-/// The configured tenant, or the 404 every tenant route answers.
-async fn tenant_or_404(
+/// The configured tenant an admin route names: 403 without the admin scope,
+/// then the 404 every tenant route answers for a tenant it does not know.
+async fn admin_tenant(
     db: &DatabaseConnection,
+    auth: &ApiKey,
     tenant: &TenantSlug,
 ) -> Result<tenants::Model, ApiError> {
+    auth.0.require(Scope::Admin)?;
     tenants::Entity::find_by_id(tenant.as_str())
         .one(db)
         .await?
@@ -46,17 +55,47 @@ fn no_webhook(tenant: &str) -> ApiError {
     ))
 }
 
-/// Deletes the tenant's row of a per-tenant table (a webhook): 404 for an
-/// unknown tenant or a missing row.
-async fn delete_tenant_row<E>(
+/// A webhook URL the allow-list takes, as it is stored; a 400 naming `url`
+/// if it is refused.
+fn allowed_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    let url = state
+        .webhook_policy
+        .check(raw)
+        .map_err(|refused| invalid("url", refused))?;
+    Ok(url.to_string())
+}
+
+/// The tenant an admin route names and its row of a per-tenant webhook
+/// table `E`: 404 for an unknown tenant or a missing row.
+async fn webhook_row<E>(
     db: &DatabaseConnection,
+    auth: &ApiKey,
+    tenant: &TenantSlug,
+) -> Result<(tenants::Model, E::Model), ApiError>
+where
+    E: EntityTrait,
+    String: Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+{
+    let existing = admin_tenant(db, auth, tenant).await?;
+    let hook = E::find_by_id(existing.id.clone())
+        .one(db)
+        .await?
+        .ok_or_else(|| no_webhook(tenant))?;
+    Ok((existing, hook))
+}
+
+/// Deletes the tenant's row of a per-tenant webhook table `E`: 404 for an
+/// unknown tenant or a missing row.
+async fn delete_webhook_row<E>(
+    db: &DatabaseConnection,
+    auth: &ApiKey,
     tenant: &TenantSlug,
 ) -> Result<DeletedResponse, ApiError>
 where
     E: EntityTrait,
     String: Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
 {
-    let existing = tenant_or_404(db, tenant).await?;
+    let existing = admin_tenant(db, auth, tenant).await?;
     let deleted = E::delete_by_id(existing.id).exec(db).await?;
     if deleted.rows_affected == 0 {
         return Err(no_webhook(tenant));

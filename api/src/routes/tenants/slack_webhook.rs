@@ -5,16 +5,15 @@
 
 use alerts::{slack, webhook};
 use chrono::{DateTime, Utc};
-use entity::{slack_webhooks, tenants};
+use entity::slack_webhooks;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
 use sea_orm::{EntityTrait, Set};
 
-use super::{DeletedResponse, delete_tenant_row, no_webhook, tenant_or_404};
+use super::{DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, webhook_row};
 use crate::{
-    auth::{ApiKey, Scope},
+    auth::ApiKey,
     error::{ApiError, BodyError},
-    routes::Found,
-    routes::{ApiTags, invalid, rules::TenantSlug},
+    routes::{ApiTags, Found, invalid, rules::TenantSlug},
     state::AppState,
 };
 
@@ -70,21 +69,6 @@ pub struct WebhookTest {
 /// The routes below, over the shared state.
 pub struct SlackWebhookApi(pub AppState);
 
-impl SlackWebhookApi {
-    /// The tenant and its webhook; 404 if either is missing.
-    async fn with_webhook(
-        &self,
-        tenant: &TenantSlug,
-    ) -> Result<(tenants::Model, slack_webhooks::Model), ApiError> {
-        let existing = tenant_or_404(&self.0.db, tenant).await?;
-        let hook = slack_webhooks::Entity::find_by_id(existing.id.as_str())
-            .one(&self.0.db)
-            .await?
-            .ok_or_else(|| no_webhook(tenant))?;
-        Ok((existing, hook))
-    }
-}
-
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl SlackWebhookApi {
     /// Set the Slack incoming webhook alerts are posted to.
@@ -95,17 +79,12 @@ impl SlackWebhookApi {
         tenant: Path<TenantSlug>,
         body: Json<WebhookIn>,
     ) -> Result<Found<Webhook>, BodyError> {
-        auth.0.require(Scope::Admin)?;
-        let existing = tenant_or_404(&self.0.db, &tenant).await?;
-        let url = self
-            .0
-            .webhook_policy
-            .check(&body.url)
-            .map_err(|refused| invalid("url", refused))?;
+        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
+        let url = allowed_url(&self.0, &body.url)?;
         let now = Utc::now();
         let row = slack_webhooks::ActiveModel {
             tenant: Set(existing.id),
-            url: Set(url.to_string()),
+            url: Set(url),
             enabled: Set(body.enabled.unwrap_or(true)),
             created_at: Set(now),
             updated_at: Set(now),
@@ -132,8 +111,7 @@ impl SlackWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<Found<Webhook>, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        let (_, hook) = self.with_webhook(&tenant).await?;
+        let (_, hook) = webhook_row::<slack_webhooks::Entity>(&self.0.db, &auth, &tenant).await?;
         Ok(Found::Ok(Json(hook.into())))
     }
 
@@ -144,8 +122,7 @@ impl SlackWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        delete_tenant_row::<slack_webhooks::Entity>(&self.0.db, &tenant).await
+        delete_webhook_row::<slack_webhooks::Entity>(&self.0.db, &auth, &tenant).await
     }
 
     /// Send a test message to the tenant's webhook and report Slack's answer.
@@ -155,8 +132,9 @@ impl SlackWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<Found<WebhookTest>, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        let (existing, hook) = self.with_webhook(&tenant).await?;
+        let (existing, hook) =
+            webhook_row::<slack_webhooks::Entity>(&self.0.db, &auth, &tenant).await?;
+        // Checked again: the allow-list may have changed since it was saved.
         let url = self
             .0
             .webhook_policy

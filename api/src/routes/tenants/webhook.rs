@@ -7,17 +7,16 @@
 use alerts::{signing::WebhookSecret, webhook};
 use chrono::{DateTime, Utc};
 use entity::tenant_webhooks;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json, types::Example};
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryResult, Statement, Value,
-};
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, Value};
 
-use super::{DeletedResponse, delete_tenant_row, no_webhook, tenant_or_404};
+use super::{
+    DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, no_webhook, webhook_row,
+};
 use crate::{
-    auth::{ApiKey, Scope},
+    auth::ApiKey,
     error::{ApiError, BodyError},
-    routes::Found,
-    routes::{ApiTags, invalid, rules::TenantSlug},
+    routes::{ApiTags, Found, Saved, rules::TenantSlug},
     state::AppState,
 };
 
@@ -74,16 +73,6 @@ impl SignedWebhook {
     }
 }
 
-#[derive(ApiResponse)]
-enum SaveWebhookResponse {
-    /// Created, with its new secret: store it now, it is not shown again.
-    #[oai(status = 201)]
-    Created(Json<SignedWebhook>),
-    /// Updated; the secret is unchanged (masked).
-    #[oai(status = 200)]
-    Updated(Json<SignedWebhook>),
-}
-
 const SAVE: &str = r#"
 INSERT INTO tenant_webhooks AS w (tenant, url, secret, enabled) VALUES ($1, $2, $3, $4)
 ON CONFLICT (tenant) DO UPDATE
@@ -120,17 +109,11 @@ impl SignedWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
         body: Json<SignedWebhookIn>,
-    ) -> Result<SaveWebhookResponse, BodyError> {
-        auth.0.require(Scope::Admin)?;
-        let existing = tenant_or_404(&self.0.db, &tenant).await?;
-        let url = self
-            .0
-            .webhook_policy
-            .check(&body.url)
-            .map_err(|refused| invalid("url", refused))?;
+    ) -> Result<Saved<SignedWebhook>, BodyError> {
+        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
         let values = [
             existing.id.into(),
-            url.to_string().into(),
+            allowed_url(&self.0, &body.url)?.into(),
             WebhookSecret::generate().expose().into(),
             body.enabled.unwrap_or(true).into(),
         ];
@@ -139,15 +122,11 @@ impl SignedWebhookApi {
             .await?
             .ok_or_else(|| DbErr::RecordNotFound("the webhook upsert returned no row".into()))?;
         let created: bool = row.try_get("", "created")?;
-        let saved = SignedWebhook::from_row(
-            tenant_webhooks::Model::from_query_result(&row, "")?,
+        let saved = tenant_webhooks::Model::from_query_result(&row, "")?;
+        Ok(Saved::new(
             created,
-        )?;
-        Ok(if created {
-            SaveWebhookResponse::Created(Json(saved))
-        } else {
-            SaveWebhookResponse::Updated(Json(saved))
-        })
+            SignedWebhook::from_row(saved, created)?,
+        ))
     }
 
     /// The tenant's signed webhook, URL and secret masked.
@@ -157,12 +136,7 @@ impl SignedWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<Found<SignedWebhook>, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        let existing = tenant_or_404(&self.0.db, &tenant).await?;
-        let row = tenant_webhooks::Entity::find_by_id(existing.id.as_str())
-            .one(&self.0.db)
-            .await?
-            .ok_or_else(|| no_webhook(&tenant))?;
+        let (_, row) = webhook_row::<tenant_webhooks::Entity>(&self.0.db, &auth, &tenant).await?;
         Ok(Found::Ok(Json(SignedWebhook::from_row(row, false)?)))
     }
 
@@ -173,8 +147,7 @@ impl SignedWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        delete_tenant_row::<tenant_webhooks::Entity>(&self.0.db, &tenant).await
+        delete_webhook_row::<tenant_webhooks::Entity>(&self.0.db, &auth, &tenant).await
     }
 
     /// Issue a new signing secret; the old one stops signing at once.
@@ -184,8 +157,7 @@ impl SignedWebhookApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<Found<SignedWebhook>, ApiError> {
-        auth.0.require(Scope::Admin)?;
-        let existing = tenant_or_404(&self.0.db, &tenant).await?;
+        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
         let values = [
             existing.id.into(),
             WebhookSecret::generate().expose().into(),
