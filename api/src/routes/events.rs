@@ -7,11 +7,10 @@
 //! batch with a 400 naming the event's index, field and rule.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
-use serde_json::json;
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
 use super::{
-    ApiTags, Found,
+    Accepted, ApiTags, Found,
     event_body::{BatchIn, EventIn},
     explorer::{self, EventPage, Listing},
     paging::default_page,
@@ -44,20 +43,6 @@ pub struct BatchAccepted {
     pub event_ids: Vec<String>,
 }
 
-#[derive(ApiResponse)]
-enum PostEventResponse {
-    /// Durably queued; it will be counted exactly once.
-    #[oai(status = 202)]
-    Accepted(Json<EventAccepted>),
-}
-
-#[derive(ApiResponse)]
-enum PostBatchResponse {
-    /// Every event durably queued; each will be counted exactly once.
-    #[oai(status = 202)]
-    Accepted(Json<BatchAccepted>),
-}
-
 /// The routes below, over the shared state.
 pub struct EventsApi(pub AppState);
 
@@ -69,20 +54,15 @@ impl EventsApi {
         &self,
         auth: ApiKey,
         body: JsonOrMsgPack<EventIn>,
-    ) -> Result<PostEventResponse, BodyError> {
+    ) -> Result<Accepted<EventAccepted>, BodyError> {
         auth.0.require_for(Scope::Ingest, &body.tenant)?;
         let record = body
             .0
             .into_incoming()
             .into_record(Utc::now())
-            .map_err(|invalid| {
-                ApiError::bad_request(
-                    "invalid event",
-                    json!({ "field": invalid.field, "reason": invalid.reason }),
-                )
-            })?;
+            .map_err(|invalid| ApiError::invalid_item("event", None, &invalid))?;
         ingest::append(&self.0, std::slice::from_ref(&record)).await?;
-        Ok(PostEventResponse::Accepted(Json(EventAccepted {
+        Ok(Accepted::Accepted(Json(EventAccepted {
             success: true,
             event_id: record.id,
         })))
@@ -132,7 +112,7 @@ impl EventsApi {
         &self,
         auth: ApiKey,
         body: JsonOrMsgPack<BatchIn>,
-    ) -> Result<PostBatchResponse, BodyError> {
+    ) -> Result<Accepted<BatchAccepted>, BodyError> {
         for event in &body.events {
             auth.0.require_for(Scope::Ingest, &event.tenant)?;
         }
@@ -144,16 +124,14 @@ impl EventsApi {
             .into_iter()
             .enumerate()
             .map(|(index, event)| {
-                event.into_incoming().into_record(now).map_err(|invalid| {
-                    ApiError::bad_request(
-                        "invalid event in batch",
-                        json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
-                    )
-                })
+                event
+                    .into_incoming()
+                    .into_record(now)
+                    .map_err(|invalid| ApiError::invalid_item("event", Some(index), &invalid))
             })
             .collect::<Result<Vec<_>, _>>()?;
         ingest::append(&self.0, &records).await?;
-        Ok(PostBatchResponse::Accepted(Json(BatchAccepted {
+        Ok(Accepted::Accepted(Json(BatchAccepted {
             accepted: records.len() as u32,
             event_ids: records.into_iter().map(|r| r.id).collect(),
         })))
