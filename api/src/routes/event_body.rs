@@ -574,4 +574,44 @@ mod tests {
         valid.push(0xc0);
         assert!(!msgpack_agree::<EventIn>(&valid));
     }
+
+    /// What the direct reading saves per event, in both formats: a 100-event
+    /// batch read both ways, alternately, medians of 15 rounds.
+    #[test]
+    #[ignore = "a measurement: cargo test -p api --release --lib event_body -- --ignored --nocapture"]
+    fn measure_the_direct_reading() {
+        use std::time::Instant;
+        let event = r#"{"tenant":"acme-corp","feature":"gpt-4o","tokens":1500,"inputTokens":1000,"outputTokens":500,"id":"0193a5c0-7f3a-7000-8000-000000000001"}"#;
+        let json = format!(r#"{{"events":[{}]}}"#, vec![event; 100].join(","));
+        let value: Value = serde_json::from_str(&json).unwrap();
+        let msgpack = rmp_serde::to_vec_named(&value).unwrap();
+        let time = |read: &dyn Fn() -> BatchIn| {
+            let started = Instant::now();
+            for _ in 0..200 {
+                assert_eq!(read().events.len(), 100);
+            }
+            started.elapsed().as_nanos() as f64 / 20_000.0
+        };
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (mut rounds, mut cells) = (0, [(); 4].map(|()| Vec::new()));
+        while rounds < 15 {
+            cells[0].push(time(&|| {
+                typed(serde_json::from_str(&json).unwrap()).unwrap()
+            }));
+            cells[1].push(time(&|| serde_json::from_str(&json).unwrap()));
+            cells[2].push(time(&|| typed(decode(&msgpack).unwrap()).unwrap()));
+            cells[3].push(time(&|| read_msgpack(&msgpack).unwrap()));
+            rounds += 1;
+        }
+        let [json_typed, json_direct, mp_typed, mp_direct] = cells.map(median);
+        println!(
+            "ns per event: JSON typed {json_typed:.0}, direct {json_direct:.0} ({:.2}x); \
+             MessagePack typed {mp_typed:.0}, direct {mp_direct:.0} ({:.2}x)",
+            json_typed / json_direct,
+            mp_typed / mp_direct
+        );
+    }
 }
