@@ -17,7 +17,7 @@ use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use testkit::{TestApp, chromium::Browser, spawn_app, spawn_app_with};
+use testkit::{TestApp, chromium::Browser, json, spawn_app, spawn_app_with};
 
 /// Reads SSE `data:` lines from `/api/usage/stream` until `done` holds for
 /// one of them; returns the `retry:` hint seen and that message.
@@ -405,14 +405,8 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         (&json!(false), &json!(true)),
         "no key form while connected, and a way to forget the key: {state}"
     );
-    let order: Vec<&str> = state["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["tenant"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        order,
+        json::texts(&state["rows"], "tenant"),
         ["acme-corp", "globex-inc", "initech"],
         "by percent used"
     );

@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
 
-use testkit::spawn_app;
+use testkit::{json, spawn_app};
 
 #[tokio::test]
 async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_workers() {
@@ -54,13 +54,7 @@ async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_work
         let usage = app
             .wait_for_total(tenant, *tokens, Duration::from_secs(10))
             .await;
-        let by_feature: i64 = usage["byFeature"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["totalTokens"].as_i64().unwrap())
-            .sum();
-        assert_eq!(by_feature, *tokens);
+        assert_eq!(json::sum(&usage["byFeature"], "totalTokens"), *tokens);
     }
     assert!(app.env.drained(Duration::from_secs(10)).await);
     tokio::join!(a.stop(), b.stop());

@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use stream::dead_letter::DeadLetter;
-use testkit::{assert_client_error, client_with_key, env as testing, eventually, spawn_app};
+use testkit::{assert_client_error, client_with_key, env as testing, eventually, json, spawn_app};
 
 #[tokio::test]
 async fn the_explorer_pages_a_tenants_events_newest_first_and_filters_them() {
@@ -42,11 +42,9 @@ async fn the_explorer_pages_a_tenants_events_newest_first_and_filters_them() {
         let (status, page) = app.get_json(&path).await;
         assert_eq!(status, 200, "{page}");
         ids.extend(
-            page["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_str().unwrap().to_owned()),
+            json::texts(&page["events"], "id")
+                .into_iter()
+                .map(str::to_owned),
         );
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
@@ -76,13 +74,7 @@ async fn the_explorer_pages_a_tenants_events_newest_first_and_filters_them() {
     );
     assert_eq!(e["feature"], "gpt-4o");
     assert!(e["occurredAt"].is_string() && e["receivedAt"].is_string());
-    let window_ids: Vec<&str> = window["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(window_ids, ["e15", "e10"]);
+    assert_eq!(json::texts(&window["events"], "id"), ["e15", "e10"]);
     assert!(window.get("nextCursor").is_none());
 }
 
