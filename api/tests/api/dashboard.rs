@@ -247,6 +247,10 @@ fn note(what: &str) {
 /// Where the page keeps its API key in the tab's session storage.
 const KEY_STORAGE: &str = "flagmeter.dashboard.apiKey";
 
+/// Live again with the figures of the tenant posted after the restart.
+const LIVE_AFTER_RESTART: &str = r##"document.querySelector('li[data-tenant="after-restart"]') !== null
+   && document.getElementById('connection').dataset.state === 'live'"##;
+
 /// What the page shows, as JSON: connection state, whether it asks for a
 /// key (and holds one), and every row in order.
 const STATE: &str = r##"JSON.stringify({
@@ -544,11 +548,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     let watched = WatchedApi::start(config).await;
     post_usage(&app, "after-restart", "gpt-4o", 10).await;
     browser
-        .shows(
-            "the tenant posted after the restart",
-            r##"document.querySelector('li[data-tenant="after-restart"]') !== null
-               && document.getElementById('connection').dataset.state === 'live'"##,
-        )
+        .shows("the tenant posted after the restart", LIVE_AFTER_RESTART)
         .await;
     assert_eq!(browser.eval("window.notReloaded === true").await, true);
     assert_eq!(
@@ -675,11 +675,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // The right key, typed into the form: the figures; then "Forget key".
     type_key(&mut browser, &admin_key).await;
     browser
-        .shows(
-            "the figures with a typed key",
-            r##"document.querySelector('li[data-tenant="after-restart"]') !== null
-               && document.getElementById('connection').dataset.state === 'live'"##,
-        )
+        .shows("the figures with a typed key", LIVE_AFTER_RESTART)
         .await;
     let state = page_state(&mut browser).await;
     assert_eq!(

@@ -169,13 +169,7 @@ async fn a_budget_alert_reaches_the_signed_webhook_as_kind_budget_once() {
         0,
     )
     .await;
-    eventually("the webhook got it", Duration::from_secs(20), || async {
-        match receiver.requests().len() {
-            1 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await;
+    receiver.wait_for_requests(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker.stop().await;
 

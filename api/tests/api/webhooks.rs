@@ -226,16 +226,10 @@ async fn an_alert_for_a_tenant_with_only_a_signed_webhook_is_delivered_there() {
             1000,
         )
         .await;
-    eventually("the webhook got it", Duration::from_secs(20), || async {
-        match receiver.requests().len() {
-            1 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await;
+    let delivered = receiver.wait_for_requests(1, Duration::from_secs(20)).await;
     worker.stop().await;
 
-    let delivery = &receiver.requests()[0];
+    let delivery = &delivered[0];
     assert!(delivery.signed_by(&secret));
     assert_eq!(delivery.json()["usageTokens"], 900);
     let (_, alerts) = app.get_json("/api/tenants/acme/alerts").await;
