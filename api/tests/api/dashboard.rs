@@ -17,7 +17,7 @@ use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use testkit::{TestApp, chromium::Browser, json, spawn_app, spawn_app_with};
+use testkit::{TestApp, chromium::Browser, create_key, json, spawn_app, spawn_app_with};
 
 /// Reads SSE `data:` lines from `/api/usage/stream` until `done` holds for
 /// one of them; returns the `retry:` hint seen and that message.
@@ -628,15 +628,9 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
 
     // A valid key without the read scope (403), put into the address of
     // the open page: refused as well, and taken out of the address.
-    let response = app
-        .post(
-            "/api/keys",
-            &json!({ "name": "ingest only", "scopes": ["ingest"] }),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 201);
-    let created: Value = response.json().await.unwrap();
-    let ingest_key = created["key"].as_str().expect("the new key").to_owned();
+    let ingest_key = create_key(&app, json!({ "name": "ingest only", "scopes": ["ingest"] }))
+        .await
+        .secret;
     browser
         .eval("document.getElementById('connection-text').textContent = ''")
         .await;

@@ -372,17 +372,10 @@ async fn the_check_allows_exactly_up_to_the_quota_and_below_the_budget() {
 #[tokio::test]
 async fn a_tenant_key_checks_only_its_own_tenant() {
     let app = spawn_app().await;
-    let response = app
-        .post(
-            "/api/keys",
-            &json!({"name": "acme", "scopes": ["read"], "tenant": "acme"}),
-        )
-        .await;
-    let key: Value = response.json().await.unwrap();
-    let client = testkit::app::client_with_key(key["key"].as_str().unwrap());
-    let status = |tenant: &str| {
-        let request = client.get(format!("{}/api/usage/{tenant}/check", app.base));
-        async move { request.send().await.unwrap().status().as_u16() }
+    let key = app.tenant_reader("acme").await;
+    let status = async |tenant: &str| {
+        let path = format!("/api/usage/{tenant}/check");
+        key.get(&path).await.status().as_u16()
     };
     assert_eq!(status("acme").await, 200);
     assert_eq!(status("globex").await, 403);

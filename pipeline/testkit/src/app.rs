@@ -1,4 +1,5 @@
-//! `spawn_app`: an api on a free port with its own database and stream.
+//! `spawn_app`: an api on a free port with its own database and stream,
+//! and API keys created on it with a client that sends them.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use api::{
     config::{ApiConfig, AuthArgs},
     startup::Application,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use service::config::DatabaseArgs;
 use stream::config::ValkeyArgs;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,27 @@ pub struct TestApp {
     pub client: reqwest::Client,
     config: ApiConfig,
     shutdown: CancellationToken,
+}
+
+/// An API key created through the api, with a client that sends it.
+pub struct Key {
+    pub id: String,
+    pub secret: String,
+    /// Sends `secret` with every request.
+    pub client: reqwest::Client,
+    /// The api that issued the key.
+    base: String,
+}
+
+impl Key {
+    /// `GET path` on the api that issued the key, with the key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
 }
 
 /// Largest body the test apps accept, small enough to test cheaply.
@@ -83,6 +105,21 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
 /// An HTTP client that sends `key` as its bearer token with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
     crate::bearer::client_builder(key).build().unwrap()
+}
+
+/// Creates an API key on `app` as `body` says (`POST /api/keys`,
+/// asserting 201).
+pub async fn create_key(app: &TestApp, body: Value) -> Key {
+    let response = app.post("/api/keys", &body).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("a JSON body");
+    let secret = created["key"].as_str().expect("the new key").to_owned();
+    Key {
+        id: created["id"].as_str().expect("the key's id").to_owned(),
+        client: client_with_key(&secret),
+        secret,
+        base: app.base.clone(),
+    }
 }
 
 /// Builds and runs an api until `shutdown`; returns its base URL.
@@ -155,6 +192,13 @@ impl TestApp {
         let response = self.get(path).await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// A key with the read scope, restricted to `tenant`.
+    pub async fn tenant_reader(&self, tenant: &str) -> Key {
+        let body =
+            json!({"name": format!("{tenant} reader"), "scopes": ["read"], "tenant": tenant});
+        create_key(self, body).await
     }
 
     /// Polls the tenant's usage until it shows `expected` tokens.

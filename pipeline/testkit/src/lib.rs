@@ -19,8 +19,8 @@ pub mod json;
 pub mod log;
 
 pub use app::{
-    TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, spawn_app,
-    spawn_app_with,
+    Key, TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, create_key,
+    spawn_app, spawn_app_with,
 };
 pub use env::TestEnv;
 pub use eventually::eventually;
