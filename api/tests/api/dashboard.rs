@@ -317,18 +317,8 @@ async fn type_key(browser: &mut Browser, key: &str) {
 }
 
 async fn post_usage(app: &TestApp, tenant: &str, feature: &str, tokens: i64) {
-    let response = app
-        .post(
-            "/api/events",
-            &json!({ "tenant": tenant, "feature": feature, "tokens": tokens }),
-        )
+    app.post_event(&json!({ "tenant": tenant, "feature": feature, "tokens": tokens }))
         .await;
-    assert_eq!(response.status().as_u16(), 202);
-}
-
-async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
-    let response = app.put(&format!("/api/tenants/{tenant}"), &body).await;
-    assert!(response.status().is_success(), "{}", response.status());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,27 +326,19 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     let mut captured = None;
     let app = spawn_app_with(|config| captured = Some(config.clone())).await;
     let pipeline = app.env.spawn_pipeline("w");
-    put_tenant(
-        &app,
+    app.put_tenant(
         "acme-corp",
         json!({ "name": "Acme <b>Corp</b> & Sons", "monthlyQuota": 10_000, "monthlyBudget": "1.00" }),
     )
     .await;
-    let priced = app
-        .post(
-            "/api/prices",
-            &json!({"feature": "gpt-4o", "inputPerMillion": "2", "outputPerMillion": "8",
-                    "effectiveFrom": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
-        )
-        .await;
-    assert_eq!(priced.status().as_u16(), 201);
-    put_tenant(
-        &app,
+    app.set_standing_price("gpt-4o", "2", "8").await;
+    app.put_tenant(
         "globex-inc",
         json!({ "monthlyQuota": 100_000, "alertThresholds": [90, 100] }),
     )
     .await;
-    put_tenant(&app, "initech", json!({ "monthlyQuota": 1_000_000 })).await;
+    app.put_tenant("initech", json!({ "monthlyQuota": 1_000_000 }))
+        .await;
     post_usage(&app, "acme-corp", "gpt-4o", 5_000).await;
     post_usage(&app, "acme-corp", "claude-3-opus", 3_500).await;
     post_usage(&app, "globex-inc", "gpt-4o", 82_000).await;

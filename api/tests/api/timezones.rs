@@ -201,8 +201,7 @@ async fn unknown_time_zones_are_400s_naming_the_field() {
     tenant(&app, "acme", "Asia/Kolkata", 1, &[80]).await;
     let (_, saved) = app.get_json("/api/tenants/acme").await;
     assert_eq!(saved["timezone"], "Asia/Kolkata");
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 20}))
-        .await;
+    app.put_tenant("acme", json!({"monthlyQuota": 20})).await;
     let (_, kept) = app.get_json("/api/tenants/acme").await;
     assert_eq!(
         kept["timezone"], "Asia/Kolkata",

@@ -8,13 +8,8 @@ use serde_json::{Value, json};
 use testkit::{TestApp, assert_client_error, eventually, json, spawn_app};
 
 async fn event(app: &TestApp, id: &str, tokens: i64) {
-    let sent = app
-        .post(
-            "/api/events",
-            &json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}),
-        )
+    app.post_event(&json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}))
         .await;
-    assert_eq!(sent.status().as_u16(), 202);
 }
 
 async fn void(app: &TestApp, id: &str) -> Value {
@@ -139,8 +134,7 @@ async fn a_batch_of_voids_is_applied_and_bad_voids_are_400s_naming_the_field() {
 #[tokio::test]
 async fn usage_that_drops_below_a_threshold_fires_nothing_and_rearms_nothing() {
     let app = spawn_app().await;
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
-        .await;
+    app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
     let worker = app.env.spawn_pipeline("w");
     event(&app, "big", 900).await;
     let alerts = eventually("the alert fired", Duration::from_secs(20), || async {

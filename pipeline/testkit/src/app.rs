@@ -1,5 +1,6 @@
 //! `spawn_app`: an api on a free port with its own database and stream,
-//! and API keys created on it with a client that sends them.
+//! and the set-up requests tests send it (a tenant, an event, a price, an
+//! API key), each asserting that the api took it.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use api::{
     config::{ApiConfig, AuthArgs},
     startup::Application,
 };
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use service::config::DatabaseArgs;
 use stream::config::ValkeyArgs;
@@ -192,6 +194,46 @@ impl TestApp {
         let response = self.get(path).await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Creates or updates `tenant` with the settings in `body`, asserting
+    /// success.
+    pub async fn put_tenant(&self, tenant: &str, body: Value) {
+        let response = self.put(&format!("/api/tenants/{tenant}"), &body).await;
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// Posts one event to `/api/events`, asserting 202; returns the answer.
+    pub async fn post_event(&self, event: &Value) -> Value {
+        let response = self.post("/api/events", event).await;
+        assert_eq!(response.status().as_u16(), 202, "{event}");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// Adds a price version for `feature`, `input` and `output` per million
+    /// tokens from `effective_from`, asserting 201.
+    pub async fn set_price(
+        &self,
+        feature: &str,
+        input: &str,
+        output: &str,
+        effective_from: DateTime<Utc>,
+    ) {
+        let body = json!({
+            "feature": feature,
+            "inputPerMillion": input,
+            "outputPerMillion": output,
+            "effectiveFrom": effective_from.to_rfc3339(),
+        });
+        let response = self.post("/api/prices", &body).await;
+        assert_eq!(response.status().as_u16(), 201, "{body}");
+    }
+
+    /// Adds a price version for `feature`, `input` and `output` per million
+    /// tokens, in force since 40 days ago: before any current period began.
+    pub async fn set_standing_price(&self, feature: &str, input: &str, output: &str) {
+        let since = Utc::now() - chrono::Duration::days(40);
+        self.set_price(feature, input, output, since).await;
     }
 
     /// A key with the read scope, restricted to `tenant`.
