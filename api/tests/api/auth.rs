@@ -7,26 +7,9 @@ use std::time::Duration;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-use testkit::{TestApp, assert_client_error, client_with_key, spawn_app, spawn_app_with};
-
-/// A key created through the api: its id and secret.
-struct Key {
-    id: String,
-    client: reqwest::Client,
-    secret: String,
-}
-
-async fn create_key(app: &TestApp, body: Value) -> Key {
-    let response = app.post("/api/keys", &body).await;
-    assert_eq!(response.status().as_u16(), 201);
-    let created: Value = response.json().await.unwrap();
-    let secret = created["key"].as_str().unwrap().to_owned();
-    Key {
-        id: created["id"].as_str().unwrap().to_owned(),
-        client: client_with_key(&secret),
-        secret,
-    }
-}
+use testkit::{
+    Key, TestApp, assert_client_error, client_with_key, create_key, spawn_app, spawn_app_with,
+};
 
 /// Sends `method path` with `key`'s client and a JSON body; the status.
 async fn status(
@@ -246,12 +229,7 @@ async fn each_scope_and_tenant_restriction_holds() {
             "acme key: GET {path}"
         );
     }
-    let refused = acme
-        .client
-        .get(format!("{}/api/usage/globex", app.base))
-        .send()
-        .await
-        .unwrap();
+    let refused = acme.get("/api/usage/globex").await;
     let body = assert_client_error(refused, 403).await;
     assert_eq!(body["details"]["tenant"], "globex");
 
@@ -500,12 +478,7 @@ async fn an_open_event_stream_ends_when_its_key_is_revoked() {
     use futures::StreamExt;
     let app = spawn_app_with(|config| config.auth.key_cache_ms = 300).await;
     let key = create_key(&app, json!({"name": "viewer", "scopes": ["read"]})).await;
-    let response = key
-        .client
-        .get(format!("{}/api/usage/stream", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = key.get("/api/usage/stream").await;
     assert_eq!(response.status().as_u16(), 200);
     let mut stream = response.bytes_stream();
     assert!(stream.next().await.is_some(), "the stream sends something");

@@ -17,7 +17,7 @@ use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use testkit::{TestApp, chromium::Browser, spawn_app, spawn_app_with};
+use testkit::{TestApp, chromium::Browser, create_key, json, spawn_app, spawn_app_with};
 
 /// Reads SSE `data:` lines from `/api/usage/stream` until `done` holds for
 /// one of them; returns the `retry:` hint seen and that message.
@@ -247,6 +247,10 @@ fn note(what: &str) {
 /// Where the page keeps its API key in the tab's session storage.
 const KEY_STORAGE: &str = "flagmeter.dashboard.apiKey";
 
+/// Live again with the figures of the tenant posted after the restart.
+const LIVE_AFTER_RESTART: &str = r##"document.querySelector('li[data-tenant="after-restart"]') !== null
+   && document.getElementById('connection').dataset.state === 'live'"##;
+
 /// What the page shows, as JSON: connection state, whether it asks for a
 /// key (and holds one), and every row in order.
 const STATE: &str = r##"JSON.stringify({
@@ -313,18 +317,8 @@ async fn type_key(browser: &mut Browser, key: &str) {
 }
 
 async fn post_usage(app: &TestApp, tenant: &str, feature: &str, tokens: i64) {
-    let response = app
-        .post(
-            "/api/events",
-            &json!({ "tenant": tenant, "feature": feature, "tokens": tokens }),
-        )
+    app.post_event(&json!({ "tenant": tenant, "feature": feature, "tokens": tokens }))
         .await;
-    assert_eq!(response.status().as_u16(), 202);
-}
-
-async fn put_tenant(app: &TestApp, tenant: &str, body: Value) {
-    let response = app.put(&format!("/api/tenants/{tenant}"), &body).await;
-    assert!(response.status().is_success(), "{}", response.status());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,27 +326,19 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     let mut captured = None;
     let app = spawn_app_with(|config| captured = Some(config.clone())).await;
     let pipeline = app.env.spawn_pipeline("w");
-    put_tenant(
-        &app,
+    app.put_tenant(
         "acme-corp",
         json!({ "name": "Acme <b>Corp</b> & Sons", "monthlyQuota": 10_000, "monthlyBudget": "1.00" }),
     )
     .await;
-    let priced = app
-        .post(
-            "/api/prices",
-            &json!({"feature": "gpt-4o", "inputPerMillion": "2", "outputPerMillion": "8",
-                    "effectiveFrom": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
-        )
-        .await;
-    assert_eq!(priced.status().as_u16(), 201);
-    put_tenant(
-        &app,
+    app.set_standing_price("gpt-4o", "2", "8").await;
+    app.put_tenant(
         "globex-inc",
         json!({ "monthlyQuota": 100_000, "alertThresholds": [90, 100] }),
     )
     .await;
-    put_tenant(&app, "initech", json!({ "monthlyQuota": 1_000_000 })).await;
+    app.put_tenant("initech", json!({ "monthlyQuota": 1_000_000 }))
+        .await;
     post_usage(&app, "acme-corp", "gpt-4o", 5_000).await;
     post_usage(&app, "acme-corp", "claude-3-opus", 3_500).await;
     post_usage(&app, "globex-inc", "gpt-4o", 82_000).await;
@@ -405,14 +391,8 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         (&json!(false), &json!(true)),
         "no key form while connected, and a way to forget the key: {state}"
     );
-    let order: Vec<&str> = state["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["tenant"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        order,
+        json::texts(&state["rows"], "tenant"),
         ["acme-corp", "globex-inc", "initech"],
         "by percent used"
     );
@@ -550,11 +530,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     let watched = WatchedApi::start(config).await;
     post_usage(&app, "after-restart", "gpt-4o", 10).await;
     browser
-        .shows(
-            "the tenant posted after the restart",
-            r##"document.querySelector('li[data-tenant="after-restart"]') !== null
-               && document.getElementById('connection').dataset.state === 'live'"##,
-        )
+        .shows("the tenant posted after the restart", LIVE_AFTER_RESTART)
         .await;
     assert_eq!(browser.eval("window.notReloaded === true").await, true);
     assert_eq!(
@@ -634,15 +610,9 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
 
     // A valid key without the read scope (403), put into the address of
     // the open page: refused as well, and taken out of the address.
-    let response = app
-        .post(
-            "/api/keys",
-            &json!({ "name": "ingest only", "scopes": ["ingest"] }),
-        )
-        .await;
-    assert_eq!(response.status().as_u16(), 201);
-    let created: Value = response.json().await.unwrap();
-    let ingest_key = created["key"].as_str().expect("the new key").to_owned();
+    let ingest_key = create_key(&app, json!({ "name": "ingest only", "scopes": ["ingest"] }))
+        .await
+        .secret;
     browser
         .eval("document.getElementById('connection-text').textContent = ''")
         .await;
@@ -681,11 +651,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     // The right key, typed into the form: the figures; then "Forget key".
     type_key(&mut browser, &admin_key).await;
     browser
-        .shows(
-            "the figures with a typed key",
-            r##"document.querySelector('li[data-tenant="after-restart"]') !== null
-               && document.getElementById('connection').dataset.state === 'live'"##,
-        )
+        .shows("the figures with a typed key", LIVE_AFTER_RESTART)
         .await;
     let state = page_state(&mut browser).await;
     assert_eq!(

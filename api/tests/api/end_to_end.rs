@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::json;
 
-use testkit::spawn_app;
+use testkit::{json, spawn_app};
 
 #[tokio::test]
 async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_workers() {
@@ -32,7 +32,7 @@ async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_work
 
     // 300 single posts and 2400 in batches of 100 ...
     for event in &events[..300] {
-        assert_eq!(app.post("/api/events", event).await.status().as_u16(), 202);
+        app.post_event(event).await;
     }
     for chunk in events[300..].chunks(100) {
         let response = app
@@ -42,7 +42,7 @@ async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_work
     }
     // ... and 300 repeats of earlier ids (10 % of all posts), single and batched.
     for event in events.iter().step_by(18).take(150) {
-        assert_eq!(app.post("/api/events", event).await.status().as_u16(), 202);
+        app.post_event(event).await;
     }
     let repeats: Vec<_> = events.iter().skip(5).step_by(18).take(150).collect();
     let response = app
@@ -54,13 +54,7 @@ async fn three_thousand_events_with_repeated_ids_show_exact_totals_with_two_work
         let usage = app
             .wait_for_total(tenant, *tokens, Duration::from_secs(10))
             .await;
-        let by_feature: i64 = usage["byFeature"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["totalTokens"].as_i64().unwrap())
-            .sum();
-        assert_eq!(by_feature, *tokens);
+        assert_eq!(json::sum(&usage["byFeature"], "totalTokens"), *tokens);
     }
     assert!(app.env.drained(Duration::from_secs(10)).await);
     tokio::join!(a.stop(), b.stop());

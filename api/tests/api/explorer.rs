@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use stream::dead_letter::DeadLetter;
-use testkit::{assert_client_error, client_with_key, env as testing, eventually, spawn_app};
+use testkit::{assert_client_error, env as testing, eventually, json, spawn_app};
 
 #[tokio::test]
 async fn the_explorer_pages_a_tenants_events_newest_first_and_filters_them() {
@@ -42,11 +42,9 @@ async fn the_explorer_pages_a_tenants_events_newest_first_and_filters_them() {
         let (status, page) = app.get_json(&path).await;
         assert_eq!(status, 200, "{page}");
         ids.extend(
-            page["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_str().unwrap().to_owned()),
+            json::texts(&page["events"], "id")
+                .into_iter()
+                .map(str::to_owned),
         );
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
@@ -76,33 +74,17 @@ async fn the_explorer_pages_a_tenants_events_newest_first_and_filters_them() {
     );
     assert_eq!(e["feature"], "gpt-4o");
     assert!(e["occurredAt"].is_string() && e["receivedAt"].is_string());
-    let window_ids: Vec<&str> = window["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(window_ids, ["e15", "e10"]);
+    assert_eq!(json::texts(&window["events"], "id"), ["e15", "e10"]);
     assert!(window.get("nextCursor").is_none());
 }
 
 #[tokio::test]
 async fn a_tenant_key_sees_only_its_tenant_and_a_bad_cursor_is_a_400() {
     let app = spawn_app().await;
-    let created: Value = app
-        .post(
-            "/api/keys",
-            &json!({"name": "acme reader", "scopes": ["read"], "tenant": "acme"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let acme = client_with_key(created["key"].as_str().unwrap());
-    let get = |path: &str| acme.get(format!("{}{path}", app.base)).send();
+    let acme = app.tenant_reader("acme").await;
 
-    assert_eq!(get("/api/events?tenant=acme").await.unwrap().status(), 200);
-    assert_client_error(get("/api/events?tenant=globex").await.unwrap(), 403).await;
+    assert_eq!(acme.get("/api/events?tenant=acme").await.status(), 200);
+    assert_client_error(acme.get("/api/events?tenant=globex").await, 403).await;
     let body = assert_client_error(
         app.get("/api/events?tenant=acme&cursor=nonsense").await,
         400,

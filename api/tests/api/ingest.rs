@@ -7,15 +7,10 @@ use testkit::{spawn_app, spawn_app_with};
 async fn an_accepted_event_is_in_the_stream_with_its_generated_id() {
     let app = spawn_app().await;
 
-    let response = app
-        .post(
-            "/api/events",
-            &json!({"tenant": "acme-corp", "feature": "gpt-4-turbo", "tokens": 1500}),
-        )
+    let body = app
+        .post_event(&json!({"tenant": "acme-corp", "feature": "gpt-4-turbo", "tokens": 1500}))
         .await;
 
-    assert_eq!(response.status().as_u16(), 202);
-    let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["success"], true);
     let records = app.env.records().await;
     assert_eq!(records.len(), 1);
@@ -30,16 +25,13 @@ async fn a_client_id_and_timestamp_are_kept() {
     let app = spawn_app().await;
     let at = chrono::Utc::now() - chrono::Duration::days(2);
 
-    let response = app
-        .post(
-            "/api/events",
+    let body = app
+        .post_event(
             &json!({"tenant": "acme", "feature": "anthropic/claude-3.5-sonnet", "tokens": 7,
                     "id": "call 42", "timestamp": at.to_rfc3339()}),
         )
         .await;
 
-    assert_eq!(response.status().as_u16(), 202);
-    let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["eventId"], "call 42");
     let records = app.env.records().await;
     assert_eq!(records[0].occurred_ms, at.timestamp_millis());

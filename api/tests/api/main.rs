@@ -15,6 +15,7 @@ mod priced_periods;
 mod pricing;
 mod shards;
 mod slow_clients;
+mod support;
 mod timezones;
 mod usage;
 mod validation;

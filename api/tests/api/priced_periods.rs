@@ -11,6 +11,8 @@ use chrono_tz::Asia::Kolkata;
 use serde_json::{Value, json};
 use testkit::{TestApp, eventually, fake_slack::FakeSlack, spawn_app};
 
+use crate::support::signed_webhook;
+
 async fn usage_when(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
     eventually("the usage settled", Duration::from_secs(20), || async {
         let (status, body) = app.get_json("/api/usage/acme").await;
@@ -24,14 +26,11 @@ async fn usage_when(app: &TestApp, done: impl Fn(&Value) -> bool) -> Value {
 }
 
 async fn classed(app: &TestApp, id: &str, at: chrono::DateTime<Utc>, input: i64, output: i64) {
-    let sent = app
-        .post(
-            "/api/events",
-            &json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "inputTokens": input,
-                    "outputTokens": output, "timestamp": at.to_rfc3339()}),
-        )
-        .await;
-    assert_eq!(sent.status().as_u16(), 202, "{id}");
+    app.post_event(
+        &json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "inputTokens": input,
+                "outputTokens": output, "timestamp": at.to_rfc3339()}),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -41,24 +40,16 @@ async fn a_kolkata_period_costs_exactly_its_own_events_and_a_void_takes_its_cost
     let day = (Utc::now().with_timezone(&Kolkata) - chrono::Duration::days(3))
         .day()
         .min(28);
-    let saved = app
-        .put(
-            "/api/tenants/acme",
-            &json!({"monthlyQuota": 100_000_000, "billingDay": day, "timezone": "Asia/Kolkata"}),
-        )
-        .await;
-    assert!(saved.status().is_success());
+    app.put_tenant(
+        "acme",
+        json!({"monthlyQuota": 100_000_000, "billingDay": day, "timezone": "Asia/Kolkata"}),
+    )
+    .await;
     let (_, usage) = app.get_json("/api/usage/acme").await;
     let start: chrono::DateTime<Utc> = usage["periodStart"].as_str().unwrap().parse().unwrap();
     assert_eq!(start.format("%M").to_string(), "30", "18:30Z: {start}");
-    let price = app
-        .post(
-            "/api/prices",
-            &json!({"feature": "gpt-4o", "inputPerMillion": "1.00", "outputPerMillion": "2.00",
-                    "effectiveFrom": (start - chrono::Duration::days(2)).to_rfc3339()}),
-        )
+    app.set_price("gpt-4o", "1.00", "2.00", start - chrono::Duration::days(2))
         .await;
-    assert_eq!(price.status().as_u16(), 201);
     let minute = chrono::Duration::minutes(1);
 
     // Before the period (the same UTC day as its start): not counted.
@@ -142,23 +133,14 @@ async fn a_kolkata_period_costs_exactly_its_own_events_and_a_void_takes_its_cost
 async fn a_budget_alert_reaches_the_signed_webhook_as_kind_budget_once() {
     let app = spawn_app().await;
     let receiver = FakeSlack::start(&[]).await;
-    app.post(
-        "/api/prices",
-        &json!({"feature": "gpt-4o", "inputPerMillion": "1.00", "outputPerMillion": "1.00",
-                "effectiveFrom": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
-    )
-    .await;
-    app.put(
-        "/api/tenants/acme",
-        &json!({"monthlyQuota": 100_000_000, "monthlyBudget": "1.00", "alertThresholds": [80],
+    app.set_standing_price("gpt-4o", "1.00", "1.00").await;
+    app.put_tenant(
+        "acme",
+        json!({"monthlyQuota": 100_000_000, "monthlyBudget": "1.00", "alertThresholds": [80],
                 "timezone": "America/New_York"}),
     )
     .await;
-    app.put(
-        "/api/tenants/acme/webhook",
-        &json!({ "url": receiver.webhook_url }),
-    )
-    .await;
+    signed_webhook(&app, "acme", &receiver).await;
     let worker = app.env.spawn_pipeline("w");
 
     classed(
@@ -169,13 +151,7 @@ async fn a_budget_alert_reaches_the_signed_webhook_as_kind_budget_once() {
         0,
     )
     .await;
-    eventually("the webhook got it", Duration::from_secs(20), || async {
-        match receiver.requests().len() {
-            1 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await;
+    receiver.wait_for_requests(1, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker.stop().await;
 

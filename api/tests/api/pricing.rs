@@ -119,13 +119,8 @@ async fn classed_events_under_two_price_versions_cost_exactly_4_70_and_a_back_da
     assert_eq!(features[1]["unpricedTokens"], 1_234);
 
     // A back-dated price for the unpriced feature re-prices what was counted.
-    created(
-        &app,
-        "/api/prices",
-        json!({"feature": "in-house-model", "inputPerMillion": "1.00", "outputPerMillion": "1",
-               "effectiveFrom": (start - day).to_rfc3339()}),
-    )
-    .await;
+    app.set_price("in-house-model", "1.00", "1", start - day)
+        .await;
     let usage = wait_for_usage(&app, "acme", |u| u["unpricedTokens"] == 0).await;
     assert_eq!(usage["cost"], "4.701234", "{usage}");
 
@@ -163,20 +158,9 @@ async fn a_price_changing_within_a_minute_prices_each_event_by_its_own_time() {
     let minute = (now - chrono::Duration::minutes(3)).timestamp();
     let minute = DateTime::from_timestamp(minute - minute % 60, 0).unwrap();
     let change = minute + chrono::Duration::seconds(30);
-    created(
-        &app,
-        "/api/prices",
-        json!({"feature": "m", "inputPerMillion": "1", "outputPerMillion": "1",
-               "effectiveFrom": (now - chrono::Duration::days(30)).to_rfc3339()}),
-    )
-    .await;
-    created(
-        &app,
-        "/api/prices",
-        json!({"feature": "m", "inputPerMillion": "3", "outputPerMillion": "3",
-               "effectiveFrom": change.to_rfc3339()}),
-    )
-    .await;
+    app.set_price("m", "1", "1", now - chrono::Duration::days(30))
+        .await;
+    app.set_price("m", "3", "3", change).await;
     app.env
         .write(
             &[
@@ -327,62 +311,38 @@ async fn the_check_allows_exactly_up_to_the_quota_and_below_the_budget() {
     assert_eq!(too_much["allowed"], false);
 
     // With a budget: allowed while the cost is below it.
-    created(
-        &app,
-        "/api/prices",
-        json!({"feature": "gpt-4o", "inputPerMillion": "1000", "outputPerMillion": "1000",
-               "effectiveFrom": (Utc::now() - chrono::Duration::days(40)).to_rfc3339()}),
-    )
-    .await;
-    let budget = |amount: &str| json!({"monthlyQuota": 1_000, "monthlyBudget": amount});
-    assert!(
-        app.put("/api/tenants/acme", &budget("1.00"))
-            .await
-            .status()
-            .is_success()
-    );
-    let below = eventually("the budget shows", Duration::from_secs(5), || async {
-        let (_, body) = check("?tokens=1").await;
-        if body["remainingBudget"] == "0.100000" {
-            Ok(body)
-        } else {
-            Err(body)
-        }
-    })
-    .await;
+    app.set_standing_price("gpt-4o", "1000", "1000").await;
+    // Sets the budget, then polls `check` until it shows `remaining`.
+    let with_budget = async |amount: &str, tokens: &str, remaining: &str| {
+        app.put_tenant(
+            "acme",
+            json!({"monthlyQuota": 1_000, "monthlyBudget": amount}),
+        )
+        .await;
+        let what = format!("a budget of {amount} leaves {remaining}");
+        eventually(&what, Duration::from_secs(5), || async {
+            let (_, body) = check(tokens).await;
+            if body["remainingBudget"] == remaining {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        })
+        .await
+    };
+    let below = with_budget("1.00", "?tokens=1", "0.100000").await;
     assert_eq!(below["allowed"], true);
-    assert!(
-        app.put("/api/tenants/acme", &budget("0.90"))
-            .await
-            .status()
-            .is_success()
-    );
-    let spent = eventually("the budget is spent", Duration::from_secs(5), || async {
-        let (_, body) = check("").await;
-        if body["remainingBudget"] == "0.000000" {
-            Ok(body)
-        } else {
-            Err(body)
-        }
-    })
-    .await;
+    let spent = with_budget("0.90", "", "0.000000").await;
     assert_eq!(spent["allowed"], false, "cost must stay below the budget");
 }
 
 #[tokio::test]
 async fn a_tenant_key_checks_only_its_own_tenant() {
     let app = spawn_app().await;
-    let response = app
-        .post(
-            "/api/keys",
-            &json!({"name": "acme", "scopes": ["read"], "tenant": "acme"}),
-        )
-        .await;
-    let key: Value = response.json().await.unwrap();
-    let client = testkit::app::client_with_key(key["key"].as_str().unwrap());
-    let status = |tenant: &str| {
-        let request = client.get(format!("{}/api/usage/{tenant}/check", app.base));
-        async move { request.send().await.unwrap().status().as_u16() }
+    let key = app.tenant_reader("acme").await;
+    let status = async |tenant: &str| {
+        let path = format!("/api/usage/{tenant}/check");
+        key.get(&path).await.status().as_u16()
     };
     assert_eq!(status("acme").await, 200);
     assert_eq!(status("globex").await, 403);
@@ -392,13 +352,7 @@ async fn a_tenant_key_checks_only_its_own_tenant() {
 async fn a_budget_of_5_with_an_80_percent_threshold_fires_exactly_one_budget_alert() {
     let app = spawn_app().await;
     let now = Utc::now();
-    created(
-        &app,
-        "/api/prices",
-        json!({"feature": "gpt-4o", "inputPerMillion": "2.50", "outputPerMillion": "10.00",
-               "effectiveFrom": (now - chrono::Duration::days(40)).to_rfc3339()}),
-    )
-    .await;
+    app.set_standing_price("gpt-4o", "2.50", "10.00").await;
     let saved = app
         .put(
             "/api/tenants/acme",

@@ -8,7 +8,7 @@ use alerts::rules::evaluate;
 use chrono::{DateTime, Duration as Span, NaiveTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use testkit::{TestApp, assert_client_error, env as testing, spawn_app};
+use testkit::{TestApp, assert_client_error, env as testing, json, spawn_app};
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -175,19 +175,9 @@ async fn a_day_series_in_new_york_follows_local_days_through_the_dst_change() {
     );
     let hour_points = hours["points"].as_array().unwrap();
     assert_eq!(hour_points.len(), 25, "the day of the change has 25 hours");
-    let hour_total: i64 = hour_points
-        .iter()
-        .map(|p| p["totalTokens"].as_i64().unwrap())
-        .sum();
-    assert_eq!(hour_total, 80);
-    let utc_total: i64 = utc_days["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["totalTokens"].as_i64().unwrap())
-        .sum();
+    assert_eq!(json::sum(&hours["points"], "totalTokens"), 80);
     assert_eq!(
-        utc_total,
+        json::sum(&utc_days["points"], "totalTokens"),
         2 * (10 + 20 + 30 + 40 + 50 + 60 + 70),
         "same events, UTC days"
     );
@@ -211,8 +201,7 @@ async fn unknown_time_zones_are_400s_naming_the_field() {
     tenant(&app, "acme", "Asia/Kolkata", 1, &[80]).await;
     let (_, saved) = app.get_json("/api/tenants/acme").await;
     assert_eq!(saved["timezone"], "Asia/Kolkata");
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 20}))
-        .await;
+    app.put_tenant("acme", json!({"monthlyQuota": 20})).await;
     let (_, kept) = app.get_json("/api/tenants/acme").await;
     assert_eq!(
         kept["timezone"], "Asia/Kolkata",

@@ -1,8 +1,8 @@
 use chrono::{Duration, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use testkit::env::event;
 
-use testkit::{assert_client_error, spawn_app};
+use testkit::{assert_client_error, json, spawn_app};
 
 #[tokio::test]
 async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
@@ -40,18 +40,9 @@ async fn usage_sums_the_current_period_by_feature() {
     assert_eq!(body["monthlyQuota"], 10_000);
     assert_eq!(body["totalTokens"], 1250);
     assert_eq!(body["quotaPercent"], 12.5);
-    let features: Vec<(&Value, &Value)> = body["byFeature"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (&f["feature"], &f["totalTokens"]))
-        .collect();
     assert_eq!(
-        features,
-        [
-            (&json!("gpt-4o"), &json!(1000)),
-            (&json!("claude-3-opus"), &json!(250))
-        ]
+        json::by_feature(&body),
+        [("gpt-4o", 1000), ("claude-3-opus", 250)]
     );
     assert!(
         body["asOf"].is_string() && body["lastCountedAt"].is_string(),
@@ -74,13 +65,10 @@ async fn all_usage_lists_every_tenant_and_pages() {
     let (_, page) = app.get_json("/api/usage?limit=1&offset=1").await;
 
     assert_eq!(status, 200);
-    let names: Vec<&str> = body["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tenant"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a-tenant", "b-tenant", "c-tenant"]);
+    assert_eq!(
+        json::texts(&body["tenants"], "tenant"),
+        ["a-tenant", "b-tenant", "c-tenant"]
+    );
     assert_eq!(body["tenants"][0]["quotaPercent"], 1.0);
     assert_eq!(page["tenants"].as_array().unwrap().len(), 1);
     assert_eq!(page["tenants"][0]["tenant"], "b-tenant");
@@ -126,14 +114,7 @@ async fn a_time_series_has_every_bucket_and_filters_by_feature() {
     let (_, days) = series("granularity=day").await;
 
     assert_eq!(status, 200, "{minutes}");
-    let tokens = |v: &serde_json::Value| -> Vec<i64> {
-        v["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["totalTokens"].as_i64().unwrap())
-            .collect()
-    };
+    let tokens = |v: &Value| json::ints(&v["points"], "totalTokens");
     assert_eq!(tokens(&minutes), [12, 0, 11]);
     assert_eq!(minutes["points"][0]["eventCount"], 2);
     assert_eq!(tokens(&gpt), [12, 0, 0]);
@@ -162,17 +143,10 @@ async fn a_bad_time_series_request_is_a_400() {
     }
     let (status, body) = app.get_json("/api/usage/acme/timeseries").await;
     assert_eq!(status, 200);
-    let points = body["points"].as_array().unwrap();
     assert_eq!(
-        points.len(),
+        body["points"].as_array().unwrap().len(),
         60,
         "the last hour, up to and including the current minute"
     );
-    assert_eq!(
-        points
-            .iter()
-            .map(|p| p["totalTokens"].as_i64().unwrap())
-            .sum::<i64>(),
-        5
-    );
+    assert_eq!(json::sum(&body["points"], "totalTokens"), 5);
 }

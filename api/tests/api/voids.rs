@@ -5,16 +5,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::{TestApp, assert_client_error, eventually, spawn_app};
+use testkit::{TestApp, assert_client_error, eventually, json, spawn_app};
 
 async fn event(app: &TestApp, id: &str, tokens: i64) {
-    let sent = app
-        .post(
-            "/api/events",
-            &json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}),
-        )
+    app.post_event(&json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}))
         .await;
-    assert_eq!(sent.status().as_u16(), 202);
 }
 
 async fn void(app: &TestApp, id: &str) -> Value {
@@ -61,29 +56,18 @@ async fn voids_in_either_order_and_twice_leave_exact_totals() {
     let usage = app
         .wait_for_total("acme", 100, Duration::from_secs(5))
         .await;
-    let features: Vec<(&Value, &Value)> = usage["byFeature"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (&f["feature"], &f["totalTokens"]))
-        .collect();
-    assert_eq!(features, [(&json!("gpt-4o"), &json!(100))]);
+    assert_eq!(json::by_feature(&usage), [("gpt-4o", 100)]);
     let (_, series) = app
         .get_json("/api/usage/acme/timeseries?granularity=hour")
         .await;
-    let series_total: i64 = series["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["totalTokens"].as_i64().unwrap())
-        .sum();
-    let series_events: i64 = series["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["eventCount"].as_i64().unwrap())
-        .sum();
-    assert_eq!((series_total, series_events), (100, 1));
+    let points = &series["points"];
+    assert_eq!(
+        (
+            json::sum(points, "totalTokens"),
+            json::sum(points, "eventCount")
+        ),
+        (100, 1)
+    );
     let (_, page) = app.get_json("/api/events?tenant=acme").await;
     let listed: Vec<(&str, bool)> = page["events"]
         .as_array()
@@ -150,8 +134,7 @@ async fn a_batch_of_voids_is_applied_and_bad_voids_are_400s_naming_the_field() {
 #[tokio::test]
 async fn usage_that_drops_below_a_threshold_fires_nothing_and_rearms_nothing() {
     let app = spawn_app().await;
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
-        .await;
+    app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
     let worker = app.env.spawn_pipeline("w");
     event(&app, "big", 900).await;
     let alerts = eventually("the alert fired", Duration::from_secs(20), || async {

@@ -1,35 +1,21 @@
 //! Signed generic webhooks: the secret's life (issued once, masked, rotated)
 //! and deliveries that a local receiver verifies as the README says, one per
-//! threshold and destination, through failures and a 429.
+//! threshold and destination, through failures and a 429; and the URL rules
+//! that the Slack webhook and the signed one both apply.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::{Value, json};
-use testkit::{
-    TestApp, assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app,
-};
+use testkit::{assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app};
 
-/// Points acme's signed webhook at `receiver`; returns its secret.
-async fn signed_webhook(app: &TestApp, receiver: &FakeSlack) -> String {
-    let created: Value = app
-        .put(
-            "/api/tenants/acme/webhook",
-            &json!({ "url": receiver.webhook_url }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    created["secret"].as_str().unwrap().to_owned()
-}
+use crate::support::{assert_deleted, signed_webhook, slack_webhook};
 
 #[tokio::test]
 async fn a_webhook_secret_is_shown_once_masked_after_and_rotated_on_demand() {
     let app = spawn_app().await;
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
-        .await;
+    app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
     let url = "http://127.0.0.1:9/hooks/acme/token";
 
     let created = app
@@ -71,14 +57,7 @@ async fn a_webhook_secret_is_shown_once_masked_after_and_rotated_on_demand() {
     assert_eq!(updated["enabled"], false);
     let new_secret = rotated["secret"].as_str().unwrap();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
-    assert_eq!(
-        app.delete("/api/tenants/acme/webhook")
-            .await
-            .status()
-            .as_u16(),
-        204
-    );
-    assert_client_error(app.get("/api/tenants/acme/webhook").await, 404).await;
+    assert_deleted(&app, "/api/tenants/acme/webhook").await;
     assert_client_error(app.delete("/api/tenants/acme/webhook").await, 404).await;
     let refused = app
         .send(
@@ -93,31 +72,47 @@ async fn a_webhook_secret_is_shown_once_masked_after_and_rotated_on_demand() {
 #[tokio::test]
 async fn webhook_urls_off_the_allow_list_and_unknown_tenants_are_refused() {
     let app = spawn_app().await;
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
-        .await;
-    for url in [
-        "https://evil.example.com/hook",
-        "http://169.254.169.254/latest/meta-data",
-        "http://user:pw@127.0.0.1:9/hook",
-        "not a url",
-    ] {
-        let body = assert_client_error(
-            app.put("/api/tenants/acme/webhook", &json!({ "url": url }))
-                .await,
-            400,
-        )
-        .await;
-        assert_eq!(body["details"]["field"], "url", "{url}: {body}");
+    app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
+    // For each kind of webhook: URLs it refuses, and one it would accept.
+    let kinds: [(&str, &[&str], &str); 2] = [
+        (
+            "slack-webhook",
+            &[
+                "https://hooks.slack.com.evil.example/services/x",
+                "https://evil.example.com/services/x",
+                "http://10.0.0.1/services/x",
+                "http://169.254.169.254/latest/meta-data",
+                "http://[fe80::1]/x",
+                "http://user:pw@127.0.0.1/services/x",
+                "ftp://127.0.0.1/services/x",
+                "javascript:alert(1)",
+                "file:///etc/passwd",
+                "not a url",
+            ],
+            "http://127.0.0.1/services/a",
+        ),
+        (
+            "webhook",
+            &[
+                "https://evil.example.com/hook",
+                "http://169.254.169.254/latest/meta-data",
+                "http://user:pw@127.0.0.1:9/hook",
+                "not a url",
+            ],
+            "http://127.0.0.1:9/hook",
+        ),
+    ];
+    for (hook, refused, allowed) in kinds {
+        let path = format!("/api/tenants/acme/{hook}");
+        for url in refused {
+            let answer = app.put(&path, &json!({ "url": url })).await;
+            let body = assert_client_error(answer, 400).await;
+            assert_eq!(body["details"]["field"], "url", "{hook} {url}: {body}");
+        }
+        let unknown = format!("/api/tenants/nobody/{hook}");
+        let answer = app.put(&unknown, &json!({ "url": allowed })).await;
+        assert_client_error(answer, 404).await;
     }
-    assert_client_error(
-        app.put(
-            "/api/tenants/nobody/webhook",
-            &json!({"url": "http://127.0.0.1:9/hook"}),
-        )
-        .await,
-        404,
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -125,25 +120,18 @@ async fn each_destination_gets_one_verified_message_per_threshold_through_failur
     let app = spawn_app().await;
     let slack = FakeSlack::start(&[(500, None)]).await;
     let receiver = FakeSlack::start(&[(500, None), (429, Some(1))]).await;
-    app.put(
-        "/api/tenants/acme",
-        &json!({"monthlyQuota": 1000, "alertThresholds": [50, 80]}),
+    app.put_tenant(
+        "acme",
+        json!({"monthlyQuota": 1000, "alertThresholds": [50, 80]}),
     )
     .await;
-    app.put(
-        "/api/tenants/acme/slack-webhook",
-        &json!({ "url": slack.url }),
-    )
-    .await;
-    let secret = signed_webhook(&app, &receiver).await;
+    slack_webhook(&app, "acme", &slack).await;
+    let secret = signed_webhook(&app, "acme", &receiver).await;
     let worker = app.env.spawn_pipeline("w");
 
     for (id, tokens) in [("a", 600), ("b", 250)] {
-        app.post(
-            "/api/events",
-            &json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}),
-        )
-        .await;
+        app.post_event(&json!({"tenant": "acme", "id": id, "feature": "gpt-4o", "tokens": tokens}))
+            .await;
         app.wait_for_total(
             "acme",
             if id == "a" { 600 } else { 850 },
@@ -215,9 +203,8 @@ const WRONG_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 async fn an_alert_for_a_tenant_with_only_a_signed_webhook_is_delivered_there() {
     let app = spawn_app().await;
     let receiver = FakeSlack::start(&[]).await;
-    app.put("/api/tenants/acme", &json!({"monthlyQuota": 1000}))
-        .await;
-    let secret = signed_webhook(&app, &receiver).await;
+    app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
+    let secret = signed_webhook(&app, "acme", &receiver).await;
     let worker = app.env.spawn_pipeline("w");
 
     app.env
@@ -226,16 +213,10 @@ async fn an_alert_for_a_tenant_with_only_a_signed_webhook_is_delivered_there() {
             1000,
         )
         .await;
-    eventually("the webhook got it", Duration::from_secs(20), || async {
-        match receiver.requests().len() {
-            1 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await;
+    let delivered = receiver.wait_for_requests(1, Duration::from_secs(20)).await;
     worker.stop().await;
 
-    let delivery = &receiver.requests()[0];
+    let delivery = &delivered[0];
     assert!(delivery.signed_by(&secret));
     assert_eq!(delivery.json()["usageTokens"], 900);
     let (_, alerts) = app.get_json("/api/tenants/acme/alerts").await;

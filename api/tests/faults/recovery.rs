@@ -9,9 +9,8 @@ use redis::AsyncCommands;
 use sea_orm::ConnectionTrait;
 use testkit::TestEnv;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{Books, PrivateValkey, Services, bin, client, load, signal};
+use crate::support::{Books, Loader, PrivateValkey, Services, bin, client, signal};
 
 /// A field of `INFO`, as text.
 async fn info_field(
@@ -46,15 +45,7 @@ async fn a_worker_started_while_valkey_is_full_with_a_poison_entry_counts_everyt
         .await
         .unwrap();
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "full".into(),
-        50,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "full", 50, &books);
     loop {
         let len: u64 = conn.xlen(&stack.stream).await.unwrap();
         if len >= 2_000 {
@@ -80,13 +71,12 @@ async fn a_worker_started_while_valkey_is_full_with_a_poison_entry_counts_everyt
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The loader now retries its refused batch until it is accepted.
-    stop_load.cancel();
+    // The loader now retries its refused batch until it is accepted (the
+    // worker cannot have made room before the loader is told to stop).
     let mut worker = stack.spawn_pipeline("full-0", &[]);
-    let report = tokio::time::timeout(Duration::from_secs(60), loader)
+    let report = tokio::time::timeout(Duration::from_secs(60), loader.stop())
         .await
-        .expect("ingest answers 202 again by itself")
-        .unwrap();
+        .expect("ingest answers 202 again by itself");
 
     assert!(
         report.refused > 0,
@@ -131,15 +121,7 @@ async fn a_worker_frozen_inside_its_transaction_stops_the_others_only_briefly() 
     let stack = crate::services(&env);
     let (base, _api) = stack.spawn_api().await;
     let books = Books::default();
-    let stop_load = CancellationToken::new();
-    let loader = tokio::spawn(load(
-        base,
-        client(),
-        "frozen".into(),
-        50,
-        books.clone(),
-        stop_load.clone(),
-    ));
+    let loader = Loader::start(&base, client(), "frozen", 50, &books);
     let frozen_url = format!("{}?application_name=frozen", env.database_url);
     let mut frozen = stack.spawn_pipeline("frozen", &[("DATABASE_URL", &frozen_url)]);
     let mut steady = stack.spawn_pipeline("steady", &[]);
@@ -181,8 +163,7 @@ async fn a_worker_frozen_inside_its_transaction_stops_the_others_only_briefly() 
     );
 
     signal(pid, "CONT").await;
-    stop_load.cancel();
-    loader.await.unwrap();
+    loader.stop().await;
     crate::audit(&stack, &books).await;
     frozen.kill().await.unwrap();
     steady.kill().await.unwrap();

@@ -217,7 +217,7 @@ pub struct LoadReport {
 /// Posts batches of `batch` events with unique ids until `stop`. A refused
 /// or failed batch is retried with the same ids until it is accepted, as a
 /// well-behaved client does, so every event is eventually accepted once.
-pub async fn load(
+async fn load(
     base: String,
     client: reqwest::Client,
     run: String,

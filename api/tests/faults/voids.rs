@@ -11,8 +11,16 @@ use testkit::TestEnv;
 
 use crate::{services, support::client};
 
-/// Posts `items` under `key` to `path`, 100 at a time.
-async fn post_all(base: &str, path: &str, key: &str, items: Vec<Value>) {
+/// Items for a batch route: the route, the body's list field, the items.
+struct Batches {
+    path: &'static str,
+    key: &'static str,
+    items: Vec<Value>,
+}
+
+/// Posts `batches`' items to its route, 100 at a time.
+async fn post_all(base: &str, batches: Batches) {
+    let Batches { path, key, items } = batches;
     let client = client();
     for chunk in items.chunks(100) {
         let sent = client
@@ -25,14 +33,30 @@ async fn post_all(base: &str, path: &str, key: &str, items: Vec<Value>) {
     }
 }
 
-fn events(prefix: &str, n: usize, tokens: impl Fn(usize) -> i64) -> Vec<Value> {
-    (0..n)
+/// Events `{prefix}0` to `{prefix}{n - 1}` for acme, event `i` of `tokens(i)`.
+fn events(prefix: &str, n: usize, tokens: impl Fn(usize) -> i64) -> Batches {
+    let items = (0..n)
         .map(|i| json!({"tenant": "acme", "id": format!("{prefix}{i}"), "feature": "gpt-4o", "tokens": tokens(i)}))
-        .collect()
+        .collect();
+    Batches {
+        path: "/api/events/batch",
+        key: "events",
+        items,
+    }
 }
 
-fn voids(ids: impl Iterator<Item = String>) -> Vec<Value> {
-    ids.map(|id| json!({"tenant": "acme", "id": id})).collect()
+/// Voids of acme's events `ids`.
+fn voids(ids: impl Iterator<Item = String>) -> Batches {
+    Batches {
+        path: "/api/events/void/batch",
+        key: "voids",
+        items: ids.map(|id| json!({"tenant": "acme", "id": id})).collect(),
+    }
+}
+
+/// The tokens of acme's event `e{i}`.
+fn tokens(i: usize) -> i64 {
+    (i % 7 + 1) as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,39 +69,15 @@ async fn voids_in_both_orders_and_twice_leave_exact_totals_through_crashed_worke
         .map(|i| format!("e{i}"))
         .collect();
     let ghosts = || (0..200).map(|i| format!("g{i}"));
-    post_all(
-        &base,
-        "/api/events/batch",
-        "events",
-        events("e", 600, |i| (i % 7 + 1) as i64),
-    )
-    .await;
+    post_all(&base, events("e", 600, tokens)).await;
     for _ in 0..2 {
-        post_all(
-            &base,
-            "/api/events/void/batch",
-            "voids",
-            voids(voided_after.iter().cloned()),
-        )
-        .await;
+        post_all(&base, voids(voided_after.iter().cloned())).await;
     }
-    post_all(&base, "/api/events/void/batch", "voids", voids(ghosts())).await;
-    post_all(
-        &base,
-        "/api/events/batch",
-        "events",
-        events("g", 200, |_| 5),
-    )
-    .await;
-    post_all(&base, "/api/events/void/batch", "voids", voids(ghosts())).await;
+    post_all(&base, voids(ghosts())).await;
+    post_all(&base, events("g", 200, |_| 5)).await;
+    post_all(&base, voids(ghosts())).await;
     // A client retrying voided events.
-    post_all(
-        &base,
-        "/api/events/batch",
-        "events",
-        events("e", 30, |i| (i % 7 + 1) as i64),
-    )
-    .await;
+    post_all(&base, events("e", 30, tokens)).await;
 
     stack.crash_after_commit().await;
     let mut victim = stack.spawn_pipeline("victim", &[]);
@@ -90,10 +90,7 @@ async fn voids_in_both_orders_and_twice_leave_exact_totals_through_crashed_worke
     );
     survivor.kill().await.unwrap();
 
-    let expected: i64 = (0..600)
-        .filter(|i| i % 3 != 0)
-        .map(|i| (i % 7 + 1) as i64)
-        .sum();
+    let expected: i64 = (0..600).filter(|i| i % 3 != 0).map(tokens).sum();
     let db = sea_orm::Database::connect(&stack.database_url)
         .await
         .unwrap();

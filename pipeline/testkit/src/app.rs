@@ -1,4 +1,6 @@
-//! `spawn_app`: an api on a free port with its own database and stream.
+//! `spawn_app`: an api on a free port with its own database and stream,
+//! and the set-up requests tests send it (a tenant, an event, a price, an
+//! API key), each asserting that the api took it.
 
 use std::time::Duration;
 
@@ -7,7 +9,8 @@ use api::{
     config::{ApiConfig, AuthArgs},
     startup::Application,
 };
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 use service::config::DatabaseArgs;
 use stream::config::ValkeyArgs;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,27 @@ pub struct TestApp {
     pub client: reqwest::Client,
     config: ApiConfig,
     shutdown: CancellationToken,
+}
+
+/// An API key created through the api, with a client that sends it.
+pub struct Key {
+    pub id: String,
+    pub secret: String,
+    /// Sends `secret` with every request.
+    pub client: reqwest::Client,
+    /// The api that issued the key.
+    base: String,
+}
+
+impl Key {
+    /// `GET path` on the api that issued the key, with the key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
 }
 
 /// Largest body the test apps accept, small enough to test cheaply.
@@ -83,6 +107,21 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
 /// An HTTP client that sends `key` as its bearer token with every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
     crate::bearer::client_builder(key).build().unwrap()
+}
+
+/// Creates an API key on `app` as `body` says (`POST /api/keys`,
+/// asserting 201).
+pub async fn create_key(app: &TestApp, body: Value) -> Key {
+    let response = app.post("/api/keys", &body).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("a JSON body");
+    let secret = created["key"].as_str().expect("the new key").to_owned();
+    Key {
+        id: created["id"].as_str().expect("the key's id").to_owned(),
+        client: client_with_key(&secret),
+        secret,
+        base: app.base.clone(),
+    }
 }
 
 /// Builds and runs an api until `shutdown`; returns its base URL.
@@ -155,6 +194,53 @@ impl TestApp {
         let response = self.get(path).await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Creates or updates `tenant` with the settings in `body`, asserting
+    /// success.
+    pub async fn put_tenant(&self, tenant: &str, body: Value) {
+        let response = self.put(&format!("/api/tenants/{tenant}"), &body).await;
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// Posts one event to `/api/events`, asserting 202; returns the answer.
+    pub async fn post_event(&self, event: &Value) -> Value {
+        let response = self.post("/api/events", event).await;
+        assert_eq!(response.status().as_u16(), 202, "{event}");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// Adds a price version for `feature`, `input` and `output` per million
+    /// tokens from `effective_from`, asserting 201.
+    pub async fn set_price(
+        &self,
+        feature: &str,
+        input: &str,
+        output: &str,
+        effective_from: DateTime<Utc>,
+    ) {
+        let body = json!({
+            "feature": feature,
+            "inputPerMillion": input,
+            "outputPerMillion": output,
+            "effectiveFrom": effective_from.to_rfc3339(),
+        });
+        let response = self.post("/api/prices", &body).await;
+        assert_eq!(response.status().as_u16(), 201, "{body}");
+    }
+
+    /// Adds a price version for `feature`, `input` and `output` per million
+    /// tokens, in force since 40 days ago: before any current period began.
+    pub async fn set_standing_price(&self, feature: &str, input: &str, output: &str) {
+        let since = Utc::now() - chrono::Duration::days(40);
+        self.set_price(feature, input, output, since).await;
+    }
+
+    /// A key with the read scope, restricted to `tenant`.
+    pub async fn tenant_reader(&self, tenant: &str) -> Key {
+        let body =
+            json!({"name": format!("{tenant} reader"), "scopes": ["read"], "tenant": tenant});
+        create_key(self, body).await
     }
 
     /// Polls the tenant's usage until it shows `expected` tokens.

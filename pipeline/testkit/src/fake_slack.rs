@@ -8,6 +8,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -146,6 +147,20 @@ impl FakeSlack {
     /// Every request so far, as received.
     pub fn requests(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
+    }
+
+    /// Polls until exactly `n` requests have arrived; returns them.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let what = format!("{n} requests arrived");
+        crate::eventually(&what, timeout, || async {
+            let requests = self.requests();
+            if requests.len() == n {
+                Ok(requests)
+            } else {
+                Err(requests.len())
+            }
+        })
+        .await
     }
 
     /// The messages answered with 200.

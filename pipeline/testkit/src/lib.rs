@@ -2,7 +2,8 @@
 //! isolated environment per test (its own database and stream keys,
 //! [`env`]), an api on a free port ([`app`]), pipeline replicas, polling
 //! until something holds ([`eventually`]), a fake Slack ([`fake_slack`]),
-//! bearer-key clients ([`bearer`]), headless Chromium ([`chromium`]), a
+//! bearer-key clients ([`bearer`]), lists read out of JSON answers
+//! ([`json`]), headless Chromium ([`chromium`]), a
 //! real Redis Cluster on loopback ([`cluster`]), and
 //! `TEST_LOG=1` to see the services' logs ([`log`]). Dev-only: no
 //! production crate depends on it.
@@ -14,11 +15,12 @@ pub mod cluster;
 pub mod env;
 pub mod eventually;
 pub mod fake_slack;
+pub mod json;
 pub mod log;
 
 pub use app::{
-    TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, spawn_app,
-    spawn_app_with,
+    Key, TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, create_key,
+    spawn_app, spawn_app_with,
 };
 pub use env::TestEnv;
 pub use eventually::eventually;
