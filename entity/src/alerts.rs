@@ -35,9 +35,7 @@ pub enum Kind {
     Budget,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "alerts")]
-pub struct Model {
+table!("alerts" {
     #[sea_orm(primary_key)]
     pub id: i64,
     pub tenant: String,
@@ -61,9 +59,4 @@ pub struct Model {
     pub cost: Option<String>,
     /// A budget alert's budget at the crossing (exact decimal string).
     pub budget: Option<String>,
-}
-
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
-
-impl ActiveModelBehavior for ActiveModel {}
+});

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement, Value};
 
 use crate::{
     money::Amount,
@@ -90,6 +90,17 @@ impl Level {
 /// rows `r` of a table, for scopes that come in as one array per column; an
 /// empty feature is every feature (a feature name is never empty).
 macro_rules! counts_by {
+    // A rollup table: its rows carry their counts and when they were updated.
+    (rollups = $table:literal, start = $start:literal, within = $within:literal) => {
+        counts_by!(
+            start = $start,
+            updated = "max(r.updated_at)",
+            events = "sum(r.event_count)",
+            tokens = "total_tokens",
+            table = $table,
+            within = $within
+        )
+    };
     (start = $start:literal, updated = $updated:literal, events = $events:literal,
      tokens = $tokens:literal, table = $table:literal, within = $within:literal) => {
         concat!(
@@ -119,20 +130,14 @@ macro_rules! counts_by {
 }
 
 const DAYS: &str = counts_by!(
+    rollups = "daily_rollups",
     start = "(r.day::timestamp AT TIME ZONE 'UTC')",
-    updated = "max(r.updated_at)",
-    events = "sum(r.event_count)",
-    tokens = "total_tokens",
-    table = "daily_rollups",
     within = "r.day >= (k.t0 AT TIME ZONE 'UTC')::date AND r.day < (k.t1 AT TIME ZONE 'UTC')::date"
 );
 
 const MINUTES: &str = counts_by!(
+    rollups = "rollups",
     start = "r.minute",
-    updated = "max(r.updated_at)",
-    events = "sum(r.event_count)",
-    tokens = "total_tokens",
-    table = "rollups",
     within = "r.minute >= k.t0 AND r.minute < k.t1"
 );
 
@@ -285,7 +290,7 @@ async fn read<C: ConnectionTrait>(
                     tenant: row.try_get("", "tenant")?,
                     feature: row.try_get("", "feature")?,
                     start: row.try_get("", "start")?,
-                    counts: Counts::from_row(row)?,
+                    counts: Counts::from_query_result(row, "")?,
                     cost: None,
                 },
                 row.try_get("", "updated_at")?,

@@ -5,9 +5,7 @@
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "events")]
-pub struct Model {
+table!("events" {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant: String,
     #[sea_orm(primary_key, auto_increment = false)]
@@ -22,9 +20,4 @@ pub struct Model {
     pub output_tokens: i64,
     pub cache_read_tokens: i64,
     pub cache_write_tokens: i64,
-}
-
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
-
-impl ActiveModelBehavior for ActiveModel {}
+});

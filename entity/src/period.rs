@@ -101,65 +101,51 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn period(now: &str, day: i16) -> (String, String) {
-        zoned(now, day, chrono_tz::UTC)
+    /// The period containing `now`, as the interval `start/end` (UTC, to
+    /// the minute: every period starts and ends on a whole minute).
+    fn zoned(now: &str, day: i16, zone: Tz) -> String {
+        let p = BillingPeriod::containing(at(now), day, zone);
+        let minute = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
+        format!("{}/{}", minute(p.start), minute(p.end))
     }
 
-    fn zoned(now: &str, day: i16, zone: Tz) -> (String, String) {
-        let p = BillingPeriod::containing(at(now), day, zone);
-        (p.start.to_rfc3339(), p.end.to_rfc3339())
+    fn period(now: &str, day: i16) -> String {
+        zoned(now, day, chrono_tz::UTC)
     }
 
     #[test]
     fn a_new_york_period_starts_at_local_midnight_across_dst() {
         let ny = chrono_tz::America::New_York;
         // November 2026: EST (-05:00) from Nov 1 at 02:00; October is EDT.
+        // Starts in EDT, ends in EST: 30 days and one hour.
         assert_eq!(
             zoned("2026-11-22T10:00:00Z", 1, ny),
-            (
-                "2026-11-01T04:00:00+00:00".into(),
-                "2026-12-01T05:00:00+00:00".into()
-            ),
-            "starts in EDT, ends in EST: 30 days and one hour"
+            "2026-11-01T04:00Z/2026-12-01T05:00Z"
         );
         // A minute before local midnight of Nov 1 is still October's period.
         assert_eq!(
             zoned("2026-11-01T03:59:00Z", 1, ny),
-            (
-                "2026-10-01T04:00:00+00:00".into(),
-                "2026-11-01T04:00:00+00:00".into()
-            )
+            "2026-10-01T04:00Z/2026-11-01T04:00Z"
         );
         // UTC is already Nov 1 at 02:00Z, New York still Oct 31.
         assert_eq!(
-            zoned("2026-11-01T02:00:00Z", 1, ny).0,
-            "2026-10-01T04:00:00+00:00"
+            zoned("2026-11-01T02:00:00Z", 1, ny),
+            "2026-10-01T04:00Z/2026-11-01T04:00Z"
         );
         // March 2027: EDT from Mar 14; a period from Mar 8 (EST) to Apr 8 (EDT).
         assert_eq!(
             zoned("2027-03-20T12:00:00Z", 8, ny),
-            (
-                "2027-03-08T05:00:00+00:00".into(),
-                "2027-04-08T04:00:00+00:00".into()
-            )
+            "2027-03-08T05:00Z/2027-04-08T04:00Z"
         );
     }
 
     #[test]
     fn a_kolkata_period_starts_at_half_past_six_the_evening_before_in_utc() {
         let kolkata = chrono_tz::Asia::Kolkata;
-        assert_eq!(
-            zoned("2026-11-22T10:00:00Z", 15, kolkata),
-            (
-                "2026-11-14T18:30:00+00:00".into(),
-                "2026-12-14T18:30:00+00:00".into()
-            )
-        );
-        assert_eq!(
-            zoned("2026-11-14T18:29:00Z", 15, kolkata).1,
-            "2026-11-14T18:30:00+00:00",
-            "18:29Z is 23:59 local: still the old period"
-        );
+        let p = "2026-11-14T18:30Z/2026-12-14T18:30Z";
+        assert_eq!(zoned("2026-11-22T10:00:00Z", 15, kolkata), p);
+        // 18:29Z is 23:59 local: still the old period.
+        assert!(zoned("2026-11-14T18:29:00Z", 15, kolkata).ends_with("/2026-11-14T18:30Z"));
     }
 
     #[test]
@@ -167,10 +153,7 @@ mod tests {
         let ny = chrono_tz::America::New_York;
         assert_eq!(
             zoned("2027-03-01T03:00:00Z", 28, ny),
-            (
-                "2027-02-28T05:00:00+00:00".into(),
-                "2027-03-28T04:00:00+00:00".into()
-            )
+            "2027-02-28T05:00Z/2027-03-28T04:00Z"
         );
     }
 
@@ -187,10 +170,7 @@ mod tests {
     fn billing_day_one_is_the_calendar_month() {
         assert_eq!(
             period("2026-11-22T10:00:00Z", 1),
-            (
-                "2026-11-01T00:00:00+00:00".into(),
-                "2026-12-01T00:00:00+00:00".into()
-            )
+            "2026-11-01T00:00Z/2026-12-01T00:00Z"
         );
     }
 
@@ -198,10 +178,7 @@ mod tests {
     fn december_rolls_into_january_of_the_next_year() {
         assert_eq!(
             period("2026-12-31T23:59:59Z", 1),
-            (
-                "2026-12-01T00:00:00+00:00".into(),
-                "2027-01-01T00:00:00+00:00".into()
-            )
+            "2026-12-01T00:00Z/2027-01-01T00:00Z"
         );
     }
 
@@ -209,17 +186,11 @@ mod tests {
     fn before_the_billing_day_the_period_began_last_month() {
         assert_eq!(
             period("2026-11-10T00:00:00Z", 28),
-            (
-                "2026-10-28T00:00:00+00:00".into(),
-                "2026-11-28T00:00:00+00:00".into()
-            )
+            "2026-10-28T00:00Z/2026-11-28T00:00Z"
         );
         assert_eq!(
             period("2026-01-05T00:00:00Z", 15),
-            (
-                "2025-12-15T00:00:00+00:00".into(),
-                "2026-01-15T00:00:00+00:00".into()
-            )
+            "2025-12-15T00:00Z/2026-01-15T00:00Z"
         );
     }
 
@@ -227,17 +198,11 @@ mod tests {
     fn billing_day_28_across_february_and_a_leap_day() {
         assert_eq!(
             period("2028-02-29T12:00:00Z", 28),
-            (
-                "2028-02-28T00:00:00+00:00".into(),
-                "2028-03-28T00:00:00+00:00".into()
-            )
+            "2028-02-28T00:00Z/2028-03-28T00:00Z"
         );
         assert_eq!(
             period("2027-03-01T00:00:00Z", 28),
-            (
-                "2027-02-28T00:00:00+00:00".into(),
-                "2027-03-28T00:00:00+00:00".into()
-            )
+            "2027-02-28T00:00Z/2027-03-28T00:00Z"
         );
     }
 

@@ -9,18 +9,24 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement};
 
 use crate::money::{Amount, PerMillion};
 
-/// Token counts of some events, by class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Token counts of some events, by class; read from a row with the columns
+/// `events`, `tokens`, `input_tokens`, `output_tokens`, `cache_read_tokens`,
+/// `cache_write_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromQueryResult)]
 pub struct Counts {
     pub events: i64,
     pub tokens: i64,
+    #[sea_orm(alias = "input_tokens")]
     pub input: i64,
+    #[sea_orm(alias = "output_tokens")]
     pub output: i64,
+    #[sea_orm(alias = "cache_read_tokens")]
     pub cache_read: i64,
+    #[sea_orm(alias = "cache_write_tokens")]
     pub cache_write: i64,
 }
 
@@ -28,20 +34,6 @@ impl Counts {
     /// Tokens of events sent with `tokens` alone.
     pub fn unclassified(&self) -> i64 {
         self.tokens - (self.input + self.output + self.cache_read + self.cache_write)
-    }
-
-    /// Reads the counts of a row with the columns `events`, `tokens`,
-    /// `input_tokens`, `output_tokens`, `cache_read_tokens`,
-    /// `cache_write_tokens`.
-    pub fn from_row(row: &QueryResult) -> Result<Self, DbErr> {
-        Ok(Self {
-            events: row.try_get("", "events")?,
-            tokens: row.try_get("", "tokens")?,
-            input: row.try_get("", "input_tokens")?,
-            output: row.try_get("", "output_tokens")?,
-            cache_read: row.try_get("", "cache_read_tokens")?,
-            cache_write: row.try_get("", "cache_write_tokens")?,
-        })
     }
 }
 

@@ -2,9 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "slack_webhooks")]
-pub struct Model {
+table!("slack_webhooks" {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant: String,
     /// A secret: whoever has it can post to the channel. Never log it.
@@ -12,9 +10,4 @@ pub struct Model {
     pub enabled: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
-}
-
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
-
-impl ActiveModelBehavior for ActiveModel {}
+});

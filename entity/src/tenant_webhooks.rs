@@ -3,9 +3,7 @@
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "tenant_webhooks")]
-pub struct Model {
+table!("tenant_webhooks" {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant: String,
     pub url: String,
@@ -14,9 +12,4 @@ pub struct Model {
     pub enabled: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
-}
-
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
-
-impl ActiveModelBehavior for ActiveModel {}
+});

@@ -2,9 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "tenants")]
-pub struct Model {
+table!("tenants" {
     /// The slug clients send as `tenant`.
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
@@ -20,12 +18,7 @@ pub struct Model {
     pub monthly_budget_micros: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
-}
-
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
-
-impl ActiveModelBehavior for ActiveModel {}
+});
 
 impl Model {
     /// The tenant's time zone ([`crate::period::zone_named`]).

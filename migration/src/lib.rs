@@ -28,6 +28,22 @@ macro_rules! sql_migration {
     };
 }
 
+/// The columns of a delivery's state, the same in both outboxes (`alerts`
+/// for Slack, `webhook_deliveries` for signed webhooks), which the sender
+/// updates with one statement shape.
+macro_rules! delivery_state_columns {
+    () => {
+        r#"    status          text        NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'failed', 'no_webhook')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    last_error      text,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()"#
+    };
+}
+
 mod m20261122_000001_core_tables;
 mod m20261122_000002_alerts;
 mod m20261122_000003_api_keys;

@@ -8,7 +8,29 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = r#"
+/// A rollup table of `$time` (declared `$time_column`, aligned), with its
+/// index for a tenant's range of times: the minute and the daily rollups
+/// differ in nothing else.
+#[rustfmt::skip]
+macro_rules! rollup_table {
+    ($table:literal, $time:literal, $time_column:literal) => {
+        concat!(
+"CREATE TABLE ", $table, " (
+    tenant       text        NOT NULL,
+    feature      text        NOT NULL,
+    ", $time_column, " NOT NULL,
+    total_tokens bigint      NOT NULL,
+    event_count  bigint      NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, feature, ", $time, ")
+);
+CREATE INDEX ", $table, "_tenant_", $time, "_idx ON ", $table, " (tenant, ", $time, ");
+")
+    };
+}
+
+const UP: &str = concat!(
+    r#"
 CREATE TABLE tenants (
     id               text        PRIMARY KEY,
     name             text        NOT NULL,
@@ -32,28 +54,11 @@ CREATE TABLE events (
 -- Retention deletes by receipt time.
 CREATE INDEX events_received_at_idx ON events (received_at);
 
-CREATE TABLE rollups (
-    tenant       text        NOT NULL,
-    feature      text        NOT NULL,
-    minute       timestamptz NOT NULL,
-    total_tokens bigint      NOT NULL,
-    event_count  bigint      NOT NULL,
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant, feature, minute)
-);
-CREATE INDEX rollups_tenant_minute_idx ON rollups (tenant, minute);
-
-CREATE TABLE daily_rollups (
-    tenant       text        NOT NULL,
-    feature      text        NOT NULL,
-    day          date        NOT NULL,
-    total_tokens bigint      NOT NULL,
-    event_count  bigint      NOT NULL,
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant, feature, day)
-);
-CREATE INDEX daily_rollups_tenant_day_idx ON daily_rollups (tenant, day);
-
+"#,
+    rollup_table!("rollups", "minute", "minute       timestamptz"),
+    "\n",
+    rollup_table!("daily_rollups", "day", "day          date       "),
+    r#"
 CREATE TABLE slack_webhooks (
     tenant     text        PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
     url        text        NOT NULL,
@@ -61,7 +66,8 @@ CREATE TABLE slack_webhooks (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-"#;
+"#
+);
 
 const DOWN: &str = r#"
 DROP TABLE slack_webhooks;

@@ -5,7 +5,8 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = r#"
+const UP: &str = concat!(
+    r#"
 CREATE TABLE alerts (
     id              bigserial   PRIMARY KEY,
     tenant          text        NOT NULL,
@@ -14,14 +15,9 @@ CREATE TABLE alerts (
     threshold       integer     NOT NULL CHECK (threshold > 0),
     usage_tokens    bigint      NOT NULL,
     quota           bigint      NOT NULL,
-    status          text        NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'delivered', 'failed', 'no_webhook')),
-    attempts        integer     NOT NULL DEFAULT 0,
-    last_error      text,
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    delivered_at    timestamptz,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now(),
+"#,
+    delivery_state_columns!(),
+    r#",
     -- At most one alert per tenant, period and threshold, however many
     -- replicas evaluate it and however often.
     UNIQUE (tenant, period_start, threshold)
@@ -29,6 +25,7 @@ CREATE TABLE alerts (
 -- The sender's queue.
 CREATE INDEX alerts_due_idx ON alerts (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX alerts_tenant_idx ON alerts (tenant, created_at DESC);
-"#;
+"#
+);
 
 sql_migration!(UP, "DROP TABLE alerts");

@@ -27,35 +27,34 @@ ALTER TABLE daily_rollups DROP CONSTRAINT daily_rollups_pkey,
                           ADD PRIMARY KEY (tenant, feature, day, slot);
 "#;
 
-const DOWN: &str = r#"
-WITH merged AS (
-    DELETE FROM rollups WHERE slot <> 0
-    RETURNING tenant, feature, minute, total_tokens, event_count, updated_at
+/// Merges the slots of the rollup table `$table` (aliased `$alias`, keyed
+/// by `$time` beside tenant and feature) into slot 0, then drops the slot.
+#[rustfmt::skip]
+macro_rules! merge_slots {
+    ($table:literal AS $alias:literal, $time:literal) => {
+        concat!(
+"WITH merged AS (
+    DELETE FROM ", $table, " WHERE slot <> 0
+    RETURNING tenant, feature, ", $time, ", total_tokens, event_count, updated_at
 )
-INSERT INTO rollups AS r (tenant, feature, minute, slot, total_tokens, event_count, updated_at)
-SELECT tenant, feature, minute, 0, sum(total_tokens), sum(event_count), max(updated_at)
-FROM merged GROUP BY tenant, feature, minute
-ON CONFLICT (tenant, feature, minute, slot) DO UPDATE
-SET total_tokens = r.total_tokens + excluded.total_tokens,
-    event_count = r.event_count + excluded.event_count,
-    updated_at = greatest(r.updated_at, excluded.updated_at);
-ALTER TABLE rollups DROP CONSTRAINT rollups_pkey;
-ALTER TABLE rollups DROP COLUMN slot;
-ALTER TABLE rollups ADD PRIMARY KEY (tenant, feature, minute);
-WITH merged AS (
-    DELETE FROM daily_rollups WHERE slot <> 0
-    RETURNING tenant, feature, day, total_tokens, event_count, updated_at
-)
-INSERT INTO daily_rollups AS d (tenant, feature, day, slot, total_tokens, event_count, updated_at)
-SELECT tenant, feature, day, 0, sum(total_tokens), sum(event_count), max(updated_at)
-FROM merged GROUP BY tenant, feature, day
-ON CONFLICT (tenant, feature, day, slot) DO UPDATE
-SET total_tokens = d.total_tokens + excluded.total_tokens,
-    event_count = d.event_count + excluded.event_count,
-    updated_at = greatest(d.updated_at, excluded.updated_at);
-ALTER TABLE daily_rollups DROP CONSTRAINT daily_rollups_pkey;
-ALTER TABLE daily_rollups DROP COLUMN slot;
-ALTER TABLE daily_rollups ADD PRIMARY KEY (tenant, feature, day);
-"#;
+INSERT INTO ", $table, " AS ", $alias, " (tenant, feature, ", $time, ", slot, total_tokens, event_count, updated_at)
+SELECT tenant, feature, ", $time, ", 0, sum(total_tokens), sum(event_count), max(updated_at)
+FROM merged GROUP BY tenant, feature, ", $time, "
+ON CONFLICT (tenant, feature, ", $time, ", slot) DO UPDATE
+SET total_tokens = ", $alias, ".total_tokens + excluded.total_tokens,
+    event_count = ", $alias, ".event_count + excluded.event_count,
+    updated_at = greatest(", $alias, ".updated_at, excluded.updated_at);
+ALTER TABLE ", $table, " DROP CONSTRAINT ", $table, "_pkey;
+ALTER TABLE ", $table, " DROP COLUMN slot;
+ALTER TABLE ", $table, " ADD PRIMARY KEY (tenant, feature, ", $time, ");
+")
+    };
+}
+
+const DOWN: &str = concat!(
+    "\n",
+    merge_slots!("rollups" AS "r", "minute"),
+    merge_slots!("daily_rollups" AS "d", "day")
+);
 
 sql_migration!(UP, DOWN);

@@ -15,7 +15,8 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = r#"
+const UP: &str = concat!(
+    r#"
 CREATE TABLE tenant_webhooks (
     tenant     text COLLATE "C" PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
     url        text        NOT NULL,
@@ -28,19 +29,15 @@ CREATE TABLE tenant_webhooks (
 CREATE TABLE webhook_deliveries (
     alert_id        bigint      PRIMARY KEY REFERENCES alerts (id) ON DELETE CASCADE,
     tenant          text COLLATE "C" NOT NULL,
-    status          text        NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'delivered', 'failed', 'no_webhook')),
-    attempts        integer     NOT NULL DEFAULT 0,
-    last_error      text,
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    delivered_at    timestamptz,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+"#,
+    delivery_state_columns!(),
+    r#"
 );
 -- The sender's queue, as for the alerts themselves.
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
-"#;
+"#
+);
 
 const DOWN: &str = r#"
 DROP TABLE webhook_deliveries;

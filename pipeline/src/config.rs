@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use entity::setting::{InvalidSetting, require};
+use entity::setting::{InvalidSetting, require, require_at_least_one};
 use service::config::TransactionBounds;
 
 /// The pipeline worker.
@@ -85,13 +85,11 @@ impl WorkerArgs {
                 self.block_ms
             ),
         )?;
-        for (var, value) in [
+        require_at_least_one([
             ("FLAGMETER_CLAIM_INTERVAL_MS", self.claim_interval_ms),
             ("FLAGMETER_TRIM_INTERVAL_MS", self.trim_interval_ms),
             ("FLAGMETER_MAX_DELIVERIES", self.max_deliveries as u64),
-        ] {
-            require(value >= 1, var, value, "must be at least 1")?;
-        }
+        ])?;
         for (var, value) in [
             (
                 "FLAGMETER_DB_STATEMENT_TIMEOUT_MS",

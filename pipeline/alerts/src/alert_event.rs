@@ -7,16 +7,17 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use entity::alerts::Kind;
-use sea_orm::ActiveEnum;
+use sea_orm::{ActiveEnum, FromQueryResult};
 use serde_json::json;
 
 /// The `type` of every alert delivery.
 pub const EVENT_TYPE: &str = "alert.threshold_crossed";
 
-/// One fired alert, as delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One fired alert, as delivered; read from its `alerts` row.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct AlertEvent {
     /// The alert row: its id makes the message id, stable across retries.
+    #[sea_orm(alias = "id")]
     pub alert_id: i64,
     pub kind: Kind,
     pub tenant: String,

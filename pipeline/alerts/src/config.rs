@@ -3,7 +3,7 @@
 //! and how the outbox sender retries. Each field is an environment variable
 //! and a `--flag`.
 
-use entity::setting::{InvalidSetting, require};
+use entity::setting::{InvalidSetting, require, require_at_least_one};
 
 /// Quota alerts: shared by the api (defaults, URL checks when a webhook is
 /// saved) and the pipeline (evaluation, delivery).
@@ -78,13 +78,11 @@ pub struct SenderArgs {
 
 impl SenderArgs {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        for (var, value) in [
+        require_at_least_one([
             ("FLAGMETER_ALERT_RETRY_BASE_MS", self.alert_retry_base_ms),
             ("FLAGMETER_ALERT_GIVE_UP_SECS", self.alert_give_up_secs),
             ("FLAGMETER_ALERT_POLL_MS", self.alert_poll_ms),
-        ] {
-            require(value >= 1, var, value, "must be at least 1")?;
-        }
+        ])?;
         require(
             self.alert_retry_max_ms >= self.alert_retry_base_ms,
             "FLAGMETER_ALERT_RETRY_MAX_MS",

@@ -51,14 +51,9 @@ pub struct SenderSettings {
 
 #[derive(Debug, FromQueryResult)]
 struct Due {
-    id: i64,
-    tenant: String,
-    threshold: i32,
-    usage_tokens: i64,
-    quota: i64,
-    period_start: DateTime<Utc>,
-    period_end: DateTime<Utc>,
-    kind: alerts::Kind,
+    /// The alert itself, as a signed webhook receives it.
+    #[sea_orm(nested)]
+    alert: AlertEvent,
     cost: Option<String>,
     budget: Option<String>,
     /// Of this destination's delivery.
@@ -237,17 +232,8 @@ impl Sender {
                 let Some(Ok(secret)) = secret else {
                     return Ok(Outcome::Failed("the webhook secret is malformed".into()));
                 };
-                let event = AlertEvent {
-                    alert_id: due.id,
-                    kind: due.kind,
-                    tenant: due.tenant.clone(),
-                    threshold: due.threshold,
-                    usage_tokens: due.usage_tokens,
-                    quota: due.quota,
-                    period_start: due.period_start,
-                    period_end: due.period_end,
-                };
-                let delivery = secret.delivery(event.message_id(), event.body(), Utc::now());
+                let alert = &due.alert;
+                let delivery = secret.delivery(alert.message_id(), alert.body(), Utc::now());
                 self.slack.post_signed(url, &delivery).await
             }
         };
@@ -292,12 +278,13 @@ impl Sender {
     }
 
     async fn message<C: ConnectionTrait>(&self, db: &C, due: &Due) -> Result<AlertMessage, DbErr> {
-        let tenant = tenants::Entity::find_by_id(due.tenant.as_str())
+        let alert = &due.alert;
+        let tenant = tenants::Entity::find_by_id(alert.tenant.as_str())
             .one(db)
             .await?;
         let tenant_name = tenant
             .as_ref()
-            .map_or_else(|| due.tenant.clone(), |t| t.name.clone());
+            .map_or_else(|| alert.tenant.clone(), |t| t.name.clone());
         let top_features = match tenant {
             Some(tenant) => period_usage(db, vec![tenant], Utc::now())
                 .await?
@@ -312,14 +299,14 @@ impl Sender {
             None => Vec::new(),
         };
         Ok(AlertMessage {
-            tenant: due.tenant.clone(),
+            tenant: alert.tenant.clone(),
             tenant_name,
-            threshold: due.threshold,
-            usage_tokens: due.usage_tokens,
-            quota: due.quota,
-            period_end: due.period_end,
+            threshold: alert.threshold,
+            usage_tokens: alert.usage_tokens,
+            quota: alert.quota,
+            period_end: alert.period_end,
             top_features,
-            spend: match due.kind {
+            spend: match alert.kind {
                 alerts::Kind::Quota => None,
                 alerts::Kind::Budget => Some(Spend {
                     cost: due.cost.clone().unwrap_or_default(),
@@ -336,7 +323,7 @@ impl Sender {
         due: &Due,
         outcome: Outcome,
     ) -> Result<(), DbErr> {
-        let to = destination.name();
+        let (to, alert) = (destination.name(), &due.alert);
         let (status, attempted, error, after): (&str, i32, Option<String>, Duration) =
             match &outcome {
                 Outcome::Delivered => ("delivered", 1, None, Duration::ZERO),
@@ -346,18 +333,18 @@ impl Sender {
             };
         match &outcome {
             Outcome::Delivered => {
-                tracing::info!(tenant = %due.tenant, threshold = due.threshold, to, "quota alert delivered");
+                tracing::info!(tenant = %alert.tenant, threshold = alert.threshold, to, "quota alert delivered");
                 metrics::counter!("flagmeter_alerts_delivered_total").increment(1);
             }
             Outcome::NoWebhook => {
-                tracing::info!(tenant = %due.tenant, threshold = due.threshold, to, "quota alert recorded; the tenant has no such webhook");
+                tracing::info!(tenant = %alert.tenant, threshold = alert.threshold, to, "quota alert recorded; the tenant has no such webhook");
             }
             Outcome::Retry { error, after } => {
-                tracing::warn!(tenant = %due.tenant, threshold = due.threshold, to, error, retry_in = ?after, "quota alert not delivered; will retry");
+                tracing::warn!(tenant = %alert.tenant, threshold = alert.threshold, to, error, retry_in = ?after, "quota alert not delivered; will retry");
                 metrics::counter!("flagmeter_alert_retries_total").increment(1);
             }
             Outcome::Failed(error) => {
-                tracing::error!(tenant = %due.tenant, threshold = due.threshold, to, error, "quota alert could not be delivered; giving up");
+                tracing::error!(tenant = %alert.tenant, threshold = alert.threshold, to, error, "quota alert could not be delivered; giving up");
                 metrics::counter!("flagmeter_alerts_failed_total").increment(1);
             }
         }
@@ -365,7 +352,7 @@ impl Sender {
             DbBackend::Postgres,
             destination.mark(),
             [
-                due.id.into(),
+                alert.alert_id.into(),
                 status.into(),
                 attempted.into(),
                 error.into(),

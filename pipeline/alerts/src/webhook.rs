@@ -113,11 +113,17 @@ pub fn mask(raw: &str) -> String {
 mod tests {
     use super::*;
 
-    fn slack_only() -> WebhookPolicy {
+    /// A policy listing the one `host` (as configured: `name`, `name:port`
+    /// or `name:*`), https only.
+    fn allowing(host: &str) -> WebhookPolicy {
         WebhookPolicy {
-            allowed_hosts: vec!["hooks.slack.com".into()],
+            allowed_hosts: vec![host.into()],
             allow_insecure: false,
         }
+    }
+
+    fn slack_only() -> WebhookPolicy {
+        allowing("hooks.slack.com")
     }
 
     #[test]
@@ -128,19 +134,13 @@ mod tests {
             Err(Refused::PortNotAllowed)
         );
         assert!(policy.check("https://hooks.slack.com:443/x").is_ok());
-        let any_port = WebhookPolicy {
-            allowed_hosts: vec!["localhost:*".into()],
-            allow_insecure: false,
-        };
+        let any_port = allowing("localhost:*");
         assert!(any_port.check("https://localhost:9000/hook").is_ok());
         assert_eq!(
             any_port.check("https://localhost/hook"),
             Err(Refused::HostNotAllowed)
         );
-        let with_port = WebhookPolicy {
-            allowed_hosts: vec!["127.0.0.1:8443".into()],
-            allow_insecure: false,
-        };
+        let with_port = allowing("127.0.0.1:8443");
         assert!(with_port.check("https://127.0.0.1:8443/hook").is_ok());
         assert_eq!(
             with_port.check("https://127.0.0.1:9000/hook"),
@@ -196,15 +196,12 @@ mod tests {
 
     #[test]
     fn a_listed_loopback_passes_and_http_only_when_insecure_is_allowed() {
+        let strict = allowing("127.0.0.1:*");
         let local = WebhookPolicy {
-            allowed_hosts: vec!["127.0.0.1:*".into()],
             allow_insecure: true,
+            ..strict.clone()
         };
         assert!(local.check("http://127.0.0.1:8080/hook").is_ok());
-        let strict = WebhookPolicy {
-            allow_insecure: false,
-            ..local.clone()
-        };
         assert_eq!(
             strict.check("http://127.0.0.1:8080/hook").unwrap_err(),
             Refused::Scheme

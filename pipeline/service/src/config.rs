@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use entity::setting::{InvalidSetting, require};
+use entity::setting::{InvalidSetting, require, require_at_least_one};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 /// PostgreSQL.
@@ -26,12 +26,10 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        require(
-            self.db_max_connections >= 1,
+        require_at_least_one([(
             "FLAGMETER_DB_MAX_CONNECTIONS",
-            self.db_max_connections,
-            "must be at least 1",
-        )
+            self.db_max_connections.into(),
+        )])
     }
 
     /// Opens the connection pool (without logging every statement).
