@@ -33,24 +33,6 @@ pub struct EventQuery {
     pub after: Option<After>,
 }
 
-/// One counted event.
-#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
-pub struct LedgerEvent {
-    pub id: String,
-    pub feature: String,
-    pub tokens: i64,
-    /// Token classes (0 each for an unclassified event; `tokens` minus
-    /// their sum is unclassified).
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub occurred_at: DateTime<Utc>,
-    pub received_at: DateTime<Utc>,
-    /// Voided since: its tokens no longer count.
-    pub voided: bool,
-}
-
 /// The page's statement; public so that a test can `EXPLAIN` it. Every
 /// bound is a value (no `IS NULL` alternatives), so that a generic plan,
 /// too, is one range scan of the index: the first page starts below
@@ -93,12 +75,14 @@ impl EventQuery {
     }
 }
 
-/// One page of events, newest first.
-pub async fn list_events<C: ConnectionTrait>(
+/// One page of events, newest first, as rows of `T`, which reads the
+/// columns of [`LIST_EVENTS`] (`id`, `feature`, `tokens`, the four classes,
+/// `occurred_at`, `received_at` and `voided`).
+pub async fn list_events<T: FromQueryResult, C: ConnectionTrait>(
     db: &C,
     query: &EventQuery,
-) -> Result<Vec<LedgerEvent>, DbErr> {
-    LedgerEvent::find_by_statement(Statement::from_sql_and_values(
+) -> Result<Vec<T>, DbErr> {
+    T::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         LIST_EVENTS,
         query.values(),

@@ -8,8 +8,9 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use entity::ledger::{self, After, EventQuery, LedgerEvent};
+use entity::ledger::{self, After, EventQuery};
 use poem_openapi::{Object, payload::Json};
+use sea_orm::FromQueryResult;
 
 use super::{
     Found, invalid,
@@ -21,8 +22,8 @@ use crate::{
     state::AppState,
 };
 
-/// One counted event.
-#[derive(Debug, Object)]
+/// One counted event, read from the ledger as it is answered.
+#[derive(Debug, Object, FromQueryResult)]
 #[oai(rename_all = "camelCase")]
 pub struct ExploredEvent {
     /// The client's event id (or the one generated on receipt).
@@ -43,23 +44,6 @@ pub struct ExploredEvent {
     pub voided: bool,
 }
 
-impl From<LedgerEvent> for ExploredEvent {
-    fn from(e: LedgerEvent) -> Self {
-        Self {
-            id: e.id,
-            feature: e.feature,
-            tokens: e.tokens,
-            input_tokens: e.input_tokens,
-            output_tokens: e.output_tokens,
-            cache_read_tokens: e.cache_read_tokens,
-            cache_write_tokens: e.cache_write_tokens,
-            occurred_at: e.occurred_at,
-            received_at: e.received_at,
-            voided: e.voided,
-        }
-    }
-}
-
 /// A page of events, newest first.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
@@ -70,9 +54,9 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// The cursor of the page after `last`.
-fn cursor_after(last: &LedgerEvent) -> String {
-    let raw = format!("{}:{}", last.occurred_at.timestamp_micros(), last.id);
+/// The cursor of the page after the event at `occurred_at` with `id`.
+fn cursor_after(occurred_at: DateTime<Utc>, id: &str) -> String {
+    let raw = format!("{}:{id}", occurred_at.timestamp_micros());
     URL_SAFE_NO_PAD.encode(raw)
 }
 
@@ -124,15 +108,15 @@ pub async fn list(
         limit: listing.limit + 1,
         after,
     };
-    let mut rows = ledger::list_events(&state.db, &query).await?;
+    let mut rows: Vec<ExploredEvent> = ledger::list_events(&state.db, &query).await?;
     let next_cursor = if rows.len() as u64 > listing.limit {
         rows.truncate(listing.limit as usize);
-        rows.last().map(cursor_after)
+        rows.last().map(|last| cursor_after(last.occurred_at, &last.id))
     } else {
         None
     };
     Ok(Found::Ok(Json(EventPage {
-        events: rows.into_iter().map(ExploredEvent::from).collect(),
+        events: rows,
         next_cursor,
     })))
 }
@@ -143,22 +127,11 @@ mod tests {
 
     #[test]
     fn a_cursor_reads_back_and_garbage_does_not() {
-        let last = LedgerEvent {
-            id: "call:7f/3a".into(),
-            feature: "gpt-4o".into(),
-            tokens: 1,
-            input_tokens: 1,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            occurred_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
-            received_at: Utc::now(),
-            voided: false,
-        };
-        let after = parse_cursor(&cursor_after(&last)).unwrap();
+        let occurred_at = DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        let after = parse_cursor(&cursor_after(occurred_at, "call:7f/3a")).unwrap();
         assert_eq!(
             (after.occurred_at, after.id.as_str()),
-            (last.occurred_at, "call:7f/3a")
+            (occurred_at, "call:7f/3a")
         );
         for bad in ["", "!!", "bm90LWEtY3Vyc29y", "eDpfaWQ"] {
             assert!(parse_cursor(bad).is_none(), "{bad}");
