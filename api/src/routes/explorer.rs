@@ -111,7 +111,8 @@ pub async fn list(
     let mut rows: Vec<ExploredEvent> = ledger::list_events(&state.db, &query).await?;
     let next_cursor = if rows.len() as u64 > listing.limit {
         rows.truncate(listing.limit as usize);
-        rows.last().map(|last| cursor_after(last.occurred_at, &last.id))
+        rows.last()
+            .map(|last| cursor_after(last.occurred_at, &last.id))
     } else {
         None
     };
