@@ -53,14 +53,9 @@ fn is_msgpack(content_type: &str) -> bool {
         if mime.type_() == "application" && matches!(mime.subtype().as_str(), "msgpack" | "vnd.msgpack"))
 }
 
-/// Decodes one MessagePack value (and nothing after it) into JSON.
-pub fn decode(bytes: &[u8]) -> Result<Value, String> {
-    read_msgpack(bytes)
-}
-
-/// Reads one MessagePack value (and nothing after it) into `T`, within
-/// [`MAX_DEPTH`].
-pub(crate) fn read_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+/// Decodes one MessagePack value (and nothing after it) into `T` (the body
+/// type, or a JSON value), within [`MAX_DEPTH`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut de = rmp_serde::Deserializer::new(Cursor::new(bytes));
     de.set_max_depth(MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(|err| format!("invalid MessagePack: {err}"))?;
@@ -117,10 +112,11 @@ impl<'a, T: ParseFromJSON + DeserializeOwned + Type + Send> ApiExtractor<'a> for
         match request.content_type() {
             Some(content_type) if is_msgpack(content_type) => {
                 let bytes = <Vec<u8> as FromRequest>::from_request(request, body).await?;
-                if let Ok(direct) = read_msgpack(&bytes) {
+                if let Ok(direct) = decode(&bytes) {
                     return Ok(Self(direct));
                 }
-                let value = decode(&bytes).map_err(|reason| ParseRequestPayloadError { reason })?;
+                let value = decode::<Value>(&bytes)
+                    .map_err(|reason| ParseRequestPayloadError { reason })?;
                 Ok(Self(parse(value)?))
             }
             Some(content_type) if <Json<T> as Payload>::check_content_type(content_type) => {
@@ -156,22 +152,22 @@ mod tests {
     fn a_map_decodes_as_its_json_twin() {
         let value = json!({"tenant": "acme", "tokens": 5, "events": [{"id": "a"}]});
         let bytes = rmp_serde::to_vec_named(&value).unwrap();
-        assert_eq!(decode(&bytes).unwrap(), value);
+        assert_eq!(decode::<Value>(&bytes).unwrap(), value);
     }
 
     #[test]
     fn what_json_cannot_hold_is_refused_by_name() {
         // `bin 8` of three bytes.
-        let err = decode(&[0xc4, 0x03, 1, 2, 3]).unwrap_err();
+        let err = decode::<Value>(&[0xc4, 0x03, 1, 2, 3]).unwrap_err();
         assert!(err.starts_with("invalid MessagePack"), "{err}");
         // {1: 2}: a map with an integer key.
-        assert!(decode(&[0x81, 0x01, 0x02]).is_err());
+        assert!(decode::<Value>(&[0x81, 0x01, 0x02]).is_err());
         // Two values where one belongs.
-        let err = decode(&[0x01, 0x02]).unwrap_err();
+        let err = decode::<Value>(&[0x01, 0x02]).unwrap_err();
         assert_eq!(err, "invalid MessagePack: 1 bytes after the first value");
         // Truncated: a map announcing one pair, then nothing.
-        assert!(decode(&[0x81]).is_err());
-        assert!(decode(&[]).is_err());
+        assert!(decode::<Value>(&[0x81]).is_err());
+        assert!(decode::<Value>(&[]).is_err());
     }
 
     #[test]
@@ -179,10 +175,10 @@ mod tests {
         // 20 nested one-element arrays around a 0.
         let mut deep = vec![0x91; 20];
         deep.push(0x00);
-        assert!(decode(&deep).is_err());
+        assert!(decode::<Value>(&deep).is_err());
         let mut shallow = vec![0x91; 3];
         shallow.push(0x00);
-        assert_eq!(decode(&shallow).unwrap(), json!([[[0]]]));
+        assert_eq!(decode::<Value>(&shallow).unwrap(), json!([[[0]]]));
     }
 
     #[test]

@@ -409,7 +409,7 @@ impl<'de> Deserialize<'de> for BatchIn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msgpack::{decode, read_msgpack};
+    use crate::msgpack::decode;
     use serde_json::{Value, json};
 
     /// What the typed parse makes of a JSON value.
@@ -445,8 +445,8 @@ mod tests {
     where
         T: ParseFromJSON + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
     {
-        let slow = decode(bytes).ok().and_then(typed::<T>);
-        let fast = read_msgpack::<T>(bytes).ok();
+        let slow = decode::<Value>(bytes).ok().and_then(typed::<T>);
+        let fast = decode::<T>(bytes).ok();
         if let Some(fast) = &fast {
             assert_eq!(Some(fast), slow.as_ref(), "MessagePack {bytes:x?}");
         }
@@ -602,8 +602,8 @@ mod tests {
                 typed(serde_json::from_str(&json).unwrap()).unwrap()
             }));
             cells[1].push(time(&|| serde_json::from_str(&json).unwrap()));
-            cells[2].push(time(&|| typed(decode(&msgpack).unwrap()).unwrap()));
-            cells[3].push(time(&|| read_msgpack(&msgpack).unwrap()));
+            cells[2].push(time(&|| typed(decode::<Value>(&msgpack).unwrap()).unwrap()));
+            cells[3].push(time(&|| decode(&msgpack).unwrap()));
             rounds += 1;
         }
         let [json_typed, json_direct, mp_typed, mp_direct] = cells.map(median);
