@@ -7,7 +7,7 @@
 //! size is a fixed number of bind parameters. An id is counted with the
 //! values of its first committed event, and any later event with the same
 //! (tenant, id) is ignored, whatever its values: repeated ids inside the
-//! batch are removed first (the batch's earliest entry stays), and the
+//! batch are removed first, here (the batch's earliest entry stays), and the
 //! ledger insert skips ids it already holds (`ON CONFLICT DO NOTHING`).
 //! Across batches "first committed" is usually the earliest entry, but not
 //! always: replicas commit concurrently and a taken-over entry is committed
@@ -41,22 +41,14 @@ use sea_orm::{
 
 use stream::EventRecord;
 
-/// The ledger part of a batch of events: its rows, deduplicated, the
-/// tenants it creates and the events it inserts (CTE `inserted`).
+/// The ledger part of a batch of events: the tenants it creates (`$13`, distinct
+/// and in order) and the events it inserts (CTE `inserted`). The events come
+/// deduplicated and in key order ([`ledger_order`]): PostgreSQL neither sorts
+/// nor deduplicates them again.
 const WRITE_LEDGER: &str = r#"
-WITH input AS (
-    SELECT DISTINCT ON (tenant, id) tenant, id, feature, tokens, occurred_ms, received_ms,
-           input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
-                $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
-         WITH ORDINALITY AS t(tenant, id, feature, tokens, occurred_ms, received_ms,
-                              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                              ord)
-    ORDER BY tenant, id, ord
-),
-new_tenants AS (
+WITH new_tenants AS (
     INSERT INTO tenants (id, name, monthly_quota, alert_thresholds)
-    SELECT DISTINCT tenant, tenant, $7::bigint, $8::int[] FROM input ORDER BY tenant
+    SELECT tenant, tenant, $7::bigint, $8::int[] FROM unnest($13::text[]) AS t(tenant)
     ON CONFLICT (id) DO NOTHING
 ),
 inserted AS (
@@ -66,7 +58,10 @@ inserted AS (
            'epoch'::timestamptz + occurred_ms * interval '1 millisecond',
            'epoch'::timestamptz + received_ms * interval '1 millisecond',
            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
-    FROM input ORDER BY tenant, id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+         AS t(tenant, id, feature, tokens, occurred_ms, received_ms,
+              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     ON CONFLICT (tenant, id) DO NOTHING
     RETURNING tenant, feature, tokens, occurred_at,
               input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
@@ -229,6 +224,8 @@ async fn write_events<C: ConnectionTrait>(
     if records.is_empty() {
         return Ok(0);
     }
+    let records = ledger_order(records);
+    let tenants = tenants_of(records.iter().copied());
     let strings = |f: fn(&EventRecord) -> &String| -> Value {
         Value::from(records.iter().map(|r| f(r).clone()).collect::<Vec<_>>())
     };
@@ -258,6 +255,7 @@ async fn write_events<C: ConnectionTrait>(
         class(|r| r.output_tokens),
         class(|r| r.cache_read_tokens),
         class(|r| r.cache_write_tokens),
+        Value::from(tenants),
     ];
     count_of(db, &WRITE_BATCH, values, "inserted").await
 }
@@ -287,10 +285,22 @@ async fn count_of<C: ConnectionTrait>(
     Ok(count as u64)
 }
 
+/// The events of a batch in ledger key order (`(tenant, id)`, bytewise as
+/// the key's `COLLATE "C"`), each key once: the batch's earliest event with
+/// that key stays (the sort is stable), as "first committed wins" asks.
+/// Ordered inserts touch the key's index pages in order, and concurrent
+/// replicas take the keys' locks in the same order.
+fn ledger_order<'r>(records: &[&'r EventRecord]) -> Vec<&'r EventRecord> {
+    let mut ordered = records.to_vec();
+    ordered.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
+    ordered.dedup_by(|later, earlier| later.tenant == earlier.tenant && later.id == earlier.id);
+    ordered
+}
+
 /// The distinct tenants of a batch, in id order: whom its alerts are
 /// evaluated for, whether or not this delivery counted anything new.
-pub fn tenants_of(records: &[EventRecord]) -> Vec<String> {
-    let mut tenants: Vec<String> = records.iter().map(|r| r.tenant.clone()).collect();
+pub fn tenants_of<'r>(records: impl IntoIterator<Item = &'r EventRecord>) -> Vec<String> {
+    let mut tenants: Vec<String> = records.into_iter().map(|r| r.tenant.clone()).collect();
     tenants.sort_unstable();
     tenants.dedup();
     tenants
