@@ -1,7 +1,12 @@
 //! The worker loop: read (or [`reclaim`]) → [`decode`] → [`commit`] →
-//! evaluate alerts → ack, until shutdown; one module a step. The next batch
-//! is read while the current one commits, so that Valkey and PostgreSQL work
-//! at once.
+//! evaluate alerts → ack, until shutdown; one module a step. Three batches
+//! are in hand at once, each at another step, so that Valkey and PostgreSQL
+//! work at once and PostgreSQL's counting backend never waits for the
+//! worker: while batch N commits, batch N+1 is read and batch N-1 (already
+//! committed) has its alerts evaluated and its entries acknowledged. When
+//! nothing was read ahead, the committed batch is settled before the worker
+//! waits for more, so that an idle stream is never left with entries
+//! pending.
 //!
 //! Each batch is committed, and its tenants' alerts evaluated against the
 //! committed totals (`alerts::rules::evaluate`), before any of it is
@@ -56,6 +61,17 @@ pub struct WorkerSettings {
     pub failpoint: Option<Failpoint>,
 }
 
+/// A batch whose effect is committed, waiting for its alerts to be
+/// evaluated and its entries acknowledged.
+struct Committed {
+    records: Vec<EventRecord>,
+    /// Every entry of the batch, counted or dead-lettered: all are acked.
+    ids: Vec<String>,
+    written: writer::Written,
+    /// When the batch was read, for the batch duration metric.
+    started: Instant,
+}
+
 /// One consumer-group member counting into PostgreSQL.
 pub struct Worker {
     consumer: Consumer,
@@ -73,8 +89,8 @@ impl Worker {
     }
 
     /// Runs until `shutdown` is cancelled; returns once the batches in hand
-    /// (the one being counted and the one read ahead) are finished (or left
-    /// pending, if they cannot be).
+    /// (the one being counted, the one read ahead and the one being
+    /// settled) are finished (or left pending, if they cannot be).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(
             consumer = self.consumer.name(),
@@ -83,28 +99,45 @@ impl Worker {
         );
         let mut scan = ReclaimScan::due_now();
         let mut ahead: Option<Vec<Delivery>> = None;
+        let mut committed: Option<Committed> = None;
         loop {
             let batch = match ahead.take() {
                 Some(batch) => batch,
-                None if shutdown.is_cancelled() => break,
-                None => match self.next_batch(&mut scan, &shutdown).await {
-                    Some(batch) => batch,
-                    None => break,
-                },
+                None => {
+                    // Nothing in hand to overlap with: settle the committed
+                    // batch before waiting for (or reclaiming) more.
+                    if let Some(done) = committed.take()
+                        && self.settle(done, &shutdown).await.is_none()
+                    {
+                        break;
+                    }
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    match self.next_batch(&mut scan, &shutdown).await {
+                        Some(batch) => batch,
+                        None => break,
+                    }
+                }
             };
             if batch.is_empty() {
                 continue;
             }
             // Not when a reclaim is due (it goes first) or shutdown has begun.
             let read_ahead = !shutdown.is_cancelled() && !scan.is_due();
-            let (processed, next) = tokio::join!(
-                self.process(batch, &shutdown),
-                self.read_ahead(read_ahead, &shutdown)
+            let (counted, next, settled) = tokio::join!(
+                self.count(batch, &shutdown),
+                self.read_ahead(read_ahead, &shutdown),
+                self.settle_any(committed.take(), &shutdown),
             );
             ahead = next;
-            if processed.is_none() {
+            committed = counted;
+            if committed.is_none() || settled.is_none() {
                 break;
             }
+        }
+        if let Some(done) = committed {
+            self.settle(done, &shutdown).await;
         }
         tracing::info!(consumer = self.consumer.name(), "worker stopped");
     }
@@ -148,10 +181,15 @@ impl Worker {
         }
     }
 
-    /// Counts one batch and acknowledges it. `None` if shutdown came while a
-    /// step was failing: the rest of the batch stays pending.
+    /// Counts one batch: decoded, its undecodable entries dead-lettered,
+    /// its records committed. `None` if shutdown came while a step was
+    /// failing: the batch stays pending.
     #[tracing::instrument(name = "batch", skip_all, fields(entries = deliveries.len()))]
-    async fn process(&self, deliveries: Vec<Delivery>, shutdown: &CancellationToken) -> Option<()> {
+    async fn count(
+        &self,
+        deliveries: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Option<Committed> {
         let started = Instant::now();
         metrics::counter!("flagmeter_events_read_total").increment(deliveries.len() as u64);
         metrics::histogram!("flagmeter_batch_size_events").record(deliveries.len() as f64);
@@ -173,23 +211,49 @@ impl Worker {
             tracing::warn!("failpoint crash-after-commit: aborting before evaluation and ack");
             std::process::abort();
         }
+        Some(Committed {
+            records: batch.records,
+            ids: batch.ids,
+            written,
+            started,
+        })
+    }
+
+    /// [`Self::settle`] for the committed batch, if there is one.
+    async fn settle_any(
+        &self,
+        committed: Option<Committed>,
+        shutdown: &CancellationToken,
+    ) -> Option<()> {
+        match committed {
+            Some(done) => self.settle(done, shutdown).await,
+            None => Some(()),
+        }
+    }
+
+    /// Finishes a committed batch: its tenants' alerts evaluated against the
+    /// committed totals, then its entries acknowledged. `None` if shutdown
+    /// came while a step was failing: the entries stay pending, and whoever
+    /// counts them again (nothing new) evaluates them again.
+    #[tracing::instrument(name = "settle", skip_all, fields(entries = done.ids.len()))]
+    async fn settle(&self, done: Committed, shutdown: &CancellationToken) -> Option<()> {
         // The whole batch, not only what this delivery counted: a batch
         // redelivered after a crash between COMMIT and here is evaluated now.
-        let tenants = writer::tenants_of(&batch.records);
+        let tenants = writer::tenants_of(&done.records);
         let alerts_fired = until_done("evaluate alerts", shutdown, || {
             alerts::rules::evaluate(&self.db, &tenants, chrono::Utc::now())
         })
         .await?;
-        record_committed(&batch.records, &written, alerts_fired);
-        until_done("ack", shutdown, || self.consumer.ack(&batch.ids)).await?;
+        record_committed(&done.records, &done.written, alerts_fired);
+        until_done("ack", shutdown, || self.consumer.ack(&done.ids)).await?;
         metrics::histogram!("flagmeter_batch_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+            .record(done.started.elapsed().as_secs_f64());
         tracing::debug!(
-            entries = batch.ids.len(),
-            counted = written.counted,
-            voided = written.voided,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch committed"
+            entries = done.ids.len(),
+            counted = done.written.counted,
+            voided = done.written.voided,
+            elapsed_ms = done.started.elapsed().as_millis() as u64,
+            "batch settled"
         );
         Some(())
     }
