@@ -57,6 +57,7 @@ mod m20261202_000030_signed_webhooks;
 mod m20261202_000031_events_explorer_index;
 mod m20261202_000032_tenant_timezones;
 mod m20261202_000033_voids;
+mod m20261202_000034_rollup_fillfactor;
 
 pub struct Migrator;
 
@@ -77,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000031_events_explorer_index::Migration),
             Box::new(m20261202_000032_tenant_timezones::Migration),
             Box::new(m20261202_000033_voids::Migration),
+            Box::new(m20261202_000034_rollup_fillfactor::Migration),
         ]
     }
 }
