@@ -16,7 +16,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "FLAGMETER_CONSUMER")]
     pub consumer: Option<String>,
     /// Most entries read and committed as one batch.
-    #[arg(long, env = "FLAGMETER_BATCH_SIZE", default_value_t = 1000,
+    #[arg(long, env = "FLAGMETER_BATCH_SIZE", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// How long one read waits for new entries, in milliseconds.
