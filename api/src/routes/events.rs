@@ -13,7 +13,7 @@ use super::{
     Accepted, ApiTags, Found,
     event_body::{BatchIn, EventIn},
     explorer::{self, EventPage, Listing},
-    paging::default_page,
+    paging::Limit,
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
@@ -86,11 +86,7 @@ impl EventsApi {
         /// Only this feature.
         feature: Query<Option<FeatureName>>,
         /// Most events to return (1–1000).
-        #[oai(
-            default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit,
         /// `nextCursor` of the previous page.
         #[oai(validator(max_length = 400))]
         cursor: Query<Option<String>>,

@@ -20,6 +20,7 @@ use entity::{
 
 use super::{
     ApiTags, Found, invalid,
+    paging::{Limit, Offset},
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
@@ -30,8 +31,6 @@ use crate::{
 
 /// Most buckets one time series may hold (a week of minutes).
 const MAX_BUCKETS: i64 = 7 * 24 * 60;
-/// Most tenants one page of `GET /api/usage` holds.
-const MAX_PAGE: u64 = 1000;
 
 /// Tokens one feature used in the period, by class, and their cost.
 #[derive(Debug, Object)]
@@ -242,24 +241,15 @@ impl UsageApi {
         &self,
         auth: ApiKey,
         /// Most tenants to return (1–1000).
-        #[oai(
-            default = "default_limit",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit<1000>,
         /// Tenants to skip, for the next page (at most 2^53 − 1, the largest
         /// integer every JSON client holds exactly; the database's limit is
         /// 2^63 − 1).
-        #[oai(
-            default,
-            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
-        )]
-        offset: Query<u64>,
+        offset: Offset,
     ) -> Result<Found<UsageList>, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
         let now = Utc::now();
-        let usage =
-            usage_query::all_usage(&self.0.db, now, limit.0.min(MAX_PAGE), offset.0).await?;
+        let usage = usage_query::all_usage(&self.0.db, now, limit.0, offset.0).await?;
         Ok(Found::Ok(Json(UsageList {
             tenants: usage
                 .into_iter()
@@ -359,10 +349,6 @@ impl UsageApi {
                 .collect(),
         })))
     }
-}
-
-fn default_limit() -> u64 {
-    MAX_PAGE
 }
 
 fn default_granularity() -> GranularityParam {
