@@ -1,12 +1,69 @@
-//! Ingest: turning validated client events into stream records and appending
-//! them to Valkey. This path never touches PostgreSQL: an event is accepted
-//! once it is durably in the stream, and counted by the pipeline later.
+//! Ingest: turning validated client events (and voids) into stream records
+//! and appending them to Valkey. This path never touches PostgreSQL: an
+//! event is accepted once it is durably in the stream, and counted by the
+//! pipeline later.
 
 use chrono::{DateTime, Utc};
 use entity::validate::{self, Invalid, TokenClasses};
 use stream::{AppendError, EventRecord};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    auth::{Caller, Scope},
+    error::ApiError,
+    state::AppState,
+};
+
+/// What a client sends into the stream, an event or a void: the tenant it
+/// is for, and its record under the domain rules.
+pub trait Submission {
+    /// What a 400 calls it (`event`, `void`).
+    const KIND: &'static str;
+
+    fn tenant(&self) -> &str;
+
+    /// The stream record, received at `now`, if it obeys every rule.
+    fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid>;
+}
+
+/// Accepts one submission: the caller may ingest for its tenant, it obeys
+/// the rules, and it is durably in the stream.
+pub async fn accept<T: Submission>(
+    state: &AppState,
+    caller: &Caller,
+    item: T,
+) -> Result<EventRecord, ApiError> {
+    caller.require_for(Scope::Ingest, item.tenant())?;
+    let record = item
+        .into_record(Utc::now())
+        .map_err(|invalid| ApiError::invalid_item(T::KIND, None, &invalid))?;
+    append(state, std::slice::from_ref(&record)).await?;
+    Ok(record)
+}
+
+/// Accepts a batch all together or not at all: every tenant authorized,
+/// the batch charged to the caller's rate limit, every item checked (a 400
+/// names the index of the first that breaks a rule), then one append.
+pub async fn accept_batch<T: Submission>(
+    state: &AppState,
+    caller: &Caller,
+    items: Vec<T>,
+) -> Result<Vec<EventRecord>, ApiError> {
+    for item in &items {
+        caller.require_for(Scope::Ingest, item.tenant())?;
+    }
+    state.auth.charge_batch(caller, items.len())?;
+    let now = Utc::now();
+    let records = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            item.into_record(now)
+                .map_err(|invalid| ApiError::invalid_item(T::KIND, Some(index), &invalid))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    append(state, &records).await?;
+    Ok(records)
+}
 
 /// One event as a client sent it, before the domain rules are applied.
 pub struct Incoming {

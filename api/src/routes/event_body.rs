@@ -18,7 +18,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use entity::validate::{MAX_TOKENS, TokenClasses};
+use entity::validate::{Invalid, MAX_TOKENS, TokenClasses};
 use poem_openapi::{
     Object,
     types::{Example, ParseError, ParseFromJSON, ParseResult},
@@ -29,7 +29,9 @@ use serde::{
 };
 
 use super::rules::{EventId, FeatureName, TenantSlug};
-use crate::ingest::Incoming;
+use stream::EventRecord;
+
+use crate::ingest::{Incoming, Submission};
 
 /// One usage event.
 ///
@@ -161,9 +163,16 @@ mod named {
     }
 }
 
-impl EventIn {
-    /// The event as the domain rules take it, its strings moved.
-    pub fn into_incoming(self) -> Incoming {
+impl Submission for EventIn {
+    const KIND: &'static str = "event";
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The event as the domain rules take it (its strings moved), and its
+    /// record.
+    fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid> {
         Incoming {
             tenant: self.tenant.0,
             feature: self.feature.0,
@@ -177,6 +186,7 @@ impl EventIn {
             id: self.id.map(|id| id.0),
             timestamp: self.timestamp,
         }
+        .into_record(now)
     }
 }
 

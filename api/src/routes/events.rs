@@ -17,7 +17,7 @@ use super::{
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
-    auth::{ApiKey, Scope},
+    auth::ApiKey,
     error::{ApiError, BodyError},
     ingest,
     msgpack::JsonOrMsgPack,
@@ -55,13 +55,7 @@ impl EventsApi {
         auth: ApiKey,
         body: JsonOrMsgPack<EventIn>,
     ) -> Result<Accepted<EventAccepted>, BodyError> {
-        auth.0.require_for(Scope::Ingest, &body.tenant)?;
-        let record = body
-            .0
-            .into_incoming()
-            .into_record(Utc::now())
-            .map_err(|invalid| ApiError::invalid_item("event", None, &invalid))?;
-        ingest::append(&self.0, std::slice::from_ref(&record)).await?;
+        let record = ingest::accept(&self.0, &auth.0, body.0).await?;
         Ok(Accepted::Accepted(Json(EventAccepted {
             success: true,
             event_id: record.id,
@@ -109,24 +103,7 @@ impl EventsApi {
         auth: ApiKey,
         body: JsonOrMsgPack<BatchIn>,
     ) -> Result<Accepted<BatchAccepted>, BodyError> {
-        for event in &body.events {
-            auth.0.require_for(Scope::Ingest, &event.tenant)?;
-        }
-        self.0.auth.charge_batch(&auth.0, body.events.len())?;
-        let now = Utc::now();
-        let records = body
-            .0
-            .events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| {
-                event
-                    .into_incoming()
-                    .into_record(now)
-                    .map_err(|invalid| ApiError::invalid_item("event", Some(index), &invalid))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        ingest::append(&self.0, &records).await?;
+        let records = ingest::accept_batch(&self.0, &auth.0, body.0.events).await?;
         Ok(Accepted::Accepted(Json(BatchAccepted {
             accepted: records.len() as u32,
             event_ids: records.into_iter().map(|r| r.id).collect(),
