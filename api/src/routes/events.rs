@@ -7,12 +7,13 @@
 //! batch with a 400 naming the event's index, field and rule.
 
 use chrono::{DateTime, Utc};
+use entity::ledger::EventQuery;
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
 use super::{
     Accepted, ApiTags, Found,
     event_body::{BatchIn, EventIn},
-    explorer::{self, EventPage, Listing},
+    explorer::{self, EventPage},
     paging::Limit,
     rules::{FeatureName, TenantSlug},
 };
@@ -85,15 +86,15 @@ impl EventsApi {
         #[oai(validator(max_length = 400))]
         cursor: Query<Option<String>>,
     ) -> Result<Found<EventPage>, ApiError> {
-        let listing = Listing {
-            tenant: tenant.0,
+        let query = EventQuery {
+            tenant: tenant.0.0,
             from: from.0,
             to: to.0,
-            feature: feature.0,
+            feature: feature.0.map(|f| f.0),
             limit: limit.0,
-            cursor: cursor.0,
+            after: None,
         };
-        explorer::list(&self.0, &auth, listing).await
+        explorer::list(&self.0, &auth, query, cursor.as_deref()).await
     }
 
     /// Record up to 1000 usage events at once.
