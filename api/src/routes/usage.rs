@@ -72,10 +72,12 @@ impl PricedTokens {
     }
 }
 
-/// A tenant's usage in its current billing period.
-#[derive(Debug, Object)]
+/// A tenant and how much of its quota it has used in its current billing
+/// period, as the usage routes and the dashboard ([`crate::dashboard`])
+/// both answer it (flattened into their rows).
+#[derive(Debug, Clone, PartialEq, Object)]
 #[oai(rename_all = "camelCase")]
-pub struct TenantUsage {
+pub struct QuotaUsage {
     pub tenant: String,
     pub tenant_name: String,
     /// Tokens counted in the period, by event time.
@@ -83,6 +85,50 @@ pub struct TenantUsage {
     pub monthly_quota: i64,
     /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
     pub quota_percent: f64,
+}
+
+impl QuotaUsage {
+    pub fn of(usage: &PeriodUsage) -> Self {
+        Self {
+            tenant: usage.tenant.id.clone(),
+            tenant_name: usage.tenant.name.clone(),
+            total_tokens: usage.total_tokens(),
+            monthly_quota: usage.tenant.monthly_quota,
+            quota_percent: usage.quota_percent(),
+        }
+    }
+}
+
+/// A tenant's monthly budget and how much of it the period's cost is, if
+/// it has one; flattened, as [`QuotaUsage`] is.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BudgetUsage {
+    /// The tenant's monthly budget (decimal string), if it has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget: Option<String>,
+    /// `cost` as a percentage of `budget`, to two decimals (may exceed 100);
+    /// present with `budget`.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget_percent: Option<f64>,
+}
+
+impl BudgetUsage {
+    pub fn of(usage: &PeriodUsage) -> Self {
+        let budget = usage.budget();
+        Self {
+            budget: budget.map(|b| b.to_string()),
+            budget_percent: budget.map(|b| usage.cost().percent_of(b)),
+        }
+    }
+}
+
+/// A tenant's usage in its current billing period.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TenantUsage {
+    #[oai(flatten)]
+    pub quota: QuotaUsage,
     /// Exact cost of the period's priced tokens: each event priced by the
     /// version in force at its event time, computed now from the counted
     /// classes (decimal string, at least 6 decimals; never rounded).
@@ -92,13 +138,8 @@ pub struct TenantUsage {
     /// Tokens counted for a feature that had no price in force at their
     /// event time (not in `cost`, so that nothing is silently free).
     pub unpriced_tokens: i64,
-    /// The tenant's monthly budget (decimal string), if it has one.
-    #[oai(skip_serializing_if_is_none)]
-    pub budget: Option<String>,
-    /// `cost` as a percentage of `budget`, to two decimals (may exceed 100);
-    /// present with `budget`.
-    #[oai(skip_serializing_if_is_none)]
-    pub budget_percent: Option<f64>,
+    #[oai(flatten)]
+    pub budget: BudgetUsage,
     /// Start of the period (inclusive): local midnight, in the tenant's
     /// `timezone`, on the billing day.
     pub period_start: DateTime<Utc>,
@@ -118,19 +159,12 @@ pub struct TenantUsage {
 
 impl TenantUsage {
     fn new(usage: PeriodUsage, as_of: DateTime<Utc>, currency: &str) -> Self {
-        let total_tokens = usage.total_tokens();
-        let quota = usage.tenant.monthly_quota;
-        let cost = usage.cost();
-        let budget = usage.budget();
         Self {
-            quota_percent: usage.quota_percent(),
-            cost: cost.to_string(),
+            quota: QuotaUsage::of(&usage),
+            cost: usage.cost().to_string(),
             currency: currency.to_owned(),
             unpriced_tokens: usage.unpriced_tokens(),
-            budget: budget.map(|b| b.to_string()),
-            budget_percent: budget.map(|b| cost.percent_of(b)),
-            total_tokens,
-            monthly_quota: quota,
+            budget: BudgetUsage::of(&usage),
             period_start: usage.period.start,
             period_end: usage.period.end,
             by_feature: usage
@@ -144,8 +178,6 @@ impl TenantUsage {
                 .collect(),
             as_of,
             last_counted_at: usage.last_counted_at,
-            tenant: usage.tenant.id,
-            tenant_name: usage.tenant.name,
         }
     }
 }
