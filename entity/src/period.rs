@@ -114,47 +114,82 @@ mod tests {
     }
 
     #[test]
-    fn a_new_york_period_starts_at_local_midnight_across_dst() {
-        let ny = chrono_tz::America::New_York;
-        // November 2026: EST (-05:00) from Nov 1 at 02:00; October is EDT.
-        // Starts in EDT, ends in EST: 30 days and one hour.
-        assert_eq!(
-            zoned("2026-11-22T10:00:00Z", 1, ny),
-            "2026-11-01T04:00Z/2026-12-01T05:00Z"
-        );
-        // A minute before local midnight of Nov 1 is still October's period.
-        assert_eq!(
-            zoned("2026-11-01T03:59:00Z", 1, ny),
-            "2026-10-01T04:00Z/2026-11-01T04:00Z"
-        );
-        // UTC is already Nov 1 at 02:00Z, New York still Oct 31.
-        assert_eq!(
-            zoned("2026-11-01T02:00:00Z", 1, ny),
-            "2026-10-01T04:00Z/2026-11-01T04:00Z"
-        );
-        // March 2027: EDT from Mar 14; a period from Mar 8 (EST) to Apr 8 (EDT).
-        assert_eq!(
-            zoned("2027-03-20T12:00:00Z", 8, ny),
-            "2027-03-08T05:00Z/2027-04-08T04:00Z"
-        );
-    }
-
-    #[test]
-    fn a_kolkata_period_starts_at_half_past_six_the_evening_before_in_utc() {
+    fn a_period_runs_from_local_midnight_on_the_billing_day_to_the_next_one() {
+        let (utc, ny) = (chrono_tz::UTC, chrono_tz::America::New_York);
         let kolkata = chrono_tz::Asia::Kolkata;
-        let p = "2026-11-14T18:30Z/2026-12-14T18:30Z";
-        assert_eq!(zoned("2026-11-22T10:00:00Z", 15, kolkata), p);
-        // 18:29Z is 23:59 local: still the old period.
-        assert!(zoned("2026-11-14T18:29:00Z", 15, kolkata).ends_with("/2026-11-14T18:30Z"));
-    }
-
-    #[test]
-    fn billing_day_28_in_february_in_new_york() {
-        let ny = chrono_tz::America::New_York;
-        assert_eq!(
-            zoned("2027-03-01T03:00:00Z", 28, ny),
-            "2027-02-28T05:00Z/2027-03-28T04:00Z"
-        );
+        // What each case shows; the instant, billing day and zone; the
+        // period containing the instant.
+        let cases = [
+            (
+                "billing day 1 is the calendar month",
+                ("2026-11-22T10:00:00Z", 1, utc),
+                "2026-11-01T00:00Z/2026-12-01T00:00Z",
+            ),
+            (
+                "December rolls into January of the next year",
+                ("2026-12-31T23:59:59Z", 1, utc),
+                "2026-12-01T00:00Z/2027-01-01T00:00Z",
+            ),
+            (
+                "before the billing day the period began last month",
+                ("2026-11-10T00:00:00Z", 28, utc),
+                "2026-10-28T00:00Z/2026-11-28T00:00Z",
+            ),
+            (
+                "... last year, in January",
+                ("2026-01-05T00:00:00Z", 15, utc),
+                "2025-12-15T00:00Z/2026-01-15T00:00Z",
+            ),
+            (
+                "billing day 28 on a leap day",
+                ("2028-02-29T12:00:00Z", 28, utc),
+                "2028-02-28T00:00Z/2028-03-28T00:00Z",
+            ),
+            (
+                "billing day 28 just after February",
+                ("2027-03-01T00:00:00Z", 28, utc),
+                "2027-02-28T00:00Z/2027-03-28T00:00Z",
+            ),
+            // November 2026: EST (-05:00) from Nov 1 at 02:00; October is EDT.
+            (
+                "New York: starts in EDT, ends in EST (30 days and one hour)",
+                ("2026-11-22T10:00:00Z", 1, ny),
+                "2026-11-01T04:00Z/2026-12-01T05:00Z",
+            ),
+            (
+                "New York: a minute before local midnight of Nov 1 is October's",
+                ("2026-11-01T03:59:00Z", 1, ny),
+                "2026-10-01T04:00Z/2026-11-01T04:00Z",
+            ),
+            (
+                "New York: UTC is already Nov 1 at 02:00Z, New York still Oct 31",
+                ("2026-11-01T02:00:00Z", 1, ny),
+                "2026-10-01T04:00Z/2026-11-01T04:00Z",
+            ),
+            (
+                "New York: EDT from Mar 14, so Mar 8 (EST) to Apr 8 (EDT)",
+                ("2027-03-20T12:00:00Z", 8, ny),
+                "2027-03-08T05:00Z/2027-04-08T04:00Z",
+            ),
+            (
+                "New York: billing day 28 in February",
+                ("2027-03-01T03:00:00Z", 28, ny),
+                "2027-02-28T05:00Z/2027-03-28T04:00Z",
+            ),
+            (
+                "Kolkata: half past six the evening before, in UTC",
+                ("2026-11-22T10:00:00Z", 15, kolkata),
+                "2026-11-14T18:30Z/2026-12-14T18:30Z",
+            ),
+            (
+                "Kolkata: 18:29Z is 23:59 local, still the old period",
+                ("2026-11-14T18:29:00Z", 15, kolkata),
+                "2026-10-14T18:30Z/2026-11-14T18:30Z",
+            ),
+        ];
+        for (case, (now, day, zone), expected) in cases {
+            assert_eq!(zoned(now, day, zone), expected, "{case}");
+        }
     }
 
     #[test]
@@ -164,46 +199,6 @@ mod tests {
         let santiago = chrono_tz::America::Santiago;
         let start = local_midnight(santiago, NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
         assert_eq!(start.to_rfc3339(), "2026-09-06T04:00:00+00:00");
-    }
-
-    #[test]
-    fn billing_day_one_is_the_calendar_month() {
-        assert_eq!(
-            period("2026-11-22T10:00:00Z", 1),
-            "2026-11-01T00:00Z/2026-12-01T00:00Z"
-        );
-    }
-
-    #[test]
-    fn december_rolls_into_january_of_the_next_year() {
-        assert_eq!(
-            period("2026-12-31T23:59:59Z", 1),
-            "2026-12-01T00:00Z/2027-01-01T00:00Z"
-        );
-    }
-
-    #[test]
-    fn before_the_billing_day_the_period_began_last_month() {
-        assert_eq!(
-            period("2026-11-10T00:00:00Z", 28),
-            "2026-10-28T00:00Z/2026-11-28T00:00Z"
-        );
-        assert_eq!(
-            period("2026-01-05T00:00:00Z", 15),
-            "2025-12-15T00:00Z/2026-01-15T00:00Z"
-        );
-    }
-
-    #[test]
-    fn billing_day_28_across_february_and_a_leap_day() {
-        assert_eq!(
-            period("2028-02-29T12:00:00Z", 28),
-            "2028-02-28T00:00Z/2028-03-28T00:00Z"
-        );
-        assert_eq!(
-            period("2027-03-01T00:00:00Z", 28),
-            "2027-02-28T00:00Z/2027-03-28T00:00Z"
-        );
     }
 
     #[test]

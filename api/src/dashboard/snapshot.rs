@@ -31,6 +31,8 @@ use entity::{
     usage::{self, Granularity, PeriodUsage},
 };
 
+use crate::routes::{BudgetUsage, QuotaUsage};
+
 /// How often the figures are read while someone watches.
 const INTERVAL: Duration = Duration::from_secs(1);
 /// Minutes in a tenant's sparkline.
@@ -56,24 +58,15 @@ pub struct DashboardFeature {
 #[derive(Debug, Clone, PartialEq, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct DashboardTenant {
-    pub tenant: String,
-    pub tenant_name: String,
-    /// Tokens counted in the current billing period.
-    pub total_tokens: i64,
-    pub monthly_quota: i64,
-    /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
-    pub quota_percent: f64,
+    #[oai(flatten)]
+    pub quota: QuotaUsage,
     /// Exact cost of the period's priced tokens (decimal string, in the
     /// snapshot's `currency`).
     pub cost: String,
     /// Tokens with no price in force at their event time.
     pub unpriced_tokens: i64,
-    /// The monthly budget (decimal string), if the tenant has one.
-    #[oai(skip_serializing_if_is_none)]
-    pub budget: Option<String>,
-    /// `cost` as a percentage of `budget`; present with `budget`.
-    #[oai(skip_serializing_if_is_none)]
-    pub budget_percent: Option<f64>,
+    #[oai(flatten)]
+    pub budget: BudgetUsage,
     /// The tenant's lowest alert threshold (80 when it has none): the
     /// dashboard marks the tenant from this percentage on.
     pub alert_at: i32,
@@ -314,17 +307,11 @@ async fn read(
 }
 
 fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
-    let total_tokens = usage.total_tokens();
-    let quota = usage.tenant.monthly_quota;
-    let (cost, budget) = (usage.cost(), usage.budget());
     DashboardTenant {
-        quota_percent: usage.quota_percent(),
-        cost: cost.to_string(),
+        quota: QuotaUsage::of(&usage),
+        cost: usage.cost().to_string(),
         unpriced_tokens: usage.unpriced_tokens(),
-        budget: budget.map(|b| b.to_string()),
-        budget_percent: budget.map(|b| cost.percent_of(b)),
-        total_tokens,
-        monthly_quota: quota,
+        budget: BudgetUsage::of(&usage),
         alert_at: usage
             .tenant
             .alert_thresholds
@@ -343,7 +330,5 @@ fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
             })
             .collect(),
         last_hour,
-        tenant: usage.tenant.id,
-        tenant_name: usage.tenant.name,
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
 use stream::dead_letter::{self, MoveError, StoredLetter};
 
-use super::{ApiTags, Found, paging::default_page};
+use super::{ApiTags, Found, paging::Limit};
 use crate::{
     auth::{ApiKey, Scope},
     error::{ApiError, BodyError},
@@ -119,11 +119,7 @@ impl DeadLettersApi {
         &self,
         auth: ApiKey,
         /// Most letters to return (1–1000).
-        #[oai(
-            default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit,
         /// Only letters after this id (the last id of the previous page).
         #[oai(validator(minimum(value = "0")))]
         after: Query<Option<i64>>,

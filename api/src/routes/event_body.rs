@@ -18,7 +18,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use entity::validate::{MAX_TOKENS, TokenClasses};
+use entity::validate::{self, Invalid, MAX_TOKENS, TokenClasses};
 use poem_openapi::{
     Object,
     types::{Example, ParseError, ParseFromJSON, ParseResult},
@@ -29,7 +29,9 @@ use serde::{
 };
 
 use super::rules::{EventId, FeatureName, TenantSlug};
-use crate::ingest::Incoming;
+use stream::EventRecord;
+
+use crate::ingest::Submission;
 
 /// One usage event.
 ///
@@ -161,22 +163,41 @@ mod named {
     }
 }
 
-impl EventIn {
-    /// The event as the domain rules take it, its strings moved.
-    pub fn into_incoming(self) -> Incoming {
-        Incoming {
-            tenant: self.tenant.0,
-            feature: self.feature.0,
-            tokens: self.tokens,
-            classes: TokenClasses {
-                input: self.input_tokens,
-                output: self.output_tokens,
-                cache_read: self.cache_read_tokens,
-                cache_write: self.cache_write_tokens,
-            },
-            id: self.id.map(|id| id.0),
-            timestamp: self.timestamp,
+impl Submission for EventIn {
+    const KIND: &'static str = "event";
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Applies every rule and builds the stream record, its strings moved;
+    /// a missing id becomes a UUIDv7 (time-ordered, so the ledger index
+    /// stays compact), a missing timestamp the receipt time.
+    fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid> {
+        let classes = TokenClasses {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_read: self.cache_read_tokens,
+            cache_write: self.cache_write_tokens,
+        };
+        validate::tenant(&self.tenant)?;
+        validate::feature(&self.feature)?;
+        let tokens = validate::event_tokens(self.tokens, &classes)?;
+        if let Some(id) = &self.id {
+            validate::event_id(id)?;
         }
+        let occurred = self.timestamp.unwrap_or(now);
+        validate::occurred_at(occurred, now)?;
+        Ok(EventRecord::new(
+            self.id
+                .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0),
+            self.tenant.0,
+            self.feature.0,
+            tokens,
+            occurred.timestamp_millis(),
+            now.timestamp_millis(),
+        )
+        .with_classes(classes))
     }
 }
 
@@ -451,6 +472,74 @@ mod tests {
             assert_eq!(Some(fast), slow.as_ref(), "MessagePack {bytes:x?}");
         }
         fast.is_some()
+    }
+
+    /// An event of `tenant` with 1500 tokens, nothing else given.
+    fn event(tenant: &str) -> EventIn {
+        EventIn {
+            tenant: TenantSlug(tenant.to_owned()),
+            ..EventIn::example()
+        }
+    }
+
+    #[test]
+    fn a_missing_id_and_timestamp_are_filled_in() {
+        let now = Utc::now();
+        let record = event("acme").into_record(now).unwrap();
+        assert_eq!(record.occurred_ms, now.timestamp_millis());
+        assert_eq!(record.received_ms, now.timestamp_millis());
+        assert!(uuid::Uuid::parse_str(&record.id).is_ok());
+    }
+
+    #[test]
+    fn a_client_id_and_timestamp_are_kept() {
+        let now = Utc::now();
+        let at = now - chrono::Duration::days(3);
+        let record = EventIn {
+            id: Some(EventId("call-42".to_owned())),
+            timestamp: Some(at),
+            ..event("acme")
+        }
+        .into_record(now)
+        .unwrap();
+        assert_eq!(record.id, "call-42");
+        assert_eq!(record.occurred_ms, at.timestamp_millis());
+    }
+
+    #[test]
+    fn every_rule_is_applied() {
+        let now = Utc::now();
+        let err = event("-acme").into_record(now).unwrap_err();
+        assert_eq!(err.field, "tenant");
+        let err = EventIn {
+            timestamp: Some(now - chrono::Duration::days(36)),
+            ..event("acme")
+        }
+        .into_record(now)
+        .unwrap_err();
+        assert_eq!(err.field, "timestamp");
+        let err = EventIn {
+            tokens: Some(11),
+            input_tokens: Some(10),
+            ..event("acme")
+        }
+        .into_record(now)
+        .unwrap_err();
+        assert_eq!(err.field, "tokens");
+    }
+
+    #[test]
+    fn classes_alone_make_the_tokens() {
+        let record = EventIn {
+            tokens: None,
+            input_tokens: Some(10),
+            cache_write_tokens: Some(5),
+            ..event("acme")
+        }
+        .into_record(Utc::now())
+        .unwrap();
+        assert_eq!(record.tokens, 15);
+        assert_eq!(record.cache_write_tokens, Some(5));
     }
 
     const TAKEN: &[&str] = &[

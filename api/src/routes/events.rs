@@ -7,17 +7,18 @@
 //! batch with a 400 naming the event's index, field and rule.
 
 use chrono::{DateTime, Utc};
+use entity::ledger::EventQuery;
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
 use super::{
     Accepted, ApiTags, Found,
     event_body::{BatchIn, EventIn},
-    explorer::{self, EventPage, Listing},
-    paging::default_page,
+    explorer::{self, EventPage},
+    paging::Limit,
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
-    auth::{ApiKey, Scope},
+    auth::ApiKey,
     error::{ApiError, BodyError},
     ingest,
     msgpack::JsonOrMsgPack,
@@ -55,13 +56,7 @@ impl EventsApi {
         auth: ApiKey,
         body: JsonOrMsgPack<EventIn>,
     ) -> Result<Accepted<EventAccepted>, BodyError> {
-        auth.0.require_for(Scope::Ingest, &body.tenant)?;
-        let record = body
-            .0
-            .into_incoming()
-            .into_record(Utc::now())
-            .map_err(|invalid| ApiError::invalid_item("event", None, &invalid))?;
-        ingest::append(&self.0, std::slice::from_ref(&record)).await?;
+        let record = ingest::accept(&self.0, &auth.0, body.0).await?;
         Ok(Accepted::Accepted(Json(EventAccepted {
             success: true,
             event_id: record.id,
@@ -86,24 +81,20 @@ impl EventsApi {
         /// Only this feature.
         feature: Query<Option<FeatureName>>,
         /// Most events to return (1–1000).
-        #[oai(
-            default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit,
         /// `nextCursor` of the previous page.
         #[oai(validator(max_length = 400))]
         cursor: Query<Option<String>>,
     ) -> Result<Found<EventPage>, ApiError> {
-        let listing = Listing {
-            tenant: tenant.0,
+        let query = EventQuery {
+            tenant: tenant.0.0,
             from: from.0,
             to: to.0,
-            feature: feature.0,
+            feature: feature.0.map(|f| f.0),
             limit: limit.0,
-            cursor: cursor.0,
+            after: None,
         };
-        explorer::list(&self.0, &auth, listing).await
+        explorer::list(&self.0, &auth, query, cursor.as_deref()).await
     }
 
     /// Record up to 1000 usage events at once.
@@ -113,24 +104,7 @@ impl EventsApi {
         auth: ApiKey,
         body: JsonOrMsgPack<BatchIn>,
     ) -> Result<Accepted<BatchAccepted>, BodyError> {
-        for event in &body.events {
-            auth.0.require_for(Scope::Ingest, &event.tenant)?;
-        }
-        self.0.auth.charge_batch(&auth.0, body.events.len())?;
-        let now = Utc::now();
-        let records = body
-            .0
-            .events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| {
-                event
-                    .into_incoming()
-                    .into_record(now)
-                    .map_err(|invalid| ApiError::invalid_item("event", Some(index), &invalid))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        ingest::append(&self.0, &records).await?;
+        let records = ingest::accept_batch(&self.0, &auth.0, body.0.events).await?;
         Ok(Accepted::Accepted(Json(BatchAccepted {
             accepted: records.len() as u32,
             event_ids: records.into_iter().map(|r| r.id).collect(),

@@ -12,10 +12,7 @@ use entity::ledger::{self, After, EventQuery};
 use poem_openapi::{Object, payload::Json};
 use sea_orm::FromQueryResult;
 
-use super::{
-    Found, invalid,
-    rules::{FeatureName, TenantSlug},
-};
+use super::{Found, invalid};
 use crate::{
     auth::{ApiKey, Scope},
     error::ApiError,
@@ -71,46 +68,31 @@ fn parse_cursor(cursor: &str) -> Option<After> {
     })
 }
 
-/// What `GET /api/events` was asked for (its query parameters, documented
-/// on the route in [`super::events`], which shares its path with ingest:
-/// poem-openapi documents one path from one API only).
-pub struct Listing {
-    pub tenant: TenantSlug,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub feature: Option<FeatureName>,
-    pub limit: u64,
-    pub cursor: Option<String>,
-}
-
-/// One page of the listing.
+/// One page of `GET /api/events` (whose query parameters are documented on
+/// the route in [`super::events`], which shares its path with ingest:
+/// poem-openapi documents one path from one API only): `query` as asked,
+/// starting below `cursor`.
 pub async fn list(
     state: &AppState,
     auth: &ApiKey,
-    listing: Listing,
+    mut query: EventQuery,
+    cursor: Option<&str>,
 ) -> Result<Found<EventPage>, ApiError> {
-    auth.0.require_for(Scope::Read, &listing.tenant)?;
-    let after = match listing.cursor.as_deref() {
-        Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
+    auth.0.require_for(Scope::Read, &query.tenant)?;
+    if let Some(raw) = cursor {
+        query.after = Some(parse_cursor(raw).ok_or_else(|| {
             invalid(
                 "cursor",
                 "not a cursor of this api (use nextCursor as given)",
             )
-        })?),
-        None => None,
-    };
-    let query = EventQuery {
-        tenant: listing.tenant.0,
-        from: listing.from,
-        to: listing.to,
-        feature: listing.feature.map(|f| f.0),
-        // One more than asked tells whether a next page exists.
-        limit: listing.limit + 1,
-        after,
-    };
+        })?);
+    }
+    let limit = query.limit;
+    // One more than asked tells whether a next page exists.
+    query.limit += 1;
     let mut rows: Vec<ExploredEvent> = ledger::list_events(&state.db, &query).await?;
-    let next_cursor = if rows.len() as u64 > listing.limit {
-        rows.truncate(listing.limit as usize);
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
         rows.last()
             .map(|last| cursor_after(last.occurred_at, &last.id))
     } else {

@@ -17,6 +17,8 @@ mod usage;
 mod usage_stream;
 mod voids;
 
+pub(crate) use usage::{BudgetUsage, QuotaUsage};
+
 use std::sync::Arc;
 
 use poem::{

@@ -12,7 +12,7 @@
 //! ([`parameter_error`], called by [`crate::error::json_errors`]). A type
 //! without `check` only documents its rule: the body it sits in is checked
 //! by the constructor that turns it into a domain value
-//! (`auth::store::check`, `ingest::Incoming::into_record`), which names the
+//! (`auth::store::check`, `ingest::Submission::into_record`), which names the
 //! field in its 400.
 
 use std::{borrow::Cow, ops::Deref};

@@ -20,6 +20,7 @@ use entity::{
 
 use super::{
     ApiTags, Found, invalid,
+    paging::{Limit, Offset},
     rules::{FeatureName, TenantSlug},
 };
 use crate::{
@@ -30,8 +31,6 @@ use crate::{
 
 /// Most buckets one time series may hold (a week of minutes).
 const MAX_BUCKETS: i64 = 7 * 24 * 60;
-/// Most tenants one page of `GET /api/usage` holds.
-const MAX_PAGE: u64 = 1000;
 
 /// Tokens one feature used in the period, by class, and their cost.
 #[derive(Debug, Object)]
@@ -73,10 +72,12 @@ impl PricedTokens {
     }
 }
 
-/// A tenant's usage in its current billing period.
-#[derive(Debug, Object)]
+/// A tenant and how much of its quota it has used in its current billing
+/// period, as the usage routes and the dashboard ([`crate::dashboard`])
+/// both answer it (flattened into their rows).
+#[derive(Debug, Clone, PartialEq, Object)]
 #[oai(rename_all = "camelCase")]
-pub struct TenantUsage {
+pub struct QuotaUsage {
     pub tenant: String,
     pub tenant_name: String,
     /// Tokens counted in the period, by event time.
@@ -84,6 +85,50 @@ pub struct TenantUsage {
     pub monthly_quota: i64,
     /// `totalTokens` as a percentage of `monthlyQuota` (may exceed 100).
     pub quota_percent: f64,
+}
+
+impl QuotaUsage {
+    pub fn of(usage: &PeriodUsage) -> Self {
+        Self {
+            tenant: usage.tenant.id.clone(),
+            tenant_name: usage.tenant.name.clone(),
+            total_tokens: usage.total_tokens(),
+            monthly_quota: usage.tenant.monthly_quota,
+            quota_percent: usage.quota_percent(),
+        }
+    }
+}
+
+/// A tenant's monthly budget and how much of it the period's cost is, if
+/// it has one; flattened, as [`QuotaUsage`] is.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BudgetUsage {
+    /// The tenant's monthly budget (decimal string), if it has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget: Option<String>,
+    /// `cost` as a percentage of `budget`, to two decimals (may exceed 100);
+    /// present with `budget`.
+    #[oai(skip_serializing_if_is_none)]
+    pub budget_percent: Option<f64>,
+}
+
+impl BudgetUsage {
+    pub fn of(usage: &PeriodUsage) -> Self {
+        let budget = usage.budget();
+        Self {
+            budget: budget.map(|b| b.to_string()),
+            budget_percent: budget.map(|b| usage.cost().percent_of(b)),
+        }
+    }
+}
+
+/// A tenant's usage in its current billing period.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TenantUsage {
+    #[oai(flatten)]
+    pub quota: QuotaUsage,
     /// Exact cost of the period's priced tokens: each event priced by the
     /// version in force at its event time, computed now from the counted
     /// classes (decimal string, at least 6 decimals; never rounded).
@@ -93,13 +138,8 @@ pub struct TenantUsage {
     /// Tokens counted for a feature that had no price in force at their
     /// event time (not in `cost`, so that nothing is silently free).
     pub unpriced_tokens: i64,
-    /// The tenant's monthly budget (decimal string), if it has one.
-    #[oai(skip_serializing_if_is_none)]
-    pub budget: Option<String>,
-    /// `cost` as a percentage of `budget`, to two decimals (may exceed 100);
-    /// present with `budget`.
-    #[oai(skip_serializing_if_is_none)]
-    pub budget_percent: Option<f64>,
+    #[oai(flatten)]
+    pub budget: BudgetUsage,
     /// Start of the period (inclusive): local midnight, in the tenant's
     /// `timezone`, on the billing day.
     pub period_start: DateTime<Utc>,
@@ -119,19 +159,12 @@ pub struct TenantUsage {
 
 impl TenantUsage {
     fn new(usage: PeriodUsage, as_of: DateTime<Utc>, currency: &str) -> Self {
-        let total_tokens = usage.total_tokens();
-        let quota = usage.tenant.monthly_quota;
-        let cost = usage.cost();
-        let budget = usage.budget();
         Self {
-            quota_percent: usage.quota_percent(),
-            cost: cost.to_string(),
+            quota: QuotaUsage::of(&usage),
+            cost: usage.cost().to_string(),
             currency: currency.to_owned(),
             unpriced_tokens: usage.unpriced_tokens(),
-            budget: budget.map(|b| b.to_string()),
-            budget_percent: budget.map(|b| cost.percent_of(b)),
-            total_tokens,
-            monthly_quota: quota,
+            budget: BudgetUsage::of(&usage),
             period_start: usage.period.start,
             period_end: usage.period.end,
             by_feature: usage
@@ -145,8 +178,6 @@ impl TenantUsage {
                 .collect(),
             as_of,
             last_counted_at: usage.last_counted_at,
-            tenant: usage.tenant.id,
-            tenant_name: usage.tenant.name,
         }
     }
 }
@@ -242,24 +273,15 @@ impl UsageApi {
         &self,
         auth: ApiKey,
         /// Most tenants to return (1–1000).
-        #[oai(
-            default = "default_limit",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit<1000>,
         /// Tenants to skip, for the next page (at most 2^53 − 1, the largest
         /// integer every JSON client holds exactly; the database's limit is
         /// 2^63 − 1).
-        #[oai(
-            default,
-            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
-        )]
-        offset: Query<u64>,
+        offset: Offset,
     ) -> Result<Found<UsageList>, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
         let now = Utc::now();
-        let usage =
-            usage_query::all_usage(&self.0.db, now, limit.0.min(MAX_PAGE), offset.0).await?;
+        let usage = usage_query::all_usage(&self.0.db, now, limit.0, offset.0).await?;
         Ok(Found::Ok(Json(UsageList {
             tenants: usage
                 .into_iter()
@@ -359,10 +381,6 @@ impl UsageApi {
                 .collect(),
         })))
     }
-}
-
-fn default_limit() -> u64 {
-    MAX_PAGE
 }
 
 fn default_granularity() -> GranularityParam {

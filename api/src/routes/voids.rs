@@ -9,7 +9,7 @@
 //! the ledger's retention, is never counted. Voiding again changes nothing.
 //! Usage that drops fires nothing and re-arms no alert already sent.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::validate::{self, Invalid};
 use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 use stream::EventRecord;
@@ -18,12 +18,7 @@ use super::{
     Accepted, ApiTags,
     rules::{EventId, TenantSlug},
 };
-use crate::{
-    auth::{ApiKey, Scope},
-    error::{ApiError, BodyError},
-    ingest,
-    state::AppState,
-};
+use crate::{auth::ApiKey, error::BodyError, ingest, state::AppState};
 
 /// The event to cancel.
 #[derive(Debug, Object)]
@@ -44,15 +39,21 @@ impl Example for VoidIn {
     }
 }
 
-impl VoidIn {
+impl ingest::Submission for VoidIn {
+    const KIND: &'static str = "void";
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     /// The domain rules of an event's `tenant` and `id`, and the record.
-    fn to_record(&self, received_ms: i64) -> Result<EventRecord, Invalid> {
+    fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid> {
         validate::tenant(&self.tenant)?;
         validate::event_id(&self.id)?;
         Ok(EventRecord::void(
-            self.id.0.clone(),
-            self.tenant.0.clone(),
-            received_ms,
+            self.id.0,
+            self.tenant.0,
+            now.timestamp_millis(),
         ))
     }
 }
@@ -100,11 +101,7 @@ impl VoidsApi {
         auth: ApiKey,
         body: Json<VoidIn>,
     ) -> Result<Accepted<VoidAccepted>, BodyError> {
-        auth.0.require_for(Scope::Ingest, &body.tenant)?;
-        let record = body
-            .to_record(Utc::now().timestamp_millis())
-            .map_err(|invalid| ApiError::invalid_item("void", None, &invalid))?;
-        ingest::append(&self.0, std::slice::from_ref(&record)).await?;
+        let record = ingest::accept(&self.0, &auth.0, body.0).await?;
         Ok(Accepted::Accepted(Json(VoidAccepted {
             success: true,
             tenant: record.tenant,
@@ -119,21 +116,7 @@ impl VoidsApi {
         auth: ApiKey,
         body: Json<VoidBatchIn>,
     ) -> Result<Accepted<VoidBatchAccepted>, BodyError> {
-        for void in &body.voids {
-            auth.0.require_for(Scope::Ingest, &void.tenant)?;
-        }
-        self.0.auth.charge_batch(&auth.0, body.voids.len())?;
-        let now = Utc::now().timestamp_millis();
-        let records = body
-            .voids
-            .iter()
-            .enumerate()
-            .map(|(index, void)| {
-                void.to_record(now)
-                    .map_err(|invalid| ApiError::invalid_item("void", Some(index), &invalid))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        ingest::append(&self.0, &records).await?;
+        let records = ingest::accept_batch(&self.0, &auth.0, body.0.voids).await?;
         Ok(Accepted::Accepted(Json(VoidBatchAccepted {
             accepted: records.len() as u32,
         })))

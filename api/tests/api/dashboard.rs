@@ -17,7 +17,9 @@ use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use testkit::{TestApp, chromium::Browser, create_key, json, spawn_app, spawn_app_with};
+use testkit::{
+    TestApp, chromium::Browser, create_key, json, spawn_app, spawn_app_with, spawn_app_with_usage,
+};
 
 /// Reads SSE `data:` lines from `/api/usage/stream` until `done` holds for
 /// one of them; returns the `retry:` hint seen and that message.
@@ -53,24 +55,22 @@ async fn read_stream(app: &TestApp, done: impl Fn(&Value) -> bool) -> (Option<u6
 
 #[tokio::test]
 async fn the_stream_sends_a_retry_hint_then_every_tenant_with_its_last_hour() {
-    let app = spawn_app().await;
     let now = Utc::now();
-    app.env
-        .write(
-            &[
-                event("acme", "1", "gpt-4o", 600, now),
-                event(
-                    "acme",
-                    "2",
-                    "claude-3-opus",
-                    400,
-                    now - chrono::Duration::minutes(3),
-                ),
-                event("globex", "3", "gpt-4o", 50, now),
-            ],
-            10_000,
-        )
-        .await;
+    let app = spawn_app_with_usage(
+        &[
+            event("acme", "1", "gpt-4o", 600, now),
+            event(
+                "acme",
+                "2",
+                "claude-3-opus",
+                400,
+                now - chrono::Duration::minutes(3),
+            ),
+            event("globex", "3", "gpt-4o", 50, now),
+        ],
+        10_000,
+    )
+    .await;
 
     let (retry, snapshot) = read_stream(&app, |m| m["type"] == "snapshot").await;
 

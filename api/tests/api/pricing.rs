@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Value, json};
-use testkit::{TestApp, assert_client_error, env::event, eventually, spawn_app};
+use testkit::{
+    TestApp, assert_client_error, env::event, eventually, spawn_app, spawn_app_with_usage,
+};
 
 /// Polls the tenant's usage until `done` holds for it.
 async fn wait_for_usage(app: &TestApp, tenant: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -278,10 +280,7 @@ async fn every_bad_class_price_budget_and_check_is_a_400_naming_it() {
 
 #[tokio::test]
 async fn the_check_allows_exactly_up_to_the_quota_and_below_the_budget() {
-    let app = spawn_app().await;
-    app.env
-        .write(&[event("acme", "1", "gpt-4o", 900, Utc::now())], 1_000)
-        .await;
+    let app = spawn_app_with_usage(&[event("acme", "1", "gpt-4o", 900, Utc::now())], 1_000).await;
     let check = |tokens: &str| {
         let app = &app;
         let path = format!("/api/usage/acme/check{tokens}");

@@ -2,7 +2,7 @@ use chrono::{Duration, Utc};
 use serde_json::Value;
 use testkit::env::event;
 
-use testkit::{assert_client_error, json, spawn_app};
+use testkit::{assert_client_error, json, spawn_app, spawn_app_with_usage};
 
 #[tokio::test]
 async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
@@ -15,20 +15,18 @@ async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
 
 #[tokio::test]
 async fn usage_sums_the_current_period_by_feature() {
-    let app = spawn_app().await;
     let now = Utc::now();
-    app.env
-        .write(
-            &[
-                event("acme", "1", "gpt-4o", 600, now),
-                event("acme", "2", "gpt-4o", 400, now - Duration::minutes(3)),
-                event("acme", "3", "claude-3-opus", 250, now),
-                // Before the period: not counted in it.
-                event("acme", "4", "gpt-4o", 99_999, now - Duration::days(40)),
-            ],
-            10_000,
-        )
-        .await;
+    let app = spawn_app_with_usage(
+        &[
+            event("acme", "1", "gpt-4o", 600, now),
+            event("acme", "2", "gpt-4o", 400, now - Duration::minutes(3)),
+            event("acme", "3", "claude-3-opus", 250, now),
+            // Before the period: not counted in it.
+            event("acme", "4", "gpt-4o", 99_999, now - Duration::days(40)),
+        ],
+        10_000,
+    )
+    .await;
 
     let (status, body) = app.get_json("/api/usage/acme").await;
 
@@ -53,13 +51,12 @@ async fn usage_sums_the_current_period_by_feature() {
 
 #[tokio::test]
 async fn all_usage_lists_every_tenant_and_pages() {
-    let app = spawn_app().await;
     let now = Utc::now();
     let records: Vec<_> = ["b-tenant", "a-tenant", "c-tenant"]
         .iter()
         .map(|t| event(t, "1", "gpt-4o", 10, now))
         .collect();
-    app.env.write(&records, 1_000).await;
+    let app = spawn_app_with_usage(&records, 1_000).await;
 
     let (status, body) = app.get_json("/api/usage").await;
     let (_, page) = app.get_json("/api/usage?limit=1&offset=1").await;
@@ -125,10 +122,7 @@ async fn a_time_series_has_every_bucket_and_filters_by_feature() {
 
 #[tokio::test]
 async fn a_bad_time_series_request_is_a_400() {
-    let app = spawn_app().await;
-    app.env
-        .write(&[event("acme", "1", "gpt-4o", 5, Utc::now())], 1_000)
-        .await;
+    let app = spawn_app_with_usage(&[event("acme", "1", "gpt-4o", 5, Utc::now())], 1_000).await;
     for query in [
         "granularity=week",
         "from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",

@@ -12,7 +12,7 @@ use api::{
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use service::config::DatabaseArgs;
-use stream::config::ValkeyArgs;
+use stream::{EventRecord, config::ValkeyArgs};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
@@ -52,6 +52,15 @@ pub const TEST_BODY_LIMIT: usize = 256 * 1024;
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
+}
+
+/// An app whose database has already counted `events`, as a pipeline
+/// replica would, creating the tenants it has not seen with
+/// `monthly_quota`.
+pub async fn spawn_app_with_usage(events: &[EventRecord], monthly_quota: i64) -> TestApp {
+    let app = spawn_app().await;
+    app.env.write(events, monthly_quota).await;
+    app
 }
 
 /// Spawns an app after letting the test adjust its configuration.

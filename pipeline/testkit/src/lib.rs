@@ -20,7 +20,7 @@ pub mod log;
 
 pub use app::{
     Key, TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, create_key,
-    spawn_app, spawn_app_with,
+    spawn_app, spawn_app_with, spawn_app_with_usage,
 };
 pub use env::TestEnv;
 pub use eventually::eventually;

@@ -6,11 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use entity::{alerts, tenants};
-use poem_openapi::{
-    Enum, Object, OpenApi,
-    param::{Path, Query},
-    payload::Json,
-};
+use poem_openapi::{Enum, Object, OpenApi, param::Path, payload::Json};
 use sea_orm::{
     ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
     Statement,
@@ -20,7 +16,7 @@ use crate::{
     auth::{ApiKey, Scope},
     error::ApiError,
     routes::Found,
-    routes::{ApiTags, paging::default_page, rules::TenantSlug},
+    routes::{ApiTags, paging::Limit, rules::TenantSlug},
     state::AppState,
 };
 
@@ -185,11 +181,7 @@ impl AlertHistoryApi {
         auth: ApiKey,
         tenant: Path<TenantSlug>,
         /// Most alerts to return (1–1000).
-        #[oai(
-            default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit,
     ) -> Result<Found<Vec<Alert>>, ApiError> {
         auth.0.require(Scope::Admin)?;
         let rows = alerts::Entity::find()

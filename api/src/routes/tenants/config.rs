@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use entity::{money::Budget, tenants};
 use poem_openapi::{
     Object, OpenApi,
-    param::{Path, Query},
+    param::Path,
     payload::Json,
     types::{Example, MaybeUndefined},
 };
@@ -26,7 +26,7 @@ use crate::{
     error::{ApiError, BodyError},
     routes::{
         ApiTags, Found, Saved, invalid,
-        paging::default_page,
+        paging::{Limit, Offset},
         rules::{BudgetText, DisplayName, TenantSlug},
     },
     state::AppState,
@@ -234,19 +234,11 @@ impl TenantConfigApi {
         &self,
         auth: ApiKey,
         /// Most tenants to return (1–1000).
-        #[oai(
-            default = "default_page",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u64>,
+        limit: Limit,
         /// Tenants to skip (at most 2^53 − 1, the largest
         /// integer every JSON client holds exactly; the database's limit is
         /// 2^63 − 1).
-        #[oai(
-            default,
-            validator(minimum(value = "0"), maximum(value = "9007199254740991"))
-        )]
-        offset: Query<u64>,
+        offset: Offset,
     ) -> Result<Found<TenantPage>, ApiError> {
         auth.0.require(Scope::Admin)?;
         let tenants = tenants::Entity::find()
