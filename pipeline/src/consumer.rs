@@ -31,10 +31,10 @@ pub struct Delivery {
 }
 
 impl From<StreamId> for Delivery {
-    fn from(entry: StreamId) -> Self {
-        let payload = match entry.map.get(FIELD) {
-            Some(Value::BulkString(bytes)) => Some(bytes.clone()),
-            Some(Value::SimpleString(text)) => Some(text.clone().into_bytes()),
+    fn from(mut entry: StreamId) -> Self {
+        let payload = match entry.map.remove(FIELD) {
+            Some(Value::BulkString(bytes)) => Some(bytes),
+            Some(Value::SimpleString(text)) => Some(text.into_bytes()),
             _ => None,
         };
         Self {
