@@ -256,31 +256,19 @@ enum Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "tenant" => Key::Tenant,
-                    "feature" => Key::Feature,
-                    "tokens" => Key::Tokens,
-                    "inputTokens" => Key::InputTokens,
-                    "outputTokens" => Key::OutputTokens,
-                    "cacheReadTokens" => Key::CacheReadTokens,
-                    "cacheWriteTokens" => Key::CacheWriteTokens,
-                    "id" => Key::Id,
-                    "timestamp" => Key::Timestamp,
-                    "events" => Key::Events,
-                    _ => Key::Other,
-                })
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+        from_str(deserializer, "a string key", |key| match key {
+            "tenant" => Key::Tenant,
+            "feature" => Key::Feature,
+            "tokens" => Key::Tokens,
+            "inputTokens" => Key::InputTokens,
+            "outputTokens" => Key::OutputTokens,
+            "cacheReadTokens" => Key::CacheReadTokens,
+            "cacheWriteTokens" => Key::CacheWriteTokens,
+            "id" => Key::Id,
+            "timestamp" => Key::Timestamp,
+            "events" => Key::Events,
+            _ => Key::Other,
+        })
     }
 }
 
@@ -290,20 +278,34 @@ struct Text(String);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl Visitor<'_> for TextVisitor {
-            type Value = Text;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
-                Ok(Text(text.to_owned()))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
+        from_str(deserializer, "a string", |text| Text(text.to_owned()))
     }
+}
+
+/// Deserializes a string, and nothing else, into what `read` makes of it;
+/// `expecting` words the refusal of anything else. The keys and the
+/// strings of a body are read this way.
+fn from_str<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    expecting: &'static str,
+    read: impl FnOnce(&str) -> T,
+) -> Result<T, D::Error> {
+    struct StrVisitor<F> {
+        expecting: &'static str,
+        read: F,
+    }
+    impl<T, F: FnOnce(&str) -> T> Visitor<'_> for StrVisitor<F> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            Ok((self.read)(text))
+        }
+    }
+    deserializer.deserialize_str(StrVisitor { expecting, read })
 }
 
 /// Reads the next value into `slot`; a key given twice gives up (the typed
