@@ -123,43 +123,17 @@ impl Example for EventIn {
 /// refuse a number where a string belongs (poem-openapi would coerce it).
 mod named {
     use super::*;
-    use crate::routes::rules::{named_field as parse, named_string as string};
-    use serde_json::Value;
 
-    pub fn tenant(value: Option<Value>) -> ParseResult<TenantSlug> {
-        string("tenant", value)
-    }
-
-    pub fn feature(value: Option<Value>) -> ParseResult<FeatureName> {
-        string("feature", value)
-    }
-
-    pub fn tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("tokens", value)
-    }
-
-    pub fn input_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("inputTokens", value)
-    }
-
-    pub fn output_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("outputTokens", value)
-    }
-
-    pub fn cache_read_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("cacheReadTokens", value)
-    }
-
-    pub fn cache_write_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("cacheWriteTokens", value)
-    }
-
-    pub fn id(value: Option<Value>) -> ParseResult<Option<EventId>> {
-        string("id", value)
-    }
-
-    pub fn timestamp(value: Option<Value>) -> ParseResult<Option<DateTime<Utc>>> {
-        string("timestamp", value)
+    crate::routes::rules::named_parsers! {
+        tenant: TenantSlug = named_string("tenant");
+        feature: FeatureName = named_string("feature");
+        tokens: Option<i64> = named_field("tokens");
+        input_tokens: Option<i64> = named_field("inputTokens");
+        output_tokens: Option<i64> = named_field("outputTokens");
+        cache_read_tokens: Option<i64> = named_field("cacheReadTokens");
+        cache_write_tokens: Option<i64> = named_field("cacheWriteTokens");
+        id: Option<EventId> = named_string("id");
+        timestamp: Option<DateTime<Utc>> = named_string("timestamp");
     }
 }
 
