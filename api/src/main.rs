@@ -36,11 +36,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if cli.healthcheck {
-        let healthy = service::telemetry::probe(cli.config.api_addr, "/api/health").await;
-        std::process::exit(if healthy { 0 } else { 1 });
-    }
-    service::telemetry::init(&cli.log);
+    let api_addr = Some(cli.config.api_addr);
+    service::telemetry::start(&cli.log, cli.healthcheck, api_addr, "/api/health").await;
     if let Some(Command::Keys(command)) = cli.command {
         return command.run(&cli.config.database).await;
     }

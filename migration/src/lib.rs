@@ -44,44 +44,40 @@ macro_rules! delivery_state_columns {
     };
 }
 
-mod m20261122_000001_core_tables;
-mod m20261122_000002_alerts;
-mod m20261122_000003_api_keys;
-mod m20261201_000012_byte_order_keys;
-mod m20261201_000013_rollup_slots;
-mod m20261201_000014_dead_letters;
-mod m20261202_000020_token_classes;
-mod m20261202_000021_prices;
-mod m20261202_000022_budgets;
-mod m20261202_000030_signed_webhooks;
-mod m20261202_000031_events_explorer_index;
-mod m20261202_000032_tenant_timezones;
-mod m20261202_000033_voids;
-mod m20261202_000034_rollup_fillfactor;
+/// Declares each migration's module and hands them to [`Migrator`] in the
+/// order written, so that adding a migration names it once.
+macro_rules! migrations {
+    ($($module:ident),+ $(,)?) => {
+        $(mod $module;)+
 
-pub struct Migrator;
+        /// Every migration, oldest first.
+        pub struct Migrator;
 
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20261122_000001_core_tables::Migration),
-            Box::new(m20261122_000002_alerts::Migration),
-            Box::new(m20261122_000003_api_keys::Migration),
-            Box::new(m20261201_000012_byte_order_keys::Migration),
-            Box::new(m20261201_000013_rollup_slots::Migration),
-            Box::new(m20261201_000014_dead_letters::Migration),
-            Box::new(m20261202_000020_token_classes::Migration),
-            Box::new(m20261202_000021_prices::Migration),
-            Box::new(m20261202_000022_budgets::Migration),
-            Box::new(m20261202_000030_signed_webhooks::Migration),
-            Box::new(m20261202_000031_events_explorer_index::Migration),
-            Box::new(m20261202_000032_tenant_timezones::Migration),
-            Box::new(m20261202_000033_voids::Migration),
-            Box::new(m20261202_000034_rollup_fillfactor::Migration),
-        ]
-    }
+        #[async_trait::async_trait]
+        impl MigratorTrait for Migrator {
+            fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+                vec![$(Box::new($module::Migration)),+]
+            }
+        }
+    };
 }
+
+migrations!(
+    m20261122_000001_core_tables,
+    m20261122_000002_alerts,
+    m20261122_000003_api_keys,
+    m20261201_000012_byte_order_keys,
+    m20261201_000013_rollup_slots,
+    m20261201_000014_dead_letters,
+    m20261202_000020_token_classes,
+    m20261202_000021_prices,
+    m20261202_000022_budgets,
+    m20261202_000030_signed_webhooks,
+    m20261202_000031_events_explorer_index,
+    m20261202_000032_tenant_timezones,
+    m20261202_000033_voids,
+    m20261202_000034_rollup_fillfactor,
+);
 
 /// Key of the advisory lock held while migrating ("flagmeter" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x0066_6c61_676d_6574;

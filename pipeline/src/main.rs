@@ -42,14 +42,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if cli.healthcheck {
-        let healthy = match cli.config.metrics_addr {
-            Some(addr) => service::telemetry::probe(addr, "/").await,
-            None => false,
-        };
-        std::process::exit(if healthy { 0 } else { 1 });
-    }
-    service::telemetry::init(&cli.log);
+    service::telemetry::start(&cli.log, cli.healthcheck, cli.config.metrics_addr, "/").await;
     match cli.command {
         None => {
             let shutdown = service::shutdown::on_signal();

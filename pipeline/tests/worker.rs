@@ -16,6 +16,23 @@ fn event(tenant: &str, id: &str, feature: &str, tokens: i64) -> EventRecord {
     testing::event(tenant, id, feature, tokens, Utc::now())
 }
 
+/// Events of tenant `acme` on `gpt-4o`, `tokens` each, with the ids `e{i}`
+/// for `i` in `ids`.
+fn acme_events(ids: std::ops::Range<usize>, tokens: i64) -> Vec<EventRecord> {
+    ids.map(|i| event("acme", &format!("e{i}"), "gpt-4o", tokens))
+        .collect()
+}
+
+/// Runs one worker, `consumer`, until the stream is drained, then stops it.
+async fn drain_with_one_worker(env: &TestEnv, consumer: &str) {
+    let worker = env.spawn_pipeline(consumer);
+    assert!(
+        env.drained(Duration::from_secs(20)).await,
+        "the stream drains"
+    );
+    worker.stop().await;
+}
+
 /// What a write that fired no alert reports.
 fn wrote(counted: u64, duplicates: u64) -> Written {
     Written {
@@ -47,38 +64,56 @@ async fn counted_tokens(env: &TestEnv, tenant: &str) -> (i64, i64) {
     (out[0], out[1])
 }
 
+/// Each case writes its batches in turn, on a database of its own, and
+/// checks what each write reported, the tokens counted per tenant and the
+/// events the ledger holds.
 #[tokio::test]
-async fn a_batch_written_twice_is_counted_once() {
-    let env = TestEnv::new().await;
+async fn an_event_id_seen_again_is_counted_once() {
     let batch = vec![
         event("acme", "e1", "gpt-4o", 100),
         event("acme", "e2", "gpt-4o", 200),
         event("globex", "e1", "claude-3-opus", 50),
     ];
-
-    let first = env.write(&batch, 1_000).await;
-    let second = env.write(&batch, 1_000).await;
-
-    assert_eq!(first, wrote(3, 0));
-    assert_eq!(second, wrote(0, 3));
-    assert_eq!(counted_tokens(&env, "acme").await, (300, 300));
-    assert_eq!(counted_tokens(&env, "globex").await, (50, 50));
-    assert_eq!(events::Entity::find().count(&env.db).await.unwrap(), 3);
-}
-
-#[tokio::test]
-async fn repeated_ids_inside_one_batch_count_once_and_the_first_wins() {
-    let env = TestEnv::new().await;
-    let batch = vec![
+    let repeated_inside = vec![
         event("acme", "same", "gpt-4o", 100),
         event("acme", "same", "gpt-4o", 999),
         event("acme", "other", "gpt-4o", 1),
     ];
+    let cases = [
+        (
+            "a batch written twice is counted once",
+            vec![batch.clone(), batch],
+            vec![wrote(3, 0), wrote(0, 3)],
+            vec![("acme", 300), ("globex", 50)],
+            3,
+        ),
+        (
+            "repeated ids inside one batch count once and the first wins",
+            vec![repeated_inside],
+            vec![wrote(2, 1)],
+            vec![("acme", 101)],
+            2,
+        ),
+    ];
 
-    let written = env.write(&batch, 1_000).await;
+    for (case, batches, reported, counted, stored) in cases {
+        let env = TestEnv::new().await;
+        let mut written = Vec::new();
+        for batch in &batches {
+            written.push(env.write(batch, 1_000).await);
+        }
 
-    assert_eq!(written, wrote(2, 1));
-    assert_eq!(counted_tokens(&env, "acme").await, (101, 101));
+        assert_eq!(written, reported, "{case}");
+        for (tenant, tokens) in counted {
+            assert_eq!(
+                counted_tokens(&env, tenant).await,
+                (tokens, tokens),
+                "{case}: {tenant}"
+            );
+        }
+        let events = events::Entity::find().count(&env.db).await.unwrap();
+        assert_eq!(events, stored, "{case}");
+    }
 }
 
 #[tokio::test]
@@ -170,9 +205,7 @@ async fn concurrent_migrations_on_a_fresh_database_all_succeed() {
 #[tokio::test]
 async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
     let env = TestEnv::new().await;
-    let records: Vec<_> = (0..50)
-        .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 10))
-        .collect();
+    let records = acme_events(0..50, 10);
     env.append(&records[..25]).await;
     let mut conn = env.valkey().await;
     let _: String = conn
@@ -185,12 +218,7 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
         .unwrap();
     env.append(&records[25..]).await;
 
-    let worker = env.spawn_pipeline("w1");
-    assert!(
-        env.drained(Duration::from_secs(20)).await,
-        "the stream drains"
-    );
-    worker.stop().await;
+    drain_with_one_worker(&env, "w1").await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
     let dead = stream::dead_letter::list(&env.db, &env.stream, 10, None)
@@ -248,19 +276,11 @@ async fn two_workers_on_one_stream_give_exact_totals() {
 #[tokio::test]
 async fn entries_left_pending_by_a_dead_replica_are_taken_over() {
     let env = TestEnv::new().await;
-    let records: Vec<_> = (0..20)
-        .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 5))
-        .collect();
-    env.append(&records).await;
+    env.append(&acme_events(0..20, 5)).await;
     // A replica reads the entries and dies before acknowledging them.
     assert_eq!(env.read_as("ghost", 100).await.len(), 20);
 
-    let worker = env.spawn_pipeline("survivor");
-    assert!(
-        env.drained(Duration::from_secs(20)).await,
-        "the orphaned entries are counted"
-    );
-    worker.stop().await;
+    drain_with_one_worker(&env, "survivor").await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (100, 100));
 }
@@ -270,18 +290,17 @@ async fn connections_counting_one_tenant_add_into_rows_of_their_own_summed_when_
     let env = TestEnv::new().await;
     let first = sea_orm::Database::connect(&env.database_url).await.unwrap();
     let second = sea_orm::Database::connect(&env.database_url).await.unwrap();
-    let batch = |from: usize| -> Vec<EventRecord> {
-        (from..from + 10)
-            .map(|i| event("acme", &format!("e{i}"), "gpt-4o", 3))
-            .collect()
-    };
 
-    write_batch(&first, &batch(0), &testing::new_tenants(1_000))
+    write_batch(&first, &acme_events(0..10, 3), &testing::new_tenants(1_000))
         .await
         .unwrap();
-    write_batch(&second, &batch(10), &testing::new_tenants(1_000))
-        .await
-        .unwrap();
+    write_batch(
+        &second,
+        &acme_events(10..20, 3),
+        &testing::new_tenants(1_000),
+    )
+    .await
+    .unwrap();
 
     let slots: std::collections::BTreeSet<i16> = daily_rollups::Entity::find()
         .all(&env.db)

@@ -123,43 +123,17 @@ impl Example for EventIn {
 /// refuse a number where a string belongs (poem-openapi would coerce it).
 mod named {
     use super::*;
-    use crate::routes::rules::{named_field as parse, named_string as string};
-    use serde_json::Value;
 
-    pub fn tenant(value: Option<Value>) -> ParseResult<TenantSlug> {
-        string("tenant", value)
-    }
-
-    pub fn feature(value: Option<Value>) -> ParseResult<FeatureName> {
-        string("feature", value)
-    }
-
-    pub fn tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("tokens", value)
-    }
-
-    pub fn input_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("inputTokens", value)
-    }
-
-    pub fn output_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("outputTokens", value)
-    }
-
-    pub fn cache_read_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("cacheReadTokens", value)
-    }
-
-    pub fn cache_write_tokens(value: Option<Value>) -> ParseResult<Option<i64>> {
-        parse("cacheWriteTokens", value)
-    }
-
-    pub fn id(value: Option<Value>) -> ParseResult<Option<EventId>> {
-        string("id", value)
-    }
-
-    pub fn timestamp(value: Option<Value>) -> ParseResult<Option<DateTime<Utc>>> {
-        string("timestamp", value)
+    crate::routes::rules::named_parsers! {
+        tenant: TenantSlug = named_string("tenant");
+        feature: FeatureName = named_string("feature");
+        tokens: Option<i64> = named_field("tokens");
+        input_tokens: Option<i64> = named_field("inputTokens");
+        output_tokens: Option<i64> = named_field("outputTokens");
+        cache_read_tokens: Option<i64> = named_field("cacheReadTokens");
+        cache_write_tokens: Option<i64> = named_field("cacheWriteTokens");
+        id: Option<EventId> = named_string("id");
+        timestamp: Option<DateTime<Utc>> = named_string("timestamp");
     }
 }
 
@@ -256,31 +230,19 @@ enum Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "tenant" => Key::Tenant,
-                    "feature" => Key::Feature,
-                    "tokens" => Key::Tokens,
-                    "inputTokens" => Key::InputTokens,
-                    "outputTokens" => Key::OutputTokens,
-                    "cacheReadTokens" => Key::CacheReadTokens,
-                    "cacheWriteTokens" => Key::CacheWriteTokens,
-                    "id" => Key::Id,
-                    "timestamp" => Key::Timestamp,
-                    "events" => Key::Events,
-                    _ => Key::Other,
-                })
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+        from_str(deserializer, "a string key", |key| match key {
+            "tenant" => Key::Tenant,
+            "feature" => Key::Feature,
+            "tokens" => Key::Tokens,
+            "inputTokens" => Key::InputTokens,
+            "outputTokens" => Key::OutputTokens,
+            "cacheReadTokens" => Key::CacheReadTokens,
+            "cacheWriteTokens" => Key::CacheWriteTokens,
+            "id" => Key::Id,
+            "timestamp" => Key::Timestamp,
+            "events" => Key::Events,
+            _ => Key::Other,
+        })
     }
 }
 
@@ -290,20 +252,34 @@ struct Text(String);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl Visitor<'_> for TextVisitor {
-            type Value = Text;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
-                Ok(Text(text.to_owned()))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
+        from_str(deserializer, "a string", |text| Text(text.to_owned()))
     }
+}
+
+/// Deserializes a string, and nothing else, into what `read` makes of it;
+/// `expecting` words the refusal of anything else. The keys and the
+/// strings of a body are read this way.
+fn from_str<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    expecting: &'static str,
+    read: impl FnOnce(&str) -> T,
+) -> Result<T, D::Error> {
+    struct StrVisitor<F> {
+        expecting: &'static str,
+        read: F,
+    }
+    impl<T, F: FnOnce(&str) -> T> Visitor<'_> for StrVisitor<F> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            Ok((self.read)(text))
+        }
+    }
+    deserializer.deserialize_str(StrVisitor { expecting, read })
 }
 
 /// Reads the next value into `slot`; a key given twice gives up (the typed

@@ -53,32 +53,14 @@ pub struct PriceIn {
 /// Field parsers whose errors name the field (see `rules::named_field`).
 mod named {
     use super::*;
-    use crate::routes::rules::named_string as string;
-    use poem_openapi::types::ParseResult;
-    use serde_json::Value;
 
-    pub fn feature(value: Option<Value>) -> ParseResult<FeatureName> {
-        string("feature", value)
-    }
-
-    pub fn input(value: Option<Value>) -> ParseResult<PriceText> {
-        string("inputPerMillion", value)
-    }
-
-    pub fn output(value: Option<Value>) -> ParseResult<PriceText> {
-        string("outputPerMillion", value)
-    }
-
-    pub fn cache_read(value: Option<Value>) -> ParseResult<Option<PriceText>> {
-        string("cacheReadPerMillion", value)
-    }
-
-    pub fn cache_write(value: Option<Value>) -> ParseResult<Option<PriceText>> {
-        string("cacheWritePerMillion", value)
-    }
-
-    pub fn effective_from(value: Option<Value>) -> ParseResult<Option<DateTime<Utc>>> {
-        string("effectiveFrom", value)
+    crate::routes::rules::named_parsers! {
+        feature: FeatureName = named_string("feature");
+        input: PriceText = named_string("inputPerMillion");
+        output: PriceText = named_string("outputPerMillion");
+        cache_read: Option<PriceText> = named_string("cacheReadPerMillion");
+        cache_write: Option<PriceText> = named_string("cacheWritePerMillion");
+        effective_from: Option<DateTime<Utc>> = named_string("effectiveFrom");
     }
 }
 

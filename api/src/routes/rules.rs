@@ -221,6 +221,22 @@ pub fn named_string<T: ParseFromJSON>(name: &str, value: Option<Value>) -> Parse
     }
 }
 
+/// Declares a body's field parsers for `deserialize_with`, one function
+/// per field (poem-openapi takes a function's path), each a line
+/// `parser: Type = named_field("jsonName");` or `named_string(...)`.
+macro_rules! named_parsers {
+    ($($parser:ident: $ty:ty = $how:ident($field:literal);)+) => {
+        $(
+            pub fn $parser(
+                value: Option<serde_json::Value>,
+            ) -> poem_openapi::types::ParseResult<$ty> {
+                $crate::routes::rules::$how($field, value)
+            }
+        )+
+    };
+}
+pub(crate) use named_parsers;
+
 /// The 400 for a path or query parameter its type refused, in the shape
 /// the handlers answered before the rule moved into the type; `None` for
 /// any other refusal. poem-openapi reports `failed to parse "string": `,

@@ -20,7 +20,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
     Books, Loader, PrivatePostgres, PrivateValkey, Services, client, client_with_key,
-    create_database, signal,
+    create_database, expect_status, signal,
 };
 use testkit::fake_slack::FakeSlack;
 use testkit::{
@@ -329,20 +329,10 @@ async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_
     let slack = FakeSlack::start(&[(500, None), (500, None), (429, Some(1))]).await;
     let tenant =
         json!({"name": "Acme Corp", "monthlyQuota": 100_000, "alertThresholds": [80, 100]});
-    let put = http
-        .put(format!("{base}/api/tenants/acme"))
-        .json(&tenant)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status().as_u16(), 201);
-    let hook = http
-        .put(format!("{base}/api/tenants/acme/slack-webhook"))
-        .json(&json!({"url": slack.url}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(hook.status().as_u16(), 200);
+    let put = http.put(format!("{base}/api/tenants/acme")).json(&tenant);
+    expect_status(put, 201).await;
+    let hook = http.put(format!("{base}/api/tenants/acme/slack-webhook"));
+    expect_status(hook.json(&json!({"url": slack.url})), 200).await;
     let mut workers: Vec<_> = (0..3)
         .map(|n| stack.spawn_pipeline(&format!("alert-{n}"), &[]))
         .collect();

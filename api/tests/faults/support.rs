@@ -67,6 +67,20 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `request` and asserts that it is answered `status`, showing the
+/// body when it is not; returns the response.
+pub async fn expect_status(request: reqwest::RequestBuilder, status: u16) -> reqwest::Response {
+    let response = request.send().await.unwrap();
+    if response.status().as_u16() != status {
+        let answered = response.status();
+        panic!(
+            "expected {status}, got {answered}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    response
+}
+
 /// Where a stack's services are.
 #[derive(Clone)]
 pub struct Services {

@@ -9,7 +9,10 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
 use testkit::TestEnv;
 
-use crate::{services, support::client};
+use crate::{
+    services,
+    support::{client, expect_status},
+};
 
 /// Items for a batch route: the route, the body's list field, the items.
 struct Batches {
@@ -23,13 +26,8 @@ async fn post_all(base: &str, batches: Batches) {
     let Batches { path, key, items } = batches;
     let client = client();
     for chunk in items.chunks(100) {
-        let sent = client
-            .post(format!("{base}{path}"))
-            .json(&json!({ key: chunk }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(sent.status().as_u16(), 202);
+        let request = client.post(format!("{base}{path}"));
+        expect_status(request.json(&json!({ key: chunk })), 202).await;
     }
 }
 
