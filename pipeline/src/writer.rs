@@ -44,7 +44,8 @@ use stream::EventRecord;
 /// The ledger part of a batch of events: the tenants it creates (`$13`, distinct
 /// and in order) and the events it inserts (CTE `inserted`). The events come
 /// deduplicated and in key order ([`ledger_order`]): PostgreSQL neither sorts
-/// nor deduplicates them again.
+/// nor deduplicates them again, and `unnest` yields them in array order, so
+/// the insert takes its key locks in key order.
 const WRITE_LEDGER: &str = r#"
 WITH new_tenants AS (
     INSERT INTO tenants (id, name, monthly_quota, alert_thresholds)
@@ -326,4 +327,33 @@ pub fn refused(err: &DbErr) -> bool {
     ["22", "23", "P0"]
         .iter()
         .any(|class| code.starts_with(class))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tenant: &str, id: &str, tokens: i64) -> EventRecord {
+        EventRecord::new(id.into(), tenant.into(), "gpt-4o".into(), tokens, 0, 0)
+    }
+
+    #[test]
+    fn a_batch_goes_to_the_ledger_in_byte_order_with_each_key_once_and_its_earliest_event_kept() {
+        let batch = [
+            event("b", "2", 1),
+            event("a", "9", 2),
+            event("b", "2", 3),
+            event("B", "1", 4),
+            event("a", "10", 5),
+        ];
+        let refs: Vec<&EventRecord> = batch.iter().collect();
+        let ordered: Vec<(&str, &str, i64)> = ledger_order(&refs)
+            .iter()
+            .map(|r| (r.tenant.as_str(), r.id.as_str(), r.tokens))
+            .collect();
+        assert_eq!(
+            ordered,
+            [("B", "1", 4), ("a", "10", 5), ("a", "9", 2), ("b", "2", 1)]
+        );
+    }
 }

@@ -106,9 +106,7 @@ impl Worker {
                 None => {
                     // Nothing in hand to overlap with: settle the committed
                     // batch before waiting for (or reclaiming) more.
-                    if let Some(done) = committed.take()
-                        && self.settle(done, &shutdown).await.is_none()
-                    {
+                    if self.settle(committed.take(), &shutdown).await.is_none() {
                         break;
                     }
                     if shutdown.is_cancelled() {
@@ -128,7 +126,7 @@ impl Worker {
             let (counted, next, settled) = tokio::join!(
                 self.count(batch, &shutdown),
                 self.read_ahead(read_ahead, &shutdown),
-                self.settle_any(committed.take(), &shutdown),
+                self.settle(committed.take(), &shutdown),
             );
             ahead = next;
             committed = counted;
@@ -136,9 +134,7 @@ impl Worker {
                 break;
             }
         }
-        if let Some(done) = committed {
-            self.settle(done, &shutdown).await;
-        }
+        self.settle(committed, &shutdown).await;
         tracing::info!(consumer = self.consumer.name(), "worker stopped");
     }
 
@@ -219,24 +215,16 @@ impl Worker {
         })
     }
 
-    /// [`Self::settle`] for the committed batch, if there is one.
-    async fn settle_any(
-        &self,
-        committed: Option<Committed>,
-        shutdown: &CancellationToken,
-    ) -> Option<()> {
-        match committed {
-            Some(done) => self.settle(done, shutdown).await,
-            None => Some(()),
-        }
-    }
-
-    /// Finishes a committed batch: its tenants' alerts evaluated against the
-    /// committed totals, then its entries acknowledged. `None` if shutdown
-    /// came while a step was failing: the entries stay pending, and whoever
-    /// counts them again (nothing new) evaluates them again.
-    #[tracing::instrument(name = "settle", skip_all, fields(entries = done.ids.len()))]
-    async fn settle(&self, done: Committed, shutdown: &CancellationToken) -> Option<()> {
+    /// Finishes the committed batch, if there is one: its tenants' alerts
+    /// evaluated against the committed totals, then its entries
+    /// acknowledged. `None` if shutdown came while a step was failing: the
+    /// entries stay pending, and whoever counts them again (nothing new)
+    /// evaluates them again.
+    #[tracing::instrument(name = "settle", skip_all)]
+    async fn settle(&self, done: Option<Committed>, shutdown: &CancellationToken) -> Option<()> {
+        let Some(done) = done else {
+            return Some(());
+        };
         // The whole batch, not only what this delivery counted: a batch
         // redelivered after a crash between COMMIT and here is evaluated now.
         let tenants = writer::tenants_of(&done.records);
