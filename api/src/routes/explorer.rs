@@ -12,7 +12,7 @@ use entity::ledger::{self, After, EventQuery};
 use poem_openapi::{Object, payload::Json};
 use sea_orm::FromQueryResult;
 
-use super::{Found, invalid};
+use super::{Found, invalid, usage::TokensByClass};
 use crate::{
     auth::{ApiKey, Scope},
     error::ApiError,
@@ -26,13 +26,12 @@ pub struct ExploredEvent {
     /// The client's event id (or the one generated on receipt).
     pub id: String,
     pub feature: String,
+    /// All the event's tokens; the four classes are 0 for an unclassified
+    /// event (one sent with `tokens` alone, priced at the input price).
     pub tokens: i64,
-    /// Input tokens (each class 0 for an unclassified event: `tokens` minus
-    /// the four classes is unclassified, priced at the input price).
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
+    #[oai(flatten)]
+    #[sea_orm(nested)]
+    pub classes: TokensByClass,
     /// Event time.
     pub occurred_at: DateTime<Utc>,
     /// When the api accepted it.

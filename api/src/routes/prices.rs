@@ -84,14 +84,27 @@ impl Example for PriceIn {
 pub struct Price {
     pub id: i64,
     pub feature: String,
-    /// Decimal strings with 6 decimals, per million tokens, in `currency`.
-    pub input_per_million: String,
-    pub output_per_million: String,
-    pub cache_read_per_million: String,
-    pub cache_write_per_million: String,
+    #[oai(flatten)]
+    pub prices: PricesByClass,
     pub currency: String,
     pub effective_from: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A version's prices per million tokens of each class (flattened into
+/// [`Price`]).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct PricesByClass {
+    /// Price of a million input (and unclassified) tokens: a decimal
+    /// string with 6 decimals, in `currency`.
+    pub input_per_million: String,
+    /// Price of a million output tokens (decimal string).
+    pub output_per_million: String,
+    /// Price of a million cache-read tokens (decimal string).
+    pub cache_read_per_million: String,
+    /// Price of a million cache-write tokens (decimal string).
+    pub cache_write_per_million: String,
 }
 
 impl Price {
@@ -99,10 +112,12 @@ impl Price {
         Self {
             id: v.id,
             feature: v.feature,
-            input_per_million: v.input.to_string(),
-            output_per_million: v.output.to_string(),
-            cache_read_per_million: v.cache_read.to_string(),
-            cache_write_per_million: v.cache_write.to_string(),
+            prices: PricesByClass {
+                input_per_million: v.input.to_string(),
+                output_per_million: v.output.to_string(),
+                cache_read_per_million: v.cache_read.to_string(),
+                cache_write_per_million: v.cache_write.to_string(),
+            },
             currency: currency.to_owned(),
             effective_from: v.effective_from,
             created_at: v.created_at,

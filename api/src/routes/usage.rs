@@ -9,7 +9,7 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::EntityTrait;
+use sea_orm::{EntityTrait, FromQueryResult};
 use serde_json::json;
 
 use entity::{
@@ -42,16 +42,41 @@ pub struct FeatureUsage {
     pub priced: PricedTokens,
 }
 
-/// Tokens by class and their cost. Unclassified tokens (events sent with
-/// `tokens` alone) are `totalTokens` minus the four classes, and are priced
-/// at the input price.
+/// Tokens by class, as the usage routes and the event explorer
+/// ([`super::explorer`]) answer them (flattened into their rows), read from
+/// the columns of the same names. Unclassified tokens (events sent with
+/// `tokens` alone) are the total minus the four classes, and are priced at
+/// the input price.
+#[derive(Debug, Object, FromQueryResult)]
+#[oai(rename_all = "camelCase")]
+pub struct TokensByClass {
+    /// Input (prompt) tokens.
+    pub input_tokens: i64,
+    /// Output (completion) tokens.
+    pub output_tokens: i64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cache_read_tokens: i64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: i64,
+}
+
+impl From<&Counts> for TokensByClass {
+    fn from(c: &Counts) -> Self {
+        Self {
+            input_tokens: c.input,
+            output_tokens: c.output,
+            cache_read_tokens: c.cache_read,
+            cache_write_tokens: c.cache_write,
+        }
+    }
+}
+
+/// Tokens by class and their cost.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct PricedTokens {
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
+    #[oai(flatten)]
+    pub tokens: TokensByClass,
     /// Exact cost of the priced tokens (decimal string, at least 6
     /// decimals, in `currency`).
     pub cost: String,
@@ -62,10 +87,7 @@ pub struct PricedTokens {
 impl PricedTokens {
     fn new(c: Counts, cost: Amount, unpriced_tokens: i64) -> Self {
         Self {
-            input_tokens: c.input,
-            output_tokens: c.output,
-            cache_read_tokens: c.cache_read,
-            cache_write_tokens: c.cache_write,
+            tokens: TokensByClass::from(&c),
             cost: cost.to_string(),
             unpriced_tokens,
         }
