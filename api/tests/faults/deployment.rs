@@ -3,7 +3,11 @@
 //! running api or pipeline, and every variable compose or `.env.example` sets
 //! is one the binaries read. No Docker engine is needed.
 
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde_json::json;
 use testkit::{TestEnv, env as testing};
@@ -146,25 +150,38 @@ async fn healthcheck(binary: &str, flag: &str, addr: &str) -> bool {
         .success()
 }
 
-/// Every variable name the binaries read, from their `--help`.
-fn variables_read() -> BTreeSet<String> {
-    // `[env: NAME=value]`, or `[env: NAME]` for a secret (hide_env_values).
-    let env = regex::Regex::new(r"\[env: ([A-Z_]+)[=\]]").unwrap();
-    let mut read: BTreeSet<String> = ["flagmeter-api", "flagmeter-pipeline"]
+/// Both binaries' `--help`, one after the other.
+fn binaries_help() -> String {
+    ["flagmeter-api", "flagmeter-pipeline"]
         .iter()
-        .flat_map(|name| {
+        .map(|name| {
             let help = std::process::Command::new(bin(name))
                 .arg("--help")
                 .output()
                 .unwrap();
-            let help = String::from_utf8(help.stdout).unwrap();
-            env.captures_iter(&help)
-                .map(|c| c[1].to_owned())
-                .collect::<Vec<_>>()
+            String::from_utf8(help.stdout).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+/// Every variable name the binaries read, from their `--help`.
+fn variables_read() -> BTreeSet<String> {
+    // `[env: NAME=value]`, or `[env: NAME]` for a secret (hide_env_values).
+    let env = regex::Regex::new(r"\[env: ([A-Z_]+)[=\]]").unwrap();
+    let help = binaries_help();
+    let mut read: BTreeSet<String> = env.captures_iter(&help).map(|c| c[1].to_owned()).collect();
     read.insert("RUST_LOG".into());
     read
+}
+
+/// The `NAME=value` lines of `.env.example` (commented ones left out).
+fn env_example_values() -> BTreeMap<String, String> {
+    repo_file(".env.example")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 #[test]
@@ -250,6 +267,26 @@ fn env_example_lists_exactly_what_the_binaries_read() {
         unlisted.is_empty(),
         ".env.example misses variables the binaries read: {unlisted:?}"
     );
+}
+
+/// `.env.example` says it holds each variable at its default: a default
+/// changed in the code and not there would mislead whoever copies it.
+#[test]
+fn env_example_states_each_default_the_binaries_have() {
+    let stated = env_example_values();
+    // `[env: NAME=value]` followed by `[default: value]` (long help puts
+    // them on two lines).
+    let default = regex::Regex::new(r"\[env: ([A-Z_]+)=[^\]]*\]\s*\[default: ([^\]]*)\]").unwrap();
+    let help = binaries_help();
+    let mut compared = 0;
+    for c in default.captures_iter(&help) {
+        let (name, value) = (&c[1], &c[2]);
+        if let Some(example) = stated.get(name) {
+            assert_eq!(example, value, "{name} in .env.example");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 20, "only {compared} defaults found in --help");
 }
 
 #[test]
