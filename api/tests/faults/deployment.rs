@@ -208,6 +208,12 @@ fn the_compose_file_describes_the_whole_scalable_stack() {
         pipeline.get("ports").is_none(),
         "a fixed host port prevents --scale"
     );
+    let postgres_command =
+        serde_yaml::to_string(&compose["services"]["postgres"]["command"]).unwrap();
+    assert!(
+        postgres_command.contains("wal_buffers=16MB"),
+        "replicas wait on the default WAL buffers: {postgres_command}"
+    );
     let valkey_command = serde_yaml::to_string(&compose["services"]["valkey"]["command"]).unwrap();
     assert!(
         valkey_command.contains("appendonly") && valkey_command.contains("always"),
