@@ -72,7 +72,7 @@ ensure_valkey() {
 }
 
 # redis-server and redis-cli (or Valkey's), for the cluster tests
-# (api/tests/faults/cluster.rs), which start clusters of their own on free
+# (system-tests/tests/faults/cluster.rs), which start clusters of their own on free
 # loopback ports.
 ensure_cluster_tools() {
   local packages=()

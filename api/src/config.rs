@@ -3,8 +3,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use alerts::config::AlertArgs;
-use entity::setting::{InvalidSetting, require};
-use service::config::{DatabaseArgs, TenantArgs};
+use domain::setting::{InvalidSetting, require};
+use runtime::config::{DatabaseArgs, TenantArgs};
 use stream::{Replication, config::ValkeyArgs};
 
 /// Everything the api needs to run.

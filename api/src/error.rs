@@ -12,7 +12,7 @@
 //! the request, wherever in it the 503 is made (a `?` on a database error
 //! included).
 
-use entity::validate::Invalid;
+use domain::validate::Invalid;
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,

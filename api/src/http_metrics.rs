@@ -56,7 +56,7 @@ pub fn describe() {
         Unit::Count,
         "Entries in each shard of the stream (sampled), by shard"
     );
-    service::metrics::describe_process();
+    runtime::metrics::describe_process();
 }
 
 /// Describes a counter and starts it at zero for each value of its one

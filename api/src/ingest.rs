@@ -4,7 +4,7 @@
 //! pipeline later.
 
 use chrono::{DateTime, Utc};
-use entity::validate::Invalid;
+use domain::validate::Invalid;
 use stream::{AppendError, EventRecord};
 
 use crate::{

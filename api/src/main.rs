@@ -3,7 +3,7 @@
 
 use api::{auth::cli::KeysCommand, config::ApiConfig, startup::Application};
 use clap::{Parser, Subcommand};
-use service::config::LogArgs;
+use runtime::config::LogArgs;
 
 /// mimalloc instead of glibc's malloc: per-thread free lists for the many
 /// short-lived allocations of each request and batch.
@@ -37,11 +37,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let api_addr = Some(cli.config.api_addr);
-    service::telemetry::start(&cli.log, cli.healthcheck, api_addr, "/api/health").await;
+    runtime::telemetry::start(&cli.log, cli.healthcheck, api_addr, "/api/health").await;
     if let Some(Command::Keys(command)) = cli.command {
         return command.run(&cli.config.database).await;
     }
-    let shutdown = service::shutdown::on_signal();
+    let shutdown = runtime::shutdown::on_signal();
     let app = Application::build(cli.config).await?;
     app.run_until_stopped(shutdown).await?;
     Ok(())

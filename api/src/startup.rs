@@ -107,9 +107,9 @@ impl Application {
             self.state.shards.clone(),
             shutdown.clone(),
         ));
-        let metrics = service::metrics::handle();
+        let metrics = runtime::metrics::handle();
         crate::http_metrics::describe();
-        let upkeep = tokio::spawn(service::metrics::upkeep(metrics.clone(), shutdown.clone()));
+        let upkeep = tokio::spawn(runtime::metrics::upkeep(metrics.clone(), shutdown.clone()));
         // Stopping it ends every dashboard stream, so that open browsers do
         // not hold the graceful shutdown up.
         let snapshots = tokio::spawn(

@@ -22,8 +22,8 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use entity::usage::{PeriodUsage, tenant_usage};
 use sea_orm::{DatabaseConnection, DbErr};
+use store::usage::{PeriodUsage, tenant_usage};
 
 use crate::ttl_cache::TtlCache;
 

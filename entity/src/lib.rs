@@ -1,17 +1,7 @@
-//! Domain rules and SeaORM entities shared by the api and the pipeline.
-//!
-//! The api validates what clients send and the pipeline re-validates what it
-//! reads from the stream (entries can be written there by anyone with Valkey
-//! access), so both must apply the very same rules: they live here, once.
-
-pub mod costing;
-pub mod ledger;
-pub mod money;
-pub mod period;
-pub mod pricing;
-pub mod setting;
-pub mod usage;
-pub mod validate;
+//! The PostgreSQL tables as SeaORM entities, one module a table. The rules
+//! their values follow live in `domain`; the queries that read across them
+//! (usage, cost, the ledger explorer, dead letters) in `store`; the schema
+//! itself in `migration`.
 
 /// A SeaORM entity for `table`, whose `Model` has the fields given (the
 /// calling module imports `sea_orm::entity::prelude::*`). None of the
@@ -70,6 +60,3 @@ pub mod rollups;
 pub mod slack_webhooks;
 pub mod tenant_webhooks;
 pub mod tenants;
-
-/// Quota given to a tenant that is created by its first event.
-pub const DEFAULT_MONTHLY_QUOTA: i64 = 1_000_000;

@@ -21,14 +21,19 @@ table!("tenants" {
 });
 
 impl Model {
-    /// The tenant's time zone ([`crate::period::zone_named`]).
+    /// The tenant's time zone ([`domain::period::zone_named`]).
     pub fn zone(&self) -> chrono_tz::Tz {
-        crate::period::zone_named(&self.timezone)
+        domain::period::zone_named(&self.timezone)
+    }
+
+    /// The tenant's billing period that contains `now`.
+    pub fn period(&self, now: DateTimeUtc) -> domain::period::BillingPeriod {
+        domain::period::BillingPeriod::containing(now, self.billing_day, self.zone())
     }
 
     /// The tenant's monthly budget, if it has one.
-    pub fn budget(&self) -> Option<crate::money::Budget> {
+    pub fn budget(&self) -> Option<domain::money::Budget> {
         self.monthly_budget_micros
-            .and_then(crate::money::Budget::from_micros)
+            .and_then(domain::money::Budget::from_micros)
     }
 }

@@ -14,11 +14,12 @@ use alerts::{
     sender::{Sender, SenderSettings},
     slack::SlackClient,
 };
-use entity::setting::InvalidSetting;
+use domain::setting::InvalidSetting;
 use metrics_exporter_prometheus::PrometheusHandle;
+use runtime::config::{DatabaseArgs, TenantArgs};
 use sea_orm::DatabaseConnection;
-use service::config::{DatabaseArgs, TenantArgs};
-use stream::{Target, config::ValkeyArgs, dead_letter};
+use store::dead_letter;
+use stream::{Target, config::ValkeyArgs};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -79,8 +80,8 @@ impl Pipeline {
     pub async fn build(config: PipelineConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let metrics = match config.metrics_addr {
-            Some(addr) => service::metrics::serve(addr)?,
-            None => service::metrics::handle(),
+            Some(addr) => runtime::metrics::serve(addr)?,
+            None => runtime::metrics::handle(),
         };
         crate::metrics::describe_pipeline();
         let db = config
@@ -108,7 +109,7 @@ impl Pipeline {
             valkey,
             metrics,
         } = self;
-        let upkeep = tokio::spawn(service::metrics::upkeep(metrics, shutdown.clone()));
+        let upkeep = tokio::spawn(runtime::metrics::upkeep(metrics, shutdown.clone()));
         let worker_args = &config.worker;
         let claim_idle = Duration::from_millis(worker_args.claim_idle_ms);
         let settings = ReadSettings {

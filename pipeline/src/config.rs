@@ -2,12 +2,12 @@
 //! how long its PostgreSQL transactions may take. Each field is an
 //! environment variable and a `--flag`. What the api shares lives with its
 //! concept: [`stream::config`] (Valkey and the stream names),
-//! [`service::config`] (PostgreSQL, logs, new tenants), [`alerts::config`].
+//! [`runtime::config`] (PostgreSQL, logs, new tenants), [`alerts::config`].
 
 use std::time::Duration;
 
-use entity::setting::{InvalidSetting, require, require_at_least_one};
-use service::config::TransactionBounds;
+use domain::setting::{InvalidSetting, require, require_at_least_one};
+use runtime::config::TransactionBounds;
 
 /// The pipeline worker.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,13 +1,14 @@
 //! `flagmeter-pipeline dead-letters list|redrive`: the operator's view of
 //! the dead letters (PostgreSQL table `dead_letters`), over
-//! [`stream::dead_letter`], over every shard of the stream in turn (a
+//! [`store::dead_letter`], over every shard of the stream in turn (a
 //! letter is re-driven into the shard it came from). Those an earlier
 //! version left in the Valkey stream `{stream}:dead` are moved into the
 //! table first.
 
 use clap::Subcommand;
-use service::config::DatabaseArgs;
-use stream::{ConnectOptions, config::ValkeyArgs, dead_letter};
+use runtime::config::DatabaseArgs;
+use store::dead_letter;
+use stream::{ConnectOptions, config::ValkeyArgs};
 
 /// Inspect or re-drive the dead letters.
 #[derive(Debug, Subcommand)]

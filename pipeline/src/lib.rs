@@ -7,7 +7,7 @@
 //! The chain, one module a step: [`consumer`] (read, reclaim) → [`worker`]
 //! (decode, commit, ack) → [`writer`] (one transaction); beside it
 //! [`janitor`] (trimming, retention) and the dead letters
-//! (`stream::dead_letter`, [`dead_letters_cli`]). [`app`] builds and
+//! (`store::dead_letter`, [`dead_letters_cli`]). [`app`] builds and
 //! runs a replica; [`config`] is the worker's settings.
 
 pub mod app;

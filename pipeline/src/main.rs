@@ -7,7 +7,7 @@ use pipeline::{
     app::{Pipeline, PipelineConfig},
     dead_letters_cli::DeadLetters,
 };
-use service::config::LogArgs;
+use runtime::config::LogArgs;
 
 /// mimalloc instead of glibc's malloc: per-thread free lists for the many
 /// short-lived allocations of each request and batch.
@@ -42,10 +42,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service::telemetry::start(&cli.log, cli.healthcheck, cli.config.metrics_addr, "/").await;
+    runtime::telemetry::start(&cli.log, cli.healthcheck, cli.config.metrics_addr, "/").await;
     match cli.command {
         None => {
-            let shutdown = service::shutdown::on_signal();
+            let shutdown = runtime::shutdown::on_signal();
             let pipeline = Pipeline::build(cli.config).await?;
             pipeline.run_until_stopped(shutdown).await
         }

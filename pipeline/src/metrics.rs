@@ -1,5 +1,5 @@
 //! The pipeline's own metrics, described and started at zero. The recorder,
-//! its endpoint and the process metrics are [`service::metrics`].
+//! its endpoint and the process metrics are [`runtime::metrics`].
 //!
 //! Names follow `flagmeter_<thing>_<unit>[_total]`; labels have bounded
 //! cardinality (a few reasons, never tenant ids); counters are incremented
@@ -92,5 +92,5 @@ pub fn describe_pipeline() {
         Unit::Count,
         "PostgreSQL pool connections, by state"
     );
-    service::metrics::describe_process();
+    runtime::metrics::describe_process();
 }

@@ -11,7 +11,7 @@
 //! - Valkey `OOM` (at `maxmemory`): only writes that add data are refused;
 //!   reading, acking and trimming, which free memory, go on, a replica joins
 //!   a group that exists ([`crate::stream::ensure_group`]), and dead letters
-//!   go to PostgreSQL. Tested in `api/tests/faults/recovery.rs`.
+//!   go to PostgreSQL. Tested in `system-tests/tests/faults/recovery.rs`.
 //! - Valkey `READONLY` (a replica, after a failover, until the client
 //!   reconnects to the new primary), `MASTERDOWN` (a replica cut off from
 //!   its primary), `LOADING` (a restart reading its AOF), `BUSY` (a script
@@ -20,14 +20,14 @@
 //!   one of these loops; the connection reconnects (and in a cluster
 //!   follows MOVED and the new topology, see [`stream::Valkey`]), and nothing is
 //!   acked before it succeeds. Killing Valkey mid-load is tested in
-//!   `api/tests/faults/main.rs`.
+//!   `system-tests/tests/faults/main.rs`.
 //! - PostgreSQL read-only (`25006`), shutting down (`57P01`..`57P03`),
 //!   refusing connections, statement or lock timeouts (`57014`, `55P03`),
 //!   serialization failures and deadlocks: the state of the database, not
 //!   of the events, so the commit is retried and nothing is dead-lettered
 //!   ([`crate::writer::refused`]). Tested: read-only in
 //!   `pipeline/tests/faults.rs`, a crash and a long outage in
-//!   `api/tests/faults/main.rs`, a frozen session in `recovery.rs`.
+//!   `system-tests/tests/faults/main.rs`, a frozen session in `recovery.rs`.
 //!
 //! At start-up, joining the consumer group is retried the same way; an
 //! unreachable PostgreSQL at start-up ends the process instead (its

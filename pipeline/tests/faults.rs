@@ -11,7 +11,8 @@ use pipeline::{
 };
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use stream::{EventRecord, StreamKeys, dead_letter, ensure_group};
+use store::dead_letter;
+use stream::{EventRecord, StreamKeys, ensure_group};
 use testkit::{TestEnv, env as testing};
 use tokio_util::sync::CancellationToken;
 

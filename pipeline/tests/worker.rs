@@ -221,7 +221,7 @@ async fn a_worker_counts_the_stream_and_dead_letters_what_it_cannot_decode() {
     drain_with_one_worker(&env, "w1").await;
 
     assert_eq!(counted_tokens(&env, "acme").await, (500, 500));
-    let dead = stream::dead_letter::list(&env.db, &env.stream, 10, None)
+    let dead = store::dead_letter::list(&env.db, &env.stream, 10, None)
         .await
         .unwrap();
     assert_eq!(dead.len(), 2);
@@ -310,7 +310,7 @@ async fn connections_counting_one_tenant_add_into_rows_of_their_own_summed_when_
         .map(|d| d.slot)
         .collect();
     assert_eq!(slots.len(), 2, "one partial row per connection");
-    let usage = entity::usage::tenant_usage(&env.db, "acme", Utc::now())
+    let usage = store::usage::tenant_usage(&env.db, "acme", Utc::now())
         .await
         .unwrap()
         .unwrap();

@@ -2,7 +2,7 @@
 //! database (`DATABASE_URL`), with no api running, over [`super::store`].
 
 use clap::Subcommand;
-use service::config::DatabaseArgs;
+use runtime::config::DatabaseArgs;
 
 use super::{Scope, store};
 

@@ -3,10 +3,8 @@
 //! `flagmeter-api keys` command.
 
 use chrono::Utc;
-use entity::{
-    api_keys::{self, Column, Entity},
-    validate::Invalid,
-};
+use domain::validate::Invalid;
+use entity::api_keys::{self, Column, Entity};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     Set, sea_query::Expr,
@@ -44,7 +42,7 @@ pub fn check<'a>(
         return Err(Invalid::new("scopes", "must name at least one scope"));
     }
     if let Some(tenant) = tenant {
-        entity::validate::tenant(tenant)?;
+        domain::validate::tenant(tenant)?;
         if scopes.contains(&Scope::Admin) {
             return Err(Invalid::new(
                 "scopes",

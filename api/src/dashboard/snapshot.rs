@@ -26,10 +26,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use entity::{
-    period::Tz,
-    usage::{self, Granularity, PeriodUsage},
-};
+use domain::period::Tz;
+use store::usage::{self, Granularity, PeriodUsage};
 
 use crate::routes::{BudgetUsage, QuotaUsage};
 

@@ -11,7 +11,7 @@
 //! `asOf`.
 
 use chrono::{DateTime, Utc};
-use entity::money::Amount;
+use domain::money::Amount;
 use poem_openapi::{
     Object, OpenApi,
     param::{Path, Query},

@@ -1,12 +1,12 @@
 //! `GET /api/dead-letters` and `POST /api/dead-letters/redrive` (admin):
 //! the stream entries that could not be counted, and putting them back once
 //! their cause is fixed. The same logic as the pipeline's
-//! `dead-letters list|redrive` CLI ([`stream::dead_letter`]), including
+//! `dead-letters list|redrive` CLI ([`store::dead_letter`]), including
 //! moving in letters an earlier version left in `{stream}:dead` first.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
-use stream::dead_letter::{self, MoveError, StoredLetter};
+use store::dead_letter::{self, MoveError, StoredLetter};
 
 use super::{ApiTags, Found, paging::Limit};
 use crate::{

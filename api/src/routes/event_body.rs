@@ -18,7 +18,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use entity::validate::{self, Invalid, MAX_TOKENS, TokenClasses};
+use domain::validate::{self, Invalid, MAX_TOKENS, TokenClasses};
 use poem_openapi::{
     Object,
     types::{Example, ParseError, ParseFromJSON, ParseResult},
@@ -39,7 +39,7 @@ use crate::ingest::Submission;
 /// `pattern`s ([`super::rules`]), but not as poem-openapi validators, which
 /// compile their regex on every request (that cost more than half the api's
 /// CPU under load): the handler checks them with the domain rules
-/// (`entity::validate`) and answers a 400 naming the field.
+/// (`domain::validate`) and answers a 400 naming the field.
 #[derive(Debug, PartialEq, Object)]
 #[oai(example, rename_all = "camelCase")]
 pub struct EventIn {

@@ -7,8 +7,8 @@
 //! batch with a 400 naming the event's index, field and rule.
 
 use chrono::{DateTime, Utc};
-use entity::ledger::EventQuery;
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use store::ledger::EventQuery;
 
 use super::{
     Accepted, ApiTags, Found,

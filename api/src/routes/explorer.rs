@@ -1,5 +1,5 @@
 //! `GET /api/events`: the event explorer, a tenant's counted events from the
-//! ledger ([`entity::ledger`]), newest first, a page at a time.
+//! ledger ([`store::ledger`]), newest first, a page at a time.
 //!
 //! The cursor is opaque to clients: base64url of the last row's event time
 //! (microseconds) and id, so that the next page starts right below it
@@ -8,9 +8,9 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use entity::ledger::{self, After, EventQuery};
 use poem_openapi::{Object, payload::Json};
 use sea_orm::FromQueryResult;
+use store::ledger::{self, After, EventQuery};
 
 use super::{Found, invalid, usage::TokensByClass};
 use crate::{
@@ -60,7 +60,7 @@ fn cursor_after(occurred_at: DateTime<Utc>, id: &str) -> String {
 fn parse_cursor(cursor: &str) -> Option<After> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     let (micros, id) = raw.split_once(':')?;
-    entity::validate::event_id(id).ok()?;
+    domain::validate::event_id(id).ok()?;
     Some(After {
         occurred_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         id: id.to_owned(),

@@ -2,17 +2,18 @@
 //! feature, in the deployment's currency, per million tokens of each class.
 //!
 //! A price is a new version, never an edit: costs are computed when usage
-//! is read (`entity::costing`), so a version back-dated to before events
+//! is read (`store::costing`), so a version back-dated to before events
 //! already counted re-prices them, and every earlier answer can be
 //! recomputed from the versions that were in force.
 
 use chrono::{DateTime, Utc};
-use entity::{
+use domain::{
     money::{DecimalError, PerMillion},
-    pricing::{self, PriceVersion},
+    pricing::PriceVersion,
 };
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use store::prices;
 
 use super::{
     ApiTags, Created, Found, invalid,
@@ -178,7 +179,7 @@ impl PricesApi {
             ))
             .await?
             .ok_or_else(|| ApiError::internal(&sea_orm::DbErr::RecordNotInserted))?;
-        let version = PriceVersion::from_row(&row)?;
+        let version = prices::version_from_row(&row)?;
         // Costs are read fresh, but a cached usage answer may still be
         // served for its short lifetime (`asOf` says how old it is).
         alerts::budget::evaluate_all(&self.0.db, Utc::now()).await?;
@@ -197,7 +198,7 @@ impl PricesApi {
         feature: Query<Option<FeatureName>>,
     ) -> Result<Found<PriceList>, ApiError> {
         auth.0.require(Scope::Read)?;
-        let versions = pricing::versions(&self.0.db, feature.as_deref()).await?;
+        let versions = prices::versions(&self.0.db, feature.as_deref()).await?;
         Ok(Found::Ok(Json(PriceList {
             prices: versions
                 .into_iter()

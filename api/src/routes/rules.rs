@@ -7,7 +7,7 @@
 //!
 //! A type declared with `check = ...` parses: as a path or query parameter
 //! (and in JSON) it holds only values that obey the domain rule
-//! (`entity::validate`), so a handler cannot be handed an invalid tenant or
+//! (`domain::validate`), so a handler cannot be handed an invalid tenant or
 //! feature. Its refusal answers the same 400 as before it was a type
 //! ([`parameter_error`], called by [`crate::error::json_errors`]). A type
 //! without `check` only documents its rule: the body it sits in is checked
@@ -86,7 +86,7 @@ macro_rules! ruled_string {
 
         impl $name {
             /// The value, if it obeys the rule.
-            pub fn parse(value: String) -> Result<Self, entity::validate::Invalid> {
+            pub fn parse(value: String) -> Result<Self, domain::validate::Invalid> {
                 $($check(&value)?;)?
                 Ok(Self(value))
             }
@@ -121,12 +121,12 @@ macro_rules! ruled_string {
 
 ruled_string!(
     /// A tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or
-    /// digit (`entity::validate::tenant`).
+    /// digit (`domain::validate::tenant`).
     TenantSlug,
-    pattern = entity::validate::TENANT_PATTERN,
-    max = entity::validate::TENANT_MAX_LEN,
+    pattern = domain::validate::TENANT_PATTERN,
+    max = domain::validate::TENANT_MAX_LEN,
     example = "acme-corp",
-    check = entity::validate::tenant,
+    check = domain::validate::tenant,
 );
 
 impl TenantSlug {
@@ -139,27 +139,27 @@ ruled_string!(
     /// A tenant slug in a request body, checked by the body's constructor
     /// (`auth::store::check`), whose 400 names the field.
     TenantField,
-    pattern = entity::validate::TENANT_PATTERN,
-    max = entity::validate::TENANT_MAX_LEN,
+    pattern = domain::validate::TENANT_PATTERN,
+    max = domain::validate::TENANT_MAX_LEN,
     example = "acme-corp",
 );
 
 ruled_string!(
     /// A feature name: 1–128 printable ASCII characters without spaces
-    /// (`entity::validate::feature`).
+    /// (`domain::validate::feature`).
     FeatureName,
-    pattern = entity::validate::FEATURE_PATTERN,
-    max = entity::validate::FEATURE_MAX_LEN,
+    pattern = domain::validate::FEATURE_PATTERN,
+    max = domain::validate::FEATURE_MAX_LEN,
     example = "gpt-4o",
-    check = entity::validate::feature,
+    check = domain::validate::feature,
 );
 
 ruled_string!(
     /// A client event id: 1–128 printable ASCII characters
-    /// (`entity::validate::event_id`).
+    /// (`domain::validate::event_id`).
     EventId,
-    pattern = entity::validate::EVENT_ID_PATTERN,
-    max = entity::validate::EVENT_ID_MAX_LEN,
+    pattern = domain::validate::EVENT_ID_PATTERN,
+    max = domain::validate::EVENT_ID_MAX_LEN,
     example = "call-7f3a",
 );
 
@@ -186,18 +186,18 @@ ruled_string!(
 
 ruled_string!(
     /// A price per million tokens as a decimal string, e.g. `2.50`: up to 7
-    /// digits before the point, up to 6 after (`entity::money`).
+    /// digits before the point, up to 6 after (`domain::money`).
     PriceText,
-    pattern = entity::money::PRICE_PATTERN,
+    pattern = domain::money::PRICE_PATTERN,
     max = 14,
     example = "2.50",
 );
 
 ruled_string!(
     /// A positive amount of money as a decimal string, e.g. `500.00`: up to
-    /// 12 digits before the point, up to 6 after (`entity::money`).
+    /// 12 digits before the point, up to 6 after (`domain::money`).
     BudgetText,
-    pattern = entity::money::BUDGET_PATTERN,
+    pattern = domain::money::BUDGET_PATTERN,
     max = 19,
     example = "500.00",
 );
@@ -240,7 +240,7 @@ pub(crate) use named_parsers;
 /// The 400 for a path or query parameter its type refused, in the shape
 /// the handlers answered before the rule moved into the type; `None` for
 /// any other refusal. poem-openapi reports `failed to parse "string": `,
-/// the [`entity::validate::Invalid`] (`field: reason`), and for an
+/// the [`domain::validate::Invalid`] (`field: reason`), and for an
 /// optional parameter ` (occurred while parsing "optional_string")`.
 pub fn parameter_error(refusal: &str) -> Option<ApiError> {
     let prefix = format!("failed to parse \"{}\": ", TenantSlug::name());
@@ -327,17 +327,17 @@ mod tests {
         for s in samples {
             assert_eq!(
                 tenant.is_match(s),
-                entity::validate::tenant(s).is_ok(),
+                domain::validate::tenant(s).is_ok(),
                 "tenant {s:?}"
             );
             assert_eq!(
                 feature.is_match(s),
-                entity::validate::feature(s).is_ok(),
+                domain::validate::feature(s).is_ok(),
                 "feature {s:?}"
             );
             assert_eq!(
                 id.is_match(s),
-                entity::validate::event_id(s).is_ok(),
+                domain::validate::event_id(s).is_ok(),
                 "id {s:?}"
             );
             assert_eq!(display.is_match(s), !s.trim().is_empty(), "name {s:?}");

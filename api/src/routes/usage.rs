@@ -12,11 +12,8 @@ use poem_openapi::{
 use sea_orm::{EntityTrait, FromQueryResult};
 use serde_json::json;
 
-use entity::{
-    money::Amount,
-    pricing::Counts,
-    usage::{self as usage_query, Granularity, PeriodUsage},
-};
+use domain::{money::Amount, pricing::Counts};
+use store::usage::{self as usage_query, Granularity, PeriodUsage};
 
 use super::{
     ApiTags, Found, invalid,
@@ -344,7 +341,7 @@ impl UsageApi {
         auth.0.require_for(Scope::Read, &tenant)?;
         let asked_zone = match tz.0.as_deref() {
             Some(name) => Some(
-                entity::validate::timezone(name)
+                domain::validate::timezone(name)
                     .map_err(|refused| invalid("tz", refused.reason))?,
             ),
             None => None,

@@ -10,7 +10,7 @@
 //! Usage that drops fires nothing and re-arms no alert already sent.
 
 use chrono::{DateTime, Utc};
-use entity::validate::{self, Invalid};
+use domain::validate::{self, Invalid};
 use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 use stream::EventRecord;
 

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as Span, Utc};
-use entity::ledger::{EventQuery, LIST_EVENTS};
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Value, json};
-use stream::dead_letter::DeadLetter;
+use store::dead_letter::DeadLetter;
+use store::ledger::{EventQuery, LIST_EVENTS};
 use testkit::{assert_client_error, env as testing, eventually, json, spawn_app};
 
 #[tokio::test]
@@ -118,7 +118,7 @@ async fn a_page_of_a_large_ledger_is_an_index_range_scan() {
         to: None,
         feature: None,
         limit: 101,
-        after: after.map(|(occurred_at, id)| entity::ledger::After {
+        after: after.map(|(occurred_at, id)| store::ledger::After {
             occurred_at,
             id: id.into(),
         }),

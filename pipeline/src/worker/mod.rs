@@ -26,7 +26,8 @@
 use std::time::{Duration, Instant};
 
 use sea_orm::DatabaseConnection;
-use stream::{EventRecord, dead_letter};
+use store::dead_letter;
+use stream::EventRecord;
 use tokio_util::sync::CancellationToken;
 
 use crate::{

@@ -8,7 +8,8 @@
 //! the COMMIT, as the pipeline's (`alerts::rules::evaluate`).
 
 use chrono::{DateTime, Utc};
-use entity::{money::Budget, tenants};
+use domain::money::Budget;
+use entity::tenants;
 use poem_openapi::{
     Object, OpenApi,
     param::Path,
@@ -158,7 +159,7 @@ impl TenantConfigApi {
         }
         let zone = match &body.timezone {
             Some(name) => Some(
-                entity::validate::timezone(name)
+                domain::validate::timezone(name)
                     .map_err(|refused| invalid("timezone", refused.reason))?,
             ),
             None => None,

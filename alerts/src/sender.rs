@@ -1,0 +1,366 @@
+//! The outbox sender: delivers recorded alerts to their destinations, one
+//! delivery at a time, in every pipeline replica.
+//!
+//! An alert has up to two destinations, each with its own delivery state:
+//! Slack (the state is the alert row's own) and the tenant's signed webhook
+//! (a `webhook_deliveries` row, made with the alert). Both follow the one
+//! policy below, so each destination gets one message per alert.
+//!
+//! A due delivery is claimed with `FOR UPDATE SKIP LOCKED`, so replicas
+//! never send the same one at once; the row stays locked while the
+//! destination is asked and is marked in the same transaction. A crash
+//! after the destination answered but before the COMMIT leaves the row
+//! pending, and it is sent again: at most one repeated message per crash
+//! (a signed one carries the same `webhook-id`, so a receiver can tell).
+//! Failures are retried with capped exponential backoff and jitter (the
+//! destination's `Retry-After` wins for a 429) until the alert is older
+//! than the give-up horizon, then marked `failed`. Pending rows survive
+//! restarts: they are simply found again.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use entity::{alerts, tenants};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement,
+    TransactionTrait,
+};
+use store::usage::period_usage;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    alert_event::AlertEvent,
+    signing::WebhookSecret,
+    slack::{AlertMessage, Answer, SlackClient, Spend},
+    webhook::WebhookPolicy,
+};
+
+/// How the sender behaves.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    pub policy: WebhookPolicy,
+    /// Wait after the first failure; doubles each time ...
+    pub retry_base: Duration,
+    /// ... up to this.
+    pub retry_max: Duration,
+    /// An alert older than this that still fails is marked `failed`.
+    pub give_up_after: Duration,
+    /// How often to look for due alerts when there are none.
+    pub poll: Duration,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Due {
+    /// The alert itself, as a signed webhook receives it.
+    #[sea_orm(nested)]
+    alert: AlertEvent,
+    cost: Option<String>,
+    budget: Option<String>,
+    /// Of this destination's delivery.
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    url: Option<String>,
+    enabled: Option<bool>,
+    /// The signed webhook's secret (none for Slack).
+    secret: Option<String>,
+}
+
+const CLAIM_SLACK: &str = r#"
+SELECT a.id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost, a.budget,
+       a.period_start, a.period_end, a.attempts, a.created_at, w.url, w.enabled,
+       NULL::text AS secret
+FROM alerts a LEFT JOIN slack_webhooks w ON w.tenant = a.tenant
+WHERE a.status = 'pending' AND a.next_attempt_at <= now()
+ORDER BY a.next_attempt_at
+LIMIT 1
+FOR UPDATE OF a SKIP LOCKED
+"#;
+
+const CLAIM_WEBHOOK: &str = r#"
+SELECT a.id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost, a.budget,
+       a.period_start, a.period_end, d.attempts, d.created_at, w.url, w.enabled, w.secret
+FROM webhook_deliveries d
+JOIN alerts a ON a.id = d.alert_id
+LEFT JOIN tenant_webhooks w ON w.tenant = d.tenant
+WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+ORDER BY d.next_attempt_at
+LIMIT 1
+FOR UPDATE OF d SKIP LOCKED
+"#;
+
+/// The update that records an attempt, for a table with delivery columns.
+macro_rules! mark_sql {
+    ($table:literal, $key:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET status = $2, attempts = attempts + $3, last_error = coalesce($4, last_error),
+                next_attempt_at = now() + make_interval(secs => $5),
+                delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END,
+                updated_at = now()
+             WHERE ",
+            $key,
+            " = $1"
+        )
+    };
+}
+
+/// Where an alert is delivered; each has its own delivery state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Slack,
+    /// The tenant's own webhook, signed.
+    Webhook,
+}
+
+impl Destination {
+    const ALL: [Self; 2] = [Self::Slack, Self::Webhook];
+
+    fn claim(self) -> &'static str {
+        match self {
+            Self::Slack => CLAIM_SLACK,
+            Self::Webhook => CLAIM_WEBHOOK,
+        }
+    }
+
+    fn mark(self) -> &'static str {
+        match self {
+            Self::Slack => mark_sql!("alerts", "id"),
+            Self::Webhook => mark_sql!("webhook_deliveries", "alert_id"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Slack => "Slack",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// What happened to one alert.
+enum Outcome {
+    Delivered,
+    NoWebhook,
+    Retry { error: String, after: Duration },
+    Failed(String),
+}
+
+pub struct Sender {
+    db: DatabaseConnection,
+    slack: SlackClient,
+    settings: SenderSettings,
+}
+
+impl Sender {
+    pub fn new(db: DatabaseConnection, slack: SlackClient, settings: SenderSettings) -> Self {
+        Self {
+            db,
+            slack,
+            settings,
+        }
+    }
+
+    /// Delivers due alerts until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let idle = match self.deliver_one().await {
+                Ok(found) => !found,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot deliver alerts; trying again shortly");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims one due delivery per destination and tries it; `false` if
+    /// none was due.
+    pub async fn deliver_one(&self) -> Result<bool, DbErr> {
+        let mut found = false;
+        for destination in Destination::ALL {
+            found |= self.deliver_one_to(destination).await?;
+        }
+        Ok(found)
+    }
+
+    async fn deliver_one_to(&self, destination: Destination) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        // The transaction waits for the destination (up to the client's
+        // 10 s timeout): the pipeline's shorter bound on pauses inside a
+        // transaction would end it after the destination answered, and the
+        // message would be sent again. Its lock is on the delivery row
+        // only, which counting never waits for.
+        txn.execute_unprepared("SET LOCAL idle_in_transaction_session_timeout = '30s'")
+            .await?;
+        let claim = Statement::from_string(DbBackend::Postgres, destination.claim());
+        let Some(due) = Due::find_by_statement(claim).one(&txn).await? else {
+            return Ok(false);
+        };
+        let outcome = self.attempt(&txn, destination, &due).await?;
+        self.mark(&txn, destination, &due, outcome).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    async fn attempt<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        destination: Destination,
+        due: &Due,
+    ) -> Result<Outcome, DbErr> {
+        let (Some(url), Some(true)) = (&due.url, due.enabled) else {
+            return Ok(Outcome::NoWebhook);
+        };
+        let url = match self.settings.policy.check(url) {
+            Ok(url) => url,
+            Err(refused) => return Ok(Outcome::Failed(format!("webhook URL refused: {refused}"))),
+        };
+        let answer = match destination {
+            Destination::Slack => {
+                let message = self.message(db, due).await?;
+                self.slack.post(url, &message.payload()).await
+            }
+            Destination::Webhook => {
+                let secret = due.secret.as_deref().map(WebhookSecret::parse);
+                let Some(Ok(secret)) = secret else {
+                    return Ok(Outcome::Failed("the webhook secret is malformed".into()));
+                };
+                let alert = &due.alert;
+                let delivery = secret.delivery(alert.message_id(), alert.body(), Utc::now());
+                self.slack.post_signed(url, &delivery).await
+            }
+        };
+        let failures = due.attempts as usize + 1;
+        let outcome = match answer {
+            Answer::Delivered => Outcome::Delivered,
+            Answer::RateLimited(wait) => Outcome::Retry {
+                error: format!("429 rate limited by {}", destination.name()),
+                after: wait.unwrap_or_else(|| self.backoff(failures)),
+            },
+            Answer::Transient(error) => Outcome::Retry {
+                error,
+                after: self.backoff(failures),
+            },
+            Answer::Permanent(error) => Outcome::Failed(error),
+        };
+        Ok(match outcome {
+            Outcome::Retry { error, after } if self.past_horizon(due, after) => {
+                Outcome::Failed(format!("gave up after {failures} attempts: {error}"))
+            }
+            other => other,
+        })
+    }
+
+    fn past_horizon(&self, due: &Due, after: Duration) -> bool {
+        let next = Utc::now() + after;
+        let horizon = due.created_at + self.settings.give_up_after;
+        next > horizon
+    }
+
+    /// The wait after the `failures`-th failed attempt.
+    fn backoff(&self, failures: usize) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_base)
+            // The jitter adds up to the delay again: half, to stay within.
+            .with_max_delay(self.settings.retry_max / 2)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(failures.saturating_sub(1))
+            .unwrap_or(self.settings.retry_max)
+    }
+
+    async fn message<C: ConnectionTrait>(&self, db: &C, due: &Due) -> Result<AlertMessage, DbErr> {
+        let alert = &due.alert;
+        let tenant = tenants::Entity::find_by_id(alert.tenant.as_str())
+            .one(db)
+            .await?;
+        let tenant_name = tenant
+            .as_ref()
+            .map_or_else(|| alert.tenant.clone(), |t| t.name.clone());
+        let top_features = match tenant {
+            Some(tenant) => period_usage(db, vec![tenant], Utc::now())
+                .await?
+                .pop()
+                .map(|u| {
+                    u.by_feature
+                        .into_iter()
+                        .map(|f| (f.feature, f.counts.tokens))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(AlertMessage {
+            tenant: alert.tenant.clone(),
+            tenant_name,
+            threshold: alert.threshold,
+            usage_tokens: alert.usage_tokens,
+            quota: alert.quota,
+            period_end: alert.period_end,
+            top_features,
+            spend: match alert.kind {
+                alerts::Kind::Quota => None,
+                alerts::Kind::Budget => Some(Spend {
+                    cost: due.cost.clone().unwrap_or_default(),
+                    budget: due.budget.clone().unwrap_or_default(),
+                }),
+            },
+        })
+    }
+
+    async fn mark<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        destination: Destination,
+        due: &Due,
+        outcome: Outcome,
+    ) -> Result<(), DbErr> {
+        let (to, alert) = (destination.name(), &due.alert);
+        let (status, attempted, error, after): (&str, i32, Option<String>, Duration) =
+            match &outcome {
+                Outcome::Delivered => ("delivered", 1, None, Duration::ZERO),
+                Outcome::NoWebhook => ("no_webhook", 0, None, Duration::ZERO),
+                Outcome::Retry { error, after } => ("pending", 1, Some(error.clone()), *after),
+                Outcome::Failed(error) => ("failed", 1, Some(error.clone()), Duration::ZERO),
+            };
+        match &outcome {
+            Outcome::Delivered => {
+                tracing::info!(tenant = %alert.tenant, threshold = alert.threshold, to, "quota alert delivered");
+                metrics::counter!("flagmeter_alerts_delivered_total").increment(1);
+            }
+            Outcome::NoWebhook => {
+                tracing::info!(tenant = %alert.tenant, threshold = alert.threshold, to, "quota alert recorded; the tenant has no such webhook");
+            }
+            Outcome::Retry { error, after } => {
+                tracing::warn!(tenant = %alert.tenant, threshold = alert.threshold, to, error, retry_in = ?after, "quota alert not delivered; will retry");
+                metrics::counter!("flagmeter_alert_retries_total").increment(1);
+            }
+            Outcome::Failed(error) => {
+                tracing::error!(tenant = %alert.tenant, threshold = alert.threshold, to, error, "quota alert could not be delivered; giving up");
+                metrics::counter!("flagmeter_alerts_failed_total").increment(1);
+            }
+        }
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            destination.mark(),
+            [
+                alert.alert_id.into(),
+                status.into(),
+                attempted.into(),
+                error.into(),
+                after.as_secs_f64().into(),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+}
