@@ -44,7 +44,7 @@ impl Application {
         // was stored.
         let mut valkey = config.valkey.target()?.connect_lazy(ConnectOptions {
             connect_timeout: Duration::from_secs(2),
-            response_timeout: Some(Duration::from_millis(config::VALKEY_REPLY_TIMEOUT_MS)),
+            response_timeout: Duration::from_millis(config::VALKEY_REPLY_TIMEOUT_MS),
             retries: 1,
         })?;
         let shards = config.valkey.shards();
