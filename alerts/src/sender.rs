@@ -16,8 +16,14 @@
 //! destination's `Retry-After` wins for a 429) until the alert is older
 //! than the give-up horizon, then marked `failed`. Pending rows survive
 //! restarts: they are simply found again.
+//!
+//! The sender looks for due deliveries as soon as an evaluation in its
+//! replica recorded an alert ([`AlertsDue::wake`]), and otherwise every
+//! poll interval (which also finds retries coming due, and alerts recorded
+//! elsewhere). One delivery is given up after [`ATTEMPT_BOUND`], so that a
+//! PostgreSQL connection that went silent cannot stop deliveries for good.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -27,6 +33,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use store::usage::period_usage;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -147,10 +154,29 @@ enum Outcome {
     Failed(String),
 }
 
+/// Longest attempt at one delivery: claiming it, the destination's answer
+/// (the client gives up after 10 s), marking it and committing; the
+/// transaction's own bound on pauses is 30 s. A delivery given up is
+/// rolled back and found again.
+pub const ATTEMPT_BOUND: Duration = Duration::from_secs(45);
+
+/// Tells a sender that an alert was just recorded, so that it delivers it
+/// at once rather than at its next poll. Cheap to clone; a wake-up that
+/// comes while the sender is busy is kept for when it is done.
+#[derive(Clone, Default)]
+pub struct AlertsDue(Arc<Notify>);
+
+impl AlertsDue {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 pub struct Sender {
     db: DatabaseConnection,
     slack: SlackClient,
     settings: SenderSettings,
+    due: AlertsDue,
 }
 
 impl Sender {
@@ -159,22 +185,34 @@ impl Sender {
             db,
             slack,
             settings,
+            due: AlertsDue::default(),
         }
+    }
+
+    /// What wakes this sender when an alert becomes due.
+    pub fn alerts_due(&self) -> AlertsDue {
+        self.due.clone()
     }
 
     /// Delivers due alerts until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let idle = match self.deliver_one().await {
-                Ok(found) => !found,
-                Err(err) => {
+            let attempt = tokio::time::timeout(ATTEMPT_BOUND, self.deliver_one()).await;
+            let idle = match attempt {
+                Ok(Ok(found)) => !found,
+                Ok(Err(err)) => {
                     tracing::warn!(%err, "cannot deliver alerts; trying again shortly");
+                    true
+                }
+                Err(_) => {
+                    tracing::warn!(bound = ?ATTEMPT_BOUND, "an alert delivery took too long; trying again shortly");
                     true
                 }
             };
             if idle {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = self.due.0.notified() => {}
                     _ = tokio::time::sleep(self.settings.poll) => {}
                 }
             }

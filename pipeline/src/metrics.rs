@@ -88,6 +88,11 @@ pub fn describe_pipeline() {
         "Entries delivered but not acknowledged (sampled), by shard"
     );
     describe_gauge!(
+        crate::liveness::PROGRESS,
+        Unit::Seconds,
+        "When each shard's worker last completed a step (a read, a commit, a settled batch), in Unix time, by shard"
+    );
+    describe_gauge!(
         "flagmeter_db_pool_connections",
         Unit::Count,
         "PostgreSQL pool connections, by state"
