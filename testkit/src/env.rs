@@ -6,8 +6,8 @@
 //! (`CREATE DATABASE ... TEMPLATE`), made once per schema: copying a
 //! migrated database takes a fraction of applying every migration to each
 //! of a few hundred test databases. The template is named by a fingerprint
-//! of the migration sources (see `build.rs`), so a changed schema gets a
-//! template of its own, and it is built under a different name and renamed
+//! of the migration sources (see `build.rs`) and the day, so a changed
+//! schema gets a template of its own, and it is built under a different name and renamed
 //! when complete, under an advisory lock, so that test processes starting
 //! together build it once and never copy half a schema.
 //!
@@ -240,7 +240,10 @@ async fn database_exists(admin: &DatabaseConnection, name: &str) -> bool {
 /// The migrated template of this schema, built if it does not exist yet.
 async fn template(admin: &DatabaseConnection) -> String {
     let fingerprint = env!("FLAGMETER_SCHEMA_FINGERPRINT");
-    let name = format!("flagmeter_template_{fingerprint}");
+    // A template a day: what a migration derives from the date it runs
+    // (the ledger's first partitions) stays as current as a real start-up's.
+    let today = chrono::Utc::now().format("%Y%m%d");
+    let name = format!("flagmeter_template_{fingerprint}_{today}");
     if database_exists(admin, &name).await {
         return name;
     }
