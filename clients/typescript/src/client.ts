@@ -94,6 +94,9 @@ function transient(err: unknown): boolean {
   return err instanceof TypeError || name === "TimeoutError" || name === "AbortError";
 }
 
+/** Node's `process`, looked up rather than assumed: where there is none, there is no exit hook. */
+const nodeProcess = (globalThis as { process?: NodeJS.Process }).process;
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const segment = (value: string) => encodeURIComponent(value);
 
@@ -128,13 +131,15 @@ export class Client {
   #closed = false;
   /** Whether the api has the reservation routes; undefined until asked. */
   #reservations: boolean | undefined;
+  /** This client's entry in the exit hook's list, dropped at close(). */
+  readonly #ref = new WeakRef(this);
 
   constructor(options: ClientOptions = {}) {
-    const baseUrl = options.baseUrl ?? process.env.FLAGMETER_URL;
+    const baseUrl = options.baseUrl ?? nodeProcess?.env.FLAGMETER_URL;
     if (!baseUrl) throw new TypeError("baseUrl is required (or set FLAGMETER_URL)");
     new URL(baseUrl); // throws now on a malformed address, not at the first send
     this.baseUrl = baseUrl.replace(/\/+$/, "");
-    this.#apiKey = options.apiKey ?? process.env.FLAGMETER_API_KEY;
+    this.#apiKey = options.apiKey ?? nodeProcess?.env.FLAGMETER_API_KEY;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
     this.#retry = { ...DEFAULT_RETRY, ...options.retry };
     this.#batchSize = options.batchSize ?? MAX_BATCH;
@@ -319,7 +324,7 @@ export class Client {
       if (id !== undefined && call.eventId === undefined) {
         await this.release(id).catch((err: unknown) => {
           // Not fatal: an unreleased reservation expires at its TTL.
-          process.emitWarning(`flagmeter: could not release reservation ${id}: ${String(err)}`);
+          console.warn(`flagmeter: could not release reservation ${id}: ${String(err)}`);
         });
       }
     }
@@ -414,6 +419,7 @@ export class Client {
       await this.flush();
     } finally {
       this.#closed = true;
+      Client.#live.delete(this.#ref);
     }
   }
 
@@ -422,10 +428,10 @@ export class Client {
   static #hooked = false;
 
   static #watch(client: Client): void {
-    Client.#live.add(new WeakRef(client));
-    if (Client.#hooked || typeof process?.on !== "function") return;
+    Client.#live.add(client.#ref);
+    if (Client.#hooked || nodeProcess === undefined) return;
     Client.#hooked = true;
-    process.on("beforeExit", () => {
+    nodeProcess.on("beforeExit", () => {
       for (const ref of Client.#live) {
         const live = ref.deref();
         if (live === undefined || live.#closed) Client.#live.delete(ref);
