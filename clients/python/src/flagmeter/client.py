@@ -322,8 +322,8 @@ class Client(_Base):
 
     def record_batch(self, events: Iterable[Union[Event, Mapping[str, Any]]]) -> List[str]:
         """Sends events now (not through the queue), 1,000 to a request,
-        and returns their ids. Raises the first failure (after the other
-        chunks were sent); every event that was refused is in ``stats``."""
+        and returns their ids. Every chunk is tried; the events that could
+        not be delivered are then raised as :class:`FlushError`."""
         bodies = [_core.build_event(**event) for event in events]
         ids: List[str] = []
         failures: List[Tuple[BaseException, List[dict]]] = []
