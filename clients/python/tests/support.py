@@ -108,9 +108,21 @@ class Stack:
 
     def _psql(self, sql: str) -> None:
         subprocess.run(
-            ["psql", "-h", os.environ.get("PGHOST", "127.0.0.1"), "-p", os.environ.get("PGPORT", "5432"),
-             "-U", "postgres", "-d", "postgres", "-Atqc", sql],
-            check=True, capture_output=True,
+            [
+                "psql",
+                "-h",
+                os.environ.get("PGHOST", "127.0.0.1"),
+                "-p",
+                os.environ.get("PGPORT", "5432"),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atqc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
         )
 
     def log_tail(self, lines: int = 40) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
+from support import Proxy, Stack, tenant_name, wait_for_total
 
 from flagmeter import AsyncClient, Client, LimitExceeded, RetryPolicy
-from support import Proxy, Stack, tenant_name, wait_for_total
 
 FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
 GOLDEN = Path(__file__).resolve().parents[2] / "testdata" / "providers"
@@ -40,8 +40,16 @@ def reservations_stand_in(refuse: Optional[Dict[str, Any]] = None, retry_after: 
             if refuse is not None:
                 return ("answer", 429, refuse, {"retry-after": str(retry_after)})
             granted += 1
-            limits = [{"kind": "quota", "limit": 1_000_000, "used": 0, "reserved": 3000, "remaining": 997_000,
-                       "resetAt": "2030-01-01T00:00:00Z"}]
+            limits = [
+                {
+                    "kind": "quota",
+                    "limit": 1_000_000,
+                    "used": 0,
+                    "reserved": 3000,
+                    "remaining": 997_000,
+                    "resetAt": "2030-01-01T00:00:00Z",
+                }
+            ]
             body = {"reservationId": f"res-{granted}", "allowed": True, "expiresAt": in_a_minute(), "limits": limits}
             return ("answer", 201, body, {})
         if method == "DELETE" and path.startswith("/api/reservations/"):
@@ -86,10 +94,22 @@ def test_a_refused_reservation_raises_limit_exceeded_naming_the_limit_once(stack
         "allowed": False,
         "blockedBy": "tokensPerMinute",
         "limits": [
-            {"kind": "quota", "limit": 100000, "used": 5000, "reserved": 0, "remaining": 95000,
-             "resetAt": "2030-01-01T00:00:00Z"},
-            {"kind": "tokensPerMinute", "limit": 1000, "used": 900, "reserved": 100, "remaining": 0,
-             "resetAt": "2029-06-01T12:00:12Z"},
+            {
+                "kind": "quota",
+                "limit": 100000,
+                "used": 5000,
+                "reserved": 0,
+                "remaining": 95000,
+                "resetAt": "2030-01-01T00:00:00Z",
+            },
+            {
+                "kind": "tokensPerMinute",
+                "limit": 1000,
+                "used": 900,
+                "reserved": 100,
+                "remaining": 0,
+                "resetAt": "2029-06-01T12:00:12Z",
+            },
         ],
     }
     with Proxy(stack.url, reservations_stand_in(refuse=refusal)) as proxy:

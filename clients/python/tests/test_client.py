@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
+from support import Proxy, Stack, tenant_name, wait_for_total
 
 from flagmeter import ApiError, Client, DeadlineExceeded, FlushError, QueueFull, RetryPolicy, uuid7
-from support import Proxy, Stack, tenant_name, wait_for_total
 
 FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
 
@@ -103,7 +103,11 @@ def test_the_time_series_and_the_check_read_what_was_counted(client: Client) -> 
 def test_put_tenant_sends_only_the_settings_given(client: Client) -> None:
     tenant = tenant_name("py-tenant")
     created = client.put_tenant(tenant, monthly_quota=5000, monthly_budget="12.50", alert_thresholds=[50, 90])
-    assert (created["monthlyQuota"], created["monthlyBudget"], created["alertThresholds"]) == (5000, "12.500000", [50, 90])
+    assert (created["monthlyQuota"], created["monthlyBudget"], created["alertThresholds"]) == (
+        5000,
+        "12.500000",
+        [50, 90],
+    )
 
     updated = client.put_tenant(tenant, monthly_quota=6000)
     assert updated["monthlyBudget"] == "12.500000" and updated["alertThresholds"] == [50, 90]
@@ -195,8 +199,14 @@ def test_a_full_queue_makes_record_wait_then_raise_and_nothing_is_dropped() -> N
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
     try:
         fm = Client(
-            url, api_key="k", batch_size=1, max_queue=5, enqueue_timeout=0.3, flush_interval=0.01,
-            timeout=0.5, retry=RetryPolicy(deadline=1.5, initial_backoff=0.05),
+            url,
+            api_key="k",
+            batch_size=1,
+            max_queue=5,
+            enqueue_timeout=0.3,
+            flush_interval=0.01,
+            timeout=0.5,
+            retry=RetryPolicy(deadline=1.5, initial_backoff=0.05),
         )
         ids = [fm.record("t", "f", 1)]
         time.sleep(0.2)  # the sender has taken the first event and waits on the silent server

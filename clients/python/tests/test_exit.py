@@ -8,8 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-from flagmeter import Client
 from support import Stack, tenant_name, wait_for_total
+
+from flagmeter import Client
 
 
 def run(code: str) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import random
 
-from flagmeter import AsyncClient, Client, RetryPolicy
 from support import Proxy, Stack, every_fourth_answer_lost, tenant_name, wait_for_total
+
+from flagmeter import AsyncClient, Client, RetryPolicy
 
 FAST = RetryPolicy(deadline=20, initial_backoff=0.01, max_backoff=0.2)
 

@@ -1,8 +1,8 @@
 """FlagMeter client: meter AI-token usage per tenant.
 
-    from flagmeter import Client
-    with Client("http://127.0.0.1:3000", api_key="fmk_...") as fm:
-        fm.record("acme-corp", "gpt-4o", input_tokens=1200, output_tokens=300)
+from flagmeter import Client
+with Client("http://127.0.0.1:3000", api_key="fmk_...") as fm:
+    fm.record("acme-corp", "gpt-4o", input_tokens=1200, output_tokens=300)
 """
 
 from ._core import RetryPolicy, Stats, uuid7

@@ -18,6 +18,9 @@ from typing import Any, Dict, List, Mapping, Optional
 from .errors import ApiError, LimitExceeded
 from .types import Timestamp
 
+WireEvent = Dict[str, Any]
+"""An event as sent: camelCase keys, its id fixed, absent fields left out."""
+
 MAX_BATCH = 1000
 """The api takes at most this many events in one batch."""
 
@@ -80,7 +83,7 @@ def build_event(
     id: Optional[str] = None,
     timestamp: Optional[Timestamp] = None,
     reservation_id: Optional[str] = None,
-) -> Dict[str, Any]:
+) -> WireEvent:
     """The wire body of one event, its id fixed now (before any send), so
     that every retry of it is the same event and counts once.
 
@@ -91,7 +94,7 @@ def build_event(
         raise ValueError(f"tenant must be 1-64 of [A-Za-z0-9._-] starting alphanumeric: {tenant!r}")
     if not isinstance(feature, str) or len(feature) > 128 or not _PRINTABLE.fullmatch(feature):
         raise ValueError(f"feature must be 1-128 printable ASCII without spaces: {feature!r}")
-    body: Dict[str, Any] = {"id": id if id is not None else uuid7(), "tenant": tenant, "feature": feature}
+    body: WireEvent = {"id": id if id is not None else uuid7(), "tenant": tenant, "feature": feature}
     if not isinstance(body["id"], str) or len(body["id"]) > 128 or not _PRINTABLE_ID.fullmatch(body["id"]):
         raise ValueError(f"id must be 1-128 printable ASCII: {id!r}")
     values = dict(
@@ -223,7 +226,7 @@ def limit_exceeded(
     """Builds the refusal from a reservation's 429 or a check's answer;
     ``reset_at`` stands in when the answer names no limit (an api from
     before limits: the quota and the budget reset at the period's end)."""
-    limits: List[dict] = list(body.get("limits") or [])
+    limits: List[Dict[str, Any]] = list(body.get("limits") or [])
     blocked_by = body.get("blockedBy") or "quota"
     named = next((lim.get("resetAt") for lim in limits if lim.get("kind") == blocked_by), None)
     return LimitExceeded(tenant, blocked_by, named or reset_at, limits, retry_after)

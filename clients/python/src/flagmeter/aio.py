@@ -10,18 +10,18 @@ import functools
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union, cast
 
 import httpx
 
 from . import _core
-from ._core import MAX_BATCH, RetryPolicy
+from ._core import MAX_BATCH, RetryPolicy, WireEvent
 from .client import RETRYABLE_ERRORS, UNSET, Client, OnError, _Base, _path, log
-from .errors import ApiError, DeadlineExceeded, FlagMeterError, FlushError, LimitExceeded, QueueFull
+from .errors import ApiError, DeadlineExceeded, FlagMeterError, FlushError, QueueFull
 from .providers import usage_from_response
 from .types import Check, Event, Reservation, Tenant, Timeseries, Timestamp, Usage
 
-Failures = List[Tuple[BaseException, List[dict]]]
+Failures = List[Tuple[BaseException, List[WireEvent]]]
 
 
 class AsyncClient(_Base):
@@ -60,8 +60,8 @@ class AsyncClient(_Base):
             on_error=on_error,
         )
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), transport=transport)
-        self._pending: Deque[dict] = collections.deque()
-        self._in_flight: List[dict] = []  # the batch being sent, resent at exit if cut off
+        self._pending: Deque[WireEvent] = collections.deque()
+        self._in_flight: List[WireEvent] = []  # the batch being sent, resent at exit if cut off
         # Made on first use, inside the running loop (Python 3.9 binds a
         # Condition to the loop current when it is made).
         self._cond_: Optional[asyncio.Condition] = None
@@ -119,7 +119,7 @@ class AsyncClient(_Base):
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _send_batch(self, events: List[dict], failures: Failures) -> List[str]:
+    async def _send_batch(self, events: List[WireEvent], failures: Failures) -> List[str]:
         """As :meth:`flagmeter.Client._send_batch`, awaited."""
         try:
             await self._request("POST", "/api/events/batch", json={"events": events}, weight=len(events))
@@ -186,7 +186,7 @@ class AsyncClient(_Base):
             self.stats.queued = len(self._pending)
             if len(self._pending) >= self._batch_size:
                 self._cond.notify_all()
-        return event["id"]
+        return str(event["id"])
 
     async def record_batch(self, events: Iterable[Union[Event, Mapping[str, Any]]]) -> List[str]:
         """Sends events now, 1,000 to a request, and returns their ids;
@@ -206,7 +206,7 @@ class AsyncClient(_Base):
     # -- reads ---------------------------------------------------------------
 
     async def usage(self, tenant: str) -> Usage:
-        return (await self._request("GET", f"/api/usage/{_path(tenant)}")).json()
+        return cast(Usage, (await self._request("GET", f"/api/usage/{_path(tenant)}")).json())
 
     async def timeseries(
         self,
@@ -219,11 +219,13 @@ class AsyncClient(_Base):
         tz: Optional[str] = None,
     ) -> Timeseries:
         params = self._timeseries_params(granularity, from_, to, feature, tz)
-        return (await self._request("GET", f"/api/usage/{_path(tenant)}/timeseries", params=params)).json()
+        return cast(
+            Timeseries, (await self._request("GET", f"/api/usage/{_path(tenant)}/timeseries", params=params)).json()
+        )
 
     async def check(self, tenant: str, tokens: int = 0) -> Check:
         path = f"/api/usage/{_path(tenant)}/check"
-        return (await self._request("GET", path, params={"tokens": tokens})).json()
+        return cast(Check, (await self._request("GET", path, params={"tokens": tokens})).json())
 
     # -- reservations --------------------------------------------------------
 
@@ -255,7 +257,7 @@ class AsyncClient(_Base):
         if response.status_code == 429:
             retry_after = _core.parse_retry_after(response.headers.get("retry-after"))
             raise _core.limit_exceeded(tenant, response.json(), retry_after)
-        return response.json()
+        return cast(Reservation, response.json())
 
     async def release(self, reservation_id: str) -> None:
         await self._request("DELETE", f"/api/reservations/{_path(reservation_id)}")
@@ -291,7 +293,7 @@ class AsyncClient(_Base):
             tokens_per_minute=tokens_per_minute,
             requests_per_minute=requests_per_minute,
         )
-        return (await self._request("PUT", f"/api/tenants/{_path(tenant)}", json=body)).json()
+        return cast(Tenant, (await self._request("PUT", f"/api/tenants/{_path(tenant)}", json=body)).json())
 
     # -- the queue -----------------------------------------------------------
 
@@ -307,7 +309,7 @@ class AsyncClient(_Base):
             or time.monotonic() >= self._due
         )
 
-    async def _next_batch(self) -> Optional[List[dict]]:
+    async def _next_batch(self) -> Optional[List[WireEvent]]:
         async with self._cond:
             while not self._ready():
                 if self._closed:

@@ -12,13 +12,13 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union, cast
 from urllib.parse import quote
 
 import httpx
 
 from . import _core
-from ._core import MAX_BATCH, RetryPolicy, Stats
+from ._core import MAX_BATCH, RetryPolicy, Stats, WireEvent
 from .errors import ApiError, DeadlineExceeded, FlagMeterError, FlushError, LimitExceeded, QueueFull
 from .providers import usage_from_response
 from .types import Check, Event, Reservation, Tenant, Timeseries, Timestamp, Usage
@@ -34,7 +34,7 @@ RETRYABLE_ERRORS: Tuple[Type[BaseException], ...] = (
     httpx.RemoteProtocolError,
 )
 
-OnError = Callable[[BaseException, List[dict]], None]
+OnError = Callable[[BaseException, List[WireEvent]], None]
 
 
 class _Unset:
@@ -85,7 +85,7 @@ class _Base:
         # Whether the api has the reservation routes; None until asked.
         self._reservations: Optional[bool] = None
         # Batches given up on since the last flush, for flush() to raise.
-        self._failures: List[Tuple[BaseException, List[dict]]] = []
+        self._failures: List[Tuple[BaseException, List[WireEvent]]] = []
 
     def _headers(self) -> Dict[str, str]:
         headers = {"user-agent": "flagmeter-python/0.1.0"}
@@ -93,7 +93,7 @@ class _Base:
             headers["authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def _report(self, failures: List[Tuple[BaseException, List[dict]]]) -> None:
+    def _report(self, failures: List[Tuple[BaseException, List[WireEvent]]]) -> None:
         """Batches the sender gave up on: kept for flush() to raise, and
         handed to ``on_error`` (or logged), never dropped unseen. Called
         with the queue's lock held."""
@@ -194,7 +194,7 @@ class Client(_Base):
         # waits on it for room, flush() for its events to be done, and the
         # sender for work.
         self._cond = threading.Condition()
-        self._pending: Deque[dict] = collections.deque()
+        self._pending: Deque[WireEvent] = collections.deque()
         self._enqueued = 0  # events ever queued
         self._taken = 0  # events the sender has taken off the queue
         self._done = 0  # events sent or reported failed
@@ -247,7 +247,7 @@ class Client(_Base):
             time.sleep(delay)
             attempt += 1
 
-    def _send_batch(self, events: List[dict], failures: List[Tuple[BaseException, List[dict]]]) -> List[str]:
+    def _send_batch(self, events: List[WireEvent], failures: List[Tuple[BaseException, List[WireEvent]]]) -> List[str]:
         """Sends events (at most MAX_BATCH), counts them, and returns the ids
         sent; what is given up on goes to ``failures``. A batch the api
         refuses as invalid (400) or too large (413) is halved until the
@@ -318,7 +318,7 @@ class Client(_Base):
             self.stats.queued = len(self._pending)
             if len(self._pending) >= self._batch_size:
                 self._cond.notify_all()
-        return event["id"]
+        return str(event["id"])
 
     def record_batch(self, events: Iterable[Union[Event, Mapping[str, Any]]]) -> List[str]:
         """Sends events now (not through the queue), 1,000 to a request,
@@ -326,7 +326,7 @@ class Client(_Base):
         not be delivered are then raised as :class:`FlushError`."""
         bodies = [_core.build_event(**event) for event in events]
         ids: List[str] = []
-        failures: List[Tuple[BaseException, List[dict]]] = []
+        failures: List[Tuple[BaseException, List[WireEvent]]] = []
         for start in range(0, len(bodies), MAX_BATCH):
             ids += self._send_batch(bodies[start : start + MAX_BATCH], failures)
         if failures:
@@ -341,7 +341,7 @@ class Client(_Base):
 
     def usage(self, tenant: str) -> Usage:
         """The tenant's current billing period."""
-        return self._request("GET", f"/api/usage/{_path(tenant)}").json()
+        return cast(Usage, self._request("GET", f"/api/usage/{_path(tenant)}").json())
 
     def timeseries(
         self,
@@ -355,12 +355,12 @@ class Client(_Base):
     ) -> Timeseries:
         """Usage per ``minute``, ``hour`` or ``day`` bucket."""
         params = self._timeseries_params(granularity, from_, to, feature, tz)
-        return self._request("GET", f"/api/usage/{_path(tenant)}/timeseries", params=params).json()
+        return cast(Timeseries, self._request("GET", f"/api/usage/{_path(tenant)}/timeseries", params=params).json())
 
     def check(self, tenant: str, tokens: int = 0) -> Check:
         """Whether the tenant may use ``tokens`` more tokens now (advisory:
         use ``reserve`` or ``call`` for a limit that holds)."""
-        return self._request("GET", f"/api/usage/{_path(tenant)}/check", params={"tokens": tokens}).json()
+        return cast(Check, self._request("GET", f"/api/usage/{_path(tenant)}/check", params={"tokens": tokens}).json())
 
     # -- reservations --------------------------------------------------------
 
@@ -394,15 +394,13 @@ class Client(_Base):
         if response.status_code == 429:
             retry_after = _core.parse_retry_after(response.headers.get("retry-after"))
             raise _core.limit_exceeded(tenant, response.json(), retry_after)
-        return response.json()
+        return cast(Reservation, response.json())
 
     def release(self, reservation_id: str) -> None:
         """Gives back an unused reservation (idempotent)."""
         self._request("DELETE", f"/api/reservations/{_path(reservation_id)}")
 
-    def call(
-        self, tenant: str, feature: str, estimate_tokens: int, *, ttl_seconds: Optional[int] = None
-    ) -> "Call":
+    def call(self, tenant: str, feature: str, estimate_tokens: int, *, ttl_seconds: Optional[int] = None) -> "Call":
         """A context manager around one model call: reserves
         ``estimate_tokens`` on entry (raising :class:`LimitExceeded` when
         refused), ``call.record(response)`` records the call's usage against
@@ -438,7 +436,7 @@ class Client(_Base):
             tokens_per_minute=tokens_per_minute,
             requests_per_minute=requests_per_minute,
         )
-        return self._request("PUT", f"/api/tenants/{_path(tenant)}", json=body).json()
+        return cast(Tenant, self._request("PUT", f"/api/tenants/{_path(tenant)}", json=body).json())
 
     # -- the queue -----------------------------------------------------------
 
@@ -447,7 +445,7 @@ class Client(_Base):
             self._sender = threading.Thread(target=self._run_sender, name="flagmeter-sender", daemon=True)
             self._sender.start()
 
-    def _next_batch(self) -> Optional[List[dict]]:
+    def _next_batch(self) -> Optional[List[WireEvent]]:
         """Waits for a batch worth sending: a full one, the oldest event's
         interval passed, a flush, or closing. None when closed and empty."""
         with self._cond:
@@ -473,7 +471,7 @@ class Client(_Base):
             batch = self._next_batch()
             if batch is None:
                 return
-            failures: List[Tuple[BaseException, List[dict]]] = []
+            failures: List[Tuple[BaseException, List[WireEvent]]] = []
             self._send_batch(batch, failures)
             with self._cond:
                 try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+WireEvent = Dict[str, Any]
 
 
 class FlagMeterError(Exception):
@@ -52,14 +54,14 @@ class FlushError(FlagMeterError):
     events are the wire bodies (with their ids), ready to be sent again.
     """
 
-    def __init__(self, failures: Sequence[Tuple[BaseException, List[dict]]]) -> None:
+    def __init__(self, failures: Sequence[Tuple[BaseException, List[WireEvent]]]) -> None:
         self.failures = list(failures)
         count = sum(len(events) for _, events in self.failures)
         first = self.failures[0][0] if self.failures else None
         super().__init__(f"{count} event(s) could not be delivered; first error: {first}")
 
     @property
-    def events(self) -> List[dict]:
+    def events(self) -> List[WireEvent]:
         return [event for _, events in self.failures for event in events]
 
 
@@ -79,7 +81,7 @@ class LimitExceeded(FlagMeterError):
         tenant: str,
         blocked_by: str,
         reset_at: Optional[str],
-        limits: Optional[List[dict]] = None,
+        limits: Optional[List[WireEvent]] = None,
         retry_after: Optional[float] = None,
     ) -> None:
         self.tenant = tenant
