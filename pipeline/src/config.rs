@@ -55,9 +55,9 @@ pub struct WorkerArgs {
     /// idle time).
     #[arg(long, env = "FLAGMETER_DB_IDLE_IN_TRANSACTION_MS")]
     pub db_idle_in_transaction_ms: Option<u64>,
-    /// A consumer that owns no pending entries and has not read for this
-    /// long (a replica that crashed or was replaced) is removed from its
-    /// group, in seconds.
+    /// A consumer that owns no pending entries and has been idle this long
+    /// (a replica that crashed or was replaced) is removed from its group,
+    /// in seconds.
     #[arg(long, env = "FLAGMETER_STALE_CONSUMER_SECS", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub stale_consumer_secs: u64,

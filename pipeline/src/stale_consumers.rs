@@ -2,13 +2,16 @@
 //! its group under a name of its own (`hostname-pid`), so every crash or
 //! restart leaves one more name in the group, forever, unless someone
 //! removes it. The janitor removes those that own no pending entries and
-//! have not read for a long time (`FLAGMETER_STALE_CONSUMER_SECS`).
+//! have been idle for a long time (`FLAGMETER_STALE_CONSUMER_SECS`): no
+//! entry delivered to or claimed by them (Valkey and Redis 7.2 also count a
+//! read that found nothing; Redis 7.0 does not).
 //!
 //! `XGROUP DELCONSUMER` drops the consumer's pending entries with it, and
 //! they would then never be counted, nor taken over. So the check and the
 //! removal run as one script, atomically: no entry can be delivered to the
-//! consumer in between. A consumer removed while alive (one idle that long
-//! owns nothing) is harmless: its next read recreates it.
+//! consumer in between. A consumer removed while alive (a replica on a
+//! quiet stream, say) owns nothing, so that is harmless: the next read that
+//! delivers it an entry recreates it.
 
 use std::time::Duration;
 
@@ -16,8 +19,8 @@ use redis::{RedisError, aio::ConnectionLike};
 use stream::StreamKeys;
 
 /// Removes, from group `ARGV[1]` of stream `KEYS[1]`, every consumer with
-/// no pending entry and idle (no read, claim or ack attempted) for at least
-/// `ARGV[2]` ms; returns their names.
+/// no pending entry and idle for at least `ARGV[2]` ms; returns their
+/// names.
 const REMOVE_STALE: &str = r"
 local removed = {}
 for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do

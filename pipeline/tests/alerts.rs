@@ -1,6 +1,7 @@
 //! Quota alerts decided after COMMIT, against real PostgreSQL and Valkey:
 //! the interleavings of replicas counting one tenant, a crash between COMMIT
-//! and evaluation, redelivery, and a decision racing a settings change.
+//! and evaluation, redelivery, a decision racing a settings change, and
+//! delivery as soon as an alert is recorded.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use stream::EventRecord;
-use testkit::{TestEnv, env as testing};
+use testkit::{TestEnv, env as testing, fake_slack::FakeSlack};
 
 fn event(tenant: &str, id: &str, tokens: i64) -> EventRecord {
     testing::event(tenant, id, "gpt-4o", tokens, Utc::now())
@@ -253,4 +254,33 @@ async fn a_decision_made_with_a_quota_being_replaced_is_dropped() {
         [],
         "900 is 45 % of the new quota"
     );
+}
+
+#[tokio::test]
+async fn an_alert_is_delivered_as_soon_as_it_is_recorded_not_at_the_next_poll() {
+    let env = TestEnv::new().await;
+    tenant(&env, "acme", 1_000, &[80]).await;
+    let slack = FakeSlack::start(&[]).await;
+    env.db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO slack_webhooks (tenant, url, enabled) VALUES ($1, $2, true)",
+            ["acme".into(), slack.url.clone().into()],
+        ))
+        .await
+        .unwrap();
+    let mut config = env.pipeline_config("w");
+    // Ten minutes: within the test, only the wake-up from the evaluation
+    // can have the alert delivered.
+    config.sender.alert_poll_ms = 600_000;
+    let worker = testing::Replica::start(config);
+    env.append(&[event("acme", "1", 100)]).await;
+    assert!(env.drained(Duration::from_secs(20)).await);
+
+    env.append(&[event("acme", "2", 800)]).await;
+    let delivered = slack.wait_for_requests(1, Duration::from_secs(30)).await;
+    worker.stop().await;
+
+    assert_eq!(delivered[0].status, 200);
+    assert_eq!(fired(&env, "acme").await, [(80, 900)]);
 }

@@ -1,6 +1,7 @@
 //! The pipeline's defences, in-process against real PostgreSQL and Valkey:
 //! entries PostgreSQL refuses, entries that keep crashing workers, safe
-//! trimming, dead-letter re-drive, ledger retention, keeping live work fresh.
+//! trimming, dead-letter re-drive, ledger retention, keeping live work fresh,
+//! removing the consumers dead replicas left behind.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use chrono::Utc;
 use pipeline::{
     consumer::{Consumer, ReadSettings},
     janitor::{expire_ledger, safe_trim_point, trim_stream},
+    stale_consumers,
 };
 use redis::AsyncCommands;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -380,4 +382,105 @@ async fn a_dead_letter_written_twice_is_stored_once() {
         .await
         .unwrap();
     assert!(after.is_empty(), "the cursor pages past it");
+}
+
+/// The group's consumers and how many entries each has pending, by name.
+async fn consumers(env: &TestEnv) -> Vec<(String, usize)> {
+    let reply: redis::streams::StreamInfoConsumersReply = env
+        .valkey()
+        .await
+        .xinfo_consumers(&env.stream, &env.group)
+        .await
+        .unwrap();
+    let mut consumers: Vec<(String, usize)> = reply
+        .consumers
+        .into_iter()
+        .map(|c| (c.name, c.pending))
+        .collect();
+    consumers.sort();
+    consumers
+}
+
+/// Adds an empty consumer `name` to the test's group, as a replica that
+/// started and died before reading anything leaves.
+async fn create_consumer(env: &TestEnv, name: &str) {
+    let _: bool = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&env.stream)
+        .arg(&env.group)
+        .arg(name)
+        .query_async(&mut env.valkey().await)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn idle_consumers_that_own_nothing_are_removed_and_one_that_owns_entries_never_is() {
+    let env = TestEnv::new().await;
+    let ids = env
+        .append(
+            &(0..5)
+                .map(|i| event(&i.to_string(), "x", 1))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let owned = env.read_as("crashed-owning-3", 3).await;
+    env.read_as("crashed-after-acking", 2).await;
+    let _: u64 = env
+        .valkey()
+        .await
+        .xack(&env.stream, &env.group, &ids[3..])
+        .await
+        .unwrap();
+    create_consumer(&env, "crashed-empty").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    create_consumer(&env, "just-started").await;
+
+    let keys = StreamKeys::new(&env.stream, &env.group);
+    let mut removed =
+        stale_consumers::remove(&mut env.valkey().await, &keys, Duration::from_millis(300))
+            .await
+            .unwrap();
+    removed.sort();
+
+    assert_eq!(removed, ["crashed-after-acking", "crashed-empty"]);
+    assert_eq!(
+        consumers(&env).await,
+        [
+            ("crashed-owning-3".to_owned(), 3),
+            ("just-started".to_owned(), 0)
+        ]
+    );
+    assert_eq!(owned, ids[..3]);
+}
+
+#[tokio::test]
+async fn a_replicas_janitor_removes_a_dead_replicas_consumer_once_it_is_stale() {
+    let env = TestEnv::new().await;
+    env.append(&[event("a", "x", 1)]).await;
+    create_consumer(&env, "dead-replica").await;
+    let mut config = env.pipeline_config("live");
+    config.worker.stale_consumer_secs = 1;
+    let replica = testing::Replica::start(config);
+
+    testkit::eventually(
+        "the dead replica's consumer is removed",
+        Duration::from_secs(30),
+        || async {
+            let names: Vec<String> = consumers(&env).await.into_iter().map(|c| c.0).collect();
+            if names.contains(&"dead-replica".to_owned()) {
+                Err(names)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // The live replica's consumer, idle as long on a quiet stream, may go
+    // too: its next read that returns entries brings it back.
+    env.append(&[event("b", "x", 1)]).await;
+    assert!(env.drained(Duration::from_secs(20)).await);
+    replica.stop().await;
+
+    assert_eq!(total(&env).await, 2);
 }

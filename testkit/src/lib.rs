@@ -4,7 +4,8 @@
 //! until something holds ([`eventually`]), a fake Slack ([`fake_slack`]),
 //! bearer-key clients ([`bearer`]), lists read out of JSON answers
 //! ([`json`]), headless Chromium ([`chromium`]), a
-//! real Redis Cluster on loopback ([`cluster`]), and
+//! real Redis Cluster on loopback ([`cluster`]), a TCP proxy that turns
+//! its connections half-open on command ([`freezing_proxy`]), and
 //! `TEST_LOG=1` to see the services' logs ([`log`]). Dev-only: no
 //! production crate depends on it.
 
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod env;
 pub mod eventually;
 pub mod fake_slack;
+pub mod freezing_proxy;
 pub mod json;
 pub mod log;
 

@@ -10,6 +10,7 @@
 mod clocks;
 mod cluster;
 mod deployment;
+mod half_open;
 mod logs;
 mod recovery;
 mod support;
