@@ -65,6 +65,10 @@ pub enum Command {
         )]
         tenant_counts: Vec<usize>,
     },
+    /// docs/SCALING.md's inputs: fill EVENTS over 200 tenants, drain with
+    /// one replica, then WAL and bytes on disk per event, and what
+    /// retention by DELETE costs.
+    Capacity { events: u64 },
     /// The capped-replica drain: 1, 2 and 3 replicas, each in a cgroup of
     /// its own with a CFS quota of CAP CPUs.
     Replicas {

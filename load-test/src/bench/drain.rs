@@ -12,7 +12,7 @@ use crate::{
     loader::{Loader, tenants},
     metrics::WorkerCounters,
     postgres, procfs,
-    services::Bench,
+    services::{Api, Bench, Run},
     stats::{median, spread},
 };
 
@@ -103,6 +103,43 @@ impl Drained {
     }
 }
 
+/// A run whose stream holds the pre-filled events, with the audit waiting
+/// (paused) for them to be counted.
+pub struct Filled<'a> {
+    pub run: Run<'a>,
+    pub api: Api,
+    pub loader: Loader,
+}
+
+/// A fresh run, its api, and exactly `events` events over `tenant_count`
+/// tenants in the stream: posts of 100 at a rate within the api's capacity
+/// (100,000 events a second), by `flagmeter-load --audit`, which is then
+/// paused so that its usage polls do not load the machine being timed.
+pub async fn fill<'a>(
+    bench: &'a Bench,
+    events: u64,
+    tenant_count: usize,
+    tag: &str,
+) -> anyhow::Result<Filled<'a>> {
+    let run = bench.fresh().await?;
+    let api = run.start_api(&["ingest", "read"]).await?;
+    let seconds = events / 100_000 + 1;
+    let args = [
+        format!("--rate={}", (events / 100 / seconds).max(1)),
+        format!("--duration={seconds}s"),
+        "--mix=100".to_owned(),
+        "--batch=100".to_owned(),
+        "--connections=64".to_owned(),
+        format!("--tenants={}", tenants(tenant_count)),
+        "--audit".to_owned(),
+        "--drain-timeout=1800s".to_owned(),
+    ];
+    let mut loader = Loader::spawn(bench, &api, tag, &args)?;
+    loader.posts_done().await?;
+    loader.pause();
+    Ok(Filled { run, api, loader })
+}
+
 /// Fills, drains and audits once; prints the run's line.
 pub async fn once(bench: &Bench, spec: Spec, run_number: usize) -> anyhow::Result<Drained> {
     let cap_tag = spec
@@ -112,28 +149,7 @@ pub async fn once(bench: &Bench, spec: Spec, run_number: usize) -> anyhow::Resul
         "drain{cap_tag}-t{}-w{}-{run_number}",
         spec.tenants, spec.workers
     );
-    let run = bench.fresh().await?;
-    let api = run.start_api(&["ingest", "read"]).await?;
-    // Exactly EVENTS events, posts of 100 at a rate within the api's
-    // capacity (100,000 events a second).
-    let seconds = spec.events / 100_000 + 1;
-    let args = [
-        "--rate".to_owned(),
-        (spec.events / 100 / seconds).max(1).to_string(),
-        "--duration".to_owned(),
-        format!("{seconds}s"),
-        "--mix=100".to_owned(),
-        "--batch=100".to_owned(),
-        "--connections=64".to_owned(),
-        "--tenants".to_owned(),
-        tenants(spec.tenants),
-        "--audit".to_owned(),
-        "--drain-timeout=1800s".to_owned(),
-    ];
-    let mut loader = Loader::spawn(bench, &api, &tag, &args)?;
-    loader.posts_done().await?;
-    loader.pause();
-
+    let Filled { run, api, loader } = fill(bench, spec.events, spec.tenants, &tag).await?;
     let filled = run.stream_len().await?;
     let settings = &bench.settings;
     let before = postgres::backends(&bench.admin, &settings.database).await?;

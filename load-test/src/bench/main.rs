@@ -7,6 +7,7 @@
 //! `stream` crate, so the bench names shards exactly as the services do.
 
 mod alert_latency;
+mod capacity;
 mod cgroup;
 mod cli;
 mod drain;
@@ -46,6 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(runs) => open_load::ingest(&bench, Mix::Single, &runs).await,
         Command::Batch(runs) => open_load::ingest(&bench, Mix::Batch, &runs).await,
+        Command::Capacity { events } => capacity::run(&bench, events).await,
         Command::Lag { rate, load } => open_load::lag(&bench, rate, &load).await,
         Command::Check {
             rates,
