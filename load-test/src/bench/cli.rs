@@ -65,6 +65,14 @@ pub enum Command {
         )]
         tenant_counts: Vec<usize>,
     },
+    /// The box's limits and the api in one round: nginx's static 202 and
+    /// the api (2 replicas beside it) under the same wrk 80/20 mix, and
+    /// redis-benchmark XADD without and with -P 100.
+    Wrk {
+        /// Length of each wrk run.
+        #[arg(long, env = "DURATION", default_value = "10s")]
+        duration: String,
+    },
     /// docs/SCALING.md's inputs: fill EVENTS over 200 tenants, drain with
     /// one replica, then WAL and bytes on disk per event, and what
     /// retention by DELETE costs.

@@ -19,6 +19,7 @@ mod procfs;
 mod replicas;
 mod services;
 mod stats;
+mod wrk;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(runs) => open_load::ingest(&bench, Mix::Single, &runs).await,
         Command::Batch(runs) => open_load::ingest(&bench, Mix::Batch, &runs).await,
+        Command::Wrk { duration } => wrk::run(&bench, &duration).await,
         Command::Capacity { events } => capacity::run(&bench, events).await,
         Command::Lag { rate, load } => open_load::lag(&bench, rate, &load).await,
         Command::Check {

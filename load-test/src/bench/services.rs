@@ -261,7 +261,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn spawn(command: &mut Command) -> anyhow::Result<Self> {
+    pub fn spawn(command: &mut Command) -> anyhow::Result<Self> {
         let child = command.spawn().context("starting a service")?;
         let pid = child.id().context("a started process has a pid")?;
         Ok(Self { child, pid })
