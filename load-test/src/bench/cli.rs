@@ -119,7 +119,8 @@ pub struct Settings {
     pub shards: u16,
     /// Start a 3-master Redis Cluster on free loopback ports instead of
     /// using the node at `VALKEY_URL`.
-    #[arg(long, env = "CLUSTER", global = true)]
+    /// (`CLUSTER=1`, `true`, `yes` or `on`).
+    #[arg(long, env = "CLUSTER", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub cluster: bool,
     /// The node used without `--cluster`.
     #[arg(

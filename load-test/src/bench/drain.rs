@@ -151,6 +151,9 @@ pub async fn once(bench: &Bench, spec: Spec, run_number: usize) -> anyhow::Resul
     );
     let Filled { run, api, loader } = fill(bench, spec.events, spec.tenants, &tag).await?;
     let filled = run.stream_len().await?;
+    if let Some(masters) = bench.shard_masters(&run.shards).await {
+        println!("{masters}");
+    }
     let settings = &bench.settings;
     let before = postgres::backends(&bench.admin, &settings.database).await?;
     let redis_pid = bench.valkey_pid().await?;

@@ -106,6 +106,22 @@ impl Bench {
             .context("INFO server names no process_id")
     }
 
+    /// On a cluster, which master holds each shard (`{tag}@port`), once the
+    /// shards exist.
+    pub async fn shard_masters(&self, shards: &Shards) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        let mut where_ = Vec::new();
+        for keys in shards.all() {
+            let port = cluster.master_of(&keys.stream).await;
+            let tag = keys.stream.rsplit(':').next().unwrap_or_default();
+            where_.push(format!(
+                "{tag}@{}",
+                port.map_or("?".to_owned(), |p| p.to_string())
+            ));
+        }
+        Some(format!("shards on masters: {}", where_.join(" ")))
+    }
+
     /// A report or log file of this bench.
     pub fn out(&self, name: &str) -> std::path::PathBuf {
         self.settings.out.join(name)
