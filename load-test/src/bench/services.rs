@@ -241,6 +241,25 @@ impl Run<'_> {
         Ok(total)
     }
 
+    /// Entries ever appended to the stream, every shard together
+    /// (`entries-added` of `XINFO STREAM`, which trimming does not lower).
+    pub async fn entries_added(&self) -> anyhow::Result<u64> {
+        let mut conn = self.bench.valkey().await?;
+        let mut total = 0;
+        for keys in self.shards.all() {
+            let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(&keys.stream)
+                .query_async(&mut conn)
+                .await?;
+            let added = info
+                .get("entries-added")
+                .context("XINFO STREAM without entries-added (Redis 7 or Valkey needed)")?;
+            total += redis::from_redis_value_ref::<u64>(added)?;
+        }
+        Ok(total)
+    }
+
     /// Until every shard's group has nothing undelivered and nothing
     /// pending. Nothing is added during a drain, so a shard once idle stays
     /// idle; one connection looks every 50 ms (a process per look would
