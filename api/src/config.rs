@@ -50,6 +50,14 @@ pub struct ApiConfig {
     /// The currency of prices, costs and budgets: an ISO 4217 code.
     #[arg(long, env = "FLAGMETER_CURRENCY", default_value = "USD")]
     pub currency: String,
+    /// The span (or resource) attribute that names the tenant of a GenAI
+    /// span sent to `POST /v1/traces`.
+    #[arg(
+        long,
+        env = "FLAGMETER_OTLP_TENANT_ATTRIBUTE",
+        default_value = "flagmeter.tenant"
+    )]
+    pub otlp_tenant_attribute: String,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -98,6 +106,12 @@ impl ApiConfig {
             "FLAGMETER_CURRENCY",
             &self.currency,
             "must be an ISO 4217 code: three capital letters such as USD",
+        )?;
+        require(
+            !self.otlp_tenant_attribute.trim().is_empty(),
+            "FLAGMETER_OTLP_TENANT_ATTRIBUTE",
+            &self.otlp_tenant_attribute,
+            "must name an attribute",
         )?;
         self.auth.validate()?;
         self.valkey.validate()?;

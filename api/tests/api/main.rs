@@ -11,6 +11,7 @@ mod end_to_end;
 mod explorer;
 mod ingest;
 mod msgpack;
+mod otlp;
 mod priced_periods;
 mod pricing;
 mod shards;
