@@ -206,7 +206,9 @@ impl PricesCommand {
             added.len()
         );
         if refused > 0 {
-            anyhow::bail!("{refused} models refused (see above); the others were imported");
+            anyhow::bail!(
+                "refused {refused} of the catalog's models (see above); the others were imported"
+            );
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ mod explorer;
 mod ingest;
 mod msgpack;
 mod otlp;
+mod price_catalog;
 mod priced_periods;
 mod pricing;
 mod shards;
