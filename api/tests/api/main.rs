@@ -11,6 +11,7 @@ mod end_to_end;
 mod explorer;
 mod ingest;
 mod msgpack;
+mod otel_sdk;
 mod otlp;
 mod price_catalog;
 mod priced_periods;
