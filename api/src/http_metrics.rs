@@ -61,6 +61,11 @@ pub fn describe() {
         Unit::Count,
         "Entries in each shard of the stream (sampled), by shard"
     );
+    describe_gauge!(
+        "flagmeter_clock_offset_seconds",
+        Unit::Seconds,
+        "The Valkey server's clock minus this host's; events are stamped by Valkey's"
+    );
     runtime::metrics::describe_process();
 }
 

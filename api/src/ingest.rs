@@ -34,7 +34,7 @@ pub async fn accept<T: Submission>(
 ) -> Result<EventRecord, ApiError> {
     caller.require_for(Scope::Ingest, item.tenant())?;
     let record = item
-        .into_record(Utc::now())
+        .into_record(state.clock.now())
         .map_err(|invalid| ApiError::invalid_item(T::KIND, None, &invalid))?;
     append(state, std::slice::from_ref(&record)).await?;
     Ok(record)
@@ -52,7 +52,7 @@ pub async fn accept_batch<T: Submission>(
         caller.require_for(Scope::Ingest, item.tenant())?;
     }
     state.auth.charge_batch(caller, items.len())?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let records = items
         .into_iter()
         .enumerate()

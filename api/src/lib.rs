@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod backlog;
 pub mod body_limit;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod error;

@@ -12,7 +12,7 @@ use alerts::slack::SlackClient;
 use stream::{ConnectOptions, ensure_group};
 
 use crate::{
-    auth::Auth, backlog::Backlog, config, config::ApiConfig, dashboard::snapshot,
+    auth::Auth, backlog::Backlog, clock::Clock, config, config::ApiConfig, dashboard::snapshot,
     header_timeout::HeaderTimeout, lag::Lag, routes, state::AppState, usage_cache::UsageCache,
 };
 
@@ -53,6 +53,9 @@ impl Application {
                 tracing::warn!(%err, stream = %keys.stream, "cannot create the stream yet; ingest answers 503 until Valkey is reachable");
             }
         }
+        // Before the first event is stamped: see `clock`.
+        let clock = Clock::default();
+        clock.sync_once(&mut valkey).await;
         let acceptor = TcpListener::bind(config.api_addr).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
@@ -74,6 +77,7 @@ impl Application {
                 retry_after_secs: config.retry_after_secs,
                 high_water: config.stream_high_water,
                 lag: Lag::default(),
+                clock,
                 default_quota: config.tenants.default_quota,
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
@@ -110,6 +114,13 @@ impl Application {
         ));
         let metrics = runtime::metrics::handle();
         crate::http_metrics::describe();
+        // After the recorder exists: it reports the offset first.
+        let clock = tokio::spawn(
+            self.state
+                .clock
+                .clone()
+                .sync(self.state.valkey.clone(), shutdown.clone()),
+        );
         let upkeep = tokio::spawn(runtime::metrics::upkeep(metrics.clone(), shutdown.clone()));
         // Stopping it ends every dashboard stream, so that open browsers do
         // not hold the graceful shutdown up.
@@ -127,6 +138,7 @@ impl Application {
             .await?;
         sampler.abort();
         lag.abort();
+        clock.abort();
         upkeep.abort();
         snapshots.abort();
         Ok(())

@@ -5,7 +5,8 @@ use alerts::{slack::SlackClient, webhook::WebhookPolicy};
 use stream::{Replication, Shards, Valkey};
 
 use crate::{
-    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, lag::Lag, usage_cache::UsageCache,
+    auth::Auth, backlog::Backlog, clock::Clock, dashboard::snapshot::Snapshots, lag::Lag,
+    usage_cache::UsageCache,
 };
 use sea_orm::DatabaseConnection;
 
@@ -33,6 +34,9 @@ pub struct AppState {
     pub high_water: u64,
     /// When the oldest event not yet counted was accepted.
     pub lag: Lag,
+    /// Now, by the clock every replica shares (the Valkey server's): what
+    /// an event's receipt time and default event time are.
+    pub clock: Clock,
     /// Quota of a tenant created by its first event (what a check assumes
     /// for a tenant never seen).
     pub default_quota: i64,

@@ -71,7 +71,7 @@ impl CheckApi {
     ) -> Result<Found<Check>, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
         let snapshot = self.0.usage_cache.get_or_stale(&tenant, &self.0.db).await?;
-        let lag_ms = self.0.lag.ms(Utc::now().timestamp_millis());
+        let lag_ms = self.0.lag.ms(self.0.clock.now().timestamp_millis());
         let check = match snapshot {
             Some(snapshot) => {
                 let usage = &snapshot.usage;

@@ -7,6 +7,7 @@
 //! `FLAGMETER_FAULT_SECONDS` (default 6) sets how long each load runs; a
 //! longer soak is the same tests with a larger value.
 
+mod clocks;
 mod cluster;
 mod deployment;
 mod logs;
