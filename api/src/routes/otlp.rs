@@ -18,7 +18,6 @@
 
 use std::io::Read;
 
-use chrono::Utc;
 use poem::{
     FromRequest, IntoResponse, Request, RequestBody, Response,
     http::{StatusCode, header},
@@ -273,7 +272,9 @@ impl OtlpApi {
     async fn export(&self, auth: ApiKey, body: TraceExport) -> Result<ExportAnswer, BodyError> {
         let caller = &auth.0;
         caller.require(Scope::Ingest)?;
-        let now = Utc::now();
+        // The one clock of every replica (`crate::clock`), as the other
+        // ingest routes stamp events.
+        let now = self.0.clock.now();
         let (mut records, mut reasons, mut skipped) = (Vec::new(), Vec::new(), 0u64);
         for resource_spans in &body.request.resource_spans {
             let context = SpanContext {
