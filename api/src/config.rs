@@ -58,6 +58,14 @@ pub struct ApiConfig {
     pub webhook_rotation_grace_secs: u64,
     #[command(flatten)]
     pub money: CurrencyArgs,
+    /// The span (or resource) attribute that names the tenant of a GenAI
+    /// span sent to `POST /v1/traces`.
+    #[arg(
+        long,
+        env = "FLAGMETER_OTLP_TENANT_ATTRIBUTE",
+        default_value = "flagmeter.tenant"
+    )]
+    pub otlp_tenant_attribute: String,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -112,6 +120,12 @@ impl ApiConfig {
             format!("must be at most {MAX_ROTATION_GRACE_SECS} (30 days)"),
         )?;
         self.money.validate()?;
+        require(
+            !self.otlp_tenant_attribute.trim().is_empty(),
+            "FLAGMETER_OTLP_TENANT_ATTRIBUTE",
+            &self.otlp_tenant_attribute,
+            "must name an attribute",
+        )?;
         self.auth.validate()?;
         self.valkey.validate()?;
         self.database.validate()?;

@@ -47,6 +47,11 @@ pub fn describe(high_water: u64) {
             &["high_water", "valkey_unavailable", "not_replicated"],
         ),
     );
+    labelled_counter(
+        "flagmeter_otlp_spans_total",
+        "Spans received on POST /v1/traces, by outcome: accepted as usage events, skipped (no usage) or rejected",
+        ("outcome", &["accepted", "skipped", "rejected"]),
+    );
     describe_histogram!(
         "flagmeter_xadd_duration_seconds",
         Unit::Seconds,

@@ -86,6 +86,7 @@ impl Application {
                 currency,
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
+                otlp_tenant_attribute: config.otlp_tenant_attribute.as_str().into(),
             },
             max_body_bytes: config.max_body_bytes,
             header_timeout: Duration::from_millis(config.header_timeout_ms),

@@ -52,6 +52,9 @@ pub struct AppState {
     pub currency: std::sync::Arc<str>,
     /// Recent period usage per tenant, shared by concurrent readers.
     pub usage_cache: UsageCache,
+    /// `FLAGMETER_OTLP_TENANT_ATTRIBUTE`: which attribute of a GenAI span
+    /// names its tenant.
+    pub otlp_tenant_attribute: std::sync::Arc<str>,
     /// The dashboard's latest figures, read once for every viewer.
     pub snapshots: Snapshots,
 }

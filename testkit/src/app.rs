@@ -111,6 +111,7 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
         header_timeout_ms: 10_000,
         money: Default::default(),
         webhook_rotation_grace_secs: 86_400,
+        otlp_tenant_attribute: "flagmeter.tenant".into(),
     }
 }
 
