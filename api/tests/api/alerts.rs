@@ -65,7 +65,6 @@ async fn a_tenant_is_created_updated_listed_and_deleted() {
 async fn bad_tenant_settings_are_400s() {
     let app = spawn_app().await;
     for body in [
-        json!({}),
         json!({"monthlyQuota": 0}),
         json!({"monthlyQuota": "many"}),
         json!({"monthlyQuota": 10, "billingDay": 29}),

@@ -16,6 +16,7 @@ mod pricing;
 mod shards;
 mod slow_clients;
 mod support;
+mod tenants;
 mod timezones;
 mod usage;
 mod validation;
