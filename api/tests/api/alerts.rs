@@ -97,7 +97,7 @@ async fn a_saved_slack_webhook_is_masked_and_can_be_deleted() {
             &json!({"url": "http://127.0.0.1:9/services/T1/B2/secret"}),
         )
         .await;
-    assert_eq!(saved.status().as_u16(), 200);
+    assert_eq!(saved.status().as_u16(), 201);
     let (_, hook) = app.get_json("/api/tenants/acme/slack-webhook").await;
     assert_eq!(hook["url"], "http://127.0.0.1:9/services/****");
     assert_eq!(hook["enabled"], true);

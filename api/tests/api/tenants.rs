@@ -97,3 +97,33 @@ async fn each_refused_tenant_field_is_named_and_nothing_is_saved() {
     }
     assert_eq!(tenant(&app, "acme").await, before);
 }
+
+#[tokio::test]
+async fn a_slack_webhook_put_answers_201_when_it_creates_and_200_when_it_replaces() {
+    let app = spawn_app().await;
+    app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
+    let path = "/api/tenants/acme/slack-webhook";
+
+    let created = app
+        .put(
+            path,
+            &json!({"url": "http://127.0.0.1:9/services/T1/B1/first"}),
+        )
+        .await;
+    let replaced = app
+        .put(
+            path,
+            &json!({"url": "http://127.0.0.1:9/services/T1/B1/second", "enabled": false}),
+        )
+        .await;
+
+    assert_eq!(created.status().as_u16(), 201);
+    assert_eq!(replaced.status().as_u16(), 200);
+    let created: Value = created.json().await.unwrap();
+    let replaced: Value = replaced.json().await.unwrap();
+    assert_eq!(created["enabled"], true);
+    assert_eq!(replaced["enabled"], false);
+    assert_eq!(replaced["createdAt"], created["createdAt"]);
+    let (_, hook) = app.get_json(path).await;
+    assert_eq!(hook["enabled"], false);
+}

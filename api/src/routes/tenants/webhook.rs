@@ -11,7 +11,7 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, Value};
 
 use super::{
-    DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, no_webhook, webhook_row,
+    DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, no_webhook, upsert, webhook_row,
 };
 use crate::{
     auth::ApiKey,
@@ -117,12 +117,8 @@ impl SignedWebhookApi {
             WebhookSecret::generate().expose().into(),
             body.enabled.unwrap_or(true).into(),
         ];
-        let row = self
-            .returning(SAVE, values)
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("the webhook upsert returned no row".into()))?;
-        let created: bool = row.try_get("", "created")?;
-        let saved = tenant_webhooks::Model::from_query_result(&row, "")?;
+        let (saved, created) =
+            upsert::<tenant_webhooks::Model, 4>(&self.0.db, SAVE, values).await?;
         Ok(Saved::new(
             created,
             SignedWebhook::from_row(saved, created)?,
