@@ -14,12 +14,12 @@ use chrono::{DateTime, Utc};
 use entity::tenant_webhooks;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
 use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryResult, QuerySelect,
-    Statement, TransactionTrait, Value,
+    ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QuerySelect, Statement,
+    TransactionTrait, Value,
 };
 
 use super::{
-    DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, no_webhook, webhook_row,
+    DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, no_webhook, upsert, webhook_row,
 };
 use crate::{
     auth::ApiKey,
@@ -146,18 +146,6 @@ async fn retired_until<C: ConnectionTrait>(
 /// The routes below, over the shared state.
 pub struct SignedWebhookApi(pub AppState);
 
-impl SignedWebhookApi {
-    /// The row a statement with `RETURNING` gave, if any.
-    async fn returning<const N: usize>(
-        &self,
-        sql: &str,
-        values: [Value; N],
-    ) -> Result<Option<QueryResult>, DbErr> {
-        let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
-        self.0.db.query_one_raw(statement).await
-    }
-}
-
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl SignedWebhookApi {
     /// Set the tenant's signed webhook; creating it issues its secret.
@@ -175,12 +163,8 @@ impl SignedWebhookApi {
             WebhookSecret::generate().expose().into(),
             body.enabled.unwrap_or(true).into(),
         ];
-        let row = self
-            .returning(SAVE, values)
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("the webhook upsert returned no row".into()))?;
-        let created: bool = row.try_get("", "created")?;
-        let saved = tenant_webhooks::Model::from_query_result(&row, "")?;
+        let (saved, created) =
+            upsert::<tenant_webhooks::Model, 4>(&self.0.db, SAVE, values).await?;
         let until = retired_until(&self.0.db, &saved.tenant).await?;
         Ok(Saved::new(
             created,
