@@ -151,6 +151,14 @@ pub async fn once(bench: &Bench, spec: Spec, run_number: usize) -> anyhow::Resul
     );
     let Filled { run, api, loader } = fill(bench, spec.events, spec.tenants, &tag).await?;
     let filled = run.stream_len().await?;
+    if filled < spec.events {
+        // The drain is timed over what is there; the shortfall is posts the
+        // loaded box did not send or the api refused (see the fill's log).
+        eprintln!(
+            "flagmeter-bench: the fill put {filled} of {} events in the stream",
+            spec.events
+        );
+    }
     if let Some(masters) = bench.shard_masters(&run.shards).await {
         println!("{masters}");
     }
