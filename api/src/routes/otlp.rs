@@ -88,7 +88,7 @@ fn unsupported(what: &str, value: &str) -> poem::Error {
 /// `body` inflated, at most `limit` bytes of it.
 fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, poem::Error> {
     let mut inflated = Vec::new();
-    flate2::read::GzDecoder::new(body)
+    flate2::read::MultiGzDecoder::new(body)
         .take(limit as u64 + 1)
         .read_to_end(&mut inflated)
         .map_err(|err| {
