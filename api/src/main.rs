@@ -44,7 +44,12 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let api_addr = Some(cli.config.api_addr);
-    runtime::telemetry::start(&cli.log, cli.healthcheck, api_addr, "/api/health").await;
+    let healthcheck = cli.healthcheck.then_some(runtime::telemetry::Probe {
+        addr: api_addr,
+        path: "/api/health",
+        judge: &|_| Ok(()),
+    });
+    runtime::telemetry::start(&cli.log, healthcheck).await;
     match cli.command {
         Some(Command::Keys(command)) => return command.run(&cli.config.database).await,
         Some(Command::Prices(command)) => return command.run(&cli.config.database).await,

@@ -44,6 +44,8 @@ pub struct AppState {
     pub default_thresholds: Vec<i32>,
     /// Which webhook URLs may be saved.
     pub webhook_policy: WebhookPolicy,
+    /// How long a rotated signing secret keeps signing beside the new one.
+    pub webhook_rotation_grace: std::time::Duration,
     /// For the webhook test message.
     pub slack: SlackClient,
     /// The currency prices, costs and budgets are in (`FLAGMETER_CURRENCY`).

@@ -177,7 +177,11 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         .at("/reference", reference)
         .at(
             "/metrics",
-            poem::get(poem::endpoint::make_sync(move |_| metrics.render())),
+            poem::get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type(runtime::metrics::CONTENT_TYPE_TEXT)
+                    .body(runtime::metrics::render(&metrics))
+            })),
         )
         .data(state.auth.clone())
         .data(otlp::BodyLimit(max_body_bytes))
