@@ -18,10 +18,7 @@
 
 use std::io::Read;
 
-use poem::{
-    FromRequest, IntoResponse, Request, RequestBody, Response,
-    http::{StatusCode, header},
-};
+use poem::{FromRequest, IntoResponse, Request, RequestBody, Response, http::header};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi,
     registry::{
@@ -34,7 +31,7 @@ use prost::Message;
 use super::ApiTags;
 use crate::{
     auth::{ApiKey, Scope},
-    error::{ApiError, BodyError},
+    error::{ApiError, BodyError, BodyRefused, ErrorBody},
     ingest,
     otlp::{
         proto::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
@@ -79,22 +76,19 @@ fn refused(err: ApiError) -> poem::Error {
 }
 
 fn unsupported(what: &str, value: &str) -> poem::Error {
-    poem::Error::from_response(
-        (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            poem::web::Json(serde_json::json!({
-                "error": format!("unsupported {what}"),
-                "details": format!("`{value}`: OTLP/HTTP takes {PROTOBUF} or {JSON}, gzip or uncompressed"),
-            })),
-        )
-            .into_response(),
-    )
+    let body = ErrorBody::new(
+        format!("unsupported {what}"),
+        Some(serde_json::json!(format!(
+            "`{value}`: OTLP/HTTP takes {PROTOBUF} or {JSON}, gzip or uncompressed"
+        ))),
+    );
+    poem::Error::from_response(BodyRefused::UnsupportedMediaType(body).into_response())
 }
 
 /// `body` inflated, at most `limit` bytes of it.
 fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, poem::Error> {
     let mut inflated = Vec::new();
-    flate2::read::GzDecoder::new(body)
+    flate2::read::MultiGzDecoder::new(body)
         .take(limit as u64 + 1)
         .read_to_end(&mut inflated)
         .map_err(|err| {
@@ -104,15 +98,14 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, poem::Error> {
             ))
         })?;
     if inflated.len() > limit {
+        let body = ErrorBody::new(
+            "request body too large",
+            Some(serde_json::json!(format!(
+                "the decompressed body exceeds {limit} bytes"
+            ))),
+        );
         return Err(poem::Error::from_response(
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                poem::web::Json(serde_json::json!({
-                    "error": "request body too large",
-                    "details": format!("the decompressed body exceeds {limit} bytes"),
-                })),
-            )
-                .into_response(),
+            BodyRefused::TooLarge(body).into_response(),
         ));
     }
     Ok(inflated)
