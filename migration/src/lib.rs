@@ -78,6 +78,7 @@ migrations!(
     m20261202_000033_voids,
     m20261202_000034_rollup_fillfactor,
     m20261207_000075_key_expiry,
+    m20261207_000076_deleted_tenants,
 );
 
 /// Key of the advisory lock held while migrating ("flagmeter" in ASCII).
