@@ -110,6 +110,7 @@ impl TestEnv {
                 db_statement_timeout_ms: None,
                 db_lock_timeout_ms: None,
                 db_idle_in_transaction_ms: None,
+                stale_consumer_secs: 86_400,
                 failpoint: None,
             },
             alerts: AlertArgs {
@@ -124,6 +125,7 @@ impl TestEnv {
                 alert_poll_ms: 100,
             },
             tenants: Default::default(),
+            money: Default::default(),
         }
     }
 
