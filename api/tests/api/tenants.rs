@@ -3,8 +3,10 @@
 //! deleted tenant's billing history stays readable, and the Slack webhook's
 //! `PUT` tells creation (201) from replacement (200).
 
+use alerts::rules::evaluate;
+use chrono::{Duration as Span, Utc};
 use serde_json::{Value, json};
-use testkit::{TestApp, assert_client_error, spawn_app};
+use testkit::{TestApp, assert_client_error, env as testing, spawn_app};
 
 /// The field a 400 names: `details.field`, or in the framework's text
 /// (`field \`name\``) while that is a string.
@@ -126,4 +128,71 @@ async fn a_slack_webhook_put_answers_201_when_it_creates_and_200_when_it_replace
     assert_eq!(replaced["createdAt"], created["createdAt"]);
     let (_, hook) = app.get_json(path).await;
     assert_eq!(hook["enabled"], false);
+}
+
+#[tokio::test]
+async fn a_deleted_tenants_usage_and_alerts_stay_readable_under_its_last_configuration() {
+    let app = spawn_app().await;
+    app.put_tenant(
+        "acme",
+        json!({"monthlyQuota": 1000, "timezone": "America/New_York", "alertThresholds": [80]}),
+    )
+    .await;
+    let at = Utc::now() - Span::minutes(5);
+    app.env
+        .write(&[testing::event("acme", "a1", "gpt-4o", 900, at)], 1)
+        .await;
+    evaluate(&app.env.db, &["acme".to_owned()], Utc::now())
+        .await
+        .unwrap();
+
+    assert_eq!(app.delete("/api/tenants/acme").await.status().as_u16(), 204);
+
+    assert_client_error(app.get("/api/tenants/acme").await, 404).await;
+    let (status, usage) = app.get_json("/api/usage/acme").await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["totalTokens"], 900);
+    assert_eq!(usage["monthlyQuota"], 1000);
+    let (status, series) = app
+        .get_json("/api/usage/acme/timeseries?granularity=day")
+        .await;
+    assert_eq!(status, 200, "{series}");
+    assert_eq!(series["tz"], "America/New_York");
+    let total: i64 = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["totalTokens"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 900);
+    let (status, alerts) = app.get_json("/api/tenants/acme/alerts").await;
+    assert_eq!(status, 200, "{alerts}");
+    assert_eq!(alerts[0]["threshold"], 80);
+    assert_eq!(alerts[0]["usageTokens"], 900);
+    let (_, events) = app.get_json("/api/events?tenant=acme").await;
+    assert_eq!(events["events"][0]["id"], "a1");
+    let (_, listed) = app.get_json("/api/tenants").await;
+    assert_eq!(listed["tenants"], json!([]));
+    assert_client_error(app.get("/api/usage/never-seen").await, 404).await;
+    assert_client_error(app.get("/api/tenants/never-seen/alerts").await, 404).await;
+    assert_client_error(app.delete("/api/tenants/acme").await, 404).await;
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_created_again_starts_from_the_defaults() {
+    let app = spawn_app().await;
+    app.put_tenant("acme", json!({"monthlyQuota": 1000, "billingDay": 9}))
+        .await;
+    assert_eq!(app.delete("/api/tenants/acme").await.status().as_u16(), 204);
+
+    let again = app
+        .put("/api/tenants/acme", &json!({"timezone": "Europe/Paris"}))
+        .await;
+
+    assert_eq!(again.status().as_u16(), 201);
+    let got = tenant(&app, "acme").await;
+    assert_eq!(got["monthlyQuota"], domain::DEFAULT_MONTHLY_QUOTA);
+    assert_eq!(got["billingDay"], 1);
+    let (_, usage) = app.get_json("/api/usage/acme").await;
+    assert_eq!(usage["monthlyQuota"], domain::DEFAULT_MONTHLY_QUOTA);
 }

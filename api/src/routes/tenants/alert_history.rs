@@ -7,7 +7,7 @@
 
 use ::alerts::alert_event::MESSAGE_ID_PREFIX;
 use chrono::{DateTime, Utc};
-use entity::{alerts, tenants};
+use entity::alerts;
 use poem_openapi::{Enum, Object, OpenApi, param::Path, payload::Json};
 use sea_orm::{
     ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
@@ -267,8 +267,7 @@ impl AlertHistoryApi {
             .all(&self.0.db)
             .await?;
         if rows.is_empty()
-            && tenants::Entity::find_by_id(tenant.as_str())
-                .one(&self.0.db)
+            && store::tenants::configuration(&self.0.db, &tenant)
                 .await?
                 .is_none()
         {

@@ -288,18 +288,22 @@ impl TenantConfigApi {
         })))
     }
 
-    /// Delete a tenant's configuration and webhook. Its usage history and
-    /// alert history stay; a later event recreates it with the defaults.
+    /// Delete a tenant's configuration and webhooks: its alerts stop. Its
+    /// billing history stays readable (usage, time series, events, alert
+    /// history), under the configuration it had; a later `PUT` or event
+    /// creates it afresh with the defaults.
     #[oai(path = "/api/tenants/:tenant", method = "delete")]
     async fn delete(
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
-        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
-        tenants::Entity::delete_by_id(existing.id)
-            .exec(&self.0.db)
-            .await?;
+        auth.0.require(Scope::Admin)?;
+        let txn = self.0.db.begin().await?;
+        if !store::tenants::delete(&txn, &tenant).await? {
+            return Err(ApiError::unknown_tenant(&tenant));
+        }
+        txn.commit().await?;
         Ok(DeletedResponse::Deleted)
     }
 }
