@@ -1,7 +1,10 @@
-//! `flagmeter-api`: the HTTP service (ingest, usage, docs), and the `keys`
-//! command that manages API keys straight in the database.
+//! `flagmeter-api`: the HTTP service (ingest, usage, docs), the `keys`
+//! command that manages API keys straight in the database, and the
+//! `prices import` command that adds price versions from a catalog.
 
-use api::{auth::cli::KeysCommand, config::ApiConfig, startup::Application};
+use api::{
+    auth::cli::KeysCommand, config::ApiConfig, price_catalog::PricesCommand, startup::Application,
+};
 use clap::{Parser, Subcommand};
 use runtime::config::LogArgs;
 
@@ -31,6 +34,10 @@ enum Command {
     /// Manage API keys in the database (DATABASE_URL); no api needs to run.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage price versions in the database (DATABASE_URL); no api needs
+    /// to run.
+    #[command(subcommand)]
+    Prices(PricesCommand),
 }
 
 #[tokio::main]
@@ -43,8 +50,10 @@ async fn main() -> anyhow::Result<()> {
         judge: &|_| Ok(()),
     });
     runtime::telemetry::start(&cli.log, healthcheck).await;
-    if let Some(Command::Keys(command)) = cli.command {
-        return command.run(&cli.config.database).await;
+    match cli.command {
+        Some(Command::Keys(command)) => return command.run(&cli.config.database).await,
+        Some(Command::Prices(command)) => return command.run(&cli.config.database).await,
+        None => {}
     }
     let shutdown = runtime::shutdown::on_signal();
     let app = Application::build(cli.config).await?;

@@ -62,7 +62,7 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
-        let currency: std::sync::Arc<str> = config.currency.as_str().into();
+        let currency: std::sync::Arc<str> = config.money.currency.as_str().into();
         let (snapshot_publisher, snapshots) = snapshot::channel(currency.clone());
         Ok(Self {
             acceptor,
@@ -81,10 +81,12 @@ impl Application {
                 default_quota: config.tenants.default_quota,
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
+                webhook_rotation_grace: Duration::from_secs(config.webhook_rotation_grace_secs),
                 slack: SlackClient::new()?,
                 currency,
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
+                otlp_tenant_attribute: config.otlp_tenant_attribute.as_str().into(),
             },
             max_body_bytes: config.max_body_bytes,
             header_timeout: Duration::from_millis(config.header_timeout_ms),
@@ -112,7 +114,7 @@ impl Application {
             shutdown.clone(),
         ));
         let metrics = runtime::metrics::handle();
-        crate::http_metrics::describe();
+        crate::http_metrics::describe(self.state.high_water);
         // After the recorder exists: it reports the offset first.
         let clock = tokio::spawn(
             self.state

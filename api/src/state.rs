@@ -44,12 +44,17 @@ pub struct AppState {
     pub default_thresholds: Vec<i32>,
     /// Which webhook URLs may be saved.
     pub webhook_policy: WebhookPolicy,
+    /// How long a rotated signing secret keeps signing beside the new one.
+    pub webhook_rotation_grace: std::time::Duration,
     /// For the webhook test message.
     pub slack: SlackClient,
     /// The currency prices, costs and budgets are in (`FLAGMETER_CURRENCY`).
     pub currency: std::sync::Arc<str>,
     /// Recent period usage per tenant, shared by concurrent readers.
     pub usage_cache: UsageCache,
+    /// `FLAGMETER_OTLP_TENANT_ATTRIBUTE`: which attribute of a GenAI span
+    /// names its tenant.
+    pub otlp_tenant_attribute: std::sync::Arc<str>,
     /// The dashboard's latest figures, read once for every viewer.
     pub snapshots: Snapshots,
 }

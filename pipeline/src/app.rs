@@ -23,7 +23,7 @@ use alerts::{
 };
 use domain::setting::InvalidSetting;
 use metrics_exporter_prometheus::PrometheusHandle;
-use runtime::config::{DatabaseArgs, TenantArgs};
+use runtime::config::{CurrencyArgs, DatabaseArgs, TenantArgs};
 use sea_orm::DatabaseConnection;
 use store::dead_letter;
 use stream::{Target, config::ValkeyArgs};
@@ -63,6 +63,8 @@ pub struct PipelineConfig {
     pub sender: SenderArgs,
     #[command(flatten)]
     pub tenants: TenantArgs,
+    #[command(flatten)]
+    pub money: CurrencyArgs,
 }
 
 impl PipelineConfig {
@@ -73,6 +75,7 @@ impl PipelineConfig {
         self.worker.validate()?;
         self.alerts.validate()?;
         self.sender.validate()?;
+        self.money.validate()?;
         self.tenants.validate()
     }
 }
@@ -96,10 +99,10 @@ impl Pipeline {
     pub async fn build(config: PipelineConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let metrics = match config.metrics_addr {
-            Some(addr) => runtime::metrics::serve(addr)?,
+            Some(addr) => runtime::metrics::serve(addr).await,
             None => runtime::metrics::handle(),
         };
-        crate::metrics::describe_pipeline();
+        crate::metrics::describe_pipeline(Duration::from_millis(config.worker.claim_idle_ms));
         let db = config
             .database
             .connect_bounded(config.worker.transaction_bounds())
@@ -216,6 +219,7 @@ impl Pipeline {
                 retry_max: Duration::from_millis(sender_args.alert_retry_max_ms),
                 give_up_after: Duration::from_secs(sender_args.alert_give_up_secs),
                 poll: Duration::from_millis(sender_args.alert_poll_ms),
+                currency: config.money.currency.clone(),
             },
         );
         let worker_settings = WorkerSettings {

@@ -1,6 +1,6 @@
 //! Configuration every FlagMeter process shares: where PostgreSQL is (and
 //! how long a pipeline session may stay inside a transaction), how log
-//! lines look, and how a tenant first seen is created. Each field is an environment variable and a
+//! lines look, how a tenant first seen is created, and the currency. Each field is an environment variable and a
 //! `--flag`. Nothing here is ever printed whole: the URL may carry a
 //! password.
 //!
@@ -199,6 +199,34 @@ impl Default for TenantArgs {
         Self {
             default_quota: domain::DEFAULT_MONTHLY_QUOTA,
         }
+    }
+}
+
+/// The currency of prices, costs and budgets. Read by both binaries: the
+/// api answers in it, and the pipeline's budget alerts state it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CurrencyArgs {
+    /// The currency of prices, costs and budgets: an ISO 4217 code.
+    #[arg(long, env = "FLAGMETER_CURRENCY", default_value = "USD")]
+    pub currency: String,
+}
+
+impl Default for CurrencyArgs {
+    fn default() -> Self {
+        Self {
+            currency: "USD".to_owned(),
+        }
+    }
+}
+
+impl CurrencyArgs {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        require(
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase()),
+            "FLAGMETER_CURRENCY",
+            &self.currency,
+            "must be an ISO 4217 code: three capital letters such as USD",
+        )
     }
 }
 

@@ -125,6 +125,7 @@ impl TestEnv {
                 alert_poll_ms: 100,
             },
             tenants: Default::default(),
+            money: Default::default(),
         }
     }
 
