@@ -4,7 +4,7 @@
 //! A tenant with a `monthly_budget_micros` gets its thresholds applied to
 //! cost as well: each crossing is an alert row of kind `budget`, unique per
 //! tenant, period, threshold and kind, inserted with `ON CONFLICT DO
-//! NOTHING`. [`evaluate`] runs wherever quota alerts are evaluated (it is
+//! NOTHING`. `decide` runs wherever quota alerts are evaluated (it is
 //! called by [`crate::rules::evaluate`]: after the counting COMMIT, before
 //! the entries are acknowledged, and after a tenant's settings are saved),
 //! so the argument of [`crate::rules`] carries over: cost only grows as
@@ -48,7 +48,7 @@ const INSERT_ALERTS: &str = crate::rules::recording_alerts!(
 "#
 );
 
-/// [`decide`] for every tenant with a budget: after prices changed.
+/// `decide` for every tenant with a budget: after prices changed.
 pub async fn evaluate_all<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<u64, DbErr> {
     let budgeted = tenants::Entity::find()
         .filter(tenants::Column::MonthlyBudgetMicros.is_not_null())

@@ -154,7 +154,7 @@ pub fn crossed(usage: i64, quota: i64, threshold: i32) -> bool {
 
 /// Records every alert that is due for `tenants` in the period containing
 /// `now`, against committed totals: quota alerts here, budget alerts by
-/// [`crate::budget::decide`]; returns how many new alerts were recorded.
+/// `budget::decide`; returns how many new alerts were recorded.
 /// Safe to repeat: what has fired is skipped.
 pub async fn evaluate<C: ConnectionTrait>(
     db: &C,

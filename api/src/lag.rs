@@ -29,7 +29,7 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 const NONE_WAITING: i64 = i64::MAX;
 
 /// When the oldest uncounted entry was accepted (ms since the epoch), or
-/// [`NONE_WAITING`], shared with every request.
+/// `NONE_WAITING`, shared with every request.
 #[derive(Debug, Clone)]
 pub struct Lag(Arc<AtomicI64>);
 

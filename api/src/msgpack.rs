@@ -4,7 +4,7 @@
 //! the same rules, and the spec lists both media types.
 //!
 //! Either format is first read straight into the body type (its serde
-//! [`Deserialize`], which takes only bodies the typed parse takes, with the
+//! [`Deserialize`](serde::Deserialize), which takes only bodies the typed parse takes, with the
 //! same values: `routes::event_body`), skipping the JSON value in between.
 //! A body that reading gives up on is decoded into a JSON value and parsed
 //! exactly as poem-openapi parses a JSON body (`ParseFromJSON`), which words
@@ -77,7 +77,7 @@ fn parse<T: ParseFromJSON>(value: Value) -> Result<T, ParseRequestPayloadError> 
     })
 }
 
-/// `T`'s [`Deserialize`] must accept only what its `ParseFromJSON` accepts,
+/// `T`'s [`Deserialize`](serde::Deserialize) must accept only what its `ParseFromJSON` accepts,
 /// with the same value (see the module docs).
 impl<'a, T: ParseFromJSON + DeserializeOwned + Type + Send> ApiExtractor<'a> for JsonOrMsgPack<T> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];

@@ -11,7 +11,7 @@
 //!
 //! The entitlement check, which sits in front of every model call, must not
 //! wait for a query at all: [`UsageCache::get_or_stale`] answers with the
-//! tenant's last figures for up to [`STALE_LIFETIMES`] lifetimes while one
+//! tenant's last figures for up to `STALE_LIFETIMES` lifetimes while one
 //! background task reads them again (its `asOf` says how old they are).
 
 use std::{
@@ -80,7 +80,7 @@ impl UsageCache {
     }
 
     /// The tenant's usage without waiting for PostgreSQL when figures at
-    /// most [`STALE_LIFETIMES`] lifetimes old are at hand: those that are
+    /// most `STALE_LIFETIMES` lifetimes old are at hand: those that are
     /// past one lifetime are read again in the background.
     pub async fn get_or_stale(
         &self,

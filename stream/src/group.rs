@@ -1,7 +1,7 @@
 //! Creating the stream together with its consumer group.
 //!
 //! The stream is created only here, with `MKSTREAM`, and appends use
-//! `NOMKSTREAM` ([`crate::append`]): a Valkey that restarted empty makes
+//! `NOMKSTREAM` ([`crate::append()`]): a Valkey that restarted empty makes
 //! appends fail loudly instead of silently growing a stream nobody reads.
 
 use redis::{AsyncCommands, RedisError, aio::ConnectionLike};

@@ -2,10 +2,10 @@
 //! pipeline (which counts them): the record and its MessagePack codec
 //! ([`record`]), the key names and shards ([`keys`]), how Valkey is reached,
 //! one node or a cluster ([`connection`]), how entries are appended
-//! ([`append`]) and how the stream and its consumer group come to exist
-//! ([`group`]), stream entry ids as values that order correctly
-//! ([`entry_id`]), and the dead letters of entries that can never be
-//! counted ([`dead_letter`], kept in PostgreSQL).
+//! ([`mod@append`]) and how the stream and its consumer group come to
+//! exist ([`group`]), and stream entry ids as values that order correctly
+//! ([`entry_id`]). The dead letters of entries that can never be counted
+//! are kept in PostgreSQL (the `store` crate).
 //!
 //! The record format is known here and nowhere else: the api builds records
 //! with [`record::EventRecord::new`] and the pipeline decodes them with

@@ -1,7 +1,7 @@
 //! What the test suites share, so that no test file builds its own: an
 //! isolated environment per test (its own database and stream keys,
-//! [`env`]), an api on a free port ([`app`]), pipeline replicas, polling
-//! until something holds ([`eventually`]), a fake Slack ([`fake_slack`]),
+//! [`env`](mod@env)), an api on a free port ([`app`]), pipeline replicas, polling
+//! until something holds ([`eventually`](mod@eventually)), a fake Slack ([`fake_slack`]),
 //! a webhook receiver verifying with the real `standardwebhooks` package
 //! ([`standard_webhooks`]),
 //! bearer-key clients ([`bearer`]), lists read out of JSON answers
