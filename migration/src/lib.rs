@@ -77,6 +77,7 @@ migrations!(
     m20261202_000032_tenant_timezones,
     m20261202_000033_voids,
     m20261202_000034_rollup_fillfactor,
+    m20261207_000050_per_minute_limits,
 );
 
 /// Key of the advisory lock held while migrating ("flagmeter" in ASCII).
