@@ -2,11 +2,13 @@
 //! single table, and the dead letters both binaries write and re-drive:
 //! a tenant's usage over a period or a time series ([`usage`]), priced as
 //! it is read ([`costing`], from the versions in [`prices`]), the ledger
-//! read back for the event explorer ([`ledger`]), and the entries that can
-//! never be counted ([`dead_letter`]).
+//! read back for the event explorer ([`ledger`]), which accepted events
+//! the ledger already holds ([`inflight`]), and the entries that can never
+//! be counted ([`dead_letter`]).
 
 pub mod costing;
 pub mod dead_letter;
+pub mod inflight;
 pub mod ledger;
 pub mod prices;
 pub mod usage;
