@@ -5,7 +5,8 @@ use alerts::{slack::SlackClient, webhook::WebhookPolicy};
 use stream::{Replication, Shards, Valkey};
 
 use crate::{
-    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, lag::Lag, usage_cache::UsageCache,
+    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, lag::Lag, limits::Limits,
+    usage_cache::UsageCache,
 };
 use sea_orm::DatabaseConnection;
 
@@ -48,4 +49,6 @@ pub struct AppState {
     pub usage_cache: UsageCache,
     /// The dashboard's latest figures, read once for every viewer.
     pub snapshots: Snapshots,
+    /// Reservations, per-minute limits, and the events in flight.
+    pub limits: Limits,
 }

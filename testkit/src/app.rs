@@ -110,6 +110,7 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
         tenants: Default::default(),
         header_timeout_ms: 10_000,
         currency: "USD".into(),
+        limits_when_unknown: api::limits::WhenUnknown::Allow,
     }
 }
 

@@ -10,6 +10,7 @@ mod docs;
 mod end_to_end;
 mod explorer;
 mod ingest;
+mod limits;
 mod msgpack;
 mod priced_periods;
 mod pricing;
