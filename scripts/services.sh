@@ -85,6 +85,12 @@ ensure_cluster_tools() {
   [ "${#packages[@]}" -eq 0 ] || apt_install "${packages[@]}"
 }
 
+# faketime, for the test of api replicas with wrong clocks
+# (system-tests/tests/faults/clocks.rs).
+ensure_faketime() {
+  command -v faketime >/dev/null 2>&1 || apt_install faketime
+}
+
 # Chromium, for the dashboard's browser test (api/tests/api/dashboard.rs).
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then

@@ -11,11 +11,13 @@
 //! signed webhook; [`slack`] builds and posts the Slack message (and posts
 //! the signed one); [`alert_event`] is what a signed webhook receives and
 //! [`signing`] how it is signed (Standard Webhooks); [`webhook`] keeps
-//! webhook URLs to allow-listed hosts; [`config`] holds their settings.
+//! webhook URLs to allow-listed hosts; [`config`] holds their settings;
+//! [`metrics`] names what they measure.
 
 pub mod alert_event;
 pub mod budget;
 pub mod config;
+pub mod metrics;
 pub mod rules;
 pub mod sender;
 pub mod signing;

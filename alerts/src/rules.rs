@@ -84,23 +84,29 @@ WHERE cardinality(o.thresholds) > 0
 /// An alert insert (`$insert`, up to its `ORDER BY ... FOR KEY SHARE`)
 /// that records each new alert once per tenant, period, threshold and kind,
 /// and for each new one whose tenant has an enabled signed webhook its
-/// delivery there ([`crate::sender`]), answering how many it `recorded`
-/// ([`insert_alerts`]); quota alerts here, budget alerts in
-/// [`crate::budget`]. Each destination then gets one message per alert.
+/// delivery there ([`crate::sender`]), answering how many it `recorded`,
+/// and how many of those have nowhere to go (`undirected`: neither Slack
+/// nor a signed webhook) ([`insert_alerts`]); quota alerts here, budget
+/// alerts in [`crate::budget`]. Each destination then gets one message per
+/// alert.
 macro_rules! recording_alerts {
     ($insert:literal) => {
         concat!(
             "WITH inserted AS (\n",
             $insert,
             "    ON CONFLICT (tenant, period_start, threshold, kind) DO NOTHING
-    RETURNING id, tenant
+    RETURNING id, tenant, status
 ),
 deliveries AS (
     INSERT INTO webhook_deliveries (alert_id, tenant)
     SELECT i.id, i.tenant FROM inserted i
     JOIN tenant_webhooks w ON w.tenant = i.tenant AND w.enabled
+    RETURNING alert_id
 )
-SELECT count(*) AS recorded FROM inserted
+SELECT count(*) AS recorded,
+       count(*) FILTER (WHERE i.status = 'no_webhook'
+                        AND i.id NOT IN (SELECT alert_id FROM deliveries)) AS undirected
+FROM inserted i
 "
         )
     };
@@ -256,7 +262,8 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
 }
 
 /// Runs an alert insert that answers how many alerts it `recorded` (quota
-/// alerts here, budget alerts in [`crate::budget`]).
+/// alerts here, budget alerts in [`crate::budget`]), counting those with
+/// nowhere to go in [`crate::metrics::WITHOUT_DESTINATION`].
 pub(crate) async fn insert_alerts<C: ConnectionTrait>(
     db: &C,
     insert: &str,
@@ -271,6 +278,10 @@ pub(crate) async fn insert_alerts<C: ConnectionTrait>(
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("the alert insert returned no row".into()))?;
     let recorded: i64 = row.try_get("", "recorded")?;
+    let undirected: i64 = row.try_get("", "undirected")?;
+    if undirected > 0 {
+        metrics::counter!(crate::metrics::WITHOUT_DESTINATION).increment(undirected as u64);
+    }
     Ok(recorded as u64)
 }
 

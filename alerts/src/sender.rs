@@ -12,12 +12,20 @@
 //! after the destination answered but before the COMMIT leaves the row
 //! pending, and it is sent again: at most one repeated message per crash
 //! (a signed one carries the same `webhook-id`, so a receiver can tell).
+//! A signed delivery is signed with the webhook's secret and with those
+//! rotated out within their grace period ([`crate::signing`]).
 //! Failures are retried with capped exponential backoff and jitter (the
 //! destination's `Retry-After` wins for a 429) until the alert is older
 //! than the give-up horizon, then marked `failed`. Pending rows survive
 //! restarts: they are simply found again.
+//!
+//! The sender looks for due deliveries as soon as an evaluation in its
+//! replica recorded an alert ([`AlertsDue::wake`]), and otherwise every
+//! poll interval (which also finds retries coming due, and alerts recorded
+//! elsewhere). One delivery is given up after [`ATTEMPT_BOUND`], so that a
+//! PostgreSQL connection that went silent cannot stop deliveries for good.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -27,11 +35,13 @@ use sea_orm::{
     TransactionTrait,
 };
 use store::usage::period_usage;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     alert_event::AlertEvent,
-    signing::WebhookSecret,
+    metrics::{DELIVERED, FAILED, RETRIES},
+    signing::{SigningSecrets, WebhookSecret},
     slack::{AlertMessage, Answer, SlackClient, Spend},
     webhook::WebhookPolicy,
 };
@@ -48,6 +58,9 @@ pub struct SenderSettings {
     pub give_up_after: Duration,
     /// How often to look for due alerts when there are none.
     pub poll: Duration,
+    /// The deployment's currency (`FLAGMETER_CURRENCY`), in which budget
+    /// alerts state cost and budget.
+    pub currency: String,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -55,21 +68,22 @@ struct Due {
     /// The alert itself, as a signed webhook receives it.
     #[sea_orm(nested)]
     alert: AlertEvent,
-    cost: Option<String>,
-    budget: Option<String>,
     /// Of this destination's delivery.
     attempts: i32,
     created_at: DateTime<Utc>,
     url: Option<String>,
     enabled: Option<bool>,
-    /// The signed webhook's secret (none for Slack).
+    /// The signed webhook's secret (none for Slack) ...
     secret: Option<String>,
+    /// ... and those rotated out whose grace period has not ended, newest
+    /// first.
+    retired_secrets: Option<Vec<String>>,
 }
 
 const CLAIM_SLACK: &str = r#"
-SELECT a.id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost, a.budget,
-       a.period_start, a.period_end, a.attempts, a.created_at, w.url, w.enabled,
-       NULL::text AS secret
+SELECT a.id, a.message_id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost,
+       a.budget, a.period_start, a.period_end, a.attempts, a.created_at, w.url, w.enabled,
+       NULL::text AS secret, NULL::text[] AS retired_secrets
 FROM alerts a LEFT JOIN slack_webhooks w ON w.tenant = a.tenant
 WHERE a.status = 'pending' AND a.next_attempt_at <= now()
 ORDER BY a.next_attempt_at
@@ -78,8 +92,12 @@ FOR UPDATE OF a SKIP LOCKED
 "#;
 
 const CLAIM_WEBHOOK: &str = r#"
-SELECT a.id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost, a.budget,
-       a.period_start, a.period_end, d.attempts, d.created_at, w.url, w.enabled, w.secret
+SELECT a.id, a.message_id, a.tenant, a.kind, a.threshold, a.usage_tokens, a.quota, a.cost,
+       a.budget, a.period_start, a.period_end, d.attempts, d.created_at, w.url, w.enabled,
+       w.secret,
+       ARRAY(SELECT r.secret FROM tenant_webhook_retired_secrets r
+             WHERE r.tenant = d.tenant AND r.expires_at > now()
+             ORDER BY r.retired_at DESC) AS retired_secrets
 FROM webhook_deliveries d
 JOIN alerts a ON a.id = d.alert_id
 LEFT JOIN tenant_webhooks w ON w.tenant = d.tenant
@@ -108,14 +126,14 @@ macro_rules! mark_sql {
 
 /// Where an alert is delivered; each has its own delivery state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Destination {
+pub(crate) enum Destination {
     Slack,
     /// The tenant's own webhook, signed.
     Webhook,
 }
 
 impl Destination {
-    const ALL: [Self; 2] = [Self::Slack, Self::Webhook];
+    pub(crate) const ALL: [Self; 2] = [Self::Slack, Self::Webhook];
 
     fn claim(self) -> &'static str {
         match self {
@@ -131,9 +149,18 @@ impl Destination {
         }
     }
 
+    /// For logs and error texts.
     fn name(self) -> &'static str {
         match self {
             Self::Slack => "Slack",
+            Self::Webhook => "webhook",
+        }
+    }
+
+    /// The metrics' `destination` label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
             Self::Webhook => "webhook",
         }
     }
@@ -147,10 +174,29 @@ enum Outcome {
     Failed(String),
 }
 
+/// Longest attempt at one delivery: claiming it, the destination's answer
+/// (the client gives up after 10 s), marking it and committing; the
+/// transaction's own bound on pauses is 30 s. A delivery given up is
+/// rolled back and found again.
+pub const ATTEMPT_BOUND: Duration = Duration::from_secs(45);
+
+/// Tells a sender that an alert was just recorded, so that it delivers it
+/// at once rather than at its next poll. Cheap to clone; a wake-up that
+/// comes while the sender is busy is kept for when it is done.
+#[derive(Clone, Default)]
+pub struct AlertsDue(Arc<Notify>);
+
+impl AlertsDue {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 pub struct Sender {
     db: DatabaseConnection,
     slack: SlackClient,
     settings: SenderSettings,
+    due: AlertsDue,
 }
 
 impl Sender {
@@ -159,22 +205,34 @@ impl Sender {
             db,
             slack,
             settings,
+            due: AlertsDue::default(),
         }
+    }
+
+    /// What wakes this sender when an alert becomes due.
+    pub fn alerts_due(&self) -> AlertsDue {
+        self.due.clone()
     }
 
     /// Delivers due alerts until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let idle = match self.deliver_one().await {
-                Ok(found) => !found,
-                Err(err) => {
+            let attempt = tokio::time::timeout(ATTEMPT_BOUND, self.deliver_one()).await;
+            let idle = match attempt {
+                Ok(Ok(found)) => !found,
+                Ok(Err(err)) => {
                     tracing::warn!(%err, "cannot deliver alerts; trying again shortly");
+                    true
+                }
+                Err(_) => {
+                    tracing::warn!(bound = ?ATTEMPT_BOUND, "an alert delivery took too long; trying again shortly");
                     true
                 }
             };
             if idle {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = self.due.0.notified() => {}
                     _ = tokio::time::sleep(self.settings.poll) => {}
                 }
             }
@@ -230,11 +288,21 @@ impl Sender {
             }
             Destination::Webhook => {
                 let secret = due.secret.as_deref().map(WebhookSecret::parse);
-                let Some(Ok(secret)) = secret else {
+                let Some(Ok(current)) = secret else {
                     return Ok(Outcome::Failed("the webhook secret is malformed".into()));
                 };
+                let secrets = SigningSecrets {
+                    current,
+                    // The table's check holds their prefix; a key that is
+                    // not base64 could only come from a hand-edited row,
+                    // and the current secret still signs.
+                    retired: (due.retired_secrets.iter().flatten())
+                        .filter_map(|s| WebhookSecret::parse(s).ok())
+                        .collect(),
+                };
                 let alert = &due.alert;
-                let delivery = secret.delivery(alert.message_id(), alert.body(), Utc::now());
+                let body = alert.body(&self.settings.currency);
+                let delivery = secrets.delivery(alert.webhook_id(), body, Utc::now());
                 self.slack.post_signed(url, &delivery).await
             }
         };
@@ -310,8 +378,9 @@ impl Sender {
             spend: match alert.kind {
                 alerts::Kind::Quota => None,
                 alerts::Kind::Budget => Some(Spend {
-                    cost: due.cost.clone().unwrap_or_default(),
-                    budget: due.budget.clone().unwrap_or_default(),
+                    cost: alert.cost.clone().unwrap_or_default(),
+                    budget: alert.budget.clone().unwrap_or_default(),
+                    currency: self.settings.currency.clone(),
                 }),
             },
         })
@@ -325,6 +394,7 @@ impl Sender {
         outcome: Outcome,
     ) -> Result<(), DbErr> {
         let (to, alert) = (destination.name(), &due.alert);
+        let label = destination.label();
         let (status, attempted, error, after): (&str, i32, Option<String>, Duration) =
             match &outcome {
                 Outcome::Delivered => ("delivered", 1, None, Duration::ZERO),
@@ -335,18 +405,18 @@ impl Sender {
         match &outcome {
             Outcome::Delivered => {
                 tracing::info!(tenant = %alert.tenant, threshold = alert.threshold, to, "quota alert delivered");
-                metrics::counter!("flagmeter_alerts_delivered_total").increment(1);
+                metrics::counter!(DELIVERED, "destination" => label).increment(1);
             }
             Outcome::NoWebhook => {
                 tracing::info!(tenant = %alert.tenant, threshold = alert.threshold, to, "quota alert recorded; the tenant has no such webhook");
             }
             Outcome::Retry { error, after } => {
                 tracing::warn!(tenant = %alert.tenant, threshold = alert.threshold, to, error, retry_in = ?after, "quota alert not delivered; will retry");
-                metrics::counter!("flagmeter_alert_retries_total").increment(1);
+                metrics::counter!(RETRIES, "destination" => label).increment(1);
             }
             Outcome::Failed(error) => {
                 tracing::error!(tenant = %alert.tenant, threshold = alert.threshold, to, error, "quota alert could not be delivered; giving up");
-                metrics::counter!("flagmeter_alerts_failed_total").increment(1);
+                metrics::counter!(FAILED, "destination" => label).increment(1);
             }
         }
         db.execute_raw(Statement::from_sql_and_values(

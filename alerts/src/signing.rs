@@ -8,6 +8,12 @@
 //! seconds of this attempt, so it can refuse replays) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`
 //! over the exact body bytes sent.
+//!
+//! After a rotation the old secret keeps signing for a grace period
+//! ([`SigningSecrets`]): the header then holds one signature per secret,
+//! space-separated, the new one first, and a receiver accepts a delivery
+//! if any of them verifies with the secret it knows. So a receiver that has
+//! not switched yet loses nothing.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
@@ -87,17 +93,6 @@ impl WebhookSecret {
         format!("{PREFIX}{shown}****")
     }
 
-    /// One attempt at delivering `body` as message `id`, signed now.
-    pub fn delivery(&self, id: String, body: Vec<u8>, now: DateTime<Utc>) -> SignedDelivery {
-        let timestamp = now.timestamp();
-        SignedDelivery {
-            signature: self.sign(&id, timestamp, &body),
-            id,
-            timestamp,
-            body,
-        }
-    }
-
     /// The `webhook-signature` value for one attempt.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         // HMAC takes a key of any length: this cannot fail.
@@ -108,6 +103,33 @@ impl WebhookSecret {
         mac.update(b".");
         mac.update(body);
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// The secrets a delivery is signed with: the webhook's current one, and
+/// those rotated out whose grace period has not ended, newest first.
+#[derive(Debug, Clone)]
+pub struct SigningSecrets {
+    pub current: WebhookSecret,
+    pub retired: Vec<WebhookSecret>,
+}
+
+impl SigningSecrets {
+    /// One attempt at delivering `body` as message `id`, signed now with
+    /// every secret: `v1,<current> v1,<retired>...`.
+    pub fn delivery(&self, id: String, body: Vec<u8>, now: DateTime<Utc>) -> SignedDelivery {
+        let timestamp = now.timestamp();
+        let signature = std::iter::once(&self.current)
+            .chain(&self.retired)
+            .map(|secret| secret.sign(&id, timestamp, &body))
+            .collect::<Vec<_>>()
+            .join(" ");
+        SignedDelivery {
+            signature,
+            id,
+            timestamp,
+            body,
+        }
     }
 }
 
@@ -125,6 +147,25 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn a_delivery_during_a_grace_period_carries_a_signature_per_secret_newest_first() {
+        let (new, old) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let now = DateTime::from_timestamp(1_614_265_330, 0).unwrap();
+        let both = SigningSecrets {
+            current: new.clone(),
+            retired: vec![old.clone()],
+        };
+        let delivery = both.delivery("msg_1".into(), b"{}".to_vec(), now);
+        let expected = [&new, &old].map(|s| s.sign("msg_1", now.timestamp(), b"{}"));
+        assert_eq!(delivery.signature, expected.join(" "));
+        let alone = SigningSecrets {
+            current: new,
+            retired: Vec::new(),
+        };
+        let delivery = alone.delivery("msg_1".into(), b"{}".to_vec(), now);
+        assert_eq!(delivery.signature, expected[0]);
     }
 
     #[test]

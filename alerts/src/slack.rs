@@ -34,11 +34,12 @@ pub struct AlertMessage {
     pub spend: Option<Spend>,
 }
 
-/// A budget alert's figures, as exact decimal strings.
+/// A budget alert's figures, as exact decimal strings, in `currency`.
 #[derive(Debug, Clone)]
 pub struct Spend {
     pub cost: String,
     pub budget: String,
+    pub currency: String,
 }
 
 impl Spend {
@@ -87,12 +88,13 @@ impl AlertMessage {
     pub fn text(&self) -> String {
         if let Some(spend) = &self.spend {
             return format!(
-                "FlagMeter budget alert: {} has spent {:.1}% of its monthly budget ({} / {}), \
+                "FlagMeter budget alert: {} has spent {:.1}% of its monthly budget ({} / {} {}), \
                  crossing the {}% budget alert threshold. The billing period ends {}.",
                 self.tenant_name,
                 spend.percent(),
                 spend.cost,
                 spend.budget,
+                spend.currency,
                 self.threshold,
                 self.period_end.format("%Y-%m-%d %H:%M UTC"),
             );
@@ -131,9 +133,10 @@ impl AlertMessage {
                     self.tenant_name, self.threshold
                 ),
                 format!(
-                    "*Budget alert: cost*\n{} / {} ({:.1}%)",
+                    "*Budget alert: cost*\n{} / {} {} ({:.1}%)",
                     spend.cost,
                     spend.budget,
+                    spend.currency,
                     spend.percent()
                 ),
             ),
@@ -305,12 +308,13 @@ mod tests {
             spend: Some(Spend {
                 cost: "4.701234".into(),
                 budget: "5.000000".into(),
+                currency: "USD".into(),
             }),
             ..message()
         };
         let text = budget.text();
         assert!(text.contains("budget alert"), "{text}");
-        assert!(text.contains("4.701234 / 5.000000"), "{text}");
+        assert!(text.contains("4.701234 / 5.000000 USD"), "{text}");
         assert!(text.contains("94.0%"), "{text}");
         let payload = budget.payload();
         assert_eq!(

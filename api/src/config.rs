@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use alerts::config::AlertArgs;
 use domain::setting::{InvalidSetting, require};
-use runtime::config::{DatabaseArgs, TenantArgs};
+use runtime::config::{CurrencyArgs, DatabaseArgs, TenantArgs};
 use stream::{Replication, config::ValkeyArgs};
 
 /// Everything the api needs to run.
@@ -47,9 +47,25 @@ pub struct ApiConfig {
     /// 5 s reply timeout).
     #[arg(long, env = "FLAGMETER_VALKEY_WAIT_MS", default_value_t = 1_000)]
     pub valkey_wait_ms: u64,
-    /// The currency of prices, costs and budgets: an ISO 4217 code.
-    #[arg(long, env = "FLAGMETER_CURRENCY", default_value = "USD")]
-    pub currency: String,
+    /// How long a rotated webhook secret keeps signing deliveries beside
+    /// the new one, in seconds (0: it stops at once), so that receivers
+    /// can switch without refusing an alert.
+    #[arg(
+        long,
+        env = "FLAGMETER_WEBHOOK_ROTATION_GRACE_SECS",
+        default_value_t = 86_400
+    )]
+    pub webhook_rotation_grace_secs: u64,
+    #[command(flatten)]
+    pub money: CurrencyArgs,
+    /// The span (or resource) attribute that names the tenant of a GenAI
+    /// span sent to `POST /v1/traces`.
+    #[arg(
+        long,
+        env = "FLAGMETER_OTLP_TENANT_ATTRIBUTE",
+        default_value = "flagmeter.tenant"
+    )]
+    pub otlp_tenant_attribute: String,
     /// What a reservation gets when the tenant's counted usage is unknown
     /// (PostgreSQL unreachable and no usage read this period): `allow`
     /// grants it as far as the per-minute limits allow (a PostgreSQL
@@ -75,6 +91,10 @@ pub struct ApiConfig {
 
 /// How long the api waits for any Valkey reply before answering 503.
 pub const VALKEY_REPLY_TIMEOUT_MS: u64 = 5_000;
+
+/// The longest a rotated secret may keep signing: an old secret is a
+/// liability, and a receiver has long switched by then.
+const MAX_ROTATION_GRACE_SECS: u64 = 30 * 86_400;
 
 /// The smallest body limit that still fits a single event.
 const MIN_BODY_BYTES: usize = 1024;
@@ -105,10 +125,17 @@ impl ApiConfig {
             ),
         )?;
         require(
-            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase()),
-            "FLAGMETER_CURRENCY",
-            &self.currency,
-            "must be an ISO 4217 code: three capital letters such as USD",
+            self.webhook_rotation_grace_secs <= MAX_ROTATION_GRACE_SECS,
+            "FLAGMETER_WEBHOOK_ROTATION_GRACE_SECS",
+            self.webhook_rotation_grace_secs,
+            format!("must be at most {MAX_ROTATION_GRACE_SECS} (30 days)"),
+        )?;
+        self.money.validate()?;
+        require(
+            !self.otlp_tenant_attribute.trim().is_empty(),
+            "FLAGMETER_OTLP_TENANT_ATTRIBUTE",
+            &self.otlp_tenant_attribute,
+            "must name an attribute",
         )?;
         self.auth.validate()?;
         self.valkey.validate()?;

@@ -73,7 +73,8 @@ pub enum ApiError {
     /// The request broke a rule; `details` says which and why.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// No API key, or a key that is unknown or revoked.
+    /// No API key, or a key that is unknown, revoked or expired (error
+    /// `expired`).
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// The key lacks the scope, or is restricted to another tenant.
@@ -103,6 +104,19 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::Unauthorized(
             ErrorBody::new("missing, unknown or revoked API key", None),
+            BEARER_CHALLENGE.to_owned(),
+        )
+    }
+
+    /// The 401 of a key past its `expiresAt`.
+    pub fn expired_key(at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self::Unauthorized(
+            ErrorBody::new(
+                "expired",
+                Some(serde_json::json!({
+                    "reason": format!("the API key expired at {}", at.to_rfc3339()),
+                })),
+            ),
             BEARER_CHALLENGE.to_owned(),
         )
     }

@@ -14,8 +14,9 @@ use poem::{Endpoint, IntoResponse, PathPattern, Request, Response, Result};
 const INGEST_ROUTES: [&str; 2] = ["/api/events", "/api/events/batch"];
 
 /// Describes the api's metrics and starts its counters at zero, so that
-/// dashboards show 0 rather than "no data" before the first request.
-pub fn describe() {
+/// dashboards show 0 rather than "no data" before the first request; shows
+/// the stream's `high_water` mark, which alert rules compare lengths with.
+pub fn describe(high_water: u64) {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "flagmeter_http_requests_total",
@@ -46,6 +47,11 @@ pub fn describe() {
             &["high_water", "valkey_unavailable", "not_replicated"],
         ),
     );
+    labelled_counter(
+        "flagmeter_otlp_spans_total",
+        "Spans received on POST /v1/traces, by outcome: accepted as usage events, skipped (no usage) or rejected",
+        ("outcome", &["accepted", "skipped", "rejected"]),
+    );
     describe_histogram!(
         "flagmeter_xadd_duration_seconds",
         Unit::Seconds,
@@ -56,7 +62,18 @@ pub fn describe() {
         Unit::Count,
         "Entries in each shard of the stream (sampled), by shard"
     );
-    runtime::metrics::describe_process();
+    describe_gauge!(
+        "flagmeter_clock_offset_seconds",
+        Unit::Seconds,
+        "The Valkey server's clock minus this host's; events are stamped by Valkey's"
+    );
+    describe_gauge!(
+        "flagmeter_stream_high_water_entries",
+        Unit::Count,
+        "Length at which a shard takes no more events (FLAGMETER_STREAM_HIGH_WATER)"
+    );
+    metrics::gauge!("flagmeter_stream_high_water_entries").set(high_water as f64);
+    alerts::metrics::describe_recording();
 }
 
 /// Describes a counter and starts it at zero for each value of its one

@@ -40,7 +40,7 @@ pub async fn accept<T: Submission>(
     caller.require_for(Scope::Ingest, item.tenant())?;
     let reservation = item.reservation().map(str::to_owned);
     let record = item
-        .into_record(Utc::now())
+        .into_record(state.clock.now())
         .map_err(|invalid| ApiError::invalid_item(T::KIND, None, &invalid))?;
     append(state, std::slice::from_ref(&record), &[reservation]).await?;
     Ok(record)
@@ -58,7 +58,7 @@ pub async fn accept_batch<T: Submission>(
         caller.require_for(Scope::Ingest, item.tenant())?;
     }
     state.auth.charge_batch(caller, items.len())?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let reservations: Vec<Option<String>> = items
         .iter()
         .map(|item| item.reservation().map(str::to_owned))

@@ -1,7 +1,10 @@
-//! `flagmeter-api`: the HTTP service (ingest, usage, docs), and the `keys`
-//! command that manages API keys straight in the database.
+//! `flagmeter-api`: the HTTP service (ingest, usage, docs), the `keys`
+//! command that manages API keys straight in the database, and the
+//! `prices import` command that adds price versions from a catalog.
 
-use api::{auth::cli::KeysCommand, config::ApiConfig, startup::Application};
+use api::{
+    auth::cli::KeysCommand, config::ApiConfig, price_catalog::PricesCommand, startup::Application,
+};
 use clap::{Parser, Subcommand};
 use runtime::config::LogArgs;
 
@@ -31,15 +34,26 @@ enum Command {
     /// Manage API keys in the database (DATABASE_URL); no api needs to run.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage price versions in the database (DATABASE_URL); no api needs
+    /// to run.
+    #[command(subcommand)]
+    Prices(PricesCommand),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let api_addr = Some(cli.config.api_addr);
-    runtime::telemetry::start(&cli.log, cli.healthcheck, api_addr, "/api/health").await;
-    if let Some(Command::Keys(command)) = cli.command {
-        return command.run(&cli.config.database).await;
+    let healthcheck = cli.healthcheck.then_some(runtime::telemetry::Probe {
+        addr: api_addr,
+        path: "/api/health",
+        judge: &|_| Ok(()),
+    });
+    runtime::telemetry::start(&cli.log, healthcheck).await;
+    match cli.command {
+        Some(Command::Keys(command)) => return command.run(&cli.config.database).await,
+        Some(Command::Prices(command)) => return command.run(&cli.config.database).await,
+        None => {}
     }
     let shutdown = runtime::shutdown::on_signal();
     let app = Application::build(cli.config).await?;

@@ -12,7 +12,7 @@ use alerts::slack::SlackClient;
 use stream::{ConnectOptions, ensure_group};
 
 use crate::{
-    auth::Auth, backlog::Backlog, config, config::ApiConfig, dashboard::snapshot,
+    auth::Auth, backlog::Backlog, clock::Clock, config, config::ApiConfig, dashboard::snapshot,
     header_timeout::HeaderTimeout, lag::Lag, limits::Limits, routes, state::AppState,
     usage_cache::UsageCache,
 };
@@ -45,7 +45,7 @@ impl Application {
         // was stored.
         let mut valkey = config.valkey.target()?.connect_lazy(ConnectOptions {
             connect_timeout: Duration::from_secs(2),
-            response_timeout: Some(Duration::from_millis(config::VALKEY_REPLY_TIMEOUT_MS)),
+            response_timeout: Duration::from_millis(config::VALKEY_REPLY_TIMEOUT_MS),
             retries: 1,
         })?;
         let shards = config.valkey.shards();
@@ -54,13 +54,16 @@ impl Application {
                 tracing::warn!(%err, stream = %keys.stream, "cannot create the stream yet; ingest answers 503 until Valkey is reachable");
             }
         }
+        // Before the first event is stamped: see `clock`.
+        let clock = Clock::default();
+        clock.sync_once(&mut valkey).await;
         let acceptor = TcpListener::bind(config.api_addr).into_acceptor().await?;
         let addr = acceptor
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
-        let currency: std::sync::Arc<str> = config.currency.as_str().into();
+        let currency: std::sync::Arc<str> = config.money.currency.as_str().into();
         let limits = Limits::new(
             &config.valkey.stream,
             config.limits_when_unknown,
@@ -80,13 +83,16 @@ impl Application {
                 retry_after_secs: config.retry_after_secs,
                 high_water: config.stream_high_water,
                 lag: Lag::default(),
+                clock,
                 default_quota: config.tenants.default_quota,
                 default_thresholds: config.alerts.alert_thresholds.clone(),
                 webhook_policy: config.alerts.policy(),
+                webhook_rotation_grace: Duration::from_secs(config.webhook_rotation_grace_secs),
                 slack: SlackClient::new()?,
                 currency,
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
+                otlp_tenant_attribute: config.otlp_tenant_attribute.as_str().into(),
                 limits,
             },
             max_body_bytes: config.max_body_bytes,
@@ -121,7 +127,14 @@ impl Application {
                 .run(self.state.clone(), shutdown.clone()),
         );
         let metrics = runtime::metrics::handle();
-        crate::http_metrics::describe();
+        crate::http_metrics::describe(self.state.high_water);
+        // After the recorder exists: it reports the offset first.
+        let clock = tokio::spawn(
+            self.state
+                .clock
+                .clone()
+                .sync(self.state.valkey.clone(), shutdown.clone()),
+        );
         crate::limits::describe();
         let upkeep = tokio::spawn(runtime::metrics::upkeep(metrics.clone(), shutdown.clone()));
         // Stopping it ends every dashboard stream, so that open browsers do
@@ -141,6 +154,7 @@ impl Application {
         sampler.abort();
         lag.abort();
         limits.abort();
+        clock.abort();
         upkeep.abort();
         snapshots.abort();
         Ok(())

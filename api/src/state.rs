@@ -5,8 +5,8 @@ use alerts::{slack::SlackClient, webhook::WebhookPolicy};
 use stream::{Replication, Shards, Valkey};
 
 use crate::{
-    auth::Auth, backlog::Backlog, dashboard::snapshot::Snapshots, lag::Lag, limits::Limits,
-    usage_cache::UsageCache,
+    auth::Auth, backlog::Backlog, clock::Clock, dashboard::snapshot::Snapshots, lag::Lag,
+    limits::Limits, usage_cache::UsageCache,
 };
 use sea_orm::DatabaseConnection;
 
@@ -34,6 +34,9 @@ pub struct AppState {
     pub high_water: u64,
     /// When the oldest event not yet counted was accepted.
     pub lag: Lag,
+    /// Now, by the clock every replica shares (the Valkey server's): what
+    /// an event's receipt time and default event time are.
+    pub clock: Clock,
     /// Quota of a tenant created by its first event (what a check assumes
     /// for a tenant never seen).
     pub default_quota: i64,
@@ -41,12 +44,17 @@ pub struct AppState {
     pub default_thresholds: Vec<i32>,
     /// Which webhook URLs may be saved.
     pub webhook_policy: WebhookPolicy,
+    /// How long a rotated signing secret keeps signing beside the new one.
+    pub webhook_rotation_grace: std::time::Duration,
     /// For the webhook test message.
     pub slack: SlackClient,
     /// The currency prices, costs and budgets are in (`FLAGMETER_CURRENCY`).
     pub currency: std::sync::Arc<str>,
     /// Recent period usage per tenant, shared by concurrent readers.
     pub usage_cache: UsageCache,
+    /// `FLAGMETER_OTLP_TENANT_ATTRIBUTE`: which attribute of a GenAI span
+    /// names its tenant.
+    pub otlp_tenant_attribute: std::sync::Arc<str>,
     /// The dashboard's latest figures, read once for every viewer.
     pub snapshots: Snapshots,
     /// Reservations, per-minute limits, and the events in flight.

@@ -54,6 +54,11 @@ pub enum DecimalError {
     Malformed(usize),
     #[error("must be greater than 0")]
     Zero,
+    #[error(
+        "cannot be held exactly: a price per token may have at most 12 decimals \
+         (6 per million tokens) and must be below 10 (10 million per million)"
+    )]
+    Inexact,
 }
 
 /// Parses `12.345` into micro-units; refuses signs, exponents, spaces,
@@ -95,6 +100,64 @@ fn show_micros(micros: i64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 impl PerMillion {
     pub fn parse(text: &str) -> Result<Self, DecimalError> {
         parse_micros(text, PRICE_DIGITS).map(Self)
+    }
+
+    /// A price per token as a JSON number's text (`2.5e-06`, `0.0000025`,
+    /// `0`), converted to the price per million tokens exactly: the
+    /// decimal point moves six places, no floating point is involved, and
+    /// a price that this type cannot hold exactly is refused.
+    pub fn from_per_token(text: &str) -> Result<Self, DecimalError> {
+        if text.starts_with('-') {
+            return Err(DecimalError::Negative);
+        }
+        let malformed = || DecimalError::Malformed(PRICE_DIGITS);
+        let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+            Some((mantissa, exponent)) => {
+                let exponent = exponent.strip_prefix('+').unwrap_or(exponent);
+                // Far beyond any price this type can hold either way.
+                let exponent: i32 = exponent.parse().map_err(|_| malformed())?;
+                if exponent.abs() > 64 {
+                    return Err(DecimalError::Inexact);
+                }
+                (mantissa, exponent)
+            }
+            None => (text, 0),
+        };
+        let (whole, fraction) = match mantissa.split_once('.') {
+            Some((_, "")) => return Err(malformed()),
+            Some(parts) => parts,
+            None => (mantissa, ""),
+        };
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(whole) || !(fraction.is_empty() || all_digits(fraction)) {
+            return Err(malformed());
+        }
+        // The value is `digits` × 10^`shift` per million tokens.
+        let digits = format!("{whole}{fraction}");
+        let shift = exponent + DECIMALS as i32 - fraction.len() as i32;
+        let significant = digits.trim_start_matches('0');
+        if significant.is_empty() {
+            return Ok(Self(0));
+        }
+        let (significant, shift) = {
+            let trimmed = significant.trim_end_matches('0');
+            (trimmed, shift + (significant.len() - trimmed.len()) as i32)
+        };
+        let text = if shift >= 0 {
+            if significant.len() + shift as usize > PRICE_DIGITS {
+                return Err(DecimalError::Inexact);
+            }
+            format!("{significant}{}", "0".repeat(shift as usize))
+        } else {
+            let decimals = shift.unsigned_abs() as usize;
+            if decimals > DECIMALS as usize {
+                return Err(DecimalError::Inexact);
+            }
+            let padded = format!("{significant:0>width$}", width = decimals + 1);
+            let (int, frac) = padded.split_at(padded.len() - decimals);
+            format!("{int}.{frac}")
+        };
+        Self::parse(&text).map_err(|_| DecimalError::Inexact)
     }
 
     /// The cost of `tokens` tokens at this price.
@@ -247,6 +310,50 @@ mod tests {
         }
         assert_eq!(Budget::parse("0.000"), Err(DecimalError::Zero));
         assert_eq!(Budget::parse("0"), Err(DecimalError::Zero));
+    }
+
+    #[test]
+    fn prices_per_token_become_prices_per_million_exactly() {
+        let per_million = |text| PerMillion::from_per_token(text).map(|p| p.to_string());
+        for (per_token, expected) in [
+            ("2.5e-06", "2.500000"),
+            ("2.5E-6", "2.500000"),
+            ("0.0000025", "2.500000"),
+            ("1.25e-07", "0.125000"),
+            ("3e-06", "3.000000"),
+            ("0.00006", "60.000000"),
+            ("1e-12", "0.000001"),
+            ("0", "0.000000"),
+            ("0.0", "0.000000"),
+            ("0e0", "0.000000"),
+            ("9.999999999999", "9999999.999999"),
+            ("1.0e-05", "10.000000"),
+            ("1e+0", "1000000.000000"),
+        ] {
+            assert_eq!(
+                per_million(per_token).as_deref(),
+                Ok(expected),
+                "{per_token}"
+            );
+        }
+        for inexact in ["1e-13", "3.3333333333333e-06", "10", "1e1", "1e-99999"] {
+            assert_eq!(
+                PerMillion::from_per_token(inexact),
+                Err(DecimalError::Inexact),
+                "{inexact}"
+            );
+        }
+        assert_eq!(
+            PerMillion::from_per_token("-1e-06"),
+            Err(DecimalError::Negative)
+        );
+        for bad in ["", ".5", "5.", "1e", "e5", "0x1", "1,5", "\"1\"", "NaN"] {
+            assert_eq!(
+                PerMillion::from_per_token(bad),
+                Err(DecimalError::Malformed(7)),
+                "{bad}"
+            );
+        }
     }
 
     /// The patterns in the spec accept exactly what the parsers accept.

@@ -1,7 +1,7 @@
 //! `alerts`: the alert outbox. One row per tenant, billing period,
 //! threshold and kind (quota or budget; unique), written once the rollup transaction that crossed the
 //! threshold has committed (before its entries are acknowledged), and then
-//! delivered to Slack by a sender.
+//! delivered to Slack (and a signed webhook) by a sender.
 
 use sea_orm::entity::prelude::*;
 
@@ -12,13 +12,14 @@ pub enum Status {
     /// Due or waiting for its next attempt.
     #[sea_orm(string_value = "pending")]
     Pending,
-    /// Slack accepted the message.
+    /// The destination accepted the message.
     #[sea_orm(string_value = "delivered")]
     Delivered,
     /// Given up after the retry horizon, or refused for good.
     #[sea_orm(string_value = "failed")]
     Failed,
-    /// Recorded, but the tenant has no enabled webhook: nothing was sent.
+    /// Recorded, but the tenant has no enabled webhook of this kind:
+    /// nothing was sent there.
     #[sea_orm(string_value = "no_webhook")]
     NoWebhook,
 }
@@ -59,4 +60,7 @@ table!("alerts" {
     pub cost: Option<String>,
     /// A budget alert's budget at the crossing (exact decimal string).
     pub budget: Option<String>,
+    /// The signed webhook's message id (`webhook-id` is `msg_` and this
+    /// UUIDv7): unique across databases, the same on every retry.
+    pub message_id: Uuid,
 });

@@ -17,4 +17,6 @@ table!("api_keys" {
     pub created_at: DateTimeUtc,
     pub last_used_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
+    /// When the key stops working, if it expires.
+    pub expires_at: Option<DateTimeUtc>,
 });

@@ -78,6 +78,9 @@ migrations!(
     m20261202_000033_voids,
     m20261202_000034_rollup_fillfactor,
     m20261207_000050_per_minute_limits,
+    m20261207_000060_webhook_ids_and_rotation,
+    m20261207_000075_key_expiry,
+    m20261207_000076_deleted_tenants,
 );
 
 /// Key of the advisory lock held while migrating ("flagmeter" in ASCII).

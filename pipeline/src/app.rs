@@ -6,6 +6,13 @@
 //! connects to PostgreSQL. Joining the consumer group waits, retrying, for
 //! as long as Valkey does not let the replica in (loading, full before the
 //! group exists, down): exiting would leave the events uncounted for good.
+//!
+//! Stopping is bounded: once shutdown is requested, the workers finish the
+//! batches in hand, the sender its delivery, within [`SHUTDOWN_GRACE`];
+//! whatever is still running then (a commit waiting on a connection gone
+//! silent, say) is abandoned. That is safe: entries are acknowledged only
+//! after COMMIT, so an abandoned batch stays pending and is counted by
+//! another replica, or by this one restarted.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -16,20 +23,27 @@ use alerts::{
 };
 use domain::setting::InvalidSetting;
 use metrics_exporter_prometheus::PrometheusHandle;
-use runtime::config::{DatabaseArgs, TenantArgs};
+use runtime::config::{CurrencyArgs, DatabaseArgs, TenantArgs};
 use sea_orm::DatabaseConnection;
 use store::dead_letter;
 use stream::{Target, config::ValkeyArgs};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::WorkerArgs,
     consumer::{Consumer, ReadSettings},
     janitor,
+    liveness::Progress,
     retry::until_done,
     worker::{Worker, WorkerSettings},
     writer::NewTenants,
 };
+
+/// How long a stopping replica lets its steps in flight finish before it
+/// abandons them: well inside the 10 s Docker and Kubernetes wait before
+/// they kill a process.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one replica needs.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +63,8 @@ pub struct PipelineConfig {
     pub sender: SenderArgs,
     #[command(flatten)]
     pub tenants: TenantArgs,
+    #[command(flatten)]
+    pub money: CurrencyArgs,
 }
 
 impl PipelineConfig {
@@ -59,6 +75,7 @@ impl PipelineConfig {
         self.worker.validate()?;
         self.alerts.validate()?;
         self.sender.validate()?;
+        self.money.validate()?;
         self.tenants.validate()
     }
 }
@@ -70,6 +87,8 @@ pub struct Pipeline {
     valkey: Target,
     /// Renders this replica's metrics; kept tidy while the replica runs.
     metrics: PrometheusHandle,
+    /// Posts the alerts.
+    slack: SlackClient,
 }
 
 impl Pipeline {
@@ -80,10 +99,10 @@ impl Pipeline {
     pub async fn build(config: PipelineConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let metrics = match config.metrics_addr {
-            Some(addr) => runtime::metrics::serve(addr)?,
+            Some(addr) => runtime::metrics::serve(addr).await,
             None => runtime::metrics::handle(),
         };
-        crate::metrics::describe_pipeline();
+        crate::metrics::describe_pipeline(Duration::from_millis(config.worker.claim_idle_ms));
         let db = config
             .database
             .connect_bounded(config.worker.transaction_bounds())
@@ -95,21 +114,54 @@ impl Pipeline {
             db,
             valkey,
             metrics,
+            slack: SlackClient::new()?,
         })
     }
 
     /// Joins every shard's consumer group (creating it if need be), then
     /// counts, one worker a shard, until `shutdown` is cancelled; alongside,
     /// trims the shards, delivers quota alerts and keeps the metrics tidy.
-    /// Returns once the batches in hand are finished.
+    /// Returns once the batches in hand are finished, or abandoned after
+    /// [`SHUTDOWN_GRACE`].
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let db = self.db.clone();
+        let mut tasks = JoinSet::new();
+        let grace = grace_after(&shutdown);
+        tokio::pin!(grace);
+        let started = tokio::select! {
+            () = self.run(&mut tasks, shutdown.clone()) => true,
+            () = &mut grace => false,
+        };
+        let finished = started
+            && tokio::select! {
+                () = finish(&mut tasks) => true,
+                () = &mut grace => false,
+            };
+        if !finished {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "abandoning the steps still in flight at shutdown; their entries stay pending");
+            tasks.shutdown().await;
+        }
+        // Closing waits for every connection to come back: not for one
+        // that a silent server holds.
+        if tokio::time::timeout(Duration::from_secs(1), db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("PostgreSQL connections still busy at exit; dropping them");
+        }
+        Ok(())
+    }
+
+    /// Joins the groups and starts every task of the replica in `tasks`.
+    async fn run(self, tasks: &mut JoinSet<()>, shutdown: CancellationToken) {
         let Self {
             config,
             db,
             valkey,
             metrics,
+            slack,
         } = self;
-        let upkeep = tokio::spawn(runtime::metrics::upkeep(metrics, shutdown.clone()));
+        tasks.spawn(runtime::metrics::upkeep(metrics, shutdown.clone()));
         let worker_args = &config.worker;
         let claim_idle = Duration::from_millis(worker_args.claim_idle_ms);
         let settings = ReadSettings {
@@ -118,10 +170,13 @@ impl Pipeline {
             claim_idle,
         };
         let shards = config.valkey.shards();
+        // From now on: a replica that cannot join its groups is stalled too.
+        let progress: Vec<Progress> = (0..shards.len()).map(Progress::of_shard).collect();
         let consumer_name = worker_args.consumer_name();
+        let db_bounds = worker_args.transaction_bounds();
         let mut consumers = Vec::with_capacity(shards.len());
         for keys in shards.all() {
-            let Some(consumer) = until_done("join the consumer group", &shutdown, || {
+            let Ok(consumer) = until_done("join the consumer group", &shutdown, || {
                 Consumer::connect(
                     valkey.clone(),
                     keys.clone(),
@@ -131,15 +186,17 @@ impl Pipeline {
             })
             .await
             else {
-                upkeep.await?;
-                return Ok(());
+                return;
             };
-            match dead_letter::import_legacy(&mut consumer.commands(), &db, keys).await {
-                Ok(0) => {}
-                Ok(moved) => {
+            let mut commands = consumer.commands();
+            let import = dead_letter::import_legacy(&mut commands, &db, keys);
+            match tokio::time::timeout(db_bounds.reply, import).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(moved)) => {
                     tracing::info!(moved, "moved dead letters from Valkey into PostgreSQL");
                 }
-                Err(err) => tracing::warn!(%err, "cannot move dead letters from Valkey yet"),
+                Ok(Err(err)) => tracing::warn!(%err, "cannot move dead letters from Valkey yet"),
+                Err(_) => tracing::warn!("cannot move dead letters from Valkey yet: no answer"),
             }
             consumers.push(consumer);
         }
@@ -150,17 +207,19 @@ impl Pipeline {
             shards,
             trim_interval: Duration::from_millis(worker_args.trim_interval_ms),
             retention_days: worker_args.event_retention_days,
+            stale_consumer_idle: Duration::from_secs(worker_args.stale_consumer_secs),
         };
         let sender_args = &config.sender;
         let sender = Sender::new(
             db.clone(),
-            SlackClient::new()?,
+            slack,
             SenderSettings {
                 policy: config.alerts.policy(),
                 retry_base: Duration::from_millis(sender_args.alert_retry_base_ms),
                 retry_max: Duration::from_millis(sender_args.alert_retry_max_ms),
                 give_up_after: Duration::from_secs(sender_args.alert_give_up_secs),
                 poll: Duration::from_millis(sender_args.alert_poll_ms),
+                currency: config.money.currency.clone(),
             },
         );
         let worker_settings = WorkerSettings {
@@ -171,24 +230,36 @@ impl Pipeline {
             claim_interval: Duration::from_millis(worker_args.claim_interval_ms),
             max_deliveries: worker_args.max_deliveries,
             keep_fresh_after: claim_idle / 3,
+            db_bounds,
             failpoint: worker_args.failpoint,
         };
-        let janitor = tokio::spawn(janitor.run(shutdown.clone()));
-        let sender = tokio::spawn(sender.run(shutdown.clone()));
-        let workers: Vec<_> = consumers
-            .into_iter()
-            .map(|consumer| {
-                let worker = Worker::new(consumer, db.clone(), worker_settings.clone());
-                tokio::spawn(worker.run(shutdown.clone()))
-            })
-            .collect();
-        for worker in workers {
-            worker.await?;
+        let alerts_due = sender.alerts_due();
+        tasks.spawn(janitor.run(shutdown.clone()));
+        tasks.spawn(sender.run(shutdown.clone()));
+        for (consumer, progress) in consumers.into_iter().zip(progress) {
+            let worker = Worker::new(
+                consumer,
+                db.clone(),
+                worker_settings.clone(),
+                alerts_due.clone(),
+                progress,
+            );
+            tasks.spawn(worker.run(shutdown.clone()));
         }
-        janitor.await?;
-        sender.await?;
-        upkeep.await?;
-        db.close().await?;
-        Ok(())
     }
+}
+
+/// Waits for every task; one that panicked is logged (the others go on).
+async fn finish(tasks: &mut JoinSet<()>) {
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(err) = ended {
+            tracing::error!(%err, "a pipeline task failed");
+        }
+    }
+}
+
+/// Resolves [`SHUTDOWN_GRACE`] after shutdown was requested.
+async fn grace_after(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
 }

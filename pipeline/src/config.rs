@@ -55,6 +55,12 @@ pub struct WorkerArgs {
     /// idle time).
     #[arg(long, env = "FLAGMETER_DB_IDLE_IN_TRANSACTION_MS")]
     pub db_idle_in_transaction_ms: Option<u64>,
+    /// A consumer that owns no pending entries and has not read for this
+    /// long (a replica that crashed or was replaced) is removed from its
+    /// group, in seconds.
+    #[arg(long, env = "FLAGMETER_STALE_CONSUMER_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stale_consumer_secs: u64,
     /// A deliberate crash, for fault-injection tests only.
     #[arg(long, env = "FLAGMETER_FAILPOINT", value_enum, hide = true)]
     pub failpoint: Option<crate::worker::Failpoint>,
@@ -119,7 +125,10 @@ impl WorkerArgs {
 
     /// The bounds of every pipeline transaction: the configured ones, else
     /// shares of the claim idle time, within which a batch must be done
-    /// anyway (beyond it, another replica takes its entries over).
+    /// anyway (beyond it, another replica takes its entries over). The
+    /// client waits for an answer the whole claim idle time: above every
+    /// server bound (each below it, see [`Self::validate`]), and a step of
+    /// up to three statements of a third each fits in it.
     pub fn transaction_bounds(&self) -> TransactionBounds {
         let share = |configured: Option<u64>, divisor: u64| {
             Duration::from_millis(configured.unwrap_or((self.claim_idle_ms / divisor).max(1)))
@@ -128,7 +137,17 @@ impl WorkerArgs {
             statement: share(self.db_statement_timeout_ms, 3),
             lock: share(self.db_lock_timeout_ms, 3),
             idle_in_transaction: share(self.db_idle_in_transaction_ms, 6),
+            reply: Duration::from_millis(self.claim_idle_ms),
         }
+    }
+
+    /// How long a worker may go without progress while its stream has work
+    /// before the health check fails: twice the claim idle time. A live
+    /// worker makes progress at least every block time when idle, and
+    /// within the claim idle time (its longest step) plus a backoff sleep
+    /// when busy or recovering from a half-open connection.
+    pub fn stall_bound(&self) -> Duration {
+        Duration::from_millis(self.claim_idle_ms.saturating_mul(2))
     }
 
     /// The consumer name: the configured one, else `hostname-pid`, which is

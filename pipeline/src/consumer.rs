@@ -3,11 +3,12 @@
 //! ends an entry's life once its effect is committed.
 //!
 //! A consumer reads one shard of the stream. Blocking reads go over a
-//! connection of their own with no response timeout (redis-rs would
-//! otherwise time a `BLOCK` out after 500 ms, and a blocking read would hold
-//! up every command queued behind it); acks and claims share another. Both
-//! reconnect by themselves after Valkey restarts or a cluster fails over
-//! ([`stream::Valkey`]).
+//! connection of their own whose reply timeout is the block time plus a
+//! margin (the commands' 500 ms would time a `BLOCK` out, and a blocking read
+//! would hold up every command queued behind it); acks and claims share
+//! another. Both reconnect by themselves after Valkey restarts or a cluster
+//! fails over, and are replaced when a reply does not come in time (a
+//! half-open connection, [`stream::Valkey`]).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -62,7 +63,7 @@ pub struct Consumer {
     keys: StreamKeys,
     name: String,
     settings: ReadSettings,
-    /// Dedicated to blocking reads, with no response timeout.
+    /// Dedicated to blocking reads, with a reply timeout above the block time.
     reader: Valkey,
     /// Shared by acks and claims; reconnects by itself.
     commands: Valkey,
@@ -77,7 +78,9 @@ impl Consumer {
         settings: ReadSettings,
     ) -> Result<Self, RedisError> {
         let target = target.into();
-        let reader = target.connect(ConnectOptions::BLOCKING).await?;
+        let reader = target
+            .connect(ConnectOptions::blocking(settings.block))
+            .await?;
         let commands = target.connect(ConnectOptions::COMMANDS).await?;
         let mut consumer = Self {
             keys,

@@ -22,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use stream::{EntryId, Shards, StreamKeys, Valkey};
 
+use crate::stale_consumers;
+
 /// Rows deleted per retention statement.
 const RETENTION_BATCH: i64 = 5_000;
 /// How often the ledger is swept.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest sweep; the rest waits for the next one.
+const RETENTION_BOUND: Duration = Duration::from_secs(300);
 
 /// The housekeeping task of one replica.
 pub struct Janitor {
@@ -37,6 +41,9 @@ pub struct Janitor {
     pub trim_interval: Duration,
     /// Days a ledger row is kept after receipt.
     pub retention_days: u32,
+    /// Idle time after which a consumer that owns nothing is removed
+    /// ([`crate::stale_consumers`]).
+    pub stale_consumer_idle: Duration,
 }
 
 impl Janitor {
@@ -58,6 +65,13 @@ impl Janitor {
                     }
                     Err(err) => tracing::warn!(%err, shard, "cannot trim the stream"),
                 }
+                match stale_consumers::remove(&mut self.valkey, keys, self.stale_consumer_idle)
+                    .await
+                {
+                    Ok(removed) if removed.is_empty() => {}
+                    Ok(removed) => tracing::info!(?removed, shard, "removed stale consumers"),
+                    Err(err) => tracing::warn!(%err, shard, "cannot remove stale consumers"),
+                }
             }
             let pool = self.db.get_postgres_connection_pool();
             let idle = pool.num_idle() as f64;
@@ -65,10 +79,18 @@ impl Janitor {
             metrics::gauge!("flagmeter_db_pool_connections", "state" => "in_use")
                 .set(f64::from(pool.size()) - idle);
             if tokio::time::Instant::now() >= next_sweep {
-                match expire_ledger(&self.db, self.retention_days, &shutdown).await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "expired ledger rows past retention"),
-                    Err(err) => tracing::warn!(%err, "cannot expire ledger rows"),
+                // Bounded, so that a PostgreSQL connection gone silent
+                // cannot stop the trimming for good.
+                let sweep = expire_ledger(&self.db, self.retention_days, &shutdown);
+                match tokio::time::timeout(RETENTION_BOUND, sweep).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(deleted)) => {
+                        tracing::info!(deleted, "expired ledger rows past retention")
+                    }
+                    Ok(Err(err)) => tracing::warn!(%err, "cannot expire ledger rows"),
+                    Err(_) => {
+                        tracing::warn!("expiring ledger rows took too long; trying again later")
+                    }
                 }
                 next_sweep += RETENTION_INTERVAL;
             }

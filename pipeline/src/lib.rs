@@ -5,17 +5,20 @@
 //! crate.
 //!
 //! The chain, one module a step: [`consumer`] (read, reclaim) → [`worker`]
-//! (decode, commit, ack) → [`writer`] (one transaction); beside it
-//! [`janitor`] (trimming, retention) and the dead letters
-//! (`store::dead_letter`, [`dead_letters_cli`]). [`app`] builds and
-//! runs a replica; [`config`] is the worker's settings.
+//! (decode, commit, settle: alerts and ack) → [`writer`] (one transaction);
+//! beside it [`janitor`] (trimming, retention, [`stale_consumers`]), the
+//! dead letters (`store::dead_letter`, [`dead_letters_cli`]) and
+//! [`liveness`] (each worker's progress, for the health check). [`app`]
+//! builds and runs a replica; [`config`] is the worker's settings.
 
 pub mod app;
 pub mod config;
 pub mod consumer;
 pub mod dead_letters_cli;
 pub mod janitor;
+pub mod liveness;
 pub mod metrics;
 pub mod retry;
+pub mod stale_consumers;
 pub mod worker;
 pub mod writer;

@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand};
 use pipeline::{
     app::{Pipeline, PipelineConfig},
     dead_letters_cli::DeadLetters,
+    liveness,
 };
-use runtime::config::LogArgs;
+use runtime::{config::LogArgs, telemetry::Probe};
 
 /// mimalloc instead of glibc's malloc: per-thread free lists for the many
 /// short-lived allocations of each request and batch.
@@ -20,8 +21,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     log: LogArgs,
-    /// Exit 0 if this replica's metrics endpoint answers, 1 otherwise (for a
-    /// container health check), instead of running.
+    /// Exit 0 if this replica's metrics endpoint answers and every worker
+    /// has made progress within twice FLAGMETER_CLAIM_IDLE_MS (or has no
+    /// work), 1 otherwise (for a container health check), instead of
+    /// running.
     #[arg(long)]
     healthcheck: bool,
     #[command(flatten)]
@@ -42,7 +45,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    runtime::telemetry::start(&cli.log, cli.healthcheck, cli.config.metrics_addr, "/").await;
+    let stall_bound = cli.config.worker.stall_bound();
+    let judge = |metrics: &str| liveness::judge(metrics, liveness::unix_now(), stall_bound);
+    let healthcheck = cli.healthcheck.then_some(Probe {
+        addr: cli.config.metrics_addr,
+        path: "/",
+        judge: &judge,
+    });
+    runtime::telemetry::start(&cli.log, healthcheck).await;
     match cli.command {
         None => {
             let shutdown = runtime::shutdown::on_signal();

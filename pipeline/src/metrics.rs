@@ -1,13 +1,16 @@
 //! The pipeline's own metrics, described and started at zero. The recorder,
-//! its endpoint and the process metrics are [`runtime::metrics`].
+//! its endpoint and the process metrics are [`runtime::metrics`]; the alert
+//! deliveries' are [`alerts::metrics`].
 //!
 //! Names follow `flagmeter_<thing>_<unit>[_total]`; labels have bounded
 //! cardinality (a few reasons, never tenant ids); counters are incremented
 //! per batch, not per event.
 
 /// Describes the pipeline's metrics and starts every counter at zero, so
-/// that dashboards show 0 rather than "no data" before the first event.
-pub fn describe_pipeline() {
+/// that dashboards show 0 rather than "no data" before the first event;
+/// shows the `claim_idle` time, which alert rules compare batch durations
+/// with.
+pub fn describe_pipeline(claim_idle: std::time::Duration) {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     let counters = [
         (
@@ -34,15 +37,9 @@ pub fn describe_pipeline() {
             "flagmeter_events_voided_total",
             "Voids applied: counted events voided, or tombstones left",
         ),
-        ("flagmeter_alerts_fired_total", "Quota alerts recorded"),
         (
-            "flagmeter_alerts_delivered_total",
-            "Quota alerts Slack accepted",
-        ),
-        ("flagmeter_alerts_failed_total", "Quota alerts given up on"),
-        (
-            "flagmeter_alert_retries_total",
-            "Failed alert deliveries that will be retried",
+            "flagmeter_alerts_fired_total",
+            "Quota and budget alerts recorded as their thresholds were crossed",
         ),
     ];
     for (name, help) in counters {
@@ -52,7 +49,7 @@ pub fn describe_pipeline() {
     describe_counter!(
         "flagmeter_events_dead_lettered_total",
         Unit::Count,
-        "Entries moved to the dead-letter stream, by reason"
+        "Entries set aside in PostgreSQL's dead_letters table, by reason"
     );
     for reason in ["undecodable", "refused", "redelivered"] {
         metrics::counter!("flagmeter_events_dead_lettered_total", "reason" => reason).increment(0);
@@ -88,9 +85,21 @@ pub fn describe_pipeline() {
         "Entries delivered but not acknowledged (sampled), by shard"
     );
     describe_gauge!(
+        crate::liveness::PROGRESS,
+        Unit::Seconds,
+        "When each shard's worker last completed a step (a read, a commit, a settled batch), in Unix time, by shard"
+    );
+    describe_gauge!(
         "flagmeter_db_pool_connections",
         Unit::Count,
         "PostgreSQL pool connections, by state"
     );
-    runtime::metrics::describe_process();
+    describe_gauge!(
+        "flagmeter_claim_idle_seconds",
+        Unit::Seconds,
+        "Pending time after which another replica takes an entry over (FLAGMETER_CLAIM_IDLE_MS)"
+    );
+    metrics::gauge!("flagmeter_claim_idle_seconds").set(claim_idle.as_secs_f64());
+    alerts::metrics::describe_recording();
+    alerts::metrics::describe_delivery();
 }

@@ -2,15 +2,20 @@
 //! with capped, jittered exponential backoff, for as long as the process is
 //! not shutting down.
 //!
-//! An attempt in flight is never cut short: only the sleep between attempts
-//! races shutdown, so a batch whose commit is under way still finishes.
+//! An attempt in flight is not cut short by shutdown: only the sleep between
+//! attempts races it, so a batch whose commit is under way still finishes
+//! (within the grace a stopping replica gives it, `crate::app`). Every
+//! attempt is bounded on its own: Valkey commands by their reply timeout
+//! (`stream::connection`), PostgreSQL steps by
+//! `runtime::config::TransactionBounds::answered`; one that times out fails
+//! like a lost connection and is retried here.
 //!
 //! Every error a dependency can answer is retried here until it clears, so
 //! the pipeline recovers by itself once the dependency is healthy again:
 //!
 //! - Valkey `OOM` (at `maxmemory`): only writes that add data are refused;
 //!   reading, acking and trimming, which free memory, go on, a replica joins
-//!   a group that exists ([`crate::stream::ensure_group`]), and dead letters
+//!   a group that exists ([`stream::ensure_group`]), and dead letters
 //!   go to PostgreSQL. Tested in `system-tests/tests/faults/recovery.rs`.
 //! - Valkey `READONLY` (a replica, after a failover, until the client
 //!   reconnects to the new primary), `MASTERDOWN` (a replica cut off from
@@ -19,7 +24,8 @@
 //!   timeouts: each is an error reply or a lost connection on a command in
 //!   one of these loops; the connection reconnects (and in a cluster
 //!   follows MOVED and the new topology, see [`stream::Valkey`]), and nothing is
-//!   acked before it succeeds. Killing Valkey mid-load is tested in
+//!   acked before it succeeds. A connection that answers nothing at all
+//!   (half-open) times out and is replaced. Killing Valkey mid-load is tested in
 //!   `system-tests/tests/faults/main.rs`.
 //! - PostgreSQL read-only (`25006`), shutting down (`57P01`..`57P03`),
 //!   refusing connections, statement or lock timeouts (`57014`, `55P03`),
@@ -56,14 +62,20 @@ fn policy() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Runs `op` until it succeeds (`Some`) or shutdown is requested while
-/// waiting to try again (`None`). Every failure is logged as a warning:
+/// Shutdown came while a step was failing: the step was given up, and
+/// whatever it was for stays pending (in the stream), for this replica
+/// restarted or another to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// Runs `op` until it succeeds, or until shutdown is requested while
+/// waiting to try again ([`Stopped`]). Every failure is logged as a warning:
 /// nothing is lost while retrying, but an operator may want to know.
 pub async fn until_done<T, E, F, Fut>(
     what: &str,
     shutdown: &CancellationToken,
     mut op: F,
-) -> Option<T>
+) -> Result<T, Stopped>
 where
     E: Display,
     F: FnMut() -> Fut,
@@ -72,12 +84,12 @@ where
     let mut delays = policy();
     loop {
         match op().await {
-            Ok(value) => return Some(value),
+            Ok(value) => return Ok(value),
             Err(err) => {
                 let delay = delays.next().unwrap_or(MAX_DELAY);
                 tracing::warn!(%err, retry_in = ?delay, "{what} failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Err(Stopped),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -100,7 +112,7 @@ mod tests {
             async move { if n < 4 { Err("not yet") } else { Ok(n) } }
         })
         .await;
-        assert_eq!(result, Some(4));
+        assert_eq!(result, Ok(4));
     }
 
     #[tokio::test(start_paused = true)]
@@ -111,9 +123,8 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             stopper.cancel();
         });
-        let result: Option<()> =
-            until_done("test", &shutdown, || async { Err::<(), _>("down") }).await;
-        assert_eq!(result, None);
+        let result = until_done("test", &shutdown, || async { Err::<(), _>("down") }).await;
+        assert_eq!(result, Err(Stopped));
     }
 
     #[test]

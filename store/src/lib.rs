@@ -2,8 +2,9 @@
 //! single table, and the dead letters both binaries write and re-drive:
 //! a tenant's usage over a period or a time series ([`usage`]), priced as
 //! it is read ([`costing`], from the versions in [`prices`]), the ledger
-//! read back for the event explorer ([`ledger`]), which accepted events
-//! the ledger already holds ([`inflight`]), and the entries that can never
+//! read back for the event explorer ([`ledger`]), a tenant's configuration
+//! live or as it was deleted ([`tenants`]), which accepted events the
+//! ledger already holds ([`inflight`]), and the entries that can never
 //! be counted ([`dead_letter`]).
 
 pub mod costing;
@@ -11,4 +12,5 @@ pub mod dead_letter;
 pub mod inflight;
 pub mod ledger;
 pub mod prices;
+pub mod tenants;
 pub mod usage;

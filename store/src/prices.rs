@@ -2,6 +2,7 @@
 //! change) and token counts as the rollups and the ledger hold them, read
 //! into the domain's [`PriceVersion`], [`PriceBook`] and [`Counts`].
 
+use chrono::{DateTime, Utc};
 use domain::{
     money::PerMillion,
     pricing::{Counts, PriceBook, PriceVersion},
@@ -63,6 +64,67 @@ pub async fn versions<C: ConnectionTrait>(
     .iter()
     .map(version_from_row)
     .collect()
+}
+
+const INSERT_PRICE: &str = r#"
+INSERT INTO prices (feature, effective_from, input_per_million, output_per_million,
+                    cache_read_per_million, cache_write_per_million)
+VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric, $6::numeric)
+RETURNING id, feature, effective_from, input_per_million::text, output_per_million::text,
+          cache_read_per_million::text, cache_write_per_million::text, created_at
+"#;
+
+/// The prices of a new version, per million tokens of each class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewPrices {
+    pub input: PerMillion,
+    pub output: PerMillion,
+    pub cache_read: PerMillion,
+    pub cache_write: PerMillion,
+}
+
+impl NewPrices {
+    /// Whether `version` has exactly these prices.
+    pub fn same_as(&self, version: &PriceVersion) -> bool {
+        *self == Self::from(version)
+    }
+}
+
+impl From<&PriceVersion> for NewPrices {
+    fn from(version: &PriceVersion) -> Self {
+        Self {
+            input: version.input,
+            output: version.output,
+            cache_read: version.cache_read,
+            cache_write: version.cache_write,
+        }
+    }
+}
+
+/// Adds a price version of `feature` from `effective_from`; returns it as
+/// stored.
+pub async fn add_version<C: ConnectionTrait>(
+    db: &C,
+    feature: &str,
+    effective_from: DateTime<Utc>,
+    prices: NewPrices,
+) -> Result<PriceVersion, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            INSERT_PRICE,
+            [
+                feature.to_owned().into(),
+                effective_from.into(),
+                prices.input.to_string().into(),
+                prices.output.to_string().into(),
+                prices.cache_read.to_string().into(),
+                prices.cache_write.to_string().into(),
+            ],
+        ))
+        .await?
+        .ok_or(DbErr::RecordNotInserted)?;
+    version_from_row(&row)
 }
 
 /// Every feature's price versions, read fresh (the table is small).

@@ -85,14 +85,15 @@ impl PeriodUsage {
     }
 }
 
-/// Usage of `tenant` in the period containing `now`; `None` if the tenant
-/// has never been seen.
+/// Usage of `tenant` in the period containing `now` (a deleted tenant's
+/// under the configuration it had: [`crate::tenants::configuration`]);
+/// `None` if the tenant has never been seen.
 pub async fn tenant_usage<C: ConnectionTrait>(
     db: &C,
     tenant: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<PeriodUsage>, DbErr> {
-    let Some(tenant) = tenants::Entity::find_by_id(tenant).one(db).await? else {
+    let Some(tenant) = crate::tenants::configuration(db, tenant).await? else {
         return Ok(None);
     };
     Ok(period_usage(db, vec![tenant], now).await?.pop())

@@ -5,19 +5,36 @@
 //! reconnects). Both are one [`Valkey`] connection, so that no other code
 //! knows which it talks to.
 //!
+//! Every wait is bounded, because a connection can go half-open: the server,
+//! a NAT or a load balancer forgets it and no reset ever arrives, so the
+//! socket stays `ESTAB` and a reply never comes. Every socket has TCP
+//! keepalive with short intervals and `TCP_USER_TIMEOUT` (Linux), which end a
+//! connection whose peer vanished; every command has a reply timeout (a
+//! blocking read: its block time plus [`BLOCKING_MARGIN`]), and a connection
+//! that lets one pass is replaced by a fresh one. redis-rs reconnects only
+//! when the socket fails, not after a timeout, so a frozen connection would
+//! otherwise time out every command for good.
+//!
 //! In cluster mode `VALKEY_URL` holds comma-separated seed nodes; each is
 //! checked at start-up ([`Target::parse`]) and a bad one is named (without
 //! its password).
 
-use std::time::Duration;
+use std::{io, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use domain::setting::InvalidSetting;
 use redis::{
-    Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value,
+    Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterConfig},
     cluster_async::ClusterConnection,
+    io::tcp::{TcpSettings, socket2::TcpKeepalive},
 };
+
+/// How long a blocking read may take beyond its block time before its
+/// connection counts as lost: room for a full batch's reply on a busy
+/// server, far below anything a half-open connection could look like.
+pub const BLOCKING_MARGIN: Duration = Duration::from_secs(2);
 
 /// Where Valkey is: one node or a cluster's seed nodes.
 #[derive(Clone)]
@@ -32,9 +49,9 @@ pub enum Target {
 pub struct ConnectOptions {
     /// Longest wait for a connection to a node.
     pub connect_timeout: Duration,
-    /// Longest wait for a reply; `None` for blocking reads, which wait
-    /// longer than any timeout on purpose.
-    pub response_timeout: Option<Duration>,
+    /// Longest wait for a reply (to the whole command, retries and
+    /// redirections included); past it the connection is replaced.
+    pub response_timeout: Duration,
     /// Reconnection attempts of a single-node connection before a command
     /// fails (the cluster client retries by its own policy).
     pub retries: usize,
@@ -44,30 +61,68 @@ impl ConnectOptions {
     /// Short commands (acks, claims, trims): redis-rs's own timeouts.
     pub const COMMANDS: Self = Self {
         connect_timeout: Duration::from_secs(1),
-        response_timeout: Some(Duration::from_millis(500)),
+        response_timeout: Duration::from_millis(500),
         retries: 2,
     };
-    /// Blocking reads: no reply timeout.
-    pub const BLOCKING: Self = Self {
-        response_timeout: None,
-        ..Self::COMMANDS
-    };
+
+    /// Blocking reads of up to `block`: their reply may take the whole
+    /// block time, and [`BLOCKING_MARGIN`] more.
+    pub fn blocking(block: Duration) -> Self {
+        Self {
+            response_timeout: block + BLOCKING_MARGIN,
+            ..Self::COMMANDS
+        }
+    }
+}
+
+/// The TCP settings of every Valkey socket: a peer silent for 5 s is probed
+/// every 2 s, and a connection whose probes or data go unanswered for 10 s
+/// is closed by the kernel, so that a vanished server (or a middlebox that
+/// dropped the connection) is noticed even with no command waiting.
+fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(2));
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let keepalive = keepalive.with_retries(3);
+    let settings = TcpSettings::default().set_keepalive(keepalive);
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings = settings.set_user_timeout(Duration::from_secs(10));
+    settings
 }
 
 /// One Valkey connection, multiplexed and reconnecting, to a node or a
-/// cluster: cheap to clone, and every clone shares it.
+/// cluster: cheap to clone, and every clone shares it (and its
+/// replacement, once a reply timed out).
 #[derive(Clone)]
-pub enum Valkey {
+pub struct Valkey(Arc<Link>);
+
+/// What every clone of a [`Valkey`] shares.
+struct Link {
+    target: Target,
+    options: ConnectOptions,
+    /// The connection in use; swapped for a fresh one when a reply times
+    /// out. Commands already sent finish (or time out) on the old one.
+    current: ArcSwap<Connection>,
+}
+
+#[derive(Clone)]
+enum Connection {
     Node(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
 impl Target {
     /// Reads `VALKEY_URL`: one URL, or with `cluster` one or more
-    /// comma-separated seed nodes.
+    /// comma-separated seed nodes. Every socket gets keepalive (see
+    /// [`Valkey`]).
     pub fn parse(url: &str, cluster: bool) -> Result<Self, InvalidSetting> {
         if !cluster {
-            let client = redis::Client::open(url).map_err(|err| invalid(url, &err))?;
+            let info = url
+                .into_connection_info()
+                .map_err(|err| invalid(url, &err))?
+                .set_tcp_settings(tcp_settings());
+            let client = redis::Client::open(info).map_err(|err| invalid(url, &err))?;
             return Ok(Self::Node(client));
         }
         let mut seeds = Vec::new();
@@ -77,33 +132,42 @@ impl Target {
                 .map_err(|err| invalid(entry, &err))?;
             seeds.push(info);
         }
-        let client = ClusterClient::new(seeds).map_err(|err| invalid(url, &err))?;
+        let client = ClusterClient::builder(seeds)
+            .tcp_settings(tcp_settings())
+            .build()
+            .map_err(|err| invalid(url, &err))?;
         Ok(Self::Cluster(Box::new(client)))
     }
 
     /// Connects now; fails if Valkey cannot be reached.
     pub async fn connect(&self, options: ConnectOptions) -> RedisResult<Valkey> {
-        Ok(match self {
-            Self::Node(client) => Valkey::Node(
+        let connection = match self {
+            Self::Node(client) => Connection::Node(
                 ConnectionManager::new_with_config(client.clone(), node_config(options)).await?,
             ),
-            Self::Cluster(client) => Valkey::Cluster(
+            Self::Cluster(client) => Connection::Cluster(
                 client
                     .get_async_connection_with_config(cluster_config(options))
                     .await?,
             ),
-        })
+        };
+        Ok(Valkey::new(self.clone(), options, connection))
     }
 
     /// Connects in the background: commands fail until Valkey is reachable,
     /// and then work, without a restart.
     pub fn connect_lazy(&self, options: ConnectOptions) -> RedisResult<Valkey> {
+        let connection = self.connection_lazy(options)?;
+        Ok(Valkey::new(self.clone(), options, connection))
+    }
+
+    fn connection_lazy(&self, options: ConnectOptions) -> RedisResult<Connection> {
         Ok(match self {
-            Self::Node(client) => Valkey::Node(ConnectionManager::new_lazy_with_config(
+            Self::Node(client) => Connection::Node(ConnectionManager::new_lazy_with_config(
                 client.clone(),
                 node_config(options),
             )?),
-            Self::Cluster(client) => Valkey::Cluster(
+            Self::Cluster(client) => Connection::Cluster(
                 client.get_pending_async_connection_with_config(cluster_config(options)),
             ),
         })
@@ -124,15 +188,70 @@ fn node_config(options: ConnectOptions) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_number_of_retries(options.retries)
         .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(options.response_timeout)
+        .set_response_timeout(Some(options.response_timeout))
 }
 
 fn cluster_config(options: ConnectOptions) -> ClusterConfig {
-    let config = ClusterConfig::new().set_connection_timeout(options.connect_timeout);
-    match options.response_timeout {
-        Some(timeout) => config.set_response_timeout(timeout),
-        None => config,
+    ClusterConfig::new()
+        .set_connection_timeout(options.connect_timeout)
+        .set_response_timeout(options.response_timeout)
+}
+
+impl Valkey {
+    fn new(target: Target, options: ConnectOptions, connection: Connection) -> Self {
+        Self(Arc::new(Link {
+            target,
+            options,
+            current: ArcSwap::from_pointee(connection),
+        }))
     }
+
+    /// Runs `request` on the current connection within the reply timeout;
+    /// if it times out, the connection is replaced (unless another command
+    /// already did), and the error is the caller's to retry.
+    async fn bounded<T>(
+        &self,
+        request: impl AsyncFnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let link = &self.0;
+        let used = link.current.load_full();
+        let mut connection = Connection::clone(&used);
+        let reply = tokio::time::timeout(link.options.response_timeout, request(&mut connection))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(link.options.response_timeout)));
+        if let Err(err) = &reply
+            && err.is_timeout()
+        {
+            link.replace(&used);
+        }
+        reply
+    }
+}
+
+impl Link {
+    /// Swaps `used` for a fresh connection, made in the background.
+    fn replace(&self, used: &Arc<Connection>) {
+        match self.target.connection_lazy(self.options) {
+            Ok(fresh) => {
+                let previous = self.current.compare_and_swap(used, Arc::new(fresh));
+                if Arc::ptr_eq(&previous, used) {
+                    tracing::warn!(
+                        timeout = ?self.options.response_timeout,
+                        "no reply from Valkey in time; replacing the connection"
+                    );
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot replace a Valkey connection that timed out"),
+        }
+    }
+}
+
+fn timed_out(after: Duration) -> RedisError {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no reply from Valkey within {after:?}"),
+    )
+    .into()
 }
 
 /// `VALKEY_URL` is wrong at `entry`, shown without a password.
@@ -159,10 +278,10 @@ fn redact(entry: &str) -> String {
 
 impl ConnectionLike for Valkey {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Node(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
-        }
+        Box::pin(self.bounded(async move |connection| match connection {
+            Connection::Node(conn) => conn.req_packed_command(cmd).await,
+            Connection::Cluster(conn) => conn.req_packed_command(cmd).await,
+        }))
     }
 
     fn req_packed_commands<'a>(
@@ -171,16 +290,16 @@ impl ConnectionLike for Valkey {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Node(conn) => conn.req_packed_commands(cmd, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
-        }
+        Box::pin(self.bounded(async move |connection| match connection {
+            Connection::Node(conn) => conn.req_packed_commands(cmd, offset, count).await,
+            Connection::Cluster(conn) => conn.req_packed_commands(cmd, offset, count).await,
+        }))
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Node(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+        match &**self.0.current.load() {
+            Connection::Node(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
         }
     }
 }

@@ -109,7 +109,9 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
         },
         tenants: Default::default(),
         header_timeout_ms: 10_000,
-        currency: "USD".into(),
+        money: Default::default(),
+        webhook_rotation_grace_secs: 86_400,
+        otlp_tenant_attribute: "flagmeter.tenant".into(),
         limits_when_unknown: api::limits::WhenUnknown::Allow,
     }
 }

@@ -37,6 +37,9 @@ pub struct Received {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the request arrived, for latency measurements (the alert-latency
+    /// benchmark times crossing event → delivery with it).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -98,6 +101,7 @@ fn hook(req: &Request, Data(inner): Data<&Arc<Mutex<Inner>>>, body: Vec<u8>) -> 
         status,
         headers,
         body,
+        at: std::time::Instant::now(),
     });
     let mut response = Response::builder().status(StatusCode::from_u16(status).unwrap());
     if let Some(seconds) = retry_after {

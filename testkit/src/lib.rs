@@ -2,6 +2,8 @@
 //! isolated environment per test (its own database and stream keys,
 //! [`env`]), an api on a free port ([`app`]), pipeline replicas, polling
 //! until something holds ([`eventually`]), a fake Slack ([`fake_slack`]),
+//! a webhook receiver verifying with the real `standardwebhooks` package
+//! ([`standard_webhooks`]),
 //! bearer-key clients ([`bearer`]), lists read out of JSON answers
 //! ([`json`]), headless Chromium ([`chromium`]), a
 //! real Redis Cluster on loopback ([`cluster`]), and
@@ -17,6 +19,7 @@ pub mod eventually;
 pub mod fake_slack;
 pub mod json;
 pub mod log;
+pub mod standard_webhooks;
 
 pub use app::{
     Key, TEST_BODY_LIMIT, TestApp, assert_client_error, client_with_key, content_type, create_key,

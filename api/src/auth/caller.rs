@@ -1,6 +1,7 @@
 //! A caller: the key that authenticated a request, what it may do, and for
 //! which tenant.
 
+use chrono::{DateTime, Utc};
 use entity::api_keys;
 use poem_openapi::Enum;
 use serde_json::json;
@@ -52,6 +53,9 @@ pub struct Caller {
     scopes: Vec<Scope>,
     /// The only tenant this key may touch, if restricted.
     tenant: Option<String>,
+    /// When the key stops working, if it expires: checked on every request,
+    /// so a cached key expires on time.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<api_keys::Model> for Caller {
@@ -61,6 +65,7 @@ impl From<api_keys::Model> for Caller {
             key_hash: KeyHash::try_from(key.key_hash.as_slice()).unwrap_or_default(),
             scopes: Scope::parse_all(&key.scopes),
             tenant: key.tenant,
+            expires_at: key.expires_at,
         }
     }
 }
@@ -73,6 +78,20 @@ impl Caller {
             key_hash,
             scopes: vec![Scope::Admin],
             tenant: None,
+            expires_at: None,
+        }
+    }
+
+    /// The only tenant this key may touch, if it is restricted to one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Refuses (401 "expired") a key whose expiry has come at `now`.
+    pub fn unexpired(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
+        match self.expires_at {
+            Some(at) if at <= now => Err(ApiError::expired_key(at)),
+            _ => Ok(()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `flagmeter-api keys create|list|revoke`: API keys managed straight in the
 //! database (`DATABASE_URL`), with no api running, over [`super::store`].
 
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use runtime::config::DatabaseArgs;
 
@@ -20,6 +21,10 @@ pub enum KeysCommand {
         /// Restrict the key to this tenant (ingest and read only).
         #[arg(long)]
         tenant: Option<String>,
+        /// When the key stops working (RFC 3339, e.g.
+        /// 2027-01-01T00:00:00Z); without it, the key works until revoked.
+        #[arg(long)]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// List keys, without secrets.
     List,
@@ -42,10 +47,17 @@ impl KeysCommand {
                 name,
                 scopes,
                 tenant,
+                expires_at,
             } => {
-                let name = store::check(&name, &scopes, tenant.as_deref())
+                let mut spec = store::KeySpec {
+                    name: &name,
+                    scopes: &scopes,
+                    tenant: tenant.as_deref(),
+                    expires_at,
+                };
+                spec.name = store::check(&spec, Utc::now())
                     .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
-                let created = store::create(&db, name, &scopes, tenant.as_deref()).await?;
+                let created = store::create(&db, &spec).await?;
                 eprintln!(
                     "created key {} ({}); its secret, shown only now:",
                     created.key.id, created.key.name
@@ -54,9 +66,11 @@ impl KeysCommand {
             }
             KeysCommand::List => {
                 for key in store::list(&db).await? {
-                    let status = match key.revoked_at {
-                        Some(at) => format!("revoked {at}"),
-                        None => "active".to_owned(),
+                    let status = match (key.revoked_at, key.expires_at) {
+                        (Some(at), _) => format!("revoked {at}"),
+                        (None, Some(at)) if at <= Utc::now() => format!("expired {at}"),
+                        (None, Some(at)) => format!("active, expires {at}"),
+                        (None, None) => "active".to_owned(),
                     };
                     println!(
                         "{}  {}…  {:<20}  {}  tenant={}  {}",

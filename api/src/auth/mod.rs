@@ -2,7 +2,9 @@
 //!
 //! Every protected route takes an [`ApiKey`]: the `Authorization: Bearer`
 //! secret, checked before the handler runs. A missing, unknown or revoked
-//! key is a 401; a key over its rate limit is a 429. The handler then asks
+//! key is a 401, and so is an expired one (error "expired", exactly at its
+//! `expires_at` on every replica: the expiry is checked on each request,
+//! not cached); a key over its rate limit is a 429. The handler then asks
 //! the [`Caller`] for the scope (and tenant) it needs, and a key without
 //! them gets a 403.
 //!
@@ -135,6 +137,7 @@ impl Auth {
             None
         };
         let caller = caller.ok_or_else(ApiError::unauthorized)?;
+        caller.unexpired(chrono::Utc::now())?;
         if let Some(limits) = &self.limits {
             limits.check(caller.key_id)?;
         }
@@ -153,10 +156,11 @@ impl Auth {
         }
     }
 
-    /// Resolves once the caller's key no longer works (it was revoked),
-    /// checked as often as the key cache lets a revocation through: an open
-    /// stream ends within about twice `FLAGMETER_KEY_CACHE_MS`. The
-    /// environment's admin key cannot be revoked: never.
+    /// Resolves once the caller's key no longer works (it was revoked, or
+    /// it expired), checked as often as the key cache lets a revocation
+    /// through: an open stream ends within about twice
+    /// `FLAGMETER_KEY_CACHE_MS`. The environment's admin key cannot be
+    /// revoked: never.
     pub async fn revoked(self, caller: Caller) {
         if caller.is_bootstrap_admin() {
             return std::future::pending().await;
@@ -164,6 +168,9 @@ impl Auth {
         let every = self.keys.ttl().max(Duration::from_millis(250));
         loop {
             tokio::time::sleep(every).await;
+            if caller.unexpired(chrono::Utc::now()).is_err() {
+                return;
+            }
             // A database error is not a revocation: the stream goes on.
             if let Ok(None) = self.stored(&caller.key_hash).await {
                 return;

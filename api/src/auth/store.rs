@@ -2,7 +2,7 @@
 //! behind a presented secret. Shared by the `/api/keys` routes and the
 //! `flagmeter-api keys` command.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use domain::validate::Invalid;
 use entity::api_keys::{self, Column, Entity};
 use sea_orm::{
@@ -23,14 +23,27 @@ pub struct NewKey {
     pub secret: String,
 }
 
+/// What a new key is to be.
+pub struct KeySpec<'a> {
+    pub name: &'a str,
+    pub scopes: &'a [Scope],
+    /// The one tenant it may touch, if restricted.
+    pub tenant: Option<&'a str>,
+    /// When it stops working, if it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// Checks what a new key is to be: a name of 1–100 characters without
-/// control characters, at least one scope, and a valid tenant only for a
-/// key without `admin`. Returns the name, trimmed.
-pub fn check<'a>(
-    name: &'a str,
-    scopes: &[Scope],
-    tenant: Option<&str>,
-) -> Result<&'a str, Invalid> {
+/// control characters, at least one scope, a valid tenant only for a key
+/// without `admin`, and an expiry (if any) still to come at `now`. Returns
+/// the name, trimmed.
+pub fn check<'a>(spec: &KeySpec<'a>, now: DateTime<Utc>) -> Result<&'a str, Invalid> {
+    let KeySpec {
+        name,
+        scopes,
+        tenant,
+        expires_at,
+    } = *spec;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(Invalid::new(
@@ -50,30 +63,30 @@ pub fn check<'a>(
             ));
         }
     }
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(Invalid::new("expiresAt", "must be in the future"));
+    }
     Ok(name)
 }
 
-/// Stores a new key (already [`check`]ed) and returns its secret.
-pub async fn create(
-    db: &impl ConnectionTrait,
-    name: &str,
-    scopes: &[Scope],
-    tenant: Option<&str>,
-) -> Result<NewKey, DbErr> {
+/// Stores a new key (already [`check`]ed; `spec.name` as it returned it)
+/// and returns its secret.
+pub async fn create(db: &impl ConnectionTrait, spec: &KeySpec<'_>) -> Result<NewKey, DbErr> {
     let secret = secret::generate();
-    let mut names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    let mut names: Vec<String> = spec.scopes.iter().map(|s| s.as_str().to_owned()).collect();
     names.sort();
     names.dedup();
     let key = api_keys::ActiveModel {
         id: Set(Uuid::now_v7()),
-        name: Set(name.to_owned()),
+        name: Set(spec.name.to_owned()),
         key_hash: Set(secret::hash(&secret).to_vec()),
         prefix: Set(secret::prefix(&secret)),
         scopes: Set(names),
-        tenant: Set(tenant.map(str::to_owned)),
+        tenant: Set(spec.tenant.map(str::to_owned)),
         created_at: Set(Utc::now()),
         last_used_at: Set(None),
         revoked_at: Set(None),
+        expires_at: Set(spec.expires_at),
     }
     .insert(db)
     .await?;
@@ -96,14 +109,20 @@ pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<api_ke
         .map(|mut keys| keys.pop())
 }
 
-/// The live (unrevoked) key whose secret hashes to `hash`, noting that it
-/// was used just now.
+/// The unrevoked key whose secret hashes to `hash`, noting that it was used
+/// just now. An expired key is found too (the caller answers it "expired"
+/// rather than "unknown"), but not noted as used: it was refused.
 pub async fn use_key(
     db: &impl ConnectionTrait,
     hash: &KeyHash,
 ) -> Result<Option<api_keys::Model>, DbErr> {
     let keys = Entity::update_many()
-        .col_expr(Column::LastUsedAt, Expr::current_timestamp())
+        .col_expr(
+            Column::LastUsedAt,
+            Expr::cust(
+                "CASE WHEN expires_at <= now() THEN last_used_at ELSE CURRENT_TIMESTAMP END",
+            ),
+        )
         .filter(Column::KeyHash.eq(hash.to_vec()))
         .filter(Column::RevokedAt.is_null())
         .exec_with_returning(db)

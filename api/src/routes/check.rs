@@ -84,7 +84,7 @@ impl CheckApi {
     ) -> Result<Found<Check>, ApiError> {
         auth.0.require_for(Scope::Read, &tenant)?;
         let figures = self.0.limits.check(&self.0, &tenant, tokens.0).await?;
-        let lag_ms = self.0.lag.ms(Utc::now().timestamp_millis());
+        let lag_ms = self.0.lag.ms(self.0.clock.now().timestamp_millis());
         Ok(Found::Ok(Json(answer(tenant.0.0, &figures, lag_ms))))
     }
 }

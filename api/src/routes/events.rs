@@ -14,6 +14,7 @@ use super::{
     Accepted, ApiTags, Found,
     event_body::{BatchIn, EventIn},
     explorer::{self, EventPage},
+    invalid,
     paging::Limit,
     rules::{FeatureName, TenantSlug},
 };
@@ -72,8 +73,9 @@ impl EventsApi {
     async fn list_events(
         &self,
         auth: ApiKey,
-        /// The tenant whose events to list.
-        tenant: Query<TenantSlug>,
+        /// The tenant whose events to list; a key restricted to a tenant
+        /// defaults to its own.
+        tenant: Query<Option<TenantSlug>>,
         /// Event time from (RFC 3339, inclusive).
         from: Query<Option<DateTime<Utc>>>,
         /// Event time to (RFC 3339, exclusive).
@@ -86,8 +88,18 @@ impl EventsApi {
         #[oai(validator(max_length = 400))]
         cursor: Query<Option<String>>,
     ) -> Result<Found<EventPage>, ApiError> {
+        let tenant = match (tenant.0, auth.0.tenant()) {
+            (Some(asked), _) => asked.0,
+            (None, Some(own)) => own.to_owned(),
+            (None, None) => {
+                return Err(invalid(
+                    "tenant",
+                    "is required: this key may read every tenant, so name one",
+                ));
+            }
+        };
         let query = EventQuery {
-            tenant: tenant.0.0,
+            tenant,
             from: from.0,
             to: to.0,
             feature: feature.0.map(|f| f.0),

@@ -21,7 +21,7 @@ use crate::{
 
 /// A key to create.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(rename_all = "camelCase", example)]
 pub struct KeyIn {
     /// What the key is for, e.g. `acme ingest, production`: 1–100
     /// characters, not all white space, without control characters.
@@ -34,6 +34,17 @@ pub struct KeyIn {
     /// it and read its usage (a customer-facing key). Not with `admin`.
     #[oai(nullable, validator(min_length = 1, max_length = 64))]
     pub tenant: Option<TenantField>,
+    /// When the key stops working (RFC 3339, in the future); after it, the
+    /// key gets a 401 "expired". Absent: the key works until revoked.
+    #[oai(nullable, deserialize_with = "expires_at")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `expiresAt`, named in its type errors.
+fn expires_at(
+    value: Option<serde_json::Value>,
+) -> poem_openapi::types::ParseResult<Option<DateTime<Utc>>> {
+    super::rules::named_string("expiresAt", value)
 }
 
 impl Example for KeyIn {
@@ -42,6 +53,7 @@ impl Example for KeyIn {
             name: KeyName("acme production".to_owned()),
             scopes: vec![Scope::Ingest, Scope::Read],
             tenant: Some(TenantField("acme-corp".to_owned())),
+            expires_at: None,
         }
     }
 }
@@ -64,6 +76,9 @@ pub struct KeyInfo {
     /// Set once the key is revoked; it no longer works.
     #[oai(skip_serializing_if_is_none)]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When the key stops working, if it expires.
+    #[oai(skip_serializing_if_is_none)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<api_keys::Model> for KeyInfo {
@@ -77,6 +92,7 @@ impl From<api_keys::Model> for KeyInfo {
             created_at: key.created_at,
             last_used_at: key.last_used_at,
             revoked_at: key.revoked_at,
+            expires_at: key.expires_at,
         }
     }
 }
@@ -118,9 +134,14 @@ impl KeysApi {
         body: Json<KeyIn>,
     ) -> Result<Created<CreatedKey>, BodyError> {
         auth.0.require(Scope::Admin)?;
-        let name = store::check(&body.name, &body.scopes, body.tenant.as_deref())
-            .map_err(|e| invalid(e.field, e.reason))?;
-        let created = store::create(&self.0.db, name, &body.scopes, body.tenant.as_deref()).await?;
+        let mut spec = store::KeySpec {
+            name: &body.name,
+            scopes: &body.scopes,
+            tenant: body.tenant.as_deref(),
+            expires_at: body.expires_at,
+        };
+        spec.name = store::check(&spec, Utc::now()).map_err(|e| invalid(e.field, e.reason))?;
+        let created = store::create(&self.0.db, &spec).await?;
         Ok(Created::Created(Json(CreatedKey {
             key: created.secret,
             info: created.key.into(),

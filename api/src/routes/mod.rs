@@ -8,6 +8,7 @@ mod events;
 mod explorer;
 mod health;
 mod keys;
+mod otlp;
 mod paging;
 mod prices;
 mod reference;
@@ -119,6 +120,7 @@ impl<T: ToJSON + Send + Sync> Saved<T> {
 /// Every group of routes.
 type Apis = (
     events::EventsApi,
+    otlp::OtlpApi,
     voids::VoidsApi,
     dead_letters::DeadLettersApi,
     usage::UsageApi,
@@ -139,6 +141,7 @@ type Apis = (
 pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         events::EventsApi(state.clone()),
+        otlp::OtlpApi(state.clone()),
         voids::VoidsApi(state.clone()),
         dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),
@@ -180,9 +183,14 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         .at("/reference", reference)
         .at(
             "/metrics",
-            poem::get(poem::endpoint::make_sync(move |_| metrics.render())),
+            poem::get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type(runtime::metrics::CONTENT_TYPE_TEXT)
+                    .body(runtime::metrics::render(&metrics))
+            })),
         )
         .data(state.auth.clone())
+        .data(otlp::BodyLimit(max_body_bytes))
         .around(move |next, req| limit_body(next, req, max_body_bytes))
         .around(move |next, req| auth::before_body(next, req, state.auth.clone()))
         .around(move |next, req| with_retry_after(next, req, retry_after_secs))

@@ -12,7 +12,6 @@ use domain::{
     pricing::PriceVersion,
 };
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use store::prices;
 
 use super::{
@@ -132,14 +131,6 @@ pub struct PriceList {
     pub prices: Vec<Price>,
 }
 
-const INSERT_PRICE: &str = r#"
-INSERT INTO prices (feature, effective_from, input_per_million, output_per_million,
-                    cache_read_per_million, cache_write_per_million)
-VALUES ($1, $2, $3::numeric, $4::numeric, $5::numeric, $6::numeric)
-RETURNING id, feature, effective_from, input_per_million::text, output_per_million::text,
-          cache_read_per_million::text, cache_write_per_million::text, created_at
-"#;
-
 /// A price field's value, or a 400 naming the field.
 fn price(field: &str, text: &str) -> Result<PerMillion, ApiError> {
     PerMillion::parse(text).map_err(|err: DecimalError| invalid(field, err))
@@ -162,24 +153,13 @@ impl PricesApi {
         let cache_read = optional("cacheReadPerMillion", &body.cache_read_per_million)?;
         let cache_write = optional("cacheWritePerMillion", &body.cache_write_per_million)?;
         let effective_from = body.effective_from.unwrap_or_else(Utc::now);
-        let row = self
-            .0
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                INSERT_PRICE,
-                [
-                    body.feature.0.clone().into(),
-                    effective_from.into(),
-                    input.to_string().into(),
-                    output.to_string().into(),
-                    cache_read.to_string().into(),
-                    cache_write.to_string().into(),
-                ],
-            ))
-            .await?
-            .ok_or_else(|| ApiError::internal(&sea_orm::DbErr::RecordNotInserted))?;
-        let version = prices::version_from_row(&row)?;
+        let new = prices::NewPrices {
+            input,
+            output,
+            cache_read,
+            cache_write,
+        };
+        let version = prices::add_version(&self.0.db, &body.feature, effective_from, new).await?;
         // Costs are read fresh, but a cached usage answer may still be
         // served for its short lifetime (`asOf` says how old it is).
         alerts::budget::evaluate_all(&self.0.db, Utc::now()).await?;

@@ -9,7 +9,7 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::{EntityTrait, FromQueryResult};
+use sea_orm::FromQueryResult;
 use serde_json::json;
 
 use domain::{money::Amount, pricing::Counts};
@@ -347,10 +347,7 @@ impl UsageApi {
             None => None,
         };
         let db = &self.0.db;
-        let Some(configured) = entity::tenants::Entity::find_by_id(tenant.as_str())
-            .one(db)
-            .await?
-        else {
+        let Some(configured) = store::tenants::configuration(db, &tenant).await? else {
             return Err(ApiError::unknown_tenant(&tenant));
         };
         let zone = asked_zone.unwrap_or_else(|| configured.zone());

@@ -65,7 +65,6 @@ async fn a_tenant_is_created_updated_listed_and_deleted() {
 async fn bad_tenant_settings_are_400s() {
     let app = spawn_app().await;
     for body in [
-        json!({}),
         json!({"monthlyQuota": 0}),
         json!({"monthlyQuota": "many"}),
         json!({"monthlyQuota": 10, "billingDay": 29}),
@@ -98,7 +97,7 @@ async fn a_saved_slack_webhook_is_masked_and_can_be_deleted() {
             &json!({"url": "http://127.0.0.1:9/services/T1/B2/secret"}),
         )
         .await;
-    assert_eq!(saved.status().as_u16(), 200);
+    assert_eq!(saved.status().as_u16(), 201);
     let (_, hook) = app.get_json("/api/tenants/acme/slack-webhook").await;
     assert_eq!(hook["url"], "http://127.0.0.1:9/services/****");
     assert_eq!(hook["enabled"], true);

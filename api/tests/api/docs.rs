@@ -4,7 +4,7 @@ use testkit::spawn_app;
 
 /// Every path the api serves, as the spec names it: clients use them as
 /// written, so one that disappears or is renamed fails here.
-const ROUTES: [&str; 25] = [
+const ROUTES: [&str; 26] = [
     "/api/dead-letters",
     "/api/dead-letters/redrive",
     "/api/events",
@@ -30,6 +30,7 @@ const ROUTES: [&str; 25] = [
     "/api/usage/{tenant}",
     "/api/usage/{tenant}/check",
     "/api/usage/{tenant}/timeseries",
+    "/v1/traces",
 ];
 
 #[tokio::test]

@@ -140,7 +140,7 @@ async fn a_budget_alert_reaches_the_signed_webhook_as_kind_budget_once() {
                 "timezone": "America/New_York"}),
     )
     .await;
-    signed_webhook(&app, "acme", &receiver).await;
+    signed_webhook(&app, "acme", &receiver.webhook_url).await;
     let worker = app.env.spawn_pipeline("w");
 
     classed(
@@ -160,6 +160,11 @@ async fn a_budget_alert_reaches_the_signed_webhook_as_kind_budget_once() {
     let body = requests[0].json();
     assert_eq!(body["kind"], "budget", "{body}");
     assert_eq!(body["threshold"], 80);
+    assert_eq!(
+        (&body["cost"], &body["budget"], &body["currency"]),
+        (&json!("0.900000"), &json!("1.000000"), &json!("USD")),
+        "what crossed what: {body}"
+    );
     let (_, usage) = app.get_json("/api/usage/acme").await;
     let instant = |v: &Value| {
         v.as_str()
@@ -176,4 +181,8 @@ async fn a_budget_alert_reaches_the_signed_webhook_as_kind_budget_once() {
     assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
     assert_eq!(alerts[0]["kind"], "budget");
     assert_eq!(alerts[0]["webhook"]["status"], "delivered");
+    assert_eq!(
+        (&alerts[0]["cost"], &alerts[0]["currency"]),
+        (&body["cost"], &body["currency"])
+    );
 }

@@ -12,11 +12,9 @@ pub async fn slack_webhook(app: &TestApp, tenant: &str, slack: &FakeSlack) {
 }
 
 /// Points `tenant`'s signed webhook at `receiver`; returns its secret.
-pub async fn signed_webhook(app: &TestApp, tenant: &str, receiver: &FakeSlack) -> String {
+pub async fn signed_webhook(app: &TestApp, tenant: &str, url: &str) -> String {
     let path = format!("/api/tenants/{tenant}/webhook");
-    let saved = app
-        .put(&path, &json!({ "url": receiver.webhook_url }))
-        .await;
+    let saved = app.put(&path, &json!({ "url": url })).await;
     assert!(saved.status().is_success(), "{}", saved.status());
     let created: Value = saved.json().await.unwrap();
     created["secret"].as_str().unwrap().to_owned()

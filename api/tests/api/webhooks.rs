@@ -1,14 +1,19 @@
 //! Signed generic webhooks: the secret's life (issued once, masked, rotated)
 //! and deliveries that a local receiver verifies as the README says, one per
-//! threshold and destination, through failures and a 429; and the URL rules
-//! that the Slack webhook and the signed one both apply.
+//! threshold and destination, through failures and a 429; a rotation that
+//! loses no alert, checked by a receiver using the real `standardwebhooks`
+//! package; and the URL rules that the Slack webhook and the signed one
+//! both apply.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::{Value, json};
-use testkit::{assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app};
+use testkit::{
+    TestApp, assert_client_error, env as testing, eventually, fake_slack::FakeSlack, spawn_app,
+    spawn_app_with, standard_webhooks::Receiver,
+};
 
 use crate::support::{assert_deleted, signed_webhook, slack_webhook};
 
@@ -57,6 +62,24 @@ async fn a_webhook_secret_is_shown_once_masked_after_and_rotated_on_demand() {
     assert_eq!(updated["enabled"], false);
     let new_secret = rotated["secret"].as_str().unwrap();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    let until = rotated["previousSecretsExpireAt"]
+        .as_str()
+        .and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok())
+        .expect("the old secret signs until a stated time");
+    let grace = until - Utc::now();
+    assert!(
+        grace > chrono::Duration::hours(23) && grace <= chrono::Duration::hours(24),
+        "a day by default: {grace}"
+    );
+    let (_, shown) = app.get_json("/api/tenants/acme/webhook").await;
+    assert_eq!(
+        shown["previousSecretsExpireAt"],
+        rotated["previousSecretsExpireAt"]
+    );
+    assert!(
+        created.get("previousSecretsExpireAt").is_none(),
+        "{created}"
+    );
     assert_deleted(&app, "/api/tenants/acme/webhook").await;
     assert_client_error(app.delete("/api/tenants/acme/webhook").await, 404).await;
     let refused = app
@@ -126,7 +149,7 @@ async fn each_destination_gets_one_verified_message_per_threshold_through_failur
     )
     .await;
     slack_webhook(&app, "acme", &slack).await;
-    let secret = signed_webhook(&app, "acme", &receiver).await;
+    let secret = signed_webhook(&app, "acme", &receiver.webhook_url).await;
     let worker = app.env.spawn_pipeline("w");
 
     for (id, tokens) in [("a", 600), ("b", 250)] {
@@ -170,6 +193,11 @@ async fn each_destination_gets_one_verified_message_per_threshold_through_failur
             .push(r.status);
     }
     assert_eq!(by_id.len(), 2, "one message id per threshold: {by_id:?}");
+    for id in by_id.keys() {
+        let uuid = id.strip_prefix("msg_").expect("msg_ and a UUID");
+        let uuid = uuid::Uuid::parse_str(uuid).expect("a UUID");
+        assert_eq!(uuid.get_version_num(), 7, "{id}");
+    }
     for statuses in by_id.values() {
         assert_eq!(
             statuses.iter().filter(|s| **s == 200).count(),
@@ -204,7 +232,7 @@ async fn an_alert_for_a_tenant_with_only_a_signed_webhook_is_delivered_there() {
     let app = spawn_app().await;
     let receiver = FakeSlack::start(&[]).await;
     app.put_tenant("acme", json!({"monthlyQuota": 1000})).await;
-    let secret = signed_webhook(&app, "acme", &receiver).await;
+    let secret = signed_webhook(&app, "acme", &receiver.webhook_url).await;
     let worker = app.env.spawn_pipeline("w");
 
     app.env
@@ -220,6 +248,141 @@ async fn an_alert_for_a_tenant_with_only_a_signed_webhook_is_delivered_there() {
     assert!(delivery.signed_by(&secret));
     assert_eq!(delivery.json()["usageTokens"], 900);
     let (_, alerts) = app.get_json("/api/tenants/acme/alerts").await;
-    assert_eq!(alerts[0]["status"], "no_webhook", "no Slack webhook");
-    assert_eq!(alerts[0]["webhook"]["status"], "delivered");
+    let alert = &alerts[0];
+    assert_eq!(
+        alert["status"], "delivered",
+        "it reached its one destination"
+    );
+    assert_eq!(alert["slack"]["status"], "no_webhook", "no Slack webhook");
+    assert_eq!(alert["slack"]["attempts"], 0);
+    assert_eq!(alert["webhook"]["status"], "delivered");
+    assert_eq!(alert["webhook"]["attempts"], 1);
+    assert_eq!(
+        alert["webhook"]["webhookId"].as_str(),
+        delivery.header("webhook-id"),
+        "the history names the message the receiver got"
+    );
+}
+
+/// Crosses the next of `tenant`'s 10 % thresholds (a quota of 1000), by
+/// sending 100 more tokens as event `id`.
+async fn cross_next_threshold(app: &TestApp, tenant: &str, id: &str, total: i64) {
+    app.post_event(&json!({"tenant": tenant, "id": id, "feature": "gpt-4o", "tokens": 100}))
+        .await;
+    app.wait_for_total(tenant, total, Duration::from_secs(20))
+        .await;
+}
+
+/// Rotates `tenant`'s webhook secret; returns the new one.
+async fn rotate(app: &TestApp, tenant: &str) -> String {
+    let path = format!("/api/tenants/{tenant}/webhook/rotate-secret");
+    let (status, rotated) = {
+        let response = app.send(Method::POST, &path, None).await;
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(status, 200, "{rotated}");
+    rotated["secret"].as_str().unwrap().to_owned()
+}
+
+/// Tenant `acme` with a quota of 1000 and a threshold every 10 %, its
+/// signed webhook at a receiver that trusts its secret, and a replica
+/// counting and delivering.
+async fn watched_by_receiver(app: &TestApp) -> (Receiver, testing::Replica) {
+    let receiver = Receiver::start().await;
+    let thresholds: Vec<i32> = (1..=10).map(|t| t * 10).collect();
+    app.put_tenant(
+        "acme",
+        json!({"monthlyQuota": 1000, "alertThresholds": thresholds}),
+    )
+    .await;
+    let secret = signed_webhook(app, "acme", &receiver.url()).await;
+    receiver.trust(&[&secret]).await;
+    (receiver, app.env.spawn_pipeline("w"))
+}
+
+#[tokio::test]
+async fn a_rotation_loses_no_alert_at_a_receiver_that_switches_secrets_later() {
+    let app = spawn_app().await;
+    let (receiver, worker) = watched_by_receiver(&app).await;
+
+    // Before the rotation, with the old secret.
+    cross_next_threshold(&app, "acme", "1", 100).await;
+    receiver.wait_for_verified(1, Duration::from_secs(20)).await;
+    // Rotated: the receiver still knows only the old secret.
+    let new = rotate(&app, "acme").await;
+    cross_next_threshold(&app, "acme", "2", 200).await;
+    cross_next_threshold(&app, "acme", "3", 300).await;
+    receiver.wait_for_verified(3, Duration::from_secs(20)).await;
+    // The receiver switches to the new secret alone.
+    receiver.trust(&[&new]).await;
+    cross_next_threshold(&app, "acme", "4", 400).await;
+    let received = receiver.wait_for_verified(4, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    assert!(
+        received.iter().all(|d| d.status == 204),
+        "nothing refused: {received:?}"
+    );
+    let verified_by: Vec<Option<usize>> = received.iter().map(|d| d.verified_by).collect();
+    assert_eq!(
+        verified_by,
+        [Some(0); 4],
+        "each verified with the one secret the receiver trusted then"
+    );
+    let thresholds: Vec<&Value> = received.iter().map(|d| &d.body["threshold"]).collect();
+    assert_eq!(thresholds, [10, 20, 30, 40]);
+    let ids: std::collections::BTreeSet<&str> =
+        received.iter().map(|d| d.webhook_id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "one message id per alert");
+    let (_, history) = app.get_json("/api/tenants/acme/alerts").await;
+    let statuses: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["webhook"]["status"])
+        .collect();
+    assert_eq!(statuses, ["delivered"; 4], "{history}");
+}
+
+#[tokio::test]
+async fn without_a_grace_period_a_receiver_that_has_not_switched_refuses_the_alert() {
+    let app = spawn_app_with(|config| config.webhook_rotation_grace_secs = 0).await;
+    let (receiver, worker) = watched_by_receiver(&app).await;
+
+    rotate(&app, "acme").await;
+    cross_next_threshold(&app, "acme", "1", 100).await;
+    let refused = eventually(
+        "the delivery is refused",
+        Duration::from_secs(20),
+        || async {
+            let received = receiver.received().await;
+            match received.as_slice() {
+                [only] if only.status == 401 => Ok(only.clone()),
+                _ => Err(received),
+            }
+        },
+    )
+    .await;
+    let (_, history) = eventually("the refusal is final", Duration::from_secs(20), || async {
+        let (status, history) = app.get_json("/api/tenants/acme/alerts").await;
+        if history[0]["webhook"]["status"] == "failed" {
+            Ok((status, history))
+        } else {
+            Err(history)
+        }
+    })
+    .await;
+    worker.stop().await;
+
+    assert_eq!(refused.verified_by, None);
+    assert_eq!(history[0]["status"], "failed", "{history}");
+    assert!(
+        history[0]["webhook"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("401")),
+        "{history}"
+    );
 }

@@ -1,12 +1,14 @@
-//! The worker loop: read (or [`reclaim`]) → [`decode`] → [`commit`] →
-//! evaluate alerts → ack, until shutdown; one module a step. Three batches
-//! are in hand at once, each at another step, so that Valkey and PostgreSQL
-//! work at once and PostgreSQL's counting backend never waits for the
-//! worker: while batch N commits, batch N+1 is read and batch N-1 (already
-//! committed) has its alerts evaluated and its entries acknowledged. When
-//! nothing was read ahead, the committed batch is settled before the worker
-//! waits for more, so that an idle stream is never left with entries
-//! pending.
+//! The worker: read (or `reclaim`) → `decode` → `commit` → settle
+//! (evaluate alerts, ack), until shutdown; one module a step.
+//!
+//! The steps run as three stages at once, each handing its batch to the
+//! next as soon as it is done with it, so that Valkey and PostgreSQL work
+//! at once and PostgreSQL's counting backend never waits for the worker:
+//! while batch N commits, batch N+1 is read, and as soon as N's COMMIT
+//! returns N is settled (its tenants' alerts evaluated, the alert sender
+//! woken if one became due, its entries acknowledged) while N+1 commits.
+//! Each hand-off holds one batch, and the reader reads only once the
+//! counting has taken the batch before: at most one batch is read ahead.
 //!
 //! Each batch is committed, and its tenants' alerts evaluated against the
 //! committed totals (`alerts::rules::evaluate`), before any of it is
@@ -18,21 +20,34 @@
 //! that a crashed replica left pending, dead-lettering those that have been
 //! delivered too often (an entry that kills every worker that reads it).
 //!
-//! Shutdown is honoured between steps and while waiting (a blocking read, a
-//! backoff sleep), never in the middle of a commit: the batch in hand is
-//! finished. Should shutdown come while PostgreSQL or Valkey is down, the
-//! batch stays pending and another replica (or this one, restarted) counts it.
+//! Every wait is bounded: a Valkey command by its reply timeout, a
+//! PostgreSQL step by `TransactionBounds::answered`. A step that times out
+//! (its connection half-open) is dropped with its connection and retried
+//! like any failed step; its batch stays pending meanwhile. A stage that
+//! waits never holds up the others beyond its own bound, and each stage
+//! marks the worker's progress ([`crate::liveness`]) as it completes a step.
+//!
+//! Shutdown stops the reading at once, and is honoured between steps and
+//! while waiting to retry one; the batches in hand are finished (within the
+//! grace a stopping replica gives them, [`crate::app`]). Should shutdown
+//! come while PostgreSQL or Valkey is down, or the grace run out, the
+//! batches stay pending and another replica (or this one, restarted)
+//! counts them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use alerts::sender::AlertsDue;
+use runtime::config::TransactionBounds;
 use sea_orm::DatabaseConnection;
 use store::dead_letter;
 use stream::EventRecord;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     consumer::{Consumer, Delivery},
-    retry::until_done,
+    liveness::Progress,
+    retry::{Stopped, until_done},
     writer,
 };
 
@@ -40,6 +55,7 @@ mod commit;
 mod decode;
 mod reclaim;
 
+use decode::Batch;
 use reclaim::ReclaimScan;
 
 /// A deliberate crash, for fault-injection tests.
@@ -59,18 +75,16 @@ pub struct WorkerSettings {
     pub max_deliveries: usize,
     /// A batch in hand longer than this has its entries' idle time reset.
     pub keep_fresh_after: Duration,
+    /// How long a PostgreSQL step may take, on the server and here.
+    pub db_bounds: TransactionBounds,
     pub failpoint: Option<Failpoint>,
 }
 
 /// A batch whose effect is committed, waiting for its alerts to be
 /// evaluated and its entries acknowledged.
 struct Committed {
-    records: Vec<EventRecord>,
-    /// Every entry of the batch, counted or dead-lettered: all are acked.
-    ids: Vec<String>,
+    batch: Batch,
     written: writer::Written,
-    /// When the batch was read, for the batch duration metric.
-    started: Instant,
 }
 
 /// One consumer-group member counting into PostgreSQL.
@@ -78,178 +92,180 @@ pub struct Worker {
     consumer: Consumer,
     db: DatabaseConnection,
     settings: WorkerSettings,
+    /// Woken when a settled batch recorded an alert.
+    alerts_due: AlertsDue,
+    progress: Progress,
 }
 
 impl Worker {
-    pub fn new(consumer: Consumer, db: DatabaseConnection, settings: WorkerSettings) -> Self {
+    pub fn new(
+        consumer: Consumer,
+        db: DatabaseConnection,
+        settings: WorkerSettings,
+        alerts_due: AlertsDue,
+        progress: Progress,
+    ) -> Self {
         Self {
             consumer,
             db,
             settings,
+            alerts_due,
+            progress,
         }
     }
 
     /// Runs until `shutdown` is cancelled; returns once the batches in hand
-    /// (the one being counted, the one read ahead and the one being
-    /// settled) are finished (or left pending, if they cannot be).
+    /// (the one read ahead, the one being counted and the one being
+    /// settled) are finished, or left pending if they cannot be.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(
             consumer = self.consumer.name(),
             stream = %self.consumer.keys().stream,
             "worker started"
         );
-        let mut scan = ReclaimScan::due_now();
-        let mut ahead: Option<Vec<Delivery>> = None;
-        let mut committed: Option<Committed> = None;
-        loop {
-            let batch = match ahead.take() {
-                Some(batch) => batch,
-                None => {
-                    // Nothing in hand to overlap with: settle the committed
-                    // batch before waiting for (or reclaiming) more.
-                    if self.settle(committed.take(), &shutdown).await.is_none() {
-                        break;
-                    }
-                    if shutdown.is_cancelled() {
-                        break;
-                    }
-                    match self.next_batch(&mut scan, &shutdown).await {
-                        Some(batch) => batch,
-                        None => break,
-                    }
-                }
-            };
-            if batch.is_empty() {
-                continue;
-            }
-            // Not when a reclaim is due (it goes first) or shutdown has begun.
-            let read_ahead = !shutdown.is_cancelled() && !scan.is_due();
-            let (counted, next, settled) = tokio::join!(
-                self.count(batch, &shutdown),
-                self.read_ahead(read_ahead, &shutdown),
-                self.settle(committed.take(), &shutdown),
-            );
-            ahead = next;
-            committed = counted;
-            if committed.is_none() || settled.is_none() {
-                break;
-            }
-        }
-        self.settle(committed, &shutdown).await;
+        let (to_count, read) = mpsc::channel(1);
+        let (to_settle, committed) = mpsc::channel(1);
+        tokio::join!(
+            self.read_stage(to_count, &shutdown),
+            self.count_stage(read, to_settle, &shutdown),
+            self.settle_stage(committed, &shutdown),
+        );
         tracing::info!(consumer = self.consumer.name(), "worker stopped");
     }
 
-    /// The next batch, read while the current one is counted; `None` if none
-    /// came within the block time, the read failed (the loop reads again,
-    /// with retries) or shutdown came first.
-    async fn read_ahead(
+    /// Reads batches, taken over when a reclaim scan is due, else new ones
+    /// (waiting up to the block time), until shutdown or until the counting
+    /// stops.
+    async fn read_stage(
         &self,
-        enabled: bool,
+        to_count: mpsc::Sender<Vec<Delivery>>,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Delivery>> {
-        if !enabled {
-            return None;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => None,
-            read = self.consumer.read() => match read {
-                Ok(batch) => Some(batch).filter(|b| !b.is_empty()),
-                Err(err) => {
-                    tracing::warn!(%err, "read ahead failed; reading again after the batch");
-                    None
+    ) {
+        let mut scan = ReclaimScan::due_now();
+        loop {
+            // Only once the counting has taken the batch before: one batch
+            // ahead at most, so that entries wait pending at most two
+            // batches' time.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                slot = to_count.reserve() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
+            let read = if scan.is_due() {
+                self.reclaim(&mut scan, shutdown).await
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    read = until_done("read", shutdown, || self.consumer.read()) => read,
                 }
-            },
+            };
+            let Ok(batch) = read else { return };
+            self.progress.mark();
+            if !batch.is_empty() {
+                slot.send(batch);
+            }
         }
     }
 
-    /// Entries to count: taken over when a reclaim scan is due, else new
-    /// ones (waiting up to the block time). `None` on shutdown.
-    async fn next_batch(
+    /// Counts each batch read, and hands it on to be settled.
+    async fn count_stage(
         &self,
-        scan: &mut ReclaimScan,
+        mut read: mpsc::Receiver<Vec<Delivery>>,
+        to_settle: mpsc::Sender<Committed>,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Delivery>> {
-        if scan.is_due() {
-            return self.reclaim(scan, shutdown).await;
+    ) {
+        while let Some(deliveries) = read.recv().await {
+            let Ok(committed) = self.count(deliveries, shutdown).await else {
+                return;
+            };
+            self.progress.mark();
+            if to_settle.send(committed).await.is_err() {
+                return;
+            }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => None,
-            read = until_done("read", shutdown, || self.consumer.read()) => read,
+    }
+
+    /// Settles each committed batch as soon as its COMMIT returned.
+    async fn settle_stage(
+        &self,
+        mut committed: mpsc::Receiver<Committed>,
+        shutdown: &CancellationToken,
+    ) {
+        while let Some(done) = committed.recv().await {
+            if self.settle(done, shutdown).await.is_err() {
+                return;
+            }
+            self.progress.mark();
         }
     }
 
     /// Counts one batch: decoded, its undecodable entries dead-lettered,
-    /// its records committed. `None` if shutdown came while a step was
-    /// failing: the batch stays pending.
+    /// its records committed.
     #[tracing::instrument(name = "batch", skip_all, fields(entries = deliveries.len()))]
     async fn count(
         &self,
         deliveries: Vec<Delivery>,
         shutdown: &CancellationToken,
-    ) -> Option<Committed> {
-        let started = Instant::now();
+    ) -> Result<Committed, Stopped> {
         metrics::counter!("flagmeter_events_read_total").increment(deliveries.len() as u64);
         metrics::histogram!("flagmeter_batch_size_events").record(deliveries.len() as f64);
-        let batch = decode::decode(deliveries);
-        for (delivery, reason) in &batch.refused {
-            self.dead_letter(delivery, reason, "undecodable", 1, shutdown)
-                .await?;
-        }
-        let written = self
-            .commit(
-                &batch.records,
-                &batch.sources,
-                &batch.ids,
-                started,
+        let batch = Batch::decode(deliveries);
+        for refused in batch.refused() {
+            self.dead_letter(
+                &refused.delivery,
+                &refused.reason,
+                "undecodable",
+                1,
                 shutdown,
             )
             .await?;
+        }
+        let written = self.commit(&batch, shutdown).await?;
+        record_lag(batch.records());
         if self.settings.failpoint == Some(Failpoint::CrashAfterCommit) {
             tracing::warn!("failpoint crash-after-commit: aborting before evaluation and ack");
             std::process::abort();
         }
-        Some(Committed {
-            records: batch.records,
-            ids: batch.ids,
-            written,
-            started,
-        })
+        Ok(Committed { batch, written })
     }
 
-    /// Finishes the committed batch, if there is one: its tenants' alerts
-    /// evaluated against the committed totals, then its entries
-    /// acknowledged. `None` if shutdown came while a step was failing: the
-    /// entries stay pending, and whoever counts them again (nothing new)
-    /// evaluates them again.
+    /// Finishes a committed batch: its tenants' alerts evaluated against
+    /// the committed totals (the sender woken if one became due), then its
+    /// entries acknowledged. If shutdown stops it, the entries stay pending,
+    /// and whoever counts them again (nothing new) evaluates them again.
     #[tracing::instrument(name = "settle", skip_all)]
-    async fn settle(&self, done: Option<Committed>, shutdown: &CancellationToken) -> Option<()> {
-        let Some(done) = done else {
-            return Some(());
-        };
+    async fn settle(&self, done: Committed, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        let Committed { batch, written } = done;
         // The whole batch, not only what this delivery counted: a batch
         // redelivered after a crash between COMMIT and here is evaluated now.
-        let tenants = writer::tenants_of(&done.records);
+        let tenants = writer::tenants_of(batch.records());
         let alerts_fired = until_done("evaluate alerts", shutdown, || {
-            alerts::rules::evaluate(&self.db, &tenants, chrono::Utc::now())
+            let evaluate = alerts::rules::evaluate(&self.db, &tenants, chrono::Utc::now());
+            self.settings.db_bounds.answered(evaluate)
         })
         .await?;
-        record_committed(&done.records, &done.written, alerts_fired);
-        until_done("ack", shutdown, || self.consumer.ack(&done.ids)).await?;
-        metrics::histogram!("flagmeter_batch_duration_seconds")
-            .record(done.started.elapsed().as_secs_f64());
+        if alerts_fired > 0 {
+            self.alerts_due.wake();
+        }
+        record_counted(&written, alerts_fired);
+        until_done("ack", shutdown, || self.consumer.ack(batch.ids())).await?;
+        let elapsed = batch.read_at().elapsed();
+        metrics::histogram!("flagmeter_batch_duration_seconds").record(elapsed.as_secs_f64());
         tracing::debug!(
-            entries = done.ids.len(),
-            counted = done.written.counted,
-            voided = done.written.voided,
-            elapsed_ms = done.started.elapsed().as_millis() as u64,
+            entries = batch.ids().len(),
+            counted = written.counted,
+            voided = written.voided,
+            elapsed_ms = elapsed.as_millis() as u64,
             "batch settled"
         );
-        Some(())
+        Ok(())
     }
 
     /// Sets an entry that can never be counted aside as a dead letter (in
     /// PostgreSQL, so that this works while Valkey is out of memory), before
-    /// the caller acks it. `None` on shutdown while PostgreSQL fails.
+    /// the caller acks it.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -257,7 +273,7 @@ impl Worker {
         kind: &'static str,
         deliveries: usize,
         shutdown: &CancellationToken,
-    ) -> Option<()> {
+    ) -> Result<(), Stopped> {
         tracing::warn!(entry = %delivery.id, reason, "setting the entry aside as a dead letter");
         metrics::counter!("flagmeter_events_dead_lettered_total", "reason" => kind).increment(1);
         let letter = dead_letter::DeadLetter {
@@ -269,20 +285,28 @@ impl Worker {
             deliveries,
             payload: delivery.payload.as_deref(),
         };
-        until_done("dead letter", shutdown, || letter.write(&self.db)).await
+        until_done("dead letter", shutdown, || {
+            self.settings.db_bounds.answered(letter.write(&self.db))
+        })
+        .await
     }
 }
 
-/// Per-batch metrics of a commit: counted, duplicates, voids, alerts, and
-/// how long each event took from the api's receipt to this commit.
-fn record_committed(records: &[EventRecord], written: &writer::Written, alerts_fired: u64) {
-    metrics::counter!("flagmeter_events_counted_total").increment(written.counted);
-    metrics::counter!("flagmeter_events_duplicate_total").increment(written.duplicates);
-    metrics::counter!("flagmeter_events_voided_total").increment(written.voided);
-    metrics::counter!("flagmeter_alerts_fired_total").increment(alerts_fired);
+/// How long each event took from the api's receipt to its commit, which
+/// has just returned.
+fn record_lag(records: &[EventRecord]) {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let lag = metrics::histogram!("flagmeter_end_to_end_lag_seconds");
     for record in records {
         lag.record((now_ms - record.received_ms).max(0) as f64 / 1000.0);
     }
+}
+
+/// Per-batch counters of a settled batch: counted, duplicates, voids,
+/// alerts.
+fn record_counted(written: &writer::Written, alerts_fired: u64) {
+    metrics::counter!("flagmeter_events_counted_total").increment(written.counted);
+    metrics::counter!("flagmeter_events_duplicate_total").increment(written.duplicates);
+    metrics::counter!("flagmeter_events_voided_total").increment(written.voided);
+    metrics::counter!("flagmeter_alerts_fired_total").increment(alerts_fired);
 }

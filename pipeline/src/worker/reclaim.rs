@@ -8,7 +8,10 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
-use crate::{consumer::Delivery, retry::until_done};
+use crate::{
+    consumer::Delivery,
+    retry::{Stopped, until_done},
+};
 
 /// Where an `XAUTOCLAIM` scan starts (and what it returns once complete).
 pub(super) const SCAN_START: &str = "0-0";
@@ -36,12 +39,12 @@ impl ReclaimScan {
 
 impl Worker {
     /// Takes over up to one batch of idle pending entries and returns those
-    /// still worth counting. `None` if shutdown came while Valkey failed.
+    /// still worth counting.
     pub(super) async fn reclaim(
         &self,
         scan: &mut ReclaimScan,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Delivery>> {
+    ) -> Result<Vec<Delivery>, Stopped> {
         let (claimed, cursor) =
             until_done("reclaim", shutdown, || self.consumer.reclaim(&scan.cursor)).await?;
         if cursor == SCAN_START {
@@ -61,9 +64,9 @@ impl Worker {
         &self,
         claimed: Vec<Delivery>,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Delivery>> {
+    ) -> Result<Vec<Delivery>, Stopped> {
         if claimed.is_empty() {
-            return Some(claimed);
+            return Ok(claimed);
         }
         let ids: Vec<String> = claimed.iter().map(|d| d.id.clone()).collect();
         let counts = until_done("read delivery counts", shutdown, || {
@@ -84,6 +87,6 @@ impl Worker {
             }
         }
         until_done("ack", shutdown, || self.consumer.ack(&dead)).await?;
-        Some(keep)
+        Ok(keep)
     }
 }

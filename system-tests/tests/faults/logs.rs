@@ -103,7 +103,7 @@ async fn logs_hold_no_secrets_and_escape_what_clients_send() {
         (
             http.put(format!("{base}/api/tenants/acme/slack-webhook"))
                 .json(&json!({"url": webhook})),
-            200,
+            201,
         ),
         (
             http.post(format!("{base}/api/tenants/acme/slack-webhook/test")),

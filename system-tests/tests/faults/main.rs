@@ -7,6 +7,7 @@
 //! `FLAGMETER_FAULT_SECONDS` (default 6) sets how long each load runs; a
 //! longer soak is the same tests with a larger value.
 
+mod clocks;
 mod cluster;
 mod deployment;
 mod logs;
@@ -332,7 +333,7 @@ async fn each_threshold_reaches_slack_exactly_once_despite_a_killed_replica_and_
     let put = http.put(format!("{base}/api/tenants/acme")).json(&tenant);
     expect_status(put, 201).await;
     let hook = http.put(format!("{base}/api/tenants/acme/slack-webhook"));
-    expect_status(hook.json(&json!({"url": slack.url})), 200).await;
+    expect_status(hook.json(&json!({"url": slack.url})), 201).await;
     let mut workers: Vec<_> = (0..3)
         .map(|n| stack.spawn_pipeline(&format!("alert-{n}"), &[]))
         .collect();

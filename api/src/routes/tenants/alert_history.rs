@@ -1,15 +1,17 @@
 //! `/api/tenants/{tenant}/alerts`: a tenant's alert history, newest first,
-//! with each alert's Slack delivery (the alert's own `status`, `attempts`,
-//! ...) and, when the tenant had a signed webhook, that delivery too
-//! (`webhook`). It outlives a deleted tenant's configuration: what was sent
-//! stays on record.
+//! with each destination's delivery side by side (`slack`, `webhook`) and
+//! one `status` summing them up, so that an alert delivered to the signed
+//! webhook of a tenant without Slack reads `delivered`, not "no webhook".
+//! It outlives a deleted tenant's configuration: what was sent stays on
+//! record.
 
+use ::alerts::alert_event::MESSAGE_ID_PREFIX;
 use chrono::{DateTime, Utc};
-use entity::{alerts, tenants};
+use entity::alerts;
 use poem_openapi::{Enum, Object, OpenApi, param::Path, payload::Json};
 use sea_orm::{
     ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    Statement, prelude::Uuid,
 };
 
 use crate::{
@@ -20,13 +22,19 @@ use crate::{
     state::AppState,
 };
 
-/// Where an alert is in its life.
-#[derive(Debug, Enum)]
+/// Where an alert, or one destination's delivery of it, is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum AlertStatus {
+    /// Due, or waiting for its next attempt.
     Pending,
+    /// Accepted by the destination (for an alert: by every destination it
+    /// had).
     Delivered,
+    /// Given up on (for an alert: by at least one destination).
     Failed,
+    /// No such webhook configured, so nothing sent there (for an alert:
+    /// neither Slack nor a signed webhook).
     NoWebhook,
 }
 
@@ -53,10 +61,24 @@ impl From<alerts::Status> for AlertStatus {
     }
 }
 
-/// An alert's delivery to the tenant's signed webhook.
+impl AlertStatus {
+    /// An alert's status from its destinations': pending while any is,
+    /// then failed if any gave up, delivered if any took it, and
+    /// `no_webhook` only when it had nowhere to go.
+    fn overall(destinations: [Self; 2]) -> Self {
+        [Self::Pending, Self::Failed, Self::Delivered]
+            .into_iter()
+            .find(|status| destinations.contains(status))
+            .unwrap_or(Self::NoWebhook)
+    }
+}
+
+/// An alert's delivery to one destination.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
-pub struct WebhookDelivery {
+pub struct Delivery {
+    /// `no_webhook`: the tenant had no such webhook enabled, nothing was
+    /// sent there.
     pub status: AlertStatus,
     /// Delivery attempts so far.
     pub attempts: i32,
@@ -65,7 +87,26 @@ pub struct WebhookDelivery {
     #[oai(skip_serializing_if_is_none)]
     pub delivered_at: Option<DateTime<Utc>>,
     /// When a pending delivery is tried next.
-    pub next_attempt_at: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The signed webhook's `webhook-id` (`msg_` and a UUIDv7), the same
+    /// on every attempt: what the receiver deduplicates by.
+    #[oai(skip_serializing_if_is_none)]
+    pub webhook_id: Option<String>,
+}
+
+impl Delivery {
+    /// For a destination that had no webhook when the alert fired.
+    fn none() -> Self {
+        Self {
+            status: AlertStatus::NoWebhook,
+            attempts: 0,
+            last_error: None,
+            delivered_at: None,
+            next_attempt_at: None,
+            webhook_id: None,
+        }
+    }
 }
 
 #[derive(FromQueryResult)]
@@ -78,14 +119,28 @@ struct DeliveryRow {
     next_attempt_at: DateTime<Utc>,
 }
 
-impl From<DeliveryRow> for WebhookDelivery {
-    fn from(d: DeliveryRow) -> Self {
+impl Delivery {
+    /// The signed webhook's delivery of the alert `message_id`.
+    fn of_webhook(d: DeliveryRow, message_id: Uuid) -> Self {
         Self {
             status: AlertStatus::parse(&d.status),
             attempts: d.attempts,
             last_error: d.last_error,
             delivered_at: d.delivered_at,
-            next_attempt_at: d.next_attempt_at,
+            next_attempt_at: Some(d.next_attempt_at),
+            webhook_id: Some(format!("{MESSAGE_ID_PREFIX}{message_id}")),
+        }
+    }
+
+    /// Slack's delivery: the alert row's own state.
+    fn of_slack(a: &alerts::Model) -> Self {
+        Self {
+            status: a.status.into(),
+            attempts: a.attempts,
+            last_error: a.last_error.clone(),
+            delivered_at: a.delivered_at,
+            next_attempt_at: Some(a.next_attempt_at),
+            webhook_id: None,
         }
     }
 }
@@ -131,26 +186,45 @@ pub struct Alert {
     /// A budget alert's budget when it fired (decimal string).
     #[oai(skip_serializing_if_is_none)]
     pub budget: Option<String>,
+    /// The currency of a budget alert's cost and budget.
+    #[oai(skip_serializing_if_is_none)]
+    pub currency: Option<String>,
+    /// All destinations together: `pending` while any delivery is,
+    /// `failed` if any gave up, `delivered` once every destination the
+    /// tenant had took it, `no_webhook` if it had none (neither Slack nor
+    /// a signed webhook). Each destination's own state is in `slack` and
+    /// `webhook`.
     pub status: AlertStatus,
-    /// Delivery attempts so far.
-    pub attempts: i32,
-    #[oai(skip_serializing_if_is_none)]
-    pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
-    #[oai(skip_serializing_if_is_none)]
+    /// The delivery to the tenant's Slack webhook.
+    pub slack: Delivery,
+    /// The delivery to the tenant's signed webhook.
+    pub webhook: Delivery,
+    /// Slack's delivery attempts (as `slack.attempts`).
+    #[oai(deprecated)]
+    pub attempts: i32,
+    /// Slack's last error (as `slack.lastError`).
+    #[oai(deprecated, skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    /// When Slack took it (as `slack.deliveredAt`).
+    #[oai(deprecated, skip_serializing_if_is_none)]
     pub delivered_at: Option<DateTime<Utc>>,
-    /// When a pending alert is tried next.
+    /// When Slack's delivery is tried next (as `slack.nextAttemptAt`).
+    #[oai(deprecated)]
     pub next_attempt_at: DateTime<Utc>,
-    /// The delivery to the tenant's signed webhook, if it had one.
-    #[oai(skip_serializing_if_is_none)]
-    pub webhook: Option<WebhookDelivery>,
 }
 
-impl From<alerts::Model> for Alert {
-    fn from(a: alerts::Model) -> Self {
+impl Alert {
+    /// `a` with its signed webhook's delivery, if the tenant had one; a
+    /// budget alert's figures are in `currency`.
+    fn new(a: alerts::Model, webhook: Option<DeliveryRow>, currency: &str) -> Self {
+        let slack = Delivery::of_slack(&a);
+        let webhook =
+            webhook.map_or_else(Delivery::none, |d| Delivery::of_webhook(d, a.message_id));
         Self {
             id: a.id,
             kind: a.kind.into(),
+            currency: a.cost.is_some().then(|| currency.to_owned()),
             cost: a.cost,
             budget: a.budget,
             threshold: a.threshold,
@@ -158,13 +232,14 @@ impl From<alerts::Model> for Alert {
             period_end: a.period_end,
             usage_tokens: a.usage_tokens,
             quota: a.quota,
-            status: a.status.into(),
+            status: AlertStatus::overall([slack.status, webhook.status]),
+            created_at: a.created_at,
             attempts: a.attempts,
             last_error: a.last_error,
-            created_at: a.created_at,
             delivered_at: a.delivered_at,
             next_attempt_at: a.next_attempt_at,
-            webhook: None,
+            slack,
+            webhook,
         }
     }
 }
@@ -192,8 +267,7 @@ impl AlertHistoryApi {
             .all(&self.0.db)
             .await?;
         if rows.is_empty()
-            && tenants::Entity::find_by_id(tenant.as_str())
-                .one(&self.0.db)
+            && store::tenants::configuration(&self.0.db, &tenant)
                 .await?
                 .is_none()
         {
@@ -215,11 +289,8 @@ impl AlertHistoryApi {
         let history = rows
             .into_iter()
             .map(|a| {
-                let webhook = deliveries.remove(&a.id).map(WebhookDelivery::from);
-                Alert {
-                    webhook,
-                    ..Alert::from(a)
-                }
+                let webhook = deliveries.remove(&a.id);
+                Alert::new(a, webhook, &self.0.currency)
             })
             .collect();
         Ok(Found::Ok(Json(history)))

@@ -33,24 +33,43 @@ use crate::{
     state::AppState,
 };
 
-/// A tenant's configuration, as saved.
+/// A tenant's configuration, as saved. Every field is optional: an update
+/// changes the fields it names and keeps the others; a new tenant takes the
+/// defaults for those it omits.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", example)]
 pub struct TenantIn {
     /// Display name (defaults to the tenant id): 1–200 characters, not all
     /// white space.
-    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    #[oai(
+        nullable,
+        validator(min_length = 1, max_length = 200),
+        deserialize_with = "fields::name"
+    )]
     pub name: Option<DisplayName>,
-    /// Tokens per billing period.
-    #[oai(validator(minimum(value = "1")))]
-    pub monthly_quota: i64,
+    /// Tokens per billing period (a new tenant: `FLAGMETER_DEFAULT_QUOTA`;
+    /// unchanged when absent on an update).
+    #[oai(
+        nullable,
+        validator(minimum(value = "1")),
+        deserialize_with = "fields::monthly_quota"
+    )]
+    pub monthly_quota: Option<i64>,
     /// Day of the month (1–28) a billing period starts, at local midnight
     /// in `timezone`.
-    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "28")))]
+    #[oai(
+        nullable,
+        validator(minimum(value = "1"), maximum(value = "28")),
+        deserialize_with = "fields::billing_day"
+    )]
     pub billing_day: Option<i16>,
     /// IANA time zone of the billing period, e.g. `America/New_York`
     /// (default `UTC`; unchanged when absent on an update).
-    #[oai(nullable, validator(min_length = 1, max_length = 64))]
+    #[oai(
+        nullable,
+        validator(min_length = 1, max_length = 64),
+        deserialize_with = "fields::timezone"
+    )]
     pub timezone: Option<String>,
     /// Whole percents of the quota at which an alert fires (1–1000, at
     /// most 10, no repeats). Defaults to `FLAGMETER_ALERT_THRESHOLDS`.
@@ -61,13 +80,14 @@ pub struct TenantIn {
             unique_items = true,
             minimum(value = "1"),
             maximum(value = "1000")
-        )
+        ),
+        deserialize_with = "fields::alert_thresholds"
     )]
     pub alert_thresholds: Option<Vec<i32>>,
     /// Monthly budget in the deployment's currency (decimal string, e.g.
     /// `500.00`); the alert thresholds apply to it as well. Absent: kept
     /// as it is; `null`: removed.
-    #[oai(nullable, deserialize_with = "monthly_budget")]
+    #[oai(nullable, deserialize_with = "fields::monthly_budget")]
     pub monthly_budget: MaybeUndefined<BudgetText>,
     /// Most tokens the tenant may reserve or use in any 60 seconds
     /// (`POST /api/reservations` enforces it). Absent: kept as it is;
@@ -89,12 +109,20 @@ pub struct TenantIn {
     pub requests_per_minute: MaybeUndefined<i64>,
 }
 
-/// `monthlyBudget`, named in its type errors (a number is refused: money
-/// is a decimal string).
-fn monthly_budget(
-    value: Option<serde_json::Value>,
-) -> poem_openapi::types::ParseResult<MaybeUndefined<BudgetText>> {
-    crate::routes::rules::named_string("monthlyBudget", value)
+/// Every field of [`TenantIn`], named in its type errors (`monthlyBudget`
+/// refuses a number: money is a decimal string).
+mod fields {
+    use crate::routes::rules::{BudgetText, DisplayName};
+    use poem_openapi::types::MaybeUndefined;
+
+    crate::routes::rules::named_parsers! {
+        name: Option<DisplayName> = named_string("name");
+        monthly_quota: Option<i64> = named_field("monthlyQuota");
+        billing_day: Option<i16> = named_field("billingDay");
+        timezone: Option<String> = named_string("timezone");
+        alert_thresholds: Option<Vec<i32>> = named_field("alertThresholds");
+        monthly_budget: MaybeUndefined<BudgetText> = named_string("monthlyBudget");
+    }
 }
 
 /// The per-minute limits, named in their type errors.
@@ -110,7 +138,7 @@ impl Example for TenantIn {
     fn example() -> Self {
         Self {
             name: Some(DisplayName("Acme Corp".to_owned())),
-            monthly_quota: 100_000,
+            monthly_quota: Some(100_000),
             billing_day: Some(1),
             timezone: Some("America/New_York".to_owned()),
             alert_thresholds: Some(vec![80, 100]),
@@ -187,7 +215,8 @@ pub struct TenantConfigApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl TenantConfigApi {
     /// Create or update a tenant's quota, billing day, alert thresholds,
-    /// budget and per-minute limits.
+    /// budget and per-minute limits: the fields sent change, the others
+    /// keep their value (or, on creation, take the defaults).
     #[oai(path = "/api/tenants/:tenant", method = "put")]
     async fn save(
         &self,
@@ -231,6 +260,7 @@ impl TenantConfigApi {
             None => tenants::ActiveModel {
                 id: Set(tenant.as_str().to_owned()),
                 name: Set(tenant.as_str().to_owned()),
+                monthly_quota: Set(self.0.default_quota),
                 billing_day: Set(1),
                 timezone: Set("UTC".to_owned()),
                 alert_thresholds: Set(self.0.default_thresholds.clone()),
@@ -241,7 +271,9 @@ impl TenantConfigApi {
         if let Some(name) = &body.name {
             row.name = Set(name.trim().to_owned());
         }
-        row.monthly_quota = Set(body.monthly_quota);
+        if let Some(quota) = body.monthly_quota {
+            row.monthly_quota = Set(quota);
+        }
         if let Some(day) = body.billing_day {
             row.billing_day = Set(day);
         }
@@ -309,18 +341,22 @@ impl TenantConfigApi {
         })))
     }
 
-    /// Delete a tenant's configuration and webhook. Its usage history and
-    /// alert history stay; a later event recreates it with the defaults.
+    /// Delete a tenant's configuration and webhooks: its alerts stop. Its
+    /// billing history stays readable (usage, time series, events, alert
+    /// history), under the configuration it had; a later `PUT` or event
+    /// creates it afresh with the defaults.
     #[oai(path = "/api/tenants/:tenant", method = "delete")]
     async fn delete(
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
     ) -> Result<DeletedResponse, ApiError> {
-        let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
-        tenants::Entity::delete_by_id(existing.id)
-            .exec(&self.0.db)
-            .await?;
+        auth.0.require(Scope::Admin)?;
+        let txn = self.0.db.begin().await?;
+        if !store::tenants::delete(&txn, &tenant).await? {
+            return Err(ApiError::unknown_tenant(&tenant));
+        }
+        txn.commit().await?;
         Ok(DeletedResponse::Deleted)
     }
 }

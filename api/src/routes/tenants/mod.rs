@@ -2,7 +2,8 @@
 //! ([`config`]), its Slack webhook ([`slack_webhook`]), its signed webhook
 //! ([`webhook`]) and its alert history ([`alert_history`]). They share the
 //! lookup of the tenant they name, and the two webhooks the lookup,
-//! allow-list check and deletion of their row.
+//! allow-list check, upsert (whose answer tells creation from replacement)
+//! and deletion of their row.
 
 mod alert_history;
 mod config;
@@ -16,7 +17,10 @@ pub use webhook::SignedWebhookApi;
 
 use entity::tenants;
 use poem_openapi::ApiResponse;
-use sea_orm::{DatabaseConnection, EntityTrait, PrimaryKeyTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    PrimaryKeyTrait, Statement, Value,
+};
 use serde_json::json;
 
 use crate::{
@@ -101,4 +105,23 @@ where
         return Err(no_webhook(tenant));
     }
     Ok(DeletedResponse::Deleted)
+}
+
+/// Runs an upsert of one row whose `RETURNING` list ends with
+/// `(xmax = 0) AS created`: the row as saved, and whether the statement
+/// inserted it (PostgreSQL leaves `xmax` 0 on a row version it inserted,
+/// and sets it on one `ON CONFLICT DO UPDATE` rewrote), for the 201 or 200
+/// of a `PUT`.
+async fn upsert<M: FromQueryResult, const N: usize>(
+    db: &DatabaseConnection,
+    sql: &str,
+    values: [Value; N],
+) -> Result<(M, bool), DbErr> {
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let row = db
+        .query_one_raw(statement)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the upsert returned no row".into()))?;
+    let created: bool = row.try_get("", "created")?;
+    Ok((M::from_query_result(&row, "")?, created))
 }

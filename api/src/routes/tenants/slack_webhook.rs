@@ -7,13 +7,12 @@ use alerts::{slack, webhook};
 use chrono::{DateTime, Utc};
 use entity::slack_webhooks;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
-use sea_orm::{EntityTrait, Set};
 
-use super::{DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, webhook_row};
+use super::{DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, upsert, webhook_row};
 use crate::{
     auth::ApiKey,
     error::{ApiError, BodyError},
-    routes::{ApiTags, Found, invalid, rules::TenantSlug},
+    routes::{ApiTags, Found, Saved, invalid, rules::TenantSlug},
     state::AppState,
 };
 
@@ -66,42 +65,35 @@ pub struct WebhookTest {
     pub detail: String,
 }
 
+const SAVE: &str = r#"
+INSERT INTO slack_webhooks AS w (tenant, url, enabled) VALUES ($1, $2, $3)
+ON CONFLICT (tenant) DO UPDATE
+SET url = excluded.url, enabled = excluded.enabled, updated_at = now()
+RETURNING w.tenant, w.url, w.enabled, w.created_at, w.updated_at, (xmax = 0) AS created
+"#;
+
 /// The routes below, over the shared state.
 pub struct SlackWebhookApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl SlackWebhookApi {
-    /// Set the Slack incoming webhook alerts are posted to.
+    /// Set the Slack incoming webhook alerts are posted to: 201 when the
+    /// tenant had none, 200 when it replaces one.
     #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "put")]
     async fn put_webhook(
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
         body: Json<WebhookIn>,
-    ) -> Result<Found<Webhook>, BodyError> {
+    ) -> Result<Saved<Webhook>, BodyError> {
         let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
-        let url = allowed_url(&self.0, &body.url)?;
-        let now = Utc::now();
-        let row = slack_webhooks::ActiveModel {
-            tenant: Set(existing.id),
-            url: Set(url),
-            enabled: Set(body.enabled.unwrap_or(true)),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        let saved = slack_webhooks::Entity::insert(row)
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(slack_webhooks::Column::Tenant)
-                    .update_columns([
-                        slack_webhooks::Column::Url,
-                        slack_webhooks::Column::Enabled,
-                        slack_webhooks::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_with_returning(&self.0.db)
-            .await?;
-        Ok(Found::Ok(Json(saved.into())))
+        let values = [
+            existing.id.into(),
+            allowed_url(&self.0, &body.url)?.into(),
+            body.enabled.unwrap_or(true).into(),
+        ];
+        let (saved, created) = upsert::<slack_webhooks::Model, 3>(&self.0.db, SAVE, values).await?;
+        Ok(Saved::new(created, Webhook::from(saved)))
     }
 
     /// The tenant's webhook, its secret part masked.
