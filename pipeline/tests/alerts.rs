@@ -277,8 +277,13 @@ async fn an_alert_is_delivered_as_soon_as_it_is_recorded_not_at_the_next_poll() 
     env.append(&[event("acme", "1", 100)]).await;
     assert!(env.drained(Duration::from_secs(20)).await);
 
+    let crossing = std::time::Instant::now();
     env.append(&[event("acme", "2", 800)]).await;
     let delivered = slack.wait_for_requests(1, Duration::from_secs(30)).await;
+    eprintln!(
+        "crossing event appended → alert received: {:?} (idle; observed by polling every 50 ms)",
+        crossing.elapsed()
+    );
     worker.stop().await;
 
     assert_eq!(delivered[0].status, 200);
