@@ -7,8 +7,9 @@
 //! bearer-key clients ([`bearer`]), lists read out of JSON answers
 //! ([`json`]), headless Chromium ([`chromium`]), a
 //! real Redis Cluster on loopback ([`cluster`]), and
-//! `TEST_LOG=1` to see the services' logs ([`log`]). Dev-only: no
-//! production crate depends on it.
+//! `TEST_LOG=1` to see the services' logs ([`log`]), and the check that
+//! the suite reached nothing beyond this machine ([`offhost`]). Dev-only:
+//! no production crate depends on it.
 
 pub mod app;
 pub mod bearer;
@@ -19,6 +20,7 @@ pub mod eventually;
 pub mod fake_slack;
 pub mod json;
 pub mod log;
+pub mod offhost;
 pub mod standard_webhooks;
 
 pub use app::{

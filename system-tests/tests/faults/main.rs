@@ -11,6 +11,7 @@ mod clocks;
 mod cluster;
 mod deployment;
 mod logs;
+mod offhost;
 mod recovery;
 mod support;
 mod voids;
