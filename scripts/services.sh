@@ -246,4 +246,5 @@ offhost_guard_remove() {
     sleep 0.5
   done
   OFFHOST_NAME=
+  unset FLAGMETER_TEST_OFFHOST_LIST
 }

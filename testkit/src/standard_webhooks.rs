@@ -46,12 +46,12 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let venv = target.join("standard-webhooks-venv");
     let pip = venv.join("bin/pip");
-    let install = |extra: &[&str]| {
+    fn install<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["-r", REQUIREMENTS]);
         args
-    };
+    }
     // A dry run without an index succeeds only when all is installed.
     let installed = std::process::Command::new(&pip)
         .args(install(&["--dry-run", "--no-index"]))
