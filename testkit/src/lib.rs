@@ -7,7 +7,8 @@
 //! bearer-key clients ([`bearer`]), lists read out of JSON answers
 //! ([`json`]), headless Chromium ([`chromium`]), a
 //! real Redis Cluster on loopback ([`cluster`]), a TCP proxy that turns
-//! its connections half-open on command ([`freezing_proxy`]), and
+//! its connections half-open on command ([`freezing_proxy`]), the check
+//! that the suite reached nothing beyond this machine ([`offhost`]), and
 //! `TEST_LOG=1` to see the services' logs ([`log`]). Dev-only: no
 //! production crate depends on it.
 
@@ -21,6 +22,7 @@ pub mod fake_slack;
 pub mod freezing_proxy;
 pub mod json;
 pub mod log;
+pub mod offhost;
 pub mod standard_webhooks;
 
 pub use app::{

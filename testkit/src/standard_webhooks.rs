@@ -7,9 +7,10 @@
 //! whose trusted secrets a test changes as an integrator would after a
 //! rotation.
 //!
-//! The package lives in a venv under the target directory (git-ignored),
-//! made on first use; `scripts/test` makes it before the suite runs, so
-//! that the suite itself reaches nothing beyond this machine.
+//! The package (pinned in `python/requirements.txt`) lives in a venv under
+//! the target directory (git-ignored), made on first use; `scripts/test`
+//! makes it before the suite runs, so that the suite itself reaches nothing
+//! beyond this machine.
 
 use std::{
     path::PathBuf,
@@ -21,16 +22,16 @@ use std::{
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The package the receiver verifies with, pinned.
-pub const PACKAGE: &str = "standardwebhooks==1.3.0";
-
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/python/standard_webhooks_receiver.py"
 );
 
-/// The venv's Python, with [`PACKAGE`] installed (made once per test
-/// process when missing or at another version).
+/// The pinned packages the receiver needs.
+const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/requirements.txt");
+
+/// The venv's Python, with the [`REQUIREMENTS`] installed (checked once
+/// per test process, and installed when missing or at another version).
 pub fn python() -> PathBuf {
     static READY: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
     let mut ready = READY
@@ -44,15 +45,18 @@ pub fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let venv = target.join("standard-webhooks-venv");
-    let python = venv.join("bin/python");
-    let version = PACKAGE.split_once("==").map_or("", |(_, v)| v);
-    let installed = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('standardwebhooks'))",
-        ])
+    let pip = venv.join("bin/pip");
+    fn install<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-r", REQUIREMENTS]);
+        args
+    }
+    // A dry run without an index succeeds only when all is installed.
+    let installed = std::process::Command::new(&pip)
+        .args(install(&["--dry-run", "--no-index"]))
         .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == version);
+        .is_ok_and(|out| out.status.success());
     if !installed {
         let run = |program: &std::path::Path, args: &[&str]| {
             let status = std::process::Command::new(program)
@@ -61,18 +65,15 @@ pub fn python() -> PathBuf {
                 .unwrap_or_else(|err| panic!("cannot run {}: {err}", program.display()));
             assert!(
                 status.success(),
-                "{} {args:?} failed: the receiver needs {PACKAGE} from PyPI \
-                 (scripts/test installs it before the suite)",
+                "{} {args:?} failed: the receiver needs {REQUIREMENTS} from PyPI \
+                 (scripts/test installs them before the suite)",
                 program.display()
             );
         };
         run("python3".as_ref(), &["-m", "venv", &venv.to_string_lossy()]);
-        let pip = venv.join("bin/pip");
-        run(
-            &pip,
-            &["install", "--quiet", "--disable-pip-version-check", PACKAGE],
-        );
+        run(&pip, &install(&[]));
     }
+    let python = venv.join("bin/python");
     *ready = Some(python.clone());
     python
 }

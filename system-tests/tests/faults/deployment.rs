@@ -1,7 +1,11 @@
-//! The deployment files against the binaries: the compose file and the
-//! dashboard parse, every metric a dashboard panel queries is exported by a
-//! running api or pipeline, and every variable compose or `.env.example` sets
-//! is one the binaries read. No Docker engine is needed.
+//! The deployment files against the binaries: the compose files validate
+//! against the Compose Specification's schema, the dashboard parses, every
+//! metric a dashboard panel or an alert rule queries is exported by a
+//! running api or pipeline, both metrics endpoints and the Prometheus
+//! configuration and alert rules pass `promtool` (the rules' unit tests
+//! included), and every variable compose or `.env.example` sets is one the
+//! binaries read. No Docker engine is needed; `promtool` comes from
+//! Debian's `prometheus` package (scripts/test installs it).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -34,6 +38,41 @@ fn metric_names(expr: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `expr` of every alert rule in `infra/prometheus/alerts.yml`.
+fn alert_rule_exprs() -> Vec<String> {
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("infra/prometheus/alerts.yml")).unwrap();
+    rules["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_sequence().unwrap())
+        .map(|rule| rule["expr"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Runs `promtool` with `args` (and `stdin`, if any) in the repository's
+/// root; returns whether it succeeded, and what it said.
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs: install Debian's prometheus package (scripts/test does)");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
 fn dashboard_exprs(panel: &serde_json::Value, out: &mut Vec<String>) {
     match panel {
         serde_json::Value::Object(map) => {
@@ -52,13 +91,19 @@ fn dashboard_exprs(panel: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_dashboard_query_names_a_metric_the_binaries_export() {
+async fn every_dashboard_and_alert_query_names_a_metric_the_binaries_export_as_promtool_wants() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&repo_file("infra/grafana/dashboards/flagmeter.json")).unwrap();
     let mut exprs = Vec::new();
     dashboard_exprs(&dashboard, &mut exprs);
     let used: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
     assert!(used.len() > 15, "the dashboard queries metrics: {used:?}");
+    let rules: BTreeSet<String> = alert_rule_exprs()
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .collect();
+    assert!(rules.len() >= 8, "the alert rules query metrics: {rules:?}");
+    let used: BTreeSet<String> = used.union(&rules).cloned().collect();
 
     let env = TestEnv::new().await;
     let stack = Services {
@@ -123,6 +168,22 @@ async fn every_dashboard_query_names_a_metric_the_binaries_export() {
         pipeline_metrics.contains("flagmeter_events_counted_total 20"),
         "{pipeline_metrics}"
     );
+    for destination in ["slack", "webhook"] {
+        let delivered =
+            format!("flagmeter_alerts_delivered_total{{destination=\"{destination}\"}} 0");
+        assert!(pipeline_metrics.contains(&delivered), "{pipeline_metrics}");
+    }
+    for (endpoint, metrics) in [("api", &api_metrics), ("pipeline", &pipeline_metrics)] {
+        let (passed, said) = promtool(&["check", "metrics"], Some(metrics));
+        assert!(
+            passed,
+            "promtool check metrics on the {endpoint}'s: {said}\n{metrics}"
+        );
+        assert!(
+            metrics.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{endpoint}: {metrics}"
+        );
+    }
 
     assert!(
         healthcheck("flagmeter-pipeline", "--metrics-addr", &metrics_addr).await,
@@ -185,9 +246,185 @@ fn env_example_values() -> BTreeMap<String, String> {
 }
 
 #[test]
+fn the_prometheus_configuration_and_alert_rules_pass_promtool_and_their_unit_tests() {
+    // `check config` checks the rule files it loads too.
+    for args in [
+        &["check", "config", "infra/prometheus/prometheus.yml"][..],
+        &["check", "rules", "infra/prometheus/alerts.yml"],
+        &["test", "rules", "infra/prometheus/alerts.test.yml"],
+    ] {
+        let (passed, said) = promtool(args, None);
+        assert!(passed, "promtool {args:?}: {said}");
+    }
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&repo_file("infra/prometheus/prometheus.yml")).unwrap();
+    assert_eq!(config["rule_files"][0], "alerts.yml");
+    let compose = compose_file("docker-compose.yml");
+    let mounts = serde_yaml::to_string(&compose["services"]["prometheus"]["volumes"]).unwrap();
+    assert!(
+        mounts.contains("./infra/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"),
+        "beside prometheus.yml in the container: {mounts}"
+    );
+}
+
+/// The query of the dashboard panel titled `title` whose legend is `legend`.
+fn panel_query(title: &str, legend: &str) -> String {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("infra/grafana/dashboards/flagmeter.json")).unwrap();
+    // The item of the array `list` whose `key` is `value`.
+    let find = |list: &serde_json::Value, key: &str, value: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item[key] == value)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key} {value} in {list}"))
+    };
+    let panel = find(&dashboard["panels"], "title", title);
+    let target = find(&panel["targets"], "legendFormat", legend);
+    target["expr"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn every_panel_the_readme_describes_is_on_the_dashboard() {
+    let bullet = regex::Regex::new(r"(?m)^- \*([^*]+)\*:").unwrap();
+    let readme = repo_file("README.md");
+    let described: BTreeSet<&str> = bullet
+        .captures_iter(&readme)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert!(described.len() >= 20, "{described:?}");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("infra/grafana/dashboards/flagmeter.json")).unwrap();
+    let titles: BTreeSet<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    let missing: Vec<&&str> = described.difference(&titles).collect();
+    assert!(
+        missing.is_empty(),
+        "described in the README, not on the dashboard: {missing:?}"
+    );
+}
+
+#[test]
+fn the_batch_size_p50_reads_one_when_most_batches_hold_one_entry() {
+    // 8 of every 10 batches hold one entry, 2 hold a few: Prometheus
+    // interpolates within the lowest bucket, (0, 1], and the query alone
+    // read 0.625.
+    let query = panel_query("Batch size P50 / P99", "P50").replace("$__rate_interval", "5m");
+    let test = format!(
+        r#"rule_files: []
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'flagmeter_batch_size_events_bucket{{le="1"}}'
+        values: '0+8x10'
+      - series: 'flagmeter_batch_size_events_bucket{{le="5"}}'
+        values: '0+10x10'
+      - series: 'flagmeter_batch_size_events_bucket{{le="+Inf"}}'
+        values: '0+10x10'
+    promql_expr_test:
+      - expr: '{query}'
+        eval_time: 10m
+        exp_samples:
+          - labels: '{{}}'
+            value: 1
+"#
+    );
+    let file = std::env::temp_dir().join(format!(
+        "flagmeter-batch-size-{}.yml",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::write(&file, test).unwrap();
+    let (passed, said) = promtool(&["test", "rules", &file.to_string_lossy()], None);
+    std::fs::remove_file(&file).ok();
+    assert!(passed, "{query}: {said}");
+}
+
+/// A compose file as compose reads it: `${VAR:-default}` at its default
+/// (and a required `${VAR:?...}` at a value that would pass), `$$` as `$`,
+/// YAML merge keys (`<<`) applied.
+fn compose_file(path: &str) -> serde_yaml::Value {
+    let variable = regex::Regex::new(r"\$\{([A-Z_]+)(?::-([^}]*)|:\?[^}]*)?\}").unwrap();
+    let text = repo_file(path);
+    let interpolated = variable.replace_all(&text, |c: &regex::Captures| match c.get(2) {
+        Some(default) => default.as_str().to_owned(),
+        None => "x".repeat(32),
+    });
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(&interpolated.replace("$$", "$")).unwrap();
+    value.apply_merge().unwrap();
+    value
+}
+
+#[test]
+fn the_compose_files_validate_against_the_compose_specification() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&repo_file("system-tests/compose-spec/compose-spec.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for path in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        let file = serde_json::to_value(compose_file(path)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&file)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{path}: {errors:#?}");
+    }
+    let broken =
+        json!({"services": {"api": {"image": "x", "restart": "sometimes", "imagee": "x"}}});
+    assert!(
+        !validator.is_valid(&broken),
+        "the schema does refuse things"
+    );
+}
+
+/// A size such as `640mb` or `1G`, in bytes.
+fn bytes(size: &str) -> u64 {
+    let size = size.to_ascii_lowercase();
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &size[digits.len()..] {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        other => panic!("unit {other} of {size}"),
+    };
+    digits.parse::<u64>().unwrap() * unit
+}
+
+/// A Valkey command line's `--maxmemory` (in bytes) and `--maxmemory-policy`.
+fn valkey_memory(command: &str) -> (u64, String) {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let after = |flag: &str| {
+        let at = words.iter().position(|w| *w == flag);
+        at.and_then(|i| words.get(i + 1))
+            .unwrap_or_else(|| panic!("{flag} in {command}"))
+    };
+    (
+        bytes(after("--maxmemory")),
+        after("--maxmemory-policy").to_string(),
+    )
+}
+
+/// A service's command as one line of words.
+fn command_line(service: &serde_yaml::Value) -> String {
+    match &service["command"] {
+        serde_yaml::Value::Sequence(words) => words
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.as_str().unwrap().to_owned(),
+    }
+}
+
+#[test]
 fn the_compose_file_describes_the_whole_scalable_stack() {
-    let compose: serde_yaml::Value =
-        serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
+    let compose = compose_file("docker-compose.yml");
     let services = compose["services"].as_mapping().unwrap();
     for name in [
         "valkey",
@@ -214,10 +451,41 @@ fn the_compose_file_describes_the_whole_scalable_stack() {
         postgres_command.contains("wal_buffers=16MB"),
         "replicas wait on the default WAL buffers: {postgres_command}"
     );
-    let valkey_command = serde_yaml::to_string(&compose["services"]["valkey"]["command"]).unwrap();
+    let valkey = &compose["services"]["valkey"];
+    let valkey_command = command_line(valkey);
     assert!(
-        valkey_command.contains("appendonly") && valkey_command.contains("always"),
+        valkey_command.contains("--appendonly yes") && valkey_command.contains("always"),
         "{valkey_command}"
+    );
+    let limit = bytes(
+        valkey["deploy"]["resources"]["limits"]["memory"]
+            .as_str()
+            .unwrap(),
+    );
+    let (maxmemory, policy) = valkey_memory(&valkey_command);
+    assert!(
+        maxmemory <= limit * 3 / 4,
+        "room below the container's limit for an AOF rewrite: {maxmemory} of {limit}"
+    );
+    assert_eq!(policy, "noeviction", "an evicted stream is lost events");
+    for (name, service) in services {
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            assert!(
+                port.as_str().unwrap().starts_with("127.0.0.1:"),
+                "{name:?} publishes {port:?} beyond loopback by default"
+            );
+        }
+    }
+    assert!(
+        compose["services"]["pipeline"]["depends_on"]
+            .get("api")
+            .is_none(),
+        "the pipeline needs no api"
+    );
+    let header = repo_file("docker-compose.yml");
+    assert!(
+        header.contains("least 32 characters") && !header.contains("least 20"),
+        "the admin key's length as the api checks it"
     );
 
     let read = variables_read();
@@ -258,6 +526,8 @@ fn env_example_lists_exactly_what_the_binaries_read() {
                 "POSTGRES_PASSWORD",
                 "GRAFANA_ADMIN_USER",
                 "GRAFANA_ADMIN_PASSWORD",
+                "PUBLISH_ADDR",
+                "VALKEY_CLUSTER_NET",
             ]
             .contains(&k.as_str())
         })
@@ -296,18 +566,53 @@ fn env_example_states_each_default_the_binaries_have() {
 }
 
 #[test]
-fn the_cluster_override_joins_three_nodes_and_points_the_stack_at_them() {
-    let compose: serde_yaml::Value =
-        serde_yaml::from_str(&repo_file("docker-compose.cluster.yml")).unwrap();
+fn the_cluster_override_joins_three_nodes_at_fixed_addresses_and_points_the_stack_at_them() {
+    let compose = compose_file("docker-compose.cluster.yml");
+    let subnet = compose["networks"]["default"]["ipam"]["config"][0].clone();
+    let prefix = |cidr: &serde_yaml::Value| {
+        let cidr = cidr.as_str().unwrap();
+        let (address, bits) = cidr.split_once('/').unwrap();
+        let address: std::net::Ipv4Addr = address.parse().unwrap();
+        (u32::from(address), bits.parse::<u32>().unwrap())
+    };
+    let within = |ip: u32, (network, bits): (u32, u32)| (ip ^ network) >> (32 - bits) == 0;
+    let mut addresses = BTreeSet::new();
     for node in ["valkey", "valkey-2", "valkey-3"] {
-        let command = serde_yaml::to_string(&compose["services"][node]["command"]).unwrap();
+        let service = &compose["services"][node];
+        let command = command_line(service);
         assert!(
             command.contains("--cluster-enabled yes") && command.contains("always"),
             "{node}: {command}"
         );
+        let (maxmemory, policy) = valkey_memory(&command);
+        assert!(maxmemory < bytes("1G") && policy == "noeviction", "{node}");
+        let address = service["networks"]["default"]["ipv4_address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{node} has a fixed address, which its peers record"));
+        let ip = u32::from(address.parse::<std::net::Ipv4Addr>().unwrap());
+        assert!(within(ip, prefix(&subnet["subnet"])), "{node} {address}");
+        assert!(
+            !within(ip, prefix(&subnet["ip_range"])),
+            "{node} {address}: no other container may be given it"
+        );
+        addresses.insert(address.to_owned());
     }
-    let create = serde_yaml::to_string(&compose["services"]["valkey-cluster"]["command"]).unwrap();
-    assert!(create.contains("--cluster create"), "{create}");
+    assert_eq!(addresses.len(), 3);
+    let setup = command_line(&compose["services"]["valkey-cluster"]);
+    assert!(
+        setup.contains("--cluster create") && setup.contains("cluster meet"),
+        "creates the cluster, or repairs its peers' addresses: {setup}"
+    );
+    let nodes = compose["services"]["valkey-cluster"]["environment"]["NODES"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        nodes
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>(),
+        addresses
+    );
     let read = variables_read();
     let environment = compose["x-cluster-env"].as_mapping().unwrap();
     for (key, value) in environment {

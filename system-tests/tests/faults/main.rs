@@ -12,6 +12,7 @@ mod cluster;
 mod deployment;
 mod half_open;
 mod logs;
+mod offhost;
 mod recovery;
 mod support;
 mod voids;
