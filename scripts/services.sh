@@ -144,6 +144,15 @@ ensure_standard_webhooks() {
   ensure_venv standard-webhooks-venv testkit/python/requirements.txt >/dev/null
 }
 
+# The OpenTelemetry SDK of api/tests/api/otel_sdk.rs, in the venv that test
+# uses (system-tests/otel/.venv), installed before the off-host guard is on.
+ensure_otel_sdk() {
+  local venv=system-tests/otel/.venv
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" >/dev/null 2>&1 ||
+    { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r system-tests/otel/requirements.txt >&2
+}
+
 # The off-host guard: the test suite must reach nothing beyond this machine
 # (loopback only), whatever process tries (a test, an api or pipeline it
 # starts, Chromium, Python, schemathesis). offhost_guard_start puts this
