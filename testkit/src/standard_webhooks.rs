@@ -30,7 +30,7 @@ const SCRIPT: &str = concat!(
 /// The pinned packages the receiver needs.
 const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/requirements.txt");
 
-/// The venv's Python, with the [`REQUIREMENTS`] installed (checked once
+/// The venv's Python, with the `REQUIREMENTS` installed (checked once
 /// per test process, and installed when missing or at another version).
 pub fn python() -> PathBuf {
     static READY: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
