@@ -11,7 +11,6 @@ mod end_to_end;
 mod explorer;
 mod ingest;
 mod keys;
-mod limits;
 mod msgpack;
 mod otel_sdk;
 mod otlp;
