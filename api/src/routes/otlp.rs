@@ -118,6 +118,11 @@ impl TraceExport {
             Encoding::Protobuf => {
                 ExportTraceServiceRequest::decode(bytes).map_err(|err| err.to_string())
             }
+            // An object, as the schema says: serde's derived struct reading
+            // would also take an array of its fields in order.
+            Encoding::Json if !bytes.trim_ascii_start().starts_with(b"{") => {
+                Err("the body must be a JSON object (an ExportTraceServiceRequest)".to_owned())
+            }
             Encoding::Json => serde_json::from_slice(bytes).map_err(|err| err.to_string()),
         }
         .map_err(|reason| {
