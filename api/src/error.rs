@@ -5,7 +5,8 @@
 //! routes that read a body return [`BodyError`], which also lists the
 //! refusals of the body itself (413, 415). Errors raised by the framework
 //! itself (a body that is not JSON, a missing field, an unknown route, a
-//! body too large) are turned into the same JSON shape by [`json_errors`].
+//! body too large) are turned into the same JSON shape by [`json_errors`]
+//! (a refused parameter is named by `routes::operations`).
 //! Unexpected failures (and panics) are logged with their cause and answered
 //! with an opaque 500. Every 503 tells the client to retry after the app's
 //! `FLAGMETER_RETRY_AFTER_SECS`, which [`with_retry_after`] makes known to
@@ -16,7 +17,6 @@ use domain::validate::Invalid;
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
-    error::{ParseParamError, ParsePathError},
     payload::Json,
     registry::{MetaResponses, Registry},
 };
@@ -53,13 +53,48 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"flagmeter\"";
 pub struct ErrorBody {
     /// What went wrong, in a few words.
     pub error: String,
-    /// Specifics: which field or event, and why.
+    /// Specifics: which field, and why.
     #[oai(skip_serializing_if_is_none)]
-    pub details: Option<serde_json::Value>,
+    pub details: Option<ErrorDetails>,
+}
+
+/// Which field of a request was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct ErrorDetails {
+    /// The field at fault, as the request spells it: a body field (a path
+    /// such as `a.b` when nested), or a path or query parameter.
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+    /// In a list (a batch's `events` or `voids`, a key's `scopes`), the
+    /// position of the item at fault, from 0.
+    #[oai(skip_serializing_if_is_none)]
+    pub index: Option<u32>,
+    /// Why, in plain words.
+    pub reason: String,
+}
+
+impl ErrorDetails {
+    /// `field` is at fault because `reason`.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            index: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// The request is at fault, as a whole, because `reason`.
+    pub fn reason(reason: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            index: None,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl ErrorBody {
-    pub fn new(error: impl Into<String>, details: Option<serde_json::Value>) -> Json<Self> {
+    pub fn new(error: impl Into<String>, details: Option<ErrorDetails>) -> Json<Self> {
         Json(Self {
             error: error.into(),
             details,
@@ -97,7 +132,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(error: &str, details: serde_json::Value) -> Self {
+    pub fn bad_request(error: &str, details: ErrorDetails) -> Self {
         Self::BadRequest(ErrorBody::new(error, Some(details)))
     }
 
@@ -113,15 +148,16 @@ impl ApiError {
         Self::Unauthorized(
             ErrorBody::new(
                 "expired",
-                Some(serde_json::json!({
-                    "reason": format!("the API key expired at {}", at.to_rfc3339()),
-                })),
+                Some(ErrorDetails::reason(format!(
+                    "the API key expired at {}",
+                    at.to_rfc3339()
+                ))),
             ),
             BEARER_CHALLENGE.to_owned(),
         )
     }
 
-    pub fn forbidden(error: &str, details: serde_json::Value) -> Self {
+    pub fn forbidden(error: &str, details: ErrorDetails) -> Self {
         Self::Forbidden(ErrorBody::new(error, Some(details)))
     }
 
@@ -135,22 +171,23 @@ impl ApiError {
     /// The 400 for a stream item (`what`: `event`, `void`) that broke a
     /// domain rule, naming the field; in a batch, also its `index`.
     pub fn invalid_item(what: &str, index: Option<usize>, invalid: &Invalid) -> Self {
+        let details = ErrorDetails {
+            index: index.map(|i| i as u32),
+            ..ErrorDetails::field(invalid.field, &invalid.reason)
+        };
         match index {
-            None => Self::bad_request(
-                &format!("invalid {what}"),
-                serde_json::json!({ "field": invalid.field, "reason": invalid.reason }),
-            ),
-            Some(index) => Self::bad_request(
-                &format!("invalid {what} in batch"),
-                serde_json::json!({ "index": index, "field": invalid.field, "reason": invalid.reason }),
-            ),
+            None => Self::bad_request(&format!("invalid {what}"), details),
+            Some(_) => Self::bad_request(&format!("invalid {what} in batch"), details),
         }
     }
 
     pub fn unknown_tenant(tenant: &str) -> Self {
         Self::NotFound(ErrorBody::new(
             "unknown tenant",
-            Some(serde_json::json!({ "tenant": tenant })),
+            Some(ErrorDetails::field(
+                "tenant",
+                format!("names no tenant: {tenant}"),
+            )),
         ))
     }
 
@@ -254,22 +291,12 @@ pub async fn json_errors(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
-    let parameter = if let Some(refused) = err.downcast_ref::<ParsePathError>() {
-        crate::routes::rules::parameter_error(&refused.reason)
-    } else if let Some(refused) = err.downcast_ref::<ParseParamError>() {
-        crate::routes::rules::parameter_error(&refused.reason)
-    } else {
-        None
-    };
-    if let Some(refusal) = parameter {
-        return refusal.into_response();
-    }
     let status = err.status();
     if status == StatusCode::UNAUTHORIZED {
         // The framework found no `Authorization: Bearer` header at all.
         return ApiError::unauthorized().into_response();
     }
-    let details = || Some(serde_json::Value::String(err.to_string()));
+    let details = || Some(ErrorDetails::reason(err.to_string()));
     let error = match status {
         StatusCode::BAD_REQUEST => "invalid request",
         StatusCode::NOT_FOUND => "not found",
@@ -296,8 +323,7 @@ pub async fn json_errors(err: poem::Error) -> Response {
         }
         _ => status.canonical_reason().unwrap_or("request refused"),
     };
-    let body = serde_json::json!({ "error": error, "details": err.to_string() });
-    (status, poem::web::Json(body)).into_response()
+    (status, ErrorBody::new(error, details())).into_response()
 }
 
 #[cfg(test)]

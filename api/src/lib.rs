@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod backlog;
+pub mod body;
 pub mod body_limit;
 pub mod clock;
 pub mod config;

@@ -4,11 +4,10 @@
 use chrono::{DateTime, Utc};
 use entity::api_keys;
 use poem_openapi::Enum;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::secret::KeyHash;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorDetails};
 
 /// What a key may do. `admin` includes the other two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
@@ -108,7 +107,7 @@ impl Caller {
         } else {
             Err(ApiError::forbidden(
                 "the key lacks a scope",
-                json!({ "requiredScope": scope.as_str() }),
+                ErrorDetails::reason(format!("needs the {} scope", scope.as_str())),
             ))
         }
     }
@@ -119,7 +118,7 @@ impl Caller {
         match &self.tenant {
             Some(own) if own != tenant => Err(ApiError::forbidden(
                 "the key is restricted to another tenant",
-                json!({ "tenant": tenant }),
+                ErrorDetails::field("tenant", format!("{tenant} is not this key's tenant")),
             )),
             _ => Ok(()),
         }
@@ -132,7 +131,10 @@ impl Caller {
         match &self.tenant {
             Some(_) => Err(ApiError::forbidden(
                 "the key is restricted to one tenant; this route spans all tenants",
-                json!({ "requiredScope": scope.as_str() }),
+                ErrorDetails::reason(format!(
+                    "needs a {} key that is not restricted to a tenant",
+                    scope.as_str()
+                )),
             )),
             None => Ok(()),
         }

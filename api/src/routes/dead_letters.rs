@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
 use store::dead_letter::{self, MoveError, StoredLetter};
 
-use super::{ApiTags, Found, paging::Limit};
+use super::{ApiTags, Found, invalid, paging::Limit};
 use crate::{
     auth::{ApiKey, Scope},
+    body::Body,
     error::{ApiError, BodyError},
+    msgpack::JsonOrMsgPack,
     state::AppState,
 };
 
@@ -52,25 +54,84 @@ impl From<StoredLetter> for DeadLetterOut {
     }
 }
 
-/// Which dead letters to re-drive.
+/// Which dead letters to re-drive: `{"ids": [17, 18]}` for those, or
+/// `{"all": true}` (with an optional `limit`) for every one, oldest first.
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct RedriveIn {
-    /// Ids as listed; all of them (up to `limit`, oldest first) if absent
-    /// or empty.
-    #[oai(nullable, validator(max_items = 10000))]
+    /// Ids as listed.
+    #[oai(nullable, validator(min_items = 1, max_items = 10000))]
     pub ids: Option<Vec<i64>>,
-    /// Most letters to re-drive when no ids are given (1–10,000, default
-    /// 10,000).
+    /// `true` to re-drive every dead letter (up to `limit`, oldest first).
+    #[oai(nullable)]
+    pub all: Option<bool>,
+    /// With `all`: most letters to re-drive (1–10,000, default 10,000).
     #[oai(nullable, validator(minimum(value = "1"), maximum(value = "10000")))]
     pub limit: Option<u64>,
 }
+
+impl Body for RedriveIn {}
 
 impl Example for RedriveIn {
     fn example() -> Self {
         Self {
             ids: Some(vec![17, 18]),
+            all: None,
             limit: None,
+        }
+    }
+}
+
+/// The most letters one re-drive moves.
+const MAX_REDRIVE: u64 = 10_000;
+
+/// The letters a [`RedriveIn`] selects.
+#[derive(Debug, PartialEq, Eq)]
+enum Selection {
+    /// These ids.
+    Ids(Vec<i64>),
+    /// Every letter, the oldest `limit`.
+    All { limit: u64 },
+}
+
+impl TryFrom<RedriveIn> for Selection {
+    type Error = ApiError;
+
+    /// Re-driving every letter takes an explicit `"all": true`: any other
+    /// body without ids (an event sent to the wrong route, say) is refused.
+    fn try_from(body: RedriveIn) -> Result<Self, ApiError> {
+        match body {
+            RedriveIn {
+                ids: Some(_),
+                all: Some(_),
+                ..
+            } => Err(invalid(
+                "all",
+                "cannot be given with ids: send one or the other",
+            )),
+            RedriveIn {
+                ids: Some(_),
+                limit: Some(_),
+                ..
+            } => Err(invalid("limit", "applies only with \"all\": true")),
+            RedriveIn { ids: Some(ids), .. } => Ok(Self::Ids(ids)),
+            RedriveIn {
+                all: Some(true),
+                limit,
+                ..
+            } => Ok(Self::All {
+                limit: limit.unwrap_or(MAX_REDRIVE),
+            }),
+            RedriveIn {
+                all: Some(false), ..
+            } => Err(invalid(
+                "all",
+                "must be true to re-drive every letter; to re-drive some, send their ids",
+            )),
+            RedriveIn { all: None, .. } => Err(invalid(
+                "ids",
+                "is required: send the ids to re-drive, or \"all\": true for every letter",
+            )),
         }
     }
 }
@@ -142,20 +203,23 @@ impl DeadLettersApi {
         )))
     }
 
-    /// Put dead letters back into the stream (after fixing their cause);
-    /// those without their original bytes are deleted.
+    /// Put dead letters back into the stream (after fixing their cause):
+    /// those named by `ids`, or every one with `"all": true`. Those without
+    /// their original bytes are deleted.
     #[oai(path = "/api/dead-letters/redrive", method = "post")]
     async fn redrive(
         &self,
         auth: ApiKey,
-        body: Json<RedriveIn>,
+        body: JsonOrMsgPack<RedriveIn>,
     ) -> Result<Found<RedriveOut>, BodyError> {
         auth.0.require(Scope::Admin)?;
+        let (ids, mut left) = match Selection::try_from(body.0)? {
+            Selection::Ids(ids) => (ids, MAX_REDRIVE),
+            Selection::All { limit } => (Vec::new(), limit),
+        };
         self.import_legacy().await?;
         let mut valkey = self.0.valkey.clone();
-        let ids = body.ids.clone().unwrap_or_default();
         // Each letter goes back into the shard it came from.
-        let mut left = body.limit.unwrap_or(10_000);
         let mut out = RedriveOut {
             redriven: 0,
             dropped: 0,

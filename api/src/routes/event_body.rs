@@ -1,19 +1,18 @@
 //! The bodies of `POST /api/events` and `POST /api/events/batch`: what a
 //! client's event is, as the spec states it, and the two ways it is read.
 //!
-//! The typed parse (poem-openapi's `ParseFromJSON`, through a JSON value)
-//! is the rule book: it states the schema and words every refusal. Most
-//! bodies are valid, though, and for them the JSON value is pure cost (a
-//! map, its keys and its strings allocated per event, then copied again),
-//! so [`JsonOrMsgPack`](crate::msgpack::JsonOrMsgPack) first reads the
-//! bytes straight into the same types ([`Deserialize`], below). That
-//! reading accepts only bodies the typed parse accepts, with the same
-//! values, and gives up on anything else: a duplicate key, a value of
-//! another type, a number out of range, an invalid tenant or feature, a
-//! timestamp that does not parse. A body it gives up on goes through the
-//! typed parse, which refuses it (or accepts it) exactly as before, so no
-//! refusal is worded twice. The unit tests hold the two readings side by
-//! side.
+//! The checked reading ([`crate::body`]: a strict JSON value, checked
+//! against the schema, then the typed parse) is the rule book: it states
+//! the schema and words every refusal. Most bodies are valid, though, and
+//! for them the JSON value is pure cost (a map, its keys and its strings
+//! allocated per event, then copied again), so these bodies are first read
+//! straight from the bytes ([`Deserialize`], below, as [`Body::direct`]).
+//! That reading accepts only bodies the checked reading accepts, with the
+//! same values, and gives up on anything else: a duplicate or unknown key,
+//! a value of another type, a number out of range, an invalid tenant or
+//! feature, a timestamp that does not parse. A body it gives up on takes
+//! the checked reading, which refuses it (or accepts it), so no refusal is
+//! worded twice. The unit tests hold the two readings side by side.
 
 use std::fmt;
 
@@ -31,15 +30,38 @@ use serde::{
 use super::rules::{EventId, FeatureName, TenantSlug};
 use stream::EventRecord;
 
-use crate::ingest::Submission;
+use crate::{
+    body::{Body, Format},
+    ingest::Submission,
+    msgpack,
+};
+
+/// Both event bodies are read straight from their bytes when they can be.
+fn direct<T: for<'de> Deserialize<'de>>(format: Format, bytes: &[u8]) -> Option<T> {
+    match format {
+        Format::Json => serde_json::from_slice(bytes).ok(),
+        Format::MsgPack => msgpack::decode(bytes).ok(),
+    }
+}
+
+impl Body for EventIn {
+    fn direct(format: Format, bytes: &[u8]) -> Option<Self> {
+        direct(format, bytes)
+    }
+}
+
+impl Body for BatchIn {
+    fn direct(format: Format, bytes: &[u8]) -> Option<Self> {
+        direct(format, bytes)
+    }
+}
 
 /// One usage event.
-///
-/// The character rules of `tenant`, `feature` and `id` are in the spec as
-/// `pattern`s ([`super::rules`]), but not as poem-openapi validators, which
-/// compile their regex on every request (that cost more than half the api's
-/// CPU under load): the handler checks them with the domain rules
-/// (`domain::validate`) and answers a 400 naming the field.
+// The character rules of `tenant`, `feature` and `id` are in the spec as
+// `pattern`s (`super::rules`), but not as poem-openapi validators, which
+// compile their regex on every request (that cost more than half the api's
+// CPU under load): they are checked with the domain rules
+// (`domain::validate`), whose 400 names the field.
 #[derive(Debug, PartialEq, Object)]
 #[oai(example, rename_all = "camelCase")]
 pub struct EventIn {
@@ -213,7 +235,8 @@ fn parse_indexed_events(value: Option<serde_json::Value>) -> ParseResult<Vec<Eve
 /// The most events one batch may hold.
 const MAX_BATCH: usize = 1000;
 
-/// The keys of an event body; any other key is `Other`.
+/// The keys of an event body; any other key is `Other`, which the direct
+/// reading gives up on.
 enum Key {
     Tenant,
     Feature,
@@ -247,7 +270,7 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// A string, and only a string: never a number's or a byte string's text
-/// (as the typed parse, [`super::rules::named_string`]).
+/// (as the checked reading).
 struct Text(String);
 
 impl<'de> Deserialize<'de> for Text {
@@ -282,8 +305,8 @@ fn from_str<'de, D: Deserializer<'de>, T>(
     deserializer.deserialize_str(StrVisitor { expecting, read })
 }
 
-/// Reads the next value into `slot`; a key given twice gives up (the typed
-/// parse would take the last).
+/// Reads the next value into `slot`; a key given twice gives up (the
+/// checked reading refuses it).
 fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
     map: &mut A,
     slot: &mut Option<T>,
@@ -295,13 +318,6 @@ fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
     Ok(())
 }
 
-/// The value of a key the body does not know, read as the typed parse
-/// reads it (into a JSON value), so that what JSON cannot hold is given up
-/// on here as well.
-fn skip<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
-    map.next_value::<serde_json::Value>().map(drop)
-}
-
 /// Whether an optional token count is within `min..=MAX_TOKENS`, the
 /// validators on [`EventIn`].
 fn in_range(count: Option<i64>, min: i64) -> bool {
@@ -309,7 +325,7 @@ fn in_range(count: Option<i64>, min: i64) -> bool {
 }
 
 fn give_up<E: de::Error>() -> E {
-    E::custom("left to the typed parse")
+    E::custom("left to the checked reading")
 }
 
 /// An event read straight from its bytes; see the module docs.
@@ -342,7 +358,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Key::CacheWriteTokens => once(&mut map, &mut counts[4])?,
                 Key::Id => once::<_, Option<Text>>(&mut map, &mut id)?,
                 Key::Timestamp => once::<_, Option<Text>>(&mut map, &mut timestamp)?,
-                Key::Events | Key::Other => skip(&mut map)?,
+                Key::Events | Key::Other => return Err(give_up()),
             }
         }
         let Text(tenant) = tenant.ok_or_else(give_up)?;
@@ -366,7 +382,11 @@ impl<'de> Visitor<'de> for EventVisitor {
             output_tokens: output,
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
-            id: id.flatten().map(|Text(id)| EventId(id)),
+            id: match id.flatten() {
+                Some(Text(id)) if validate::event_id(&id).is_ok() => Some(EventId(id)),
+                Some(_) => return Err(give_up()),
+                None => None,
+            },
             timestamp,
         })
     }
@@ -388,7 +408,7 @@ impl<'de> Deserialize<'de> for BatchIn {
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
                         Key::Events => once(&mut map, &mut events)?,
-                        _ => skip(&mut map)?,
+                        _ => return Err(give_up()),
                     }
                 }
                 match events {
@@ -406,48 +426,40 @@ impl<'de> Deserialize<'de> for BatchIn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msgpack::decode;
+    use crate::{body::checked, msgpack::decode};
     use serde_json::{Value, json};
 
-    /// What the typed parse makes of a JSON value.
-    fn typed<T: ParseFromJSON>(value: Value) -> Option<T> {
-        T::parse_from_json(Some(value)).ok()
-    }
-
     /// Reads `body` (JSON text) both ways, and as MessagePack both ways:
-    /// the direct reading gives up or agrees with the typed parse. Returns
-    /// whether the direct reading took it (in both formats alike).
+    /// the direct reading gives up or agrees with the checked reading.
+    /// Returns whether the direct reading took it (in both formats alike).
     fn agree<T>(body: &str) -> bool
     where
-        T: ParseFromJSON + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+        T: Body + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
     {
-        let slow = serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(typed::<T>);
-        let fast = serde_json::from_str::<T>(body).ok();
-        if let Some(fast) = &fast {
-            assert_eq!(Some(fast), slow.as_ref(), "JSON {body}");
-        }
+        let taken = formats_agree::<T>(Format::Json, body.as_bytes());
         let Ok(value) = serde_json::from_str::<Value>(body) else {
-            return fast.is_some();
+            return taken;
         };
         // (Its MessagePack twin has lost any repeated key.)
-        let taken = msgpack_agree::<T>(&rmp_serde::to_vec_named(&value).unwrap());
-        assert!(taken || fast.is_none(), "MessagePack {body}");
-        fast.is_some()
+        let bytes = rmp_serde::to_vec_named(&value).unwrap();
+        assert!(
+            formats_agree::<T>(Format::MsgPack, &bytes) || !taken,
+            "MessagePack {body}"
+        );
+        taken
     }
 
-    /// [`agree`] for MessagePack bytes.
-    fn msgpack_agree<T>(bytes: &[u8]) -> bool
+    /// [`agree`] for one format's bytes.
+    fn formats_agree<T>(format: Format, bytes: &[u8]) -> bool
     where
-        T: ParseFromJSON + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+        T: Body + PartialEq + fmt::Debug,
     {
-        let slow = decode::<Value>(bytes).ok().and_then(typed::<T>);
-        let fast = decode::<T>(bytes).ok();
-        if let Some(fast) = &fast {
-            assert_eq!(Some(fast), slow.as_ref(), "MessagePack {bytes:x?}");
+        let checked = checked::<T>(format, bytes).ok();
+        let direct = T::direct(format, bytes);
+        if let Some(direct) = &direct {
+            assert_eq!(Some(direct), checked.as_ref(), "{format:?} {bytes:x?}");
         }
-        fast.is_some()
+        direct.is_some()
     }
 
     /// An event of `tenant` with 1500 tokens, nothing else given.
@@ -524,13 +536,15 @@ mod tests {
             "outputTokens":10,"cacheReadTokens":0,"cacheWriteTokens":0,"id":"call 7",
             "timestamp":"2026-12-01T10:00:00.5+02:00"}"#,
         r#"{"tenant":"a","feature":"f","tokens":1,"id":null,"timestamp":null,"inputTokens":null}"#,
-        r#"{"tenant":"a","feature":"f","tokens":5,"extra":{"x":[1,2.5,null]},"events":3}"#,
-        r#"{"tenant":"a","feature":"gpt\u002d4","tokens":5,"id":"\u00e9"}"#,
+        r#"{"tenant":"a","feature":"gpt\u002d4","tokens":5,"id":"call\u002d7"}"#,
         r#"{"tenant":"a","feature":"f","inputTokens":0,"outputTokens":3}"#,
-        r#"{"tenant":"a","feature":"f","id":""}"#,
     ];
 
     const GIVEN_UP: &[&str] = &[
+        r#"{"tenant":"a","feature":"f","tokens":5,"id":""}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"id":"\u00e9"}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"extra":{"x":[1,2.5,null]}}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"events":3}"#,
         r#"{"tenant":"a","tenant":"b","feature":"f","tokens":5}"#,
         r#"{"tenant":"a","feature":"f","tokens":0}"#,
         r#"{"tenant":"a","feature":"f","tokens":1000000001}"#,
@@ -561,7 +575,7 @@ mod tests {
     ];
 
     #[test]
-    fn the_direct_reading_takes_valid_events_as_the_typed_parse_does() {
+    fn the_direct_reading_takes_valid_events_as_the_checked_reading_does() {
         for body in TAKEN {
             assert!(agree::<EventIn>(body), "not taken: {body}");
         }
@@ -578,17 +592,14 @@ mod tests {
     fn batches_are_read_alike_both_ways() {
         let event = TAKEN[0];
         let many = |n: usize| format!(r#"{{"events":[{}]}}"#, vec![event; n].join(","));
-        for body in [
-            many(1),
-            many(1000),
-            format!(r#"{{"events":[{event}],"x":[1]}}"#),
-        ] {
+        for body in [many(1), many(1000)] {
             assert!(agree::<BatchIn>(&body), "not taken: {body}");
         }
         let bad = GIVEN_UP[1];
         for body in [
             many(0),
             many(1001),
+            format!(r#"{{"events":[{event}],"x":[1]}}"#),
             format!(r#"{{"events":[{event},{bad}]}}"#),
             format!(r#"{{"events":[{event}],"events":[{event}]}}"#),
             r#"{"events":null}"#.to_owned(),
@@ -604,7 +615,7 @@ mod tests {
     fn messagepack_json_cannot_hold_is_given_up_on() {
         let event = json!({"tenant": "a", "feature": "f", "tokens": 5});
         let mut valid = rmp_serde::to_vec_named(&event).unwrap();
-        assert!(msgpack_agree::<EventIn>(&valid));
+        assert!(formats_agree::<EventIn>(Format::MsgPack, &valid));
         // One more pair: "x" => bin 8 of one byte.
         let with = |extra: &[u8]| {
             let mut bytes = vec![0x84];
@@ -612,36 +623,41 @@ mod tests {
             bytes.extend_from_slice(extra);
             bytes
         };
-        assert!(!msgpack_agree::<EventIn>(&with(&[
-            0xa1, b'x', 0xc4, 0x01, 0x00
-        ])));
+        assert!(!formats_agree::<EventIn>(
+            Format::MsgPack,
+            &with(&[0xa1, b'x', 0xc4, 0x01, 0x00])
+        ));
         // A key given twice.
-        assert!(!msgpack_agree::<EventIn>(&with(&[
-            0xa6, b't', b'o', b'k', b'e', b'n', b's', 0x07
-        ])));
+        assert!(!formats_agree::<EventIn>(
+            Format::MsgPack,
+            &with(&[0xa6, b't', b'o', b'k', b'e', b'n', b's', 0x07])
+        ));
         // An integer key.
-        assert!(!msgpack_agree::<EventIn>(&with(&[0x01, 0x02])));
+        assert!(!formats_agree::<EventIn>(
+            Format::MsgPack,
+            &with(&[0x01, 0x02])
+        ));
         // Nested deeper than the limit in an unknown key.
         let mut deep = vec![0xa1, b'x'];
         deep.extend([0x91; 10]);
         deep.push(0x00);
-        assert!(!msgpack_agree::<EventIn>(&with(&deep)));
+        assert!(!formats_agree::<EventIn>(Format::MsgPack, &with(&deep)));
         // The tenant as a byte string instead of a string.
         let bin_tenant = rmp_serde::to_vec_named(&json!({"feature": "f", "tokens": 5})).unwrap();
         let mut bytes = vec![0x83];
         bytes.extend_from_slice(&bin_tenant[1..]);
         bytes.extend_from_slice(&[0xa6, b't', b'e', b'n', b'a', b'n', b't', 0xc4, 0x01, b'a']);
-        assert!(!msgpack_agree::<EventIn>(&bytes));
+        assert!(!formats_agree::<EventIn>(Format::MsgPack, &bytes));
         // The event as an array (serde's default for a struct).
         let array = rmp_serde::to_vec(&("a", "f", 5)).unwrap();
-        assert!(!msgpack_agree::<EventIn>(&array));
+        assert!(!formats_agree::<EventIn>(Format::MsgPack, &array));
         // A value after the first.
         valid.push(0xc0);
-        assert!(!msgpack_agree::<EventIn>(&valid));
+        assert!(!formats_agree::<EventIn>(Format::MsgPack, &valid));
     }
 
     /// What the direct reading saves per event, in both formats: a 100-event
-    /// batch read both ways, alternately, medians of 15 rounds.
+    /// batch read both ways (checked and direct), alternately, medians of 15 rounds.
     #[test]
     #[ignore = "a measurement: cargo test -p api --release --lib event_body -- --ignored --nocapture"]
     fn measure_the_direct_reading() {
@@ -663,18 +679,16 @@ mod tests {
         };
         let (mut rounds, mut cells) = (0, [(); 4].map(|()| Vec::new()));
         while rounds < 15 {
-            cells[0].push(time(&|| {
-                typed(serde_json::from_str(&json).unwrap()).unwrap()
-            }));
+            cells[0].push(time(&|| checked(Format::Json, json.as_bytes()).unwrap()));
             cells[1].push(time(&|| serde_json::from_str(&json).unwrap()));
-            cells[2].push(time(&|| typed(decode::<Value>(&msgpack).unwrap()).unwrap()));
+            cells[2].push(time(&|| checked(Format::MsgPack, &msgpack).unwrap()));
             cells[3].push(time(&|| decode(&msgpack).unwrap()));
             rounds += 1;
         }
         let [json_typed, json_direct, mp_typed, mp_direct] = cells.map(median);
         println!(
-            "ns per event: JSON typed {json_typed:.0}, direct {json_direct:.0} ({:.2}x); \
-             MessagePack typed {mp_typed:.0}, direct {mp_direct:.0} ({:.2}x)",
+            "ns per event: JSON checked {json_typed:.0}, direct {json_direct:.0} ({:.2}x); \
+             MessagePack checked {mp_typed:.0}, direct {mp_direct:.0} ({:.2}x)",
             json_typed / json_direct,
             mp_typed / mp_direct
         );

@@ -64,8 +64,8 @@ impl EventsApi {
         })))
     }
 
-    /// A tenant's counted events, newest first (keyset-paginated): the
-    /// event explorer ([`super::explorer`]).
+    /// A tenant's counted events, newest first, a page at a time.
+    // The event explorer (`super::explorer`), keyset-paginated.
     #[oai(path = "/api/events", method = "get")]
     // Each query parameter is an argument: that is how poem-openapi
     // documents them.

@@ -6,7 +6,6 @@
 use chrono::{DateTime, Utc};
 use entity::api_keys;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json, types::Example};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
@@ -15,7 +14,9 @@ use super::{
 };
 use crate::{
     auth::{ApiKey, Scope, store},
-    error::{ApiError, BodyError},
+    body::Body,
+    error::{ApiError, BodyError, ErrorDetails},
+    msgpack::JsonOrMsgPack,
     state::AppState,
 };
 
@@ -39,6 +40,8 @@ pub struct KeyIn {
     #[oai(nullable, deserialize_with = "expires_at")]
     pub expires_at: Option<DateTime<Utc>>,
 }
+
+impl Body for KeyIn {}
 
 /// `expiresAt`, named in its type errors.
 fn expires_at(
@@ -131,7 +134,7 @@ impl KeysApi {
     async fn create(
         &self,
         auth: ApiKey,
-        body: Json<KeyIn>,
+        body: JsonOrMsgPack<KeyIn>,
     ) -> Result<Created<CreatedKey>, BodyError> {
         auth.0.require(Scope::Admin)?;
         let mut spec = store::KeySpec {
@@ -165,7 +168,7 @@ impl KeysApi {
         let key = store::revoke(&self.0.db, id.0).await?.ok_or_else(|| {
             ApiError::NotFound(crate::error::ErrorBody::new(
                 "unknown key",
-                Some(json!({ "id": id.0 })),
+                Some(ErrorDetails::field("id", format!("names no key: {}", id.0))),
             ))
         })?;
         self.0.auth.forget(&key.key_hash);

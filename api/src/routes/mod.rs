@@ -8,6 +8,7 @@ mod events;
 mod explorer;
 mod health;
 mod keys;
+mod operations;
 mod otlp;
 mod paging;
 mod prices;
@@ -22,10 +23,7 @@ pub(crate) use usage::{BudgetUsage, QuotaUsage};
 
 use std::sync::Arc;
 
-use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
-    http::{HeaderValue, StatusCode, header},
-};
+use poem::{Endpoint, EndpointExt, IntoResponse, Route};
 use poem_openapi::{ApiResponse, OpenApiService, Tags, payload::Json, types::ToJSON};
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -35,10 +33,11 @@ use crate::{
     auth,
     body_limit::limit_body,
     dashboard,
-    error::{ApiError, json_errors, with_retry_after},
+    error::{ApiError, ErrorDetails, json_errors, with_retry_after},
     http_metrics,
     state::AppState,
 };
+use operations::{Operations, framework_refusals};
 
 /// Groups of routes in the docs.
 #[derive(Tags)]
@@ -59,10 +58,10 @@ pub(crate) enum ApiTags {
 }
 
 /// A 400 naming the field of the body that broke a rule.
-pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> crate::error::ApiError {
-    crate::error::ApiError::bad_request(
+pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(
         "invalid request",
-        serde_json::json!({ "field": field, "reason": reason.to_string() }),
+        ErrorDetails::field(field, reason.to_string()),
     )
 }
 
@@ -157,16 +156,32 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     )
 }
 
+/// `/openapi.json`: the spec, stating that request bodies take no unknown
+/// field. Read strictly: a path two route groups document would appear
+/// twice, and a reader keep only one of them.
+fn spec_endpoint(api: &OpenApiService<Apis, ()>) -> impl Endpoint + use<> {
+    let mut spec = crate::body::decode(crate::body::Format::Json, api.spec().as_bytes())
+        .expect("poem-openapi writes its spec as JSON, each key once");
+    crate::body::close_request_bodies(&mut spec);
+    let spec = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
+    poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(spec.clone())
+    })
+}
+
 /// The whole application: the dashboard at `/`, API routes, `/openapi.json`,
 /// `/docs` (Swagger UI), `/reference` (Scalar; both served from the binary,
-/// no CDN), `/metrics`, with JSON errors, bounded request bodies, a tracing
-/// span and metrics per request, an `Allow` header on every 405, the
+/// no CDN), `/metrics`, with JSON errors (a refused parameter named), bounded
+/// request bodies, a tracing span and metrics per request, an `Allow` header
+/// on every 405, the
 /// configured `Retry-After` on every 503, and a JSON
 /// 500 instead of a dropped connection should a handler panic.
 pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
     let api = openapi(&state);
-    let allowed = Arc::new(AllowedMethods::from_spec(&api.spec()));
-    let spec = api.spec_endpoint();
+    let operations = Arc::new(Operations::from_spec(&api.spec()));
+    let spec = spec_endpoint(&api);
     let docs = api.swagger_ui();
     let reference = reference::endpoint(api.scalar_html());
     let retry_after_secs = state.retry_after_secs;
@@ -188,115 +203,9 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         .around(move |next, req| limit_body(next, req, max_body_bytes))
         .around(move |next, req| auth::before_body(next, req, state.auth.clone()))
         .around(move |next, req| with_retry_after(next, req, retry_after_secs))
-        .around(move |next, req| allow_header(next, req, allowed.clone()))
+        .around(move |next, req| framework_refusals(next, req, operations.clone()))
         .around(http_metrics::record)
         .with(CatchPanic::new().with_handler(|_| ApiError::panicked().into_response()))
         .with(Tracing)
         .catch_all_error(json_errors)
-}
-
-/// The methods each documented path answers, for the `Allow` header that
-/// must come with a 405 (RFC 9110).
-struct AllowedMethods {
-    /// Each path of the spec, split into segments (`None` for a
-    /// `{parameter}`), and its `Allow` value.
-    paths: Vec<(Vec<Option<String>>, HeaderValue)>,
-}
-
-impl AllowedMethods {
-    /// Routes outside the spec (the dashboard and its assets, the spec,
-    /// the docs, the metrics) answer GET only.
-    const UNDOCUMENTED: HeaderValue = HeaderValue::from_static("GET, HEAD");
-
-    fn from_spec(spec: &str) -> Self {
-        let spec: serde_json::Value =
-            serde_json::from_str(spec).expect("poem-openapi writes its spec as JSON");
-        let paths = spec["paths"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(path, operations)| {
-                let segments = path
-                    .split('/')
-                    .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
-                    .collect();
-                let mut methods: Vec<String> = operations
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(method, _)| method.to_ascii_uppercase())
-                    .collect();
-                // poem answers HEAD wherever it answers GET.
-                if methods.iter().any(|m| m == "GET") {
-                    methods.push("HEAD".to_owned());
-                }
-                methods.sort();
-                let allow = HeaderValue::from_str(&methods.join(", "))
-                    .expect("method names are valid header text");
-                (segments, allow)
-            })
-            .collect();
-        Self { paths }
-    }
-
-    /// The `Allow` value for a request path: that of the route the router
-    /// picks, which prefers a literal segment to a parameter.
-    fn for_path(&self, path: &str) -> HeaderValue {
-        let segments: Vec<&str> = path.split('/').collect();
-        self.paths
-            .iter()
-            .filter(|(template, _)| {
-                template.len() == segments.len()
-                    && template
-                        .iter()
-                        .zip(&segments)
-                        .all(|(t, s)| t.as_deref().is_none_or(|t| t == *s))
-            })
-            .max_by_key(|(template, _)| template.iter().map(Option::is_some).collect::<Vec<_>>())
-            .map_or(Self::UNDOCUMENTED, |(_, allow)| allow.clone())
-    }
-}
-
-/// Adds `Allow` to a 405 (the router's refusal of a method a path does not
-/// answer), in the usual JSON error shape.
-async fn allow_header<E: Endpoint>(
-    next: E,
-    req: Request,
-    allowed: Arc<AllowedMethods>,
-) -> poem::Result<Response> {
-    let path = req.uri().path().to_owned();
-    let mut response = match next.call(req).await {
-        Ok(response) => response.into_response(),
-        Err(err) if err.status() == StatusCode::METHOD_NOT_ALLOWED => json_errors(err).await,
-        Err(err) => return Err(err),
-    };
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && !response.headers().contains_key(header::ALLOW)
-    {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, allowed.for_path(&path));
-    }
-    Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AllowedMethods;
-
-    #[test]
-    fn allow_names_the_methods_of_the_route_the_router_picks() {
-        let spec = r#"{"paths": {
-            "/api/usage/{tenant}": {"get": {}},
-            "/api/usage/stream": {"get": {}},
-            "/api/tenants/{tenant}": {"put": {}, "get": {}, "delete": {}},
-            "/api/events": {"post": {}}
-        }}"#;
-        let allowed = AllowedMethods::from_spec(spec);
-        let allow = |path| allowed.for_path(path).to_str().unwrap().to_owned();
-        assert_eq!(allow("/api/tenants/acme"), "DELETE, GET, HEAD, PUT");
-        assert_eq!(allow("/api/events"), "POST");
-        assert_eq!(allow("/api/usage/stream"), "GET, HEAD");
-        assert_eq!(allow("/metrics"), "GET, HEAD");
-    }
 }

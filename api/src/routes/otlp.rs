@@ -31,7 +31,7 @@ use prost::Message;
 use super::ApiTags;
 use crate::{
     auth::{ApiKey, Scope},
-    error::{ApiError, BodyError, BodyRefused, ErrorBody},
+    error::{ApiError, BodyError, BodyRefused, ErrorBody, ErrorDetails},
     ingest,
     otlp::{
         proto::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
@@ -78,7 +78,7 @@ fn refused(err: ApiError) -> poem::Error {
 fn unsupported(what: &str, value: &str) -> poem::Error {
     let body = ErrorBody::new(
         format!("unsupported {what}"),
-        Some(serde_json::json!(format!(
+        Some(ErrorDetails::reason(format!(
             "`{value}`: OTLP/HTTP takes {PROTOBUF} or {JSON}, gzip or uncompressed"
         ))),
     );
@@ -94,13 +94,13 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, poem::Error> {
         .map_err(|err| {
             refused(ApiError::bad_request(
                 "invalid gzip body",
-                serde_json::json!({ "reason": err.to_string() }),
+                ErrorDetails::reason(err.to_string()),
             ))
         })?;
     if inflated.len() > limit {
         let body = ErrorBody::new(
             "request body too large",
-            Some(serde_json::json!(format!(
+            Some(ErrorDetails::reason(format!(
                 "the decompressed body exceeds {limit} bytes"
             ))),
         );
@@ -128,7 +128,7 @@ impl TraceExport {
         .map_err(|reason| {
             refused(ApiError::bad_request(
                 "invalid OTLP export",
-                serde_json::json!({ "reason": reason }),
+                ErrorDetails::reason(reason),
             ))
         })?;
         Ok(Self { encoding, request })

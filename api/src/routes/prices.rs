@@ -20,7 +20,9 @@ use super::{
 };
 use crate::{
     auth::{ApiKey, Scope},
+    body::Body,
     error::{ApiError, BodyError},
+    msgpack::JsonOrMsgPack,
     state::AppState,
 };
 
@@ -49,6 +51,8 @@ pub struct PriceIn {
     #[oai(nullable, deserialize_with = "named::effective_from")]
     pub effective_from: Option<DateTime<Utc>>,
 }
+
+impl Body for PriceIn {}
 
 /// Field parsers whose errors name the field (see `rules::named_field`).
 mod named {
@@ -91,8 +95,8 @@ pub struct Price {
     pub created_at: DateTime<Utc>,
 }
 
-/// A version's prices per million tokens of each class (flattened into
-/// [`Price`]).
+/// A version's prices per million tokens of each class.
+// Flattened into `Price`.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct PricesByClass {
@@ -143,7 +147,11 @@ pub struct PricesApi(pub AppState);
 impl PricesApi {
     /// Add a price version for a feature.
     #[oai(path = "/api/prices", method = "post")]
-    async fn create(&self, auth: ApiKey, body: Json<PriceIn>) -> Result<Created<Price>, BodyError> {
+    async fn create(
+        &self,
+        auth: ApiKey,
+        body: JsonOrMsgPack<PriceIn>,
+    ) -> Result<Created<Price>, BodyError> {
         auth.0.require(Scope::Admin)?;
         let input = price("inputPerMillion", &body.input_per_million)?;
         let output = price("outputPerMillion", &body.output_per_million)?;

@@ -8,8 +8,9 @@
 //! A type declared with `check = ...` parses: as a path or query parameter
 //! (and in JSON) it holds only values that obey the domain rule
 //! (`domain::validate`), so a handler cannot be handed an invalid tenant or
-//! feature. Its refusal answers the same 400 as before it was a type
-//! ([`parameter_error`], called by [`crate::error::json_errors`]). A type
+//! feature. Its refusal names the field with the rule's reason: a
+//! parameter's by `routes::operations`, a body field's by `crate::body`,
+//! which find the rule from the `pattern` ([`domain_rule`]). A type
 //! without `check` only documents its rule: the body it sits in is checked
 //! by the constructor that turns it into a domain value
 //! (`auth::store::check`, `ingest::Submission::into_record`), which names the
@@ -21,9 +22,7 @@ use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
     types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
 };
-use serde_json::{Value, json};
-
-use crate::error::ApiError;
+use serde_json::Value;
 
 /// The characters Rust's `str::trim` removes (Unicode `White_Space`),
 /// spelled out: `\s` means slightly different things to the regex engines
@@ -202,6 +201,20 @@ ruled_string!(
     example = "500.00",
 );
 
+/// A domain rule of a string (`domain::validate`).
+pub type Rule = fn(&str) -> Result<(), domain::validate::Invalid>;
+
+/// The domain rule a `pattern` of this module states, to check a string by
+/// ([`crate::body::Schema`]) with the rule's own reason.
+pub fn domain_rule(pattern: &str) -> Option<Rule> {
+    match pattern {
+        domain::validate::TENANT_PATTERN => Some(domain::validate::tenant),
+        domain::validate::FEATURE_PATTERN => Some(domain::validate::feature),
+        domain::validate::EVENT_ID_PATTERN => Some(domain::validate::event_id),
+        _ => None,
+    }
+}
+
 /// Parses a body field, putting its name into a type error ("field
 /// `tokens`: expected integer"), which poem-openapi leaves out: for
 /// `deserialize_with`.
@@ -237,31 +250,6 @@ macro_rules! named_parsers {
 }
 pub(crate) use named_parsers;
 
-/// The 400 for a path or query parameter its type refused, in the shape
-/// the handlers answered before the rule moved into the type; `None` for
-/// any other refusal. poem-openapi reports `failed to parse "string": `,
-/// the [`domain::validate::Invalid`] (`field: reason`), and for an
-/// optional parameter ` (occurred while parsing "optional_string")`.
-pub fn parameter_error(refusal: &str) -> Option<ApiError> {
-    let prefix = format!("failed to parse \"{}\": ", TenantSlug::name());
-    let refusal = refusal.strip_prefix(&prefix)?;
-    let refusal = refusal
-        .rsplit_once(" (occurred while parsing \"")
-        .map_or(refusal, |(refusal, _)| refusal);
-    let (field, reason) = refusal.split_once(": ")?;
-    match field {
-        "tenant" => Some(ApiError::bad_request(
-            "invalid tenant",
-            json!({ "field": "tenant", "reason": reason }),
-        )),
-        "feature" => Some(ApiError::bad_request(
-            "invalid feature",
-            json!({ "reason": reason }),
-        )),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,32 +259,6 @@ mod tests {
             MetaSchemaRef::Inline(schema) => regex::Regex::new(&schema.pattern.unwrap()).unwrap(),
             MetaSchemaRef::Reference(_) => unreachable!(),
         }
-    }
-
-    /// A refused tenant or feature parameter, required or optional, is
-    /// answered with the body the handlers gave before the types checked.
-    #[test]
-    fn refused_parameters_are_answered_as_before() {
-        let refusal = |err: ParseError<TenantSlug>| err.into_message();
-        let tenant = refusal(TenantSlug::parse_from_parameter("-acme").unwrap_err());
-        let feature = <Option<FeatureName> as ParseFromParameter>::parse_from_parameters(["a b"])
-            .unwrap_err()
-            .into_message();
-        let body = |err: Option<ApiError>| match err {
-            Some(ApiError::BadRequest(body)) => body.0.to_json().unwrap(),
-            _ => Value::Null,
-        };
-        assert_eq!(
-            body(parameter_error(&tenant)),
-            json!({"error": "invalid tenant",
-                   "details": {"field": "tenant", "reason": "must start with a letter or digit"}})
-        );
-        assert_eq!(
-            body(parameter_error(&feature)),
-            json!({"error": "invalid feature",
-                   "details": {"reason": "may contain only printable ASCII without spaces"}})
-        );
-        assert!(parameter_error("failed to parse \"integer\": nope").is_none());
     }
 
     /// The patterns say what the hand-written rules check.

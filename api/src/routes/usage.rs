@@ -10,7 +10,6 @@ use poem_openapi::{
     payload::Json,
 };
 use sea_orm::FromQueryResult;
-use serde_json::json;
 
 use domain::{money::Amount, pricing::Counts};
 use store::usage::{self as usage_query, Granularity, PeriodUsage};
@@ -22,7 +21,7 @@ use super::{
 };
 use crate::{
     auth::{ApiKey, Scope},
-    error::ApiError,
+    error::{ApiError, ErrorDetails},
     state::AppState,
 };
 
@@ -39,11 +38,10 @@ pub struct FeatureUsage {
     pub priced: PricedTokens,
 }
 
-/// Tokens by class, as the usage routes and the event explorer
-/// ([`super::explorer`]) answer them (flattened into their rows), read from
-/// the columns of the same names. Unclassified tokens (events sent with
-/// `tokens` alone) are the total minus the four classes, and are priced at
-/// the input price.
+/// Tokens by class. Unclassified tokens (events sent with `tokens` alone)
+/// are the total minus the four classes, and are priced at the input price.
+// As the usage routes and the event explorer (`super::explorer`) answer
+// them, flattened into their rows; read from the columns of the same names.
 #[derive(Debug, Object, FromQueryResult)]
 #[oai(rename_all = "camelCase")]
 pub struct TokensByClass {
@@ -92,8 +90,9 @@ impl PricedTokens {
 }
 
 /// A tenant and how much of its quota it has used in its current billing
-/// period, as the usage routes and the dashboard ([`crate::dashboard`])
-/// both answer it (flattened into their rows).
+/// period.
+// As the usage routes and the dashboard (`crate::dashboard`) both answer
+// it, flattened into their rows.
 #[derive(Debug, Clone, PartialEq, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct QuotaUsage {
@@ -119,7 +118,8 @@ impl QuotaUsage {
 }
 
 /// A tenant's monthly budget and how much of it the period's cost is, if
-/// it has one; flattened, as [`QuotaUsage`] is.
+/// it has one.
+// Flattened into the rows that carry it, as `QuotaUsage` is.
 #[derive(Debug, Clone, PartialEq, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct BudgetUsage {
@@ -366,14 +366,16 @@ impl UsageApi {
         if start >= end {
             return Err(ApiError::bad_request(
                 "invalid range",
-                json!({ "reason": "`from` must be before `to`" }),
+                ErrorDetails::field("from", "must be before `to`"),
             ));
         }
         let buckets = (end - start).num_seconds() / g.step().num_seconds();
         if buckets > MAX_BUCKETS {
             return Err(ApiError::bad_request(
                 "invalid range",
-                json!({ "reason": format!("the range spans {buckets} buckets; at most {MAX_BUCKETS}") }),
+                ErrorDetails::reason(format!(
+                    "the range spans {buckets} buckets; at most {MAX_BUCKETS}"
+                )),
             ));
         }
         let points =

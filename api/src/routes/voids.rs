@@ -18,7 +18,9 @@ use super::{
     Accepted, ApiTags,
     rules::{EventId, TenantSlug},
 };
-use crate::{auth::ApiKey, error::BodyError, ingest, state::AppState};
+use crate::{
+    auth::ApiKey, body::Body, error::BodyError, ingest, msgpack::JsonOrMsgPack, state::AppState,
+};
 
 /// The event to cancel.
 #[derive(Debug, Object)]
@@ -29,6 +31,8 @@ pub struct VoidIn {
     /// The event's id, as sent (or as answered in `eventId`).
     pub id: EventId,
 }
+
+impl Body for VoidIn {}
 
 impl Example for VoidIn {
     fn example() -> Self {
@@ -66,6 +70,8 @@ pub struct VoidBatchIn {
     pub voids: Vec<VoidIn>,
 }
 
+impl Body for VoidBatchIn {}
+
 impl Example for VoidBatchIn {
     fn example() -> Self {
         Self {
@@ -99,7 +105,7 @@ impl VoidsApi {
     async fn post_void(
         &self,
         auth: ApiKey,
-        body: Json<VoidIn>,
+        body: JsonOrMsgPack<VoidIn>,
     ) -> Result<Accepted<VoidAccepted>, BodyError> {
         let record = ingest::accept(&self.0, &auth.0, body.0).await?;
         Ok(Accepted::Accepted(Json(VoidAccepted {
@@ -114,7 +120,7 @@ impl VoidsApi {
     async fn post_void_batch(
         &self,
         auth: ApiKey,
-        body: Json<VoidBatchIn>,
+        body: JsonOrMsgPack<VoidBatchIn>,
     ) -> Result<Accepted<VoidBatchAccepted>, BodyError> {
         let records = ingest::accept_batch(&self.0, &auth.0, body.0.voids).await?;
         Ok(Accepted::Accepted(Json(VoidBatchAccepted {

@@ -119,3 +119,53 @@ async fn health_and_readiness_answer() {
     assert_eq!(body["database"], true);
     assert_eq!(body["valkey"], true);
 }
+
+/// What the docs pages show is written for API users: no links into the
+/// code, no notes on how it is implemented.
+#[tokio::test]
+async fn the_spec_speaks_to_api_users_only() {
+    let app = spawn_app().await;
+    let text = app.get("/openapi.json").await.text().await.unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut descriptions = Vec::new();
+    collect_descriptions(&spec, &mut descriptions);
+    assert!(descriptions.len() > 100, "{}", descriptions.len());
+    for description in descriptions {
+        for internal in ["[`", "crate::", "super::", "poem", "regex", "rustdoc"] {
+            assert!(
+                !description.contains(internal),
+                "{internal:?} in {description:?}"
+            );
+        }
+    }
+}
+
+fn collect_descriptions<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields {
+                match (key.as_str(), value.as_str()) {
+                    ("description" | "summary", Some(text)) => out.push(text),
+                    _ => collect_descriptions(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_descriptions(v, out)),
+        _ => {}
+    }
+}
+
+/// Every error answer has the one typed shape, `details` included.
+#[tokio::test]
+async fn the_spec_types_error_details() {
+    let app = spawn_app().await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let details = &spec["components"]["schemas"]["ErrorDetails"];
+    assert_eq!(details["type"], "object", "{details}");
+    assert_eq!(details["required"], serde_json::json!(["reason"]));
+    for field in ["field", "index", "reason"] {
+        assert!(details["properties"].get(field).is_some(), "{field}");
+    }
+    let event = &spec["components"]["schemas"]["EventIn"];
+    assert_eq!(event["additionalProperties"], false, "{event}");
+}

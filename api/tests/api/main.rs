@@ -19,6 +19,7 @@ mod priced_periods;
 mod pricing;
 mod shards;
 mod slow_clients;
+mod strict_bodies;
 mod support;
 mod tenants;
 mod timezones;

@@ -8,7 +8,10 @@ use testkit::{assert_client_error, json, spawn_app, spawn_app_with_usage};
 async fn a_tenant_never_seen_is_404_and_a_malformed_one_400() {
     let app = spawn_app().await;
     let body = assert_client_error(app.get("/api/usage/nobody").await, 404).await;
-    assert_eq!(body["details"]["tenant"], "nobody");
+    assert_eq!(
+        body["details"],
+        serde_json::json!({"field": "tenant", "reason": "names no tenant: nobody"})
+    );
     assert_client_error(app.get("/api/usage/-bad").await, 400).await;
     assert_client_error(app.get("/api/usage/nobody/timeseries").await, 404).await;
 }

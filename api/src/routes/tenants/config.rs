@@ -24,7 +24,9 @@ use sea_orm::{
 use super::{DeletedResponse, admin_tenant};
 use crate::{
     auth::{ApiKey, Scope},
+    body::Body,
     error::{ApiError, BodyError},
+    msgpack::JsonOrMsgPack,
     routes::{
         ApiTags, Found, Saved, invalid,
         paging::{Limit, Offset},
@@ -90,6 +92,8 @@ pub struct TenantIn {
     #[oai(nullable, deserialize_with = "fields::monthly_budget")]
     pub monthly_budget: MaybeUndefined<BudgetText>,
 }
+
+impl Body for TenantIn {}
 
 /// Every field of [`TenantIn`], named in its type errors (`monthlyBudget`
 /// refuses a number: money is a decimal string).
@@ -175,7 +179,7 @@ impl TenantConfigApi {
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
-        body: Json<TenantIn>,
+        body: JsonOrMsgPack<TenantIn>,
     ) -> Result<Saved<Tenant>, BodyError> {
         auth.0.require(Scope::Admin)?;
         if let Some(name) = &body.name

@@ -21,11 +21,10 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult,
     PrimaryKeyTrait, Statement, Value,
 };
-use serde_json::json;
 
 use crate::{
     auth::{ApiKey, Scope},
-    error::ApiError,
+    error::{ApiError, ErrorDetails},
     routes::{invalid, rules::TenantSlug},
     state::AppState,
 };
@@ -55,7 +54,10 @@ enum DeletedResponse {
 fn no_webhook(tenant: &str) -> ApiError {
     ApiError::NotFound(crate::error::ErrorBody::new(
         "no webhook",
-        Some(json!({ "tenant": tenant })),
+        Some(ErrorDetails::field(
+            "tenant",
+            format!("{tenant} has no such webhook"),
+        )),
     ))
 }
 

@@ -11,7 +11,9 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::Example};
 use super::{DeletedResponse, admin_tenant, allowed_url, delete_webhook_row, upsert, webhook_row};
 use crate::{
     auth::ApiKey,
+    body::Body,
     error::{ApiError, BodyError},
+    msgpack::JsonOrMsgPack,
     routes::{ApiTags, Found, Saved, invalid, rules::TenantSlug},
     state::AppState,
 };
@@ -28,6 +30,8 @@ pub struct WebhookIn {
     #[oai(nullable)]
     pub enabled: Option<bool>,
 }
+
+impl Body for WebhookIn {}
 
 impl Example for WebhookIn {
     fn example() -> Self {
@@ -84,7 +88,7 @@ impl SlackWebhookApi {
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
-        body: Json<WebhookIn>,
+        body: JsonOrMsgPack<WebhookIn>,
     ) -> Result<Saved<Webhook>, BodyError> {
         let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
         let values = [

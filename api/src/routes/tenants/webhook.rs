@@ -23,7 +23,9 @@ use super::{
 };
 use crate::{
     auth::ApiKey,
+    body::Body,
     error::{ApiError, BodyError},
+    msgpack::JsonOrMsgPack,
     routes::{ApiTags, Found, Saved, rules::TenantSlug},
     state::AppState,
 };
@@ -39,6 +41,8 @@ pub struct SignedWebhookIn {
     #[oai(nullable)]
     pub enabled: Option<bool>,
 }
+
+impl Body for SignedWebhookIn {}
 
 impl Example for SignedWebhookIn {
     fn example() -> Self {
@@ -154,7 +158,7 @@ impl SignedWebhookApi {
         &self,
         auth: ApiKey,
         tenant: Path<TenantSlug>,
-        body: Json<SignedWebhookIn>,
+        body: JsonOrMsgPack<SignedWebhookIn>,
     ) -> Result<Saved<SignedWebhook>, BodyError> {
         let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
         let values = [
