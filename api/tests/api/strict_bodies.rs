@@ -173,3 +173,104 @@ async fn redriving_every_dead_letter_takes_an_explicit_all() {
     );
     assert_eq!(some.status().as_u16(), 200);
 }
+
+/// What the framework layer used to refuse in its own words (internal
+/// type names, `param0`, "verification failed") is named and worded
+/// plainly.
+#[tokio::test]
+async fn every_refusal_names_its_field_in_plain_words() {
+    let app = spawn_app().await;
+    let post = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { assert_client_error(app.post(path, &body).await, 400).await }
+    };
+    let put = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { assert_client_error(app.put(path, &body).await, 400).await }
+    };
+    let get = |path: &'static str| {
+        let app = &app;
+        async move { assert_client_error(app.get(path).await, 400).await }
+    };
+    let field = |field: &str, reason: &str| json!({"field": field, "reason": reason});
+    let item = |field: &str, index: u32, reason: &str| json!({"field": field, "index": index, "reason": reason});
+    let tokens = "must be an integer from 1 to 1000000000";
+
+    let cases = [
+        (
+            post(
+                "/api/events",
+                json!({"tenant": "acme", "feature": "f", "tokens": "1500"}),
+            )
+            .await,
+            field("tokens", tokens),
+        ),
+        (
+            post("/api/keys", json!({"scopes": ["read"]})).await,
+            field("name", "is required"),
+        ),
+        (
+            post(
+                "/api/keys",
+                json!({"name": "k", "scopes": ["read", "write"]}),
+            )
+            .await,
+            item("scopes", 1, "must be one of: admin, ingest, read"),
+        ),
+        (
+            post("/api/events/void", json!({"tenant": "acme"})).await,
+            field("id", "is required"),
+        ),
+        (
+            put("/api/tenants/acme", json!({"billingDay": 29})).await,
+            field("billingDay", "must be an integer from 1 to 28"),
+        ),
+        (
+            put("/api/tenants/acme", json!({"monthlyQuota": 0})).await,
+            field(
+                "monthlyQuota",
+                "must be an integer from 1 to 9223372036854775807",
+            ),
+        ),
+        (
+            put("/api/tenants/acme", json!({"alertThresholds": [50, 0]})).await,
+            item("alertThresholds", 1, "must be an integer from 1 to 1000"),
+        ),
+        (
+            get("/api/usage/acme/timeseries?granularity=week").await,
+            field("granularity", "must be one of: minute, hour, day"),
+        ),
+        (
+            get("/api/dead-letters?limit=0").await,
+            field("limit", "must be an integer from 1 to 1000"),
+        ),
+        (
+            get("/api/usage/acme/check?tokens=-1").await,
+            field("tokens", "must be an integer from 0 to 1000000000"),
+        ),
+    ];
+    for (refused, details) in cases {
+        assert_eq!(refused["details"], details, "{refused}");
+        let text = refused.to_string();
+        for internal in ["integer_int64", "param0", "EventIn", "verification failed"] {
+            assert!(!text.contains(internal), "{text}");
+        }
+    }
+
+    // A MessagePack timestamp extension where an RFC 3339 string belongs.
+    let mut bytes = vec![0x84];
+    for (key, value) in [("tenant", "acme"), ("feature", "gpt-4o")] {
+        bytes.push(0xa0 | key.len() as u8);
+        bytes.extend(key.as_bytes());
+        bytes.push(0xa0 | value.len() as u8);
+        bytes.extend(value.as_bytes());
+    }
+    bytes.extend(b"\xa6tokens\x01\xa9timestamp\xd6\xff\x69\x35\x00\x00");
+    let refused = app
+        .post_as("/api/events", "application/msgpack", bytes)
+        .await;
+    let refused = assert_client_error(refused, 400).await;
+    assert_eq!(refused["details"]["field"], "timestamp", "{refused}");
+    let reason = refused["details"]["reason"].as_str().unwrap();
+    assert!(reason.contains("RFC 3339"), "{reason}");
+}
