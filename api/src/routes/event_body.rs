@@ -18,10 +18,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use domain::validate::{self, Invalid, MAX_TOKENS, TokenClasses};
-use poem_openapi::{
-    Object,
-    types::{Example, ParseError, ParseFromJSON, ParseResult},
-};
+use poem_openapi::{Object, types::Example};
 use serde::{
     Deserialize, Deserializer,
     de::{self, Error as _, MapAccess, Visitor},
@@ -67,11 +64,9 @@ impl Body for BatchIn {
 pub struct EventIn {
     /// Tenant slug: 1–64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
     /// A tenant never seen before is created with the default quota.
-    #[oai(deserialize_with = "named::tenant")]
     pub tenant: TenantSlug,
     /// Model or product feature, e.g. `anthropic/claude-3.5-sonnet`:
     /// 1–128 printable ASCII characters without spaces.
-    #[oai(deserialize_with = "named::feature")]
     pub feature: FeatureName,
     /// Tokens used, from 1 to 1,000,000,000. Optional when token classes
     /// are given (it is then their sum); when both are given it must equal
@@ -79,48 +74,43 @@ pub struct EventIn {
     /// the input price).
     #[oai(
         nullable,
-        validator(minimum(value = "1"), maximum(value = "1000000000")),
-        deserialize_with = "named::tokens"
+        validator(minimum(value = "1"), maximum(value = "1000000000"))
     )]
     pub tokens: Option<i64>,
     /// Input (prompt) tokens, from 0 to 1,000,000,000.
     #[oai(
         nullable,
-        validator(minimum(value = "0"), maximum(value = "1000000000")),
-        deserialize_with = "named::input_tokens"
+        validator(minimum(value = "0"), maximum(value = "1000000000"))
     )]
     pub input_tokens: Option<i64>,
     /// Output (completion) tokens, from 0 to 1,000,000,000.
     #[oai(
         nullable,
-        validator(minimum(value = "0"), maximum(value = "1000000000")),
-        deserialize_with = "named::output_tokens"
+        validator(minimum(value = "0"), maximum(value = "1000000000"))
     )]
     pub output_tokens: Option<i64>,
     /// Input tokens read from the provider's prompt cache, from 0 to
     /// 1,000,000,000.
     #[oai(
         nullable,
-        validator(minimum(value = "0"), maximum(value = "1000000000")),
-        deserialize_with = "named::cache_read_tokens"
+        validator(minimum(value = "0"), maximum(value = "1000000000"))
     )]
     pub cache_read_tokens: Option<i64>,
     /// Input tokens written to the provider's prompt cache, from 0 to
     /// 1,000,000,000.
     #[oai(
         nullable,
-        validator(minimum(value = "0"), maximum(value = "1000000000")),
-        deserialize_with = "named::cache_write_tokens"
+        validator(minimum(value = "0"), maximum(value = "1000000000"))
     )]
     pub cache_write_tokens: Option<i64>,
     /// Client event id, 1–128 printable ASCII characters: the idempotency
     /// key. Sending the same id for a tenant again counts it once. Generated
     /// (UUIDv7) when absent.
-    #[oai(nullable, deserialize_with = "named::id")]
+    #[oai(nullable)]
     pub id: Option<EventId>,
     /// Event time (RFC 3339); at most 35 days in the past and 5 minutes in
     /// the future. Defaults to the time of receipt.
-    #[oai(nullable, deserialize_with = "named::timestamp")]
+    #[oai(nullable)]
     pub timestamp: Option<DateTime<Utc>>,
 }
 
@@ -137,25 +127,6 @@ impl Example for EventIn {
             id: None,
             timestamp: None,
         }
-    }
-}
-
-/// Field parsers that put the field's name into a type error ("field
-/// `tokens`: expected integer"), which poem-openapi leaves out, and that
-/// refuse a number where a string belongs (poem-openapi would coerce it).
-mod named {
-    use super::*;
-
-    crate::routes::rules::named_parsers! {
-        tenant: TenantSlug = named_string("tenant");
-        feature: FeatureName = named_string("feature");
-        tokens: Option<i64> = named_field("tokens");
-        input_tokens: Option<i64> = named_field("inputTokens");
-        output_tokens: Option<i64> = named_field("outputTokens");
-        cache_read_tokens: Option<i64> = named_field("cacheReadTokens");
-        cache_write_tokens: Option<i64> = named_field("cacheWriteTokens");
-        id: Option<EventId> = named_string("id");
-        timestamp: Option<DateTime<Utc>> = named_string("timestamp");
     }
 }
 
@@ -201,10 +172,7 @@ impl Submission for EventIn {
 #[derive(Debug, PartialEq, Object)]
 #[oai(example)]
 pub struct BatchIn {
-    #[oai(
-        validator(min_items = 1, max_items = 1000),
-        deserialize_with = "parse_indexed_events"
-    )]
+    #[oai(validator(min_items = 1, max_items = 1000))]
     pub events: Vec<EventIn>,
 }
 
@@ -213,22 +181,6 @@ impl Example for BatchIn {
         Self {
             events: vec![EventIn::example()],
         }
-    }
-}
-
-/// Parses the events one by one so that an error names the event's index.
-fn parse_indexed_events(value: Option<serde_json::Value>) -> ParseResult<Vec<EventIn>> {
-    match value {
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| {
-                EventIn::parse_from_json(Some(item)).map_err(|err| {
-                    ParseError::custom(format!("events[{index}]: {}", err.message()))
-                })
-            })
-            .collect(),
-        other => Err(ParseError::expected_type(other.unwrap_or_default())),
     }
 }
 

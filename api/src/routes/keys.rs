@@ -37,18 +37,11 @@ pub struct KeyIn {
     pub tenant: Option<TenantField>,
     /// When the key stops working (RFC 3339, in the future); after it, the
     /// key gets a 401 "expired". Absent: the key works until revoked.
-    #[oai(nullable, deserialize_with = "expires_at")]
+    #[oai(nullable)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Body for KeyIn {}
-
-/// `expiresAt`, named in its type errors.
-fn expires_at(
-    value: Option<serde_json::Value>,
-) -> poem_openapi::types::ParseResult<Option<DateTime<Utc>>> {
-    super::rules::named_string("expiresAt", value)
-}
 
 impl Example for KeyIn {
     fn example() -> Self {

@@ -31,42 +31,25 @@ use crate::{
 #[oai(rename_all = "camelCase", example)]
 pub struct PriceIn {
     /// The feature (model) priced, as events name it.
-    #[oai(deserialize_with = "named::feature")]
     pub feature: FeatureName,
     /// Price of a million input tokens (and of unclassified tokens).
-    #[oai(deserialize_with = "named::input")]
     pub input_per_million: PriceText,
     /// Price of a million output tokens.
-    #[oai(deserialize_with = "named::output")]
     pub output_per_million: PriceText,
     /// Price of a million cache-read tokens; defaults to the input price.
-    #[oai(nullable, deserialize_with = "named::cache_read")]
+    #[oai(nullable)]
     pub cache_read_per_million: Option<PriceText>,
     /// Price of a million cache-write tokens; defaults to the input price.
-    #[oai(nullable, deserialize_with = "named::cache_write")]
+    #[oai(nullable)]
     pub cache_write_per_million: Option<PriceText>,
     /// When the version takes effect (RFC 3339), by event time; defaults to
     /// now. It is in force until the next version's `effectiveFrom`; of two
     /// versions from the same moment, the later-created one is.
-    #[oai(nullable, deserialize_with = "named::effective_from")]
+    #[oai(nullable)]
     pub effective_from: Option<DateTime<Utc>>,
 }
 
 impl Body for PriceIn {}
-
-/// Field parsers whose errors name the field (see `rules::named_field`).
-mod named {
-    use super::*;
-
-    crate::routes::rules::named_parsers! {
-        feature: FeatureName = named_string("feature");
-        input: PriceText = named_string("inputPerMillion");
-        output: PriceText = named_string("outputPerMillion");
-        cache_read: Option<PriceText> = named_string("cacheReadPerMillion");
-        cache_write: Option<PriceText> = named_string("cacheWritePerMillion");
-        effective_from: Option<DateTime<Utc>> = named_string("effectiveFrom");
-    }
-}
 
 impl Example for PriceIn {
     fn example() -> Self {

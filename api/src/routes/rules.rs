@@ -215,41 +215,6 @@ pub fn domain_rule(pattern: &str) -> Option<Rule> {
     }
 }
 
-/// Parses a body field, putting its name into a type error ("field
-/// `tokens`: expected integer"), which poem-openapi leaves out: for
-/// `deserialize_with`.
-pub fn named_field<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
-    T::parse_from_json(value)
-        .map_err(|err| ParseError::custom(format!("field `{name}`: {}", err.message())))
-}
-
-/// [`named_field`] for a string field, refusing a number or any other
-/// non-string (poem-openapi would coerce it into its text).
-pub fn named_string<T: ParseFromJSON>(name: &str, value: Option<Value>) -> ParseResult<T> {
-    match value {
-        None | Some(Value::Null | Value::String(_)) => named_field(name, value),
-        Some(other) => Err(ParseError::custom(format!(
-            "field `{name}`: expected a string, found {other}"
-        ))),
-    }
-}
-
-/// Declares a body's field parsers for `deserialize_with`, one function
-/// per field (poem-openapi takes a function's path), each a line
-/// `parser: Type = named_field("jsonName");` or `named_string(...)`.
-macro_rules! named_parsers {
-    ($($parser:ident: $ty:ty = $how:ident($field:literal);)+) => {
-        $(
-            pub fn $parser(
-                value: Option<serde_json::Value>,
-            ) -> poem_openapi::types::ParseResult<$ty> {
-                $crate::routes::rules::$how($field, value)
-            }
-        )+
-    };
-}
-pub(crate) use named_parsers;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,19 +8,12 @@ use chrono::{Duration as Span, Utc};
 use serde_json::{Value, json};
 use testkit::{TestApp, assert_client_error, env as testing, spawn_app};
 
-/// The field a 400 names: `details.field`, or in the framework's text
-/// (`field \`name\``) while that is a string.
+/// The field a 400 names.
 fn named_field(body: &Value) -> String {
-    match &body["details"] {
-        Value::Object(details) => details["field"].as_str().unwrap_or_default().to_owned(),
-        Value::String(text) => text
-            .split('`')
-            .nth(1)
-            .filter(|_| text.contains("field `"))
-            .unwrap_or_default()
-            .to_owned(),
-        _ => String::new(),
-    }
+    body["details"]["field"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn tenant(app: &TestApp, id: &str) -> Value {

@@ -43,35 +43,19 @@ use crate::{
 pub struct TenantIn {
     /// Display name (defaults to the tenant id): 1–200 characters, not all
     /// white space.
-    #[oai(
-        nullable,
-        validator(min_length = 1, max_length = 200),
-        deserialize_with = "fields::name"
-    )]
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
     pub name: Option<DisplayName>,
     /// Tokens per billing period (a new tenant: `FLAGMETER_DEFAULT_QUOTA`;
     /// unchanged when absent on an update).
-    #[oai(
-        nullable,
-        validator(minimum(value = "1")),
-        deserialize_with = "fields::monthly_quota"
-    )]
+    #[oai(nullable, validator(minimum(value = "1")))]
     pub monthly_quota: Option<i64>,
     /// Day of the month (1–28) a billing period starts, at local midnight
     /// in `timezone`.
-    #[oai(
-        nullable,
-        validator(minimum(value = "1"), maximum(value = "28")),
-        deserialize_with = "fields::billing_day"
-    )]
+    #[oai(nullable, validator(minimum(value = "1"), maximum(value = "28")))]
     pub billing_day: Option<i16>,
     /// IANA time zone of the billing period, e.g. `America/New_York`
     /// (default `UTC`; unchanged when absent on an update).
-    #[oai(
-        nullable,
-        validator(min_length = 1, max_length = 64),
-        deserialize_with = "fields::timezone"
-    )]
+    #[oai(nullable, validator(min_length = 1, max_length = 64))]
     pub timezone: Option<String>,
     /// Whole percents of the quota at which an alert fires (1–1000, at
     /// most 10, no repeats). Defaults to `FLAGMETER_ALERT_THRESHOLDS`.
@@ -82,34 +66,17 @@ pub struct TenantIn {
             unique_items = true,
             minimum(value = "1"),
             maximum(value = "1000")
-        ),
-        deserialize_with = "fields::alert_thresholds"
+        )
     )]
     pub alert_thresholds: Option<Vec<i32>>,
     /// Monthly budget in the deployment's currency (decimal string, e.g.
     /// `500.00`); the alert thresholds apply to it as well. Absent: kept
     /// as it is; `null`: removed.
-    #[oai(nullable, deserialize_with = "fields::monthly_budget")]
+    #[oai(nullable)]
     pub monthly_budget: MaybeUndefined<BudgetText>,
 }
 
 impl Body for TenantIn {}
-
-/// Every field of [`TenantIn`], named in its type errors (`monthlyBudget`
-/// refuses a number: money is a decimal string).
-mod fields {
-    use crate::routes::rules::{BudgetText, DisplayName};
-    use poem_openapi::types::MaybeUndefined;
-
-    crate::routes::rules::named_parsers! {
-        name: Option<DisplayName> = named_string("name");
-        monthly_quota: Option<i64> = named_field("monthlyQuota");
-        billing_day: Option<i16> = named_field("billingDay");
-        timezone: Option<String> = named_string("timezone");
-        alert_thresholds: Option<Vec<i32>> = named_field("alertThresholds");
-        monthly_budget: MaybeUndefined<BudgetText> = named_string("monthlyBudget");
-    }
-}
 
 impl Example for TenantIn {
     fn example() -> Self {
