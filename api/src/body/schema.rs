@@ -207,11 +207,16 @@ fn check_integer(value: &Value, schema: &Value) -> Result<(), String> {
         .as_i64()
         .map(i128::from)
         .or_else(|| value.as_u64().map(i128::from));
-    match number {
-        Some(n) if (min..=max).contains(&n) => Ok(()),
-        _ if (min, max) == format_range(None) => Err("must be an integer".to_owned()),
-        _ => Err(format!("must be an integer from {min} to {max}")),
+    if number.is_some_and(|n| (min..=max).contains(&n)) {
+        return Ok(());
     }
+    let (lowest, highest) = format_range(None);
+    Err(match (min > lowest, max < highest) {
+        (false, false) => "must be an integer".to_owned(),
+        (true, false) => format!("must be an integer of at least {min}"),
+        (false, true) => format!("must be an integer of at most {max}"),
+        (true, true) => format!("must be an integer from {min} to {max}"),
+    })
 }
 
 /// A string of the schema's length, format and domain rule.
@@ -253,10 +258,12 @@ fn check_string(value: &Value, schema: &Value) -> Result<(), String> {
     }
 }
 
-/// States in `spec` what the check enforces: every object a request body
-/// holds takes no field beyond its `properties` (`additionalProperties:
-/// false`, which poem-openapi cannot write).
-pub fn close_request_bodies(spec: &mut Value) {
+/// States in `spec` (its text, and its parsed value) what the check
+/// enforces: every object a request body holds takes no field beyond its
+/// `properties` (`additionalProperties: false`, which poem-openapi cannot
+/// write). The text is patched rather than written anew from the value:
+/// serde_json reads a large float such as 9007199254740991.0 one unit off.
+pub fn close_request_bodies(text: &str, spec: &Value) -> String {
     let mut names = Vec::new();
     for operation in spec["paths"]
         .as_object()
@@ -270,21 +277,27 @@ pub fn close_request_bodies(spec: &mut Value) {
             }
         }
     }
-    let Some(schemas) = spec["components"]["schemas"].as_object_mut() else {
-        return;
-    };
+    let schemas = &spec["components"]["schemas"];
     let mut closed = 0;
     while closed < names.len() {
         let name = names[closed].clone();
         closed += 1;
-        let Some(schema) = schemas.get_mut(&name) else {
-            continue;
-        };
-        referred(schema, &mut names);
-        if schema["type"] == "object" && schema.get("additionalProperties").is_none() {
-            schema["additionalProperties"] = Value::Bool(false);
+        referred(&schemas[&name], &mut names);
+    }
+    let mut text = text.to_owned();
+    for name in names {
+        let schema = &schemas[&name];
+        // A component's name followed by an object is its own key: `$ref`s
+        // name it inside a string.
+        let key = format!("\"{name}\": {{");
+        if schema["type"] == "object"
+            && schema.get("additionalProperties").is_none()
+            && let Some(at) = text.find(&key)
+        {
+            text.insert_str(at + key.len(), "\"additionalProperties\": false,");
         }
     }
+    text
 }
 
 /// Adds the names of the component schemas `schema` refers to, at any

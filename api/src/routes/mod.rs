@@ -160,10 +160,10 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
 /// field. Read strictly: a path two route groups document would appear
 /// twice, and a reader keep only one of them.
 fn spec_endpoint(api: &OpenApiService<Apis, ()>) -> impl Endpoint + use<> {
-    let mut spec = crate::body::decode(crate::body::Format::Json, api.spec().as_bytes())
+    let text = api.spec();
+    let spec = crate::body::decode(crate::body::Format::Json, text.as_bytes())
         .expect("poem-openapi writes its spec as JSON, each key once");
-    crate::body::close_request_bodies(&mut spec);
-    let spec = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
+    let spec = crate::body::close_request_bodies(&text, &spec);
     poem::endpoint::make_sync(move |_| {
         poem::Response::builder()
             .content_type("application/json")

@@ -168,4 +168,11 @@ async fn the_spec_types_error_details() {
     }
     let event = &spec["components"]["schemas"]["EventIn"];
     assert_eq!(event["additionalProperties"], false, "{event}");
+    // Written as poem-openapi wrote it: a reader of the spec's JSON value
+    // would have moved this bound by one.
+    let text = app.get("/openapi.json").await.text().await.unwrap();
+    assert!(
+        text.contains("\"maximum\": 9007199254740991.0"),
+        "the offset bound"
+    );
 }
