@@ -373,3 +373,69 @@ fn reached(usage: &PeriodUsage, threshold: i32) -> Vec<AlertKind> {
         .filter_map(|(reached, kind)| reached.then_some(kind))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use domain::{
+        money::{Amount, Budget, PerMillion},
+        period::BillingPeriod,
+        pricing::Counts,
+    };
+    use entity::tenants;
+    use store::usage::FeatureTotal;
+
+    use super::*;
+
+    /// `tokens` of a 100,000-token quota, priced at 10 per million tokens
+    /// against a budget of 1.00 (so 1,000 tokens are 1 % of either).
+    fn usage(tokens: i64) -> PeriodUsage {
+        let at = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let budget = Budget::parse("1.00").unwrap();
+        let cost: Amount = PerMillion::parse("10").unwrap().cost(tokens);
+        PeriodUsage {
+            tenant: tenants::Model {
+                id: "acme".into(),
+                name: "acme".into(),
+                monthly_quota: 100_000,
+                billing_day: 1,
+                alert_thresholds: vec![80],
+                timezone: "UTC".into(),
+                monthly_budget_micros: Some(budget.micros()),
+                created_at: at,
+                updated_at: at,
+            },
+            period: BillingPeriod::containing(at, 1, Tz::UTC),
+            by_feature: vec![FeatureTotal {
+                feature: "gpt-4o".into(),
+                counts: Counts {
+                    events: 1,
+                    tokens,
+                    ..Counts::default()
+                },
+                cost,
+                unpriced_tokens: 0,
+            }],
+            last_counted_at: Some(at),
+        }
+    }
+
+    #[test]
+    fn limits_shown_as_80_percent_but_short_of_it_have_not_reached_it() {
+        let usage = usage(79_996);
+        assert_eq!(usage.quota_percent(), 80.0);
+        assert_eq!(BudgetUsage::of(&usage).budget_percent, Some(80.0));
+        assert_eq!(reached(&usage, 80), [], "no alert fires at 79.996 %");
+    }
+
+    #[test]
+    fn quota_and_budget_reach_the_threshold_as_their_alerts_fire() {
+        assert_eq!(
+            reached(&usage(80_000), 80),
+            [AlertKind::Quota, AlertKind::Budget]
+        );
+        let mut without_budget = usage(80_000);
+        without_budget.tenant.monthly_budget_micros = None;
+        assert_eq!(reached(&without_budget, 80), [AlertKind::Quota]);
+    }
+}
