@@ -90,7 +90,11 @@ impl UsageStreamApi {
     /// together. Needs a `read` key for all tenants (the dashboard sends
     /// it with `fetch`, since a browser's `EventSource` cannot); the stream
     /// ends soon after the key is revoked.
-    #[oai(path = "/api/usage/stream", method = "get")]
+    #[oai(
+        path = "/api/usage/stream",
+        method = "get",
+        operation_id = "streamUsage"
+    )]
     async fn usage_stream(&self, auth: ApiKey) -> Result<UsageEvents, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
         // A revoked key's stream ends, as its next request would be refused.
