@@ -258,12 +258,10 @@ fn check_string(value: &Value, schema: &Value) -> Result<(), String> {
     }
 }
 
-/// States in `spec` (its text, and its parsed value) what the check
-/// enforces: every object a request body holds takes no field beyond its
-/// `properties` (`additionalProperties: false`, which poem-openapi cannot
-/// write). The text is patched rather than written anew from the value:
-/// serde_json reads a large float such as 9007199254740991.0 one unit off.
-pub fn close_request_bodies(text: &str, spec: &Value) -> String {
+/// States in `spec` what the check enforces: every object a request body
+/// holds takes no field beyond its `properties` (`additionalProperties:
+/// false`, which poem-openapi cannot write).
+pub fn close_request_bodies(spec: &mut Value) {
     let mut names = Vec::new();
     for operation in spec["paths"]
         .as_object()
@@ -277,27 +275,21 @@ pub fn close_request_bodies(text: &str, spec: &Value) -> String {
             }
         }
     }
-    let schemas = &spec["components"]["schemas"];
+    let Some(schemas) = spec["components"]["schemas"].as_object_mut() else {
+        return;
+    };
     let mut closed = 0;
     while closed < names.len() {
         let name = names[closed].clone();
         closed += 1;
-        referred(&schemas[&name], &mut names);
-    }
-    let mut text = text.to_owned();
-    for name in names {
-        let schema = &schemas[&name];
-        // A component's name followed by an object is its own key: `$ref`s
-        // name it inside a string.
-        let key = format!("\"{name}\": {{");
-        if schema["type"] == "object"
-            && schema.get("additionalProperties").is_none()
-            && let Some(at) = text.find(&key)
-        {
-            text.insert_str(at + key.len(), "\"additionalProperties\": false,");
+        let Some(schema) = schemas.get_mut(&name) else {
+            continue;
+        };
+        referred(schema, &mut names);
+        if schema["type"] == "object" && schema.get("additionalProperties").is_none() {
+            schema["additionalProperties"] = Value::Bool(false);
         }
     }
-    text
 }
 
 /// Adds the names of the component schemas `schema` refers to, at any

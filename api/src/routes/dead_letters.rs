@@ -175,7 +175,11 @@ fn moving_failed(err: MoveError) -> ApiError {
 #[OpenApi(tag = "ApiTags::Events")]
 impl DeadLettersApi {
     /// Dead letters, oldest first: stream entries that could not be counted.
-    #[oai(path = "/api/dead-letters", method = "get")]
+    #[oai(
+        path = "/api/dead-letters",
+        method = "get",
+        operation_id = "listDeadLetters"
+    )]
     async fn list(
         &self,
         auth: ApiKey,
@@ -206,7 +210,11 @@ impl DeadLettersApi {
     /// Put dead letters back into the stream (after fixing their cause):
     /// those named by `ids`, or every one with `"all": true`. Those without
     /// their original bytes are deleted.
-    #[oai(path = "/api/dead-letters/redrive", method = "post")]
+    #[oai(
+        path = "/api/dead-letters/redrive",
+        method = "post",
+        operation_id = "redriveDeadLetters"
+    )]
     async fn redrive(
         &self,
         auth: ApiKey,

@@ -14,11 +14,13 @@ mod paging;
 mod prices;
 mod reference;
 pub mod rules;
+mod spec;
 mod tenants;
 mod usage;
 mod usage_stream;
 mod voids;
 
+pub(crate) use tenants::AlertKind;
 pub(crate) use usage::{BudgetUsage, QuotaUsage};
 
 use std::sync::Arc;
@@ -156,21 +158,6 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
     )
 }
 
-/// `/openapi.json`: the spec, stating that request bodies take no unknown
-/// field. Read strictly: a path two route groups document would appear
-/// twice, and a reader keep only one of them.
-fn spec_endpoint(api: &OpenApiService<Apis, ()>) -> impl Endpoint + use<> {
-    let text = api.spec();
-    let spec = crate::body::decode(crate::body::Format::Json, text.as_bytes())
-        .expect("poem-openapi writes its spec as JSON, each key once");
-    let spec = crate::body::close_request_bodies(&text, &spec);
-    poem::endpoint::make_sync(move |_| {
-        poem::Response::builder()
-            .content_type("application/json")
-            .body(spec.clone())
-    })
-}
-
 /// The whole application: the dashboard at `/`, API routes, `/openapi.json`,
 /// `/docs` (Swagger UI), `/reference` (Scalar; both served from the binary,
 /// no CDN), `/metrics`, with JSON errors (a refused parameter named), bounded
@@ -180,14 +167,22 @@ fn spec_endpoint(api: &OpenApiService<Apis, ()>) -> impl Endpoint + use<> {
 /// 500 instead of a dropped connection should a handler panic.
 pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
     let api = openapi(&state);
-    let operations = Arc::new(Operations::from_spec(&api.spec()));
-    let spec = spec_endpoint(&api);
-    let docs = api.swagger_ui();
-    let reference = reference::endpoint(api.scalar_html());
+    let spec = spec::Spec::of(&api);
+    let operations = Arc::new(Operations::from_spec(spec.json()));
+    let docs = html_page(spec.embed_in(api.swagger_ui_html()));
+    let reference = reference::endpoint(spec.embed_in(api.scalar_html()));
+    let spec = spec.json().to_owned();
     let retry_after_secs = state.retry_after_secs;
     Route::new()
         .nest("/", api)
-        .at("/openapi.json", spec)
+        .at(
+            "/openapi.json",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(spec.clone())
+            })),
+        )
         .nest("/docs", docs)
         .at("/reference", reference)
         .at(
@@ -208,4 +203,9 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         .with(CatchPanic::new().with_handler(|_| ApiError::panicked().into_response()))
         .with(Tracing)
         .catch_all_error(json_errors)
+}
+
+/// Serves one HTML page.
+fn html_page(html: String) -> impl Endpoint {
+    poem::endpoint::make_sync(move |_| poem::web::Html(html.clone()))
 }

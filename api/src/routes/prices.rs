@@ -129,7 +129,7 @@ pub struct PricesApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Prices")]
 impl PricesApi {
     /// Add a price version for a feature.
-    #[oai(path = "/api/prices", method = "post")]
+    #[oai(path = "/api/prices", method = "post", operation_id = "createPrice")]
     async fn create(
         &self,
         auth: ApiKey,
@@ -161,7 +161,7 @@ impl PricesApi {
     }
 
     /// The price versions of a feature, or of every feature.
-    #[oai(path = "/api/prices", method = "get")]
+    #[oai(path = "/api/prices", method = "get", operation_id = "listPrices")]
     async fn list(
         &self,
         auth: ApiKey,

@@ -153,7 +153,11 @@ pub struct SignedWebhookApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl SignedWebhookApi {
     /// Set the tenant's signed webhook; creating it issues its secret.
-    #[oai(path = "/api/tenants/:tenant/webhook", method = "put")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook",
+        method = "put",
+        operation_id = "putWebhook"
+    )]
     async fn put_webhook(
         &self,
         auth: ApiKey,
@@ -177,7 +181,11 @@ impl SignedWebhookApi {
     }
 
     /// The tenant's signed webhook, URL and secret masked.
-    #[oai(path = "/api/tenants/:tenant/webhook", method = "get")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook",
+        method = "get",
+        operation_id = "getWebhook"
+    )]
     async fn get_webhook(
         &self,
         auth: ApiKey,
@@ -189,7 +197,11 @@ impl SignedWebhookApi {
     }
 
     /// Remove the tenant's signed webhook: alerts no longer go there.
-    #[oai(path = "/api/tenants/:tenant/webhook", method = "delete")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook",
+        method = "delete",
+        operation_id = "deleteWebhook"
+    )]
     async fn delete_webhook(
         &self,
         auth: ApiKey,
@@ -202,7 +214,11 @@ impl SignedWebhookApi {
     /// the grace period (`FLAGMETER_WEBHOOK_ROTATION_GRACE_SECS`, a day by
     /// default; `previousSecretsExpireAt` says until when), so that the
     /// receiver can switch to the new one without refusing an alert.
-    #[oai(path = "/api/tenants/:tenant/webhook/rotate-secret", method = "post")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook/rotate-secret",
+        method = "post",
+        operation_id = "rotateWebhookSecret"
+    )]
     async fn rotate_secret(
         &self,
         auth: ApiKey,
