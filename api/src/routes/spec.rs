@@ -26,7 +26,8 @@ impl Spec {
     /// Reads `api`'s spec and rewrites it.
     pub fn of<T: OpenApi, W: Webhook>(api: &OpenApiService<T, W>) -> Self {
         let written = api.spec();
-        let mut document = crate::body::decode(crate::body::Format::Json, written.as_bytes())
+        let exact = whole_floats_as_integers(&written);
+        let mut document = crate::body::decode(crate::body::Format::Json, exact.as_bytes())
             .expect("poem-openapi writes its spec as JSON, each key once");
         unwrap_lone_refs(&mut document);
         crate::body::close_request_bodies(&mut document);
@@ -48,6 +49,38 @@ impl Spec {
         );
         page.replacen(&self.written, &self.served, 1)
     }
+}
+
+/// `text` (JSON) with every whole number written as a float (poem-openapi
+/// writes the bounds it keeps as `f64` so: `9007199254740991.0`) written
+/// as an integer. serde_json reads such a float a unit off when it has
+/// many digits (the offset bound 2^53 − 1 became 2^53 − 2), and an integer
+/// exactly.
+fn whole_floats_as_integers(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if in_string {
+            in_string = escaped || byte != b'"';
+            escaped = !escaped && byte == b'\\';
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte == b'.' && i > 0 && bytes[i - 1].is_ascii_digit() {
+            let zeros = bytes[i + 1..].iter().take_while(|b| **b == b'0').count();
+            let after = bytes.get(i + 1 + zeros).copied().unwrap_or(b' ');
+            if zeros > 0 && !after.is_ascii_digit() && !matches!(after, b'e' | b'E') {
+                i += 1 + zeros;
+                continue;
+            }
+        }
+        out.push(byte);
+        i += 1;
+    }
+    // Only ASCII bytes outside strings were left out.
+    String::from_utf8(out).expect("still UTF-8")
 }
 
 /// Keywords that annotate a schema without constraining it.
@@ -96,7 +129,21 @@ fn lone_ref(all_of: &Value) -> Option<Value> {
 mod tests {
     use serde_json::json;
 
-    use super::unwrap_lone_refs;
+    use super::{unwrap_lone_refs, whole_floats_as_integers};
+
+    #[test]
+    fn whole_floats_become_integers_and_nothing_else_changes() {
+        let text = r#"{"max": 9007199254740991.0, "min": 1.0, "f": 2.50, "e": 1.0e3,
+                       "s": "v1.0 \" 3.0", "é": [0.0, 10.5]}"#;
+        assert_eq!(
+            whole_floats_as_integers(text),
+            r#"{"max": 9007199254740991, "min": 1, "f": 2.50, "e": 1.0e3,
+                       "s": "v1.0 \" 3.0", "é": [0, 10.5]}"#
+        );
+        let read: serde_json::Value =
+            serde_json::from_str(&whole_floats_as_integers(text)).unwrap();
+        assert_eq!(read["max"], 9_007_199_254_740_991u64);
+    }
 
     #[test]
     fn a_lone_reference_loses_its_wrapper_and_nothing_else_changes() {

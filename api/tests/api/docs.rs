@@ -224,6 +224,13 @@ async fn the_spec_types_error_details() {
     }
     let event = &spec["components"]["schemas"]["EventIn"];
     assert_eq!(event["additionalProperties"], false, "{event}");
+    // A large bound survives the rewrite exactly (2^53 − 1, not 2^53 − 2).
+    let offset = &spec["paths"]["/api/tenants"]["get"]["parameters"][1];
+    assert_eq!(offset["name"], "offset");
+    assert_eq!(
+        offset["schema"]["maximum"].as_u64(),
+        Some(9_007_199_254_740_991)
+    );
 }
 
 /// An address another process holds is named at start-up, with the
