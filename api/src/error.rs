@@ -138,7 +138,13 @@ impl ApiError {
 
     pub fn unauthorized() -> Self {
         Self::Unauthorized(
-            ErrorBody::new("missing, unknown or revoked API key", None),
+            ErrorBody::new(
+                "missing, unknown or revoked API key",
+                Some(ErrorDetails::field(
+                    "Authorization",
+                    "must be `Bearer <key>` with a key that is known and not revoked",
+                )),
+            ),
             BEARER_CHALLENGE.to_owned(),
         )
     }
@@ -163,7 +169,12 @@ impl ApiError {
 
     pub fn too_many_requests(retry_after_secs: u64) -> Self {
         Self::TooManyRequests(
-            ErrorBody::new("rate limit exceeded", None),
+            ErrorBody::new(
+                "rate limit exceeded",
+                Some(ErrorDetails::reason(format!(
+                    "the key made too many requests: retry in {retry_after_secs} s"
+                ))),
+            ),
             retry_after_secs,
         )
     }

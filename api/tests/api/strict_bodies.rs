@@ -271,3 +271,17 @@ async fn every_refusal_names_its_field_in_plain_words() {
     let reason = refused["details"]["reason"].as_str().unwrap();
     assert!(reason.contains("RFC 3339"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_refused_key_says_what_the_header_must_hold() {
+    let app = spawn_app().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/usage", app.base))
+        .header("authorization", "Bearer fmk_nope")
+        .send()
+        .await
+        .unwrap();
+    let refused = assert_client_error(response, 401).await;
+    assert_eq!(refused["details"]["field"], "Authorization", "{refused}");
+    assert!(refused["details"]["reason"].is_string(), "{refused}");
+}
