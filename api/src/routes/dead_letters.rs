@@ -5,7 +5,12 @@
 //! moving in letters an earlier version left in `{stream}:dead` first.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
+use poem_openapi::{
+    Enum, Object, OpenApi,
+    param::Query,
+    payload::Json,
+    types::{Example, ParseFromParameter},
+};
 use store::dead_letter::{self, MoveError, StoredLetter};
 
 use super::{ApiTags, Found, invalid, paging::Limit};
@@ -25,9 +30,7 @@ pub struct DeadLetterOut {
     pub id: i64,
     /// The stream entry it came from.
     pub stream_id: String,
-    /// `undecodable`, `refused` (by PostgreSQL), `redelivered` (too often)
-    /// or `imported` (from an earlier version's dead-letter stream).
-    pub kind: String,
+    pub kind: DeadLetterKind,
     pub reason: String,
     /// Deliveries of the entry before it was set aside.
     pub attempts: i64,
@@ -39,18 +42,50 @@ pub struct DeadLetterOut {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<StoredLetter> for DeadLetterOut {
-    fn from(l: StoredLetter) -> Self {
-        Self {
+/// Why a stream entry was set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum DeadLetterKind {
+    /// Its bytes could not be decoded.
+    Undecodable,
+    /// PostgreSQL refused it.
+    Refused,
+    /// It was delivered too often without being counted.
+    Redelivered,
+    /// It was moved in from an earlier version's dead-letter stream.
+    Imported,
+}
+
+impl DeadLetterKind {
+    /// The kind a letter is stored with (`store::dead_letter`); `None` for
+    /// one this version does not know.
+    fn parse(stored: &str) -> Option<Self> {
+        Self::parse_from_parameter(stored).ok()
+    }
+}
+
+impl TryFrom<StoredLetter> for DeadLetterOut {
+    type Error = ApiError;
+
+    /// A letter of a kind this version does not know (written by a newer
+    /// pipeline) is an unexpected failure, logged.
+    fn try_from(l: StoredLetter) -> Result<Self, ApiError> {
+        let kind = DeadLetterKind::parse(&l.kind).ok_or_else(|| {
+            ApiError::internal(&std::io::Error::other(format!(
+                "dead letter {} has the unknown kind {:?}",
+                l.id, l.kind
+            )))
+        })?;
+        Ok(Self {
             id: l.id,
             stream_id: l.original_id,
-            kind: l.kind,
+            kind,
             reason: l.reason,
             attempts: l.deliveries as i64,
             consumer: l.consumer,
             has_payload: l.payload.is_some(),
             created_at: l.created_at,
-        }
+        })
     }
 }
 
@@ -202,8 +237,8 @@ impl DeadLettersApi {
             letters
                 .into_iter()
                 .take(limit.0 as usize)
-                .map(DeadLetterOut::from)
-                .collect(),
+                .map(DeadLetterOut::try_from)
+                .collect::<Result<_, _>>()?,
         )))
     }
 
@@ -244,5 +279,19 @@ impl DeadLettersApi {
             out.dropped += (done.selected - done.redriven) as u64;
         }
         Ok(Found::Ok(Json(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeadLetterKind;
+
+    /// The kinds the pipeline and the store write.
+    #[test]
+    fn every_stored_kind_is_known() {
+        for stored in ["undecodable", "refused", "redelivered", "imported"] {
+            assert!(DeadLetterKind::parse(stored).is_some(), "{stored}");
+        }
+        assert_eq!(DeadLetterKind::parse("later"), None);
     }
 }

@@ -224,6 +224,11 @@ async fn the_spec_types_error_details() {
     }
     let event = &spec["components"]["schemas"]["EventIn"];
     assert_eq!(event["additionalProperties"], false, "{event}");
+    let kinds = &spec["components"]["schemas"]["DeadLetterKind"]["enum"];
+    assert_eq!(
+        kinds,
+        &serde_json::json!(["undecodable", "refused", "redelivered", "imported"])
+    );
     // A large bound survives the rewrite exactly (2^53 − 1, not 2^53 − 2).
     let offset = &spec["paths"]["/api/tenants"]["get"]["parameters"][1];
     assert_eq!(offset["name"], "offset");
