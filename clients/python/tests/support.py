@@ -4,6 +4,7 @@ front of the api. Nothing here talks to anything but 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -16,11 +17,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import httpx
 
+from flagmeter import RetryPolicy
+
 REPO = Path(__file__).resolve().parents[3]
+
+FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
+"""Retries that suit a test: soon, and given up on within seconds."""
 
 
 def free_port() -> int:
@@ -241,6 +247,33 @@ class Proxy:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """The url of a server on loopback that accepts connections and never
+    answers: a client's sender is stuck on it."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+    finally:
+        silent.close()
+
+
+def stuck_settings(max_queue: int, enqueue_timeout: float, timeout: float, deadline: float) -> Dict[str, Any]:
+    """A client's settings for :func:`silent_server`: a batch an event, sent
+    at once, a small queue, and a request that gives up soon."""
+    return dict(
+        api_key="k",
+        batch_size=1,
+        max_queue=max_queue,
+        enqueue_timeout=enqueue_timeout,
+        flush_interval=0.01,
+        timeout=timeout,
+        retry=RetryPolicy(deadline=deadline, initial_backoff=0.05),
+    )
 
 
 def every_fourth_answer_lost(n: int, method: str, path: str) -> Optional[tuple]:
