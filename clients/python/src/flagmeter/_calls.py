@@ -17,7 +17,7 @@ from . import _core
 from ._core import MAX_BATCH, RetryPolicy, Stats, WireEvent
 from ._flow import RETRYABLE_ERRORS, Flow, Send, Sleep
 from ._queue import Queue
-from .errors import ApiError, DeadlineExceeded, FlagMeterError, FlushError, LimitExceeded
+from .errors import ApiError, DeadlineExceeded, FlagMeterError, FlushError, LimitExceeded, QueueFull
 from .providers import usage_from_response
 from .types import Check, Event, Reservation, Tenant, Timeseries, Timestamp, Usage
 
@@ -124,6 +124,9 @@ class Calls(Generic[Transport]):
         failures, self._failures = self._failures, []
         if failures:
             raise FlushError(failures)
+
+    def _queue_full(self) -> QueueFull:
+        return QueueFull(f"{len(self._queue.pending)} events queued; none sent for {self._enqueue_timeout}s")
 
     def _check_open(self) -> None:
         if self._queue.closed:
@@ -317,14 +320,15 @@ class CallState(Generic[C]):
         if not check.get("allowed", False):
             raise (yield from client._refusal_from_check(self.tenant, check))
 
-    def _event(self, response: Any, tokens: Optional[int], **fields: Any) -> Dict[str, Any]:
+    def _event(
+        self, response: Any, tokens: Optional[int], id: Optional[str], timestamp: Optional[Timestamp], **classes: Any
+    ) -> Dict[str, Any]:
         """The arguments of the client's ``record`` for this call's usage:
-        from a provider's ``response``, or from the token arguments in
-        ``fields`` (besides ``id`` and ``timestamp``)."""
+        from a provider's ``response``, or from the token ``classes``."""
         if self.event_id is not None:
             raise RuntimeError("this call was already recorded")
-        id, timestamp = fields.pop("id"), fields.pop("timestamp")
-        classes = dict(usage_from_response(response)) if response is not None else fields
+        if response is not None:
+            classes = dict(usage_from_response(response))
         return dict(
             tenant=self.tenant,
             feature=self.feature,

@@ -31,9 +31,6 @@ class Queue:
     def has_room(self) -> bool:
         return len(self.pending) < self._max_queue
 
-    def full_message(self, enqueue_timeout: float) -> str:
-        return f"{len(self.pending)} events queued; none sent for {enqueue_timeout}s"
-
     def add(self, event: WireEvent) -> bool:
         """Queues the event; True when a full batch now waits for the sender."""
         if not self.pending:

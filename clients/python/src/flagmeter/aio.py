@@ -17,7 +17,6 @@ from ._calls import UNSET, Calls, CallState, Failures, log
 from ._core import WireEvent
 from ._flow import RETRYABLE_ERRORS, Done, Flow, Sleep, Step, advance
 from .client import Client
-from .errors import QueueFull
 from .types import Check, Event, Reservation, Tenant, Timeseries, Timestamp, Usage
 
 T = TypeVar("T")
@@ -103,7 +102,7 @@ class AsyncClient(Calls[httpx.AsyncBaseTransport]):
                 try:
                     await asyncio.wait_for(self._cond.wait_for(self._queue.has_room), self._enqueue_timeout)
                 except asyncio.TimeoutError:
-                    raise QueueFull(self._queue.full_message(self._enqueue_timeout)) from None
+                    raise self._queue_full() from None
             if self._queue.add(event):
                 self._cond.notify_all()
         return str(event["id"])
@@ -313,12 +312,12 @@ class AsyncCall(CallState[AsyncClient]):
         event = self._event(
             response,
             tokens,
+            id,
+            timestamp,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens,
-            id=id,
-            timestamp=timestamp,
         )
         self.event_id = await self.client.record(**event)
         return self.event_id

@@ -15,12 +15,12 @@ import httpx
 
 from . import _core
 from ._calls import UNSET, Calls, CallState, Failures, OnError, log
-from ._core import RetryPolicy, WireEvent
+from ._core import WireEvent
 from ._flow import RETRYABLE_ERRORS, Done, Flow, Sleep, Step, advance
-from .errors import QueueFull
 from .types import Check, Event, Reservation, Tenant, Timeseries, Timestamp, Usage
 
-__all__ = ["RETRYABLE_ERRORS", "UNSET", "Call", "Client", "OnError", "RetryPolicy"]
+# RETRYABLE_ERRORS, OnError and UNSET were defined here first, and stay importable from here.
+__all__ = ["RETRYABLE_ERRORS", "UNSET", "Call", "Client", "OnError"]
 
 T = TypeVar("T")
 
@@ -104,7 +104,7 @@ class Client(Calls[httpx.BaseTransport]):
             self._check_open()
             self._start_sender()
             if not self._cond.wait_for(self._queue.has_room, self._enqueue_timeout):
-                raise QueueFull(self._queue.full_message(self._enqueue_timeout))
+                raise self._queue_full()
             if self._queue.add(event):
                 self._cond.notify_all()
         return str(event["id"])
@@ -321,12 +321,12 @@ class Call(CallState[Client]):
         event = self._event(
             response,
             tokens,
+            id,
+            timestamp,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens,
-            id=id,
-            timestamp=timestamp,
         )
         self.event_id = self.client.record(**event)
         return self.event_id
