@@ -21,12 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import httpx
 
-from flagmeter import RetryPolicy
-
 REPO = Path(__file__).resolve().parents[3]
-
-FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
-"""Retries that suit a test: soon, and given up on within seconds."""
 
 
 def free_port() -> int:
@@ -260,20 +255,6 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{silent.getsockname()[1]}"
     finally:
         silent.close()
-
-
-def stuck_settings(max_queue: int, enqueue_timeout: float, timeout: float, deadline: float) -> Dict[str, Any]:
-    """A client's settings for :func:`silent_server`: a batch an event, sent
-    at once, a small queue, and a request that gives up soon."""
-    return dict(
-        api_key="k",
-        batch_size=1,
-        max_queue=max_queue,
-        enqueue_timeout=enqueue_timeout,
-        flush_interval=0.01,
-        timeout=timeout,
-        retry=RetryPolicy(deadline=deadline, initial_backoff=0.05),
-    )
 
 
 def every_fourth_answer_lost(n: int, method: str, path: str) -> Optional[tuple]:

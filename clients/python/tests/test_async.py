@@ -7,7 +7,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from support import FAST, Stack, silent_server, stuck_settings, tenant_name, wait_for_total
+from settings import FAST, stuck_settings
+from support import Stack, silent_server, tenant_name, wait_for_total
 
 from flagmeter import ApiError, AsyncClient, Client, FlushError, QueueFull
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
-from support import FAST, Proxy, Stack, tenant_name, wait_for_total
+from settings import FAST
+from support import Proxy, Stack, tenant_name, wait_for_total
 
 from flagmeter import AsyncClient, Client, LimitExceeded
 

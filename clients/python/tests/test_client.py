@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
-from support import FAST, Proxy, Stack, silent_server, stuck_settings, tenant_name, wait_for_total
+from settings import FAST, stuck_settings
+from support import Proxy, Stack, silent_server, tenant_name, wait_for_total
 
 from flagmeter import ApiError, Client, DeadlineExceeded, FlushError, QueueFull, RetryPolicy, uuid7
 
