@@ -19,6 +19,7 @@ mod usage;
 mod usage_stream;
 mod voids;
 
+pub(crate) use tenants::AlertKind;
 pub(crate) use usage::{BudgetUsage, QuotaUsage};
 
 use std::sync::Arc;

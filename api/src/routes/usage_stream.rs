@@ -84,7 +84,8 @@ impl UsageStreamApi {
     /// Every tenant's usage, live (Server-Sent Events).
     ///
     /// The first 1000 tenants in id order, each with its period usage,
-    /// quota, lowest alert threshold, per-feature totals and tokens per
+    /// quota and budget, lowest alert threshold and the limits that have
+    /// reached it, time zone, per-feature totals and costs, and tokens per
     /// minute over the last hour. Read once a second for all connections
     /// together. Needs a `read` key for all tenants (the dashboard sends
     /// it with `fetch`, since a browser's `EventSource` cannot); the stream

@@ -175,3 +175,27 @@ async fn health_and_readiness_answer() {
     assert_eq!(body["database"], true);
     assert_eq!(body["valkey"], true);
 }
+
+/// An address another process holds is named at start-up, with the
+/// variable that sets it, instead of a bare "Address already in use".
+#[tokio::test]
+async fn a_busy_port_is_named_with_its_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let env = testkit::env::TestEnv::new().await;
+    let mut config = testkit::app::api_config(
+        env.valkey_args(),
+        env.database_args(),
+        "busy-port-admin-key",
+    );
+    config.api_addr = taken.local_addr().unwrap();
+    let refused = api::startup::Application::build(config)
+        .await
+        .err()
+        .expect("the port is taken");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(&taken.local_addr().unwrap().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("FLAGMETER_API_ADDR"), "{message}");
+}

@@ -146,7 +146,7 @@ impl Delivery {
 }
 
 /// What an alert is about.
-#[derive(Debug, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum AlertKind {
     /// Tokens crossed a threshold of the monthly quota.
