@@ -174,7 +174,9 @@ class Proxy:
     - ``("refuse", status, retry_after)``: answer ``status`` without
       forwarding;
     - ``("answer", status, body, headers)``: answer that without
-      forwarding (a stand-in for a route the api does not have yet).
+      forwarding (a stand-in for a route the api does not have yet);
+    - ``("rewrite", change)``: forward the JSON body as ``change`` returns
+      it (a stand-in for a field the api does not take yet).
 
     ``seen`` keeps each request as ``(method, path, body)``.
     """
@@ -211,6 +213,8 @@ class Proxy:
                     with proxy._lock:
                         proxy.refused += 1
                     return self._reply(action[1], b'{"error":"injected"}', {"retry-after": str(action[2])})
+                if action and action[0] == "rewrite":
+                    body = json.dumps(action[1](json.loads(body))).encode()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 answer = proxy._upstream.request(self.command, self.path, content=body, headers=headers)
                 if action and action[0] == "lose" and answer.status_code < 300:

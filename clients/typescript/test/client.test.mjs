@@ -199,7 +199,14 @@ test("events left queued are sent when the process runs out of work", async () =
 
 // -- call(): reserve, call the model, record or release ---------------------------
 
-/** A stand-in for the reservation routes, per issue 28's contract; the rest goes on to the api. */
+/** Events as an api without reservations takes them: it refuses the unknown field `reservationId`. */
+function withoutReservationIds(body) {
+  for (const event of body.events ?? [body]) delete event.reservationId;
+  return body;
+}
+
+/** A stand-in for the reservation routes, per issue 28's contract, which also takes the events'
+ * `reservationId` off; the rest goes on to the api. */
 function reservationsStandIn(refusal) {
   let granted = 0;
   return (n, method, path) => {
@@ -211,6 +218,9 @@ function reservationsStandIn(refusal) {
       return ["answer", 201, { reservationId: `res-${granted}`, allowed: true, expiresAt, limits }];
     }
     if (method === "DELETE" && path.startsWith("/api/reservations/")) return ["answer", 204, undefined];
+    if (method === "POST" && (path === "/api/events" || path === "/api/events/batch")) {
+      return ["rewrite", withoutReservationIds];
+    }
     return undefined;
   };
 }

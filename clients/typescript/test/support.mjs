@@ -130,7 +130,9 @@ export async function startStack() {
  *   answer and say `status` (with `Retry-After: 0`) instead;
  * - ["refuse", status, retryAfter]: answer without forwarding;
  * - ["answer", status, body, headers]: answer that without forwarding (a
- *   stand-in for a route the api does not have yet).
+ *   stand-in for a route the api does not have yet);
+ * - ["rewrite", change]: forward the JSON body as `change` returns it (a
+ *   stand-in for a field the api does not take yet).
  * `seen` keeps each request as [method, path, body].
  */
 export async function startProxy(target, fault) {
@@ -153,6 +155,7 @@ export async function startProxy(target, fault) {
       proxy.refused++;
       return reply(action[1], '{"error":"injected"}', { "retry-after": String(action[2]) });
     }
+    const sent = action?.[0] === "rewrite" ? JSON.stringify(action[1](JSON.parse(body.toString()))) : body;
     const headers = { ...req.headers };
     delete headers.host;
     delete headers["content-length"];
@@ -160,7 +163,7 @@ export async function startProxy(target, fault) {
     const answer = await fetch(target + req.url, {
       method: req.method,
       headers,
-      body: body.length ? body : undefined,
+      body: sent.length ? sent : undefined,
     });
     const text = await answer.text();
     if (action?.[0] === "lose" && answer.status < 300) {
