@@ -15,6 +15,7 @@
 
 mod schema;
 mod strict;
+pub mod unpack;
 
 pub use schema::{Schema, close_request_bodies};
 
@@ -72,9 +73,9 @@ pub fn decode(format: Format, bytes: &[u8]) -> Result<Value, Refusal> {
             Ok(value)
         }
         Format::MsgPack => {
-            let mut de = crate::msgpack::deserializer(bytes);
+            let mut de = unpack::deserializer(bytes);
             let value = strict::read(&mut de, |err| syntax("MessagePack", &err))?;
-            crate::msgpack::all_read(&de, bytes).map_err(|err| syntax("MessagePack", &err))?;
+            unpack::all_read(&de, bytes).map_err(|err| syntax("MessagePack", &err))?;
             Ok(value)
         }
     }

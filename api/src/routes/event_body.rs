@@ -28,16 +28,15 @@ use super::rules::{EventId, FeatureName, TenantSlug};
 use stream::EventRecord;
 
 use crate::{
-    body::{Body, Format},
+    body::{Body, Format, unpack},
     ingest::Submission,
-    msgpack,
 };
 
 /// Both event bodies are read straight from their bytes when they can be.
 fn direct<T: for<'de> Deserialize<'de>>(format: Format, bytes: &[u8]) -> Option<T> {
     match format {
         Format::Json => serde_json::from_slice(bytes).ok(),
-        Format::MsgPack => msgpack::decode(bytes).ok(),
+        Format::MsgPack => unpack::decode(bytes).ok(),
     }
 }
 
@@ -378,7 +377,7 @@ impl<'de> Deserialize<'de> for BatchIn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{body::checked, msgpack::decode};
+    use crate::body::{checked, unpack::decode};
     use serde_json::{Value, json};
 
     /// Reads `body` (JSON text) both ways, and as MessagePack both ways:
