@@ -100,6 +100,17 @@ pub struct EventIn {
     /// the future. Defaults to the time of receipt.
     #[oai(nullable, deserialize_with = "named::timestamp")]
     pub timestamp: Option<DateTime<Utc>>,
+    /// The `reservationId` of the reservation this call was made under
+    /// (`POST /api/reservations`): accepting the event settles it, and the
+    /// event's own tokens hold the room from then on. An unknown or
+    /// expired one changes nothing: the event is accepted and counted.
+    /// 1–200 printable ASCII characters.
+    #[oai(
+        nullable,
+        validator(min_length = 1, max_length = 200),
+        deserialize_with = "named::reservation_id"
+    )]
+    pub reservation_id: Option<String>,
 }
 
 impl Example for EventIn {
@@ -114,6 +125,7 @@ impl Example for EventIn {
             cache_write_tokens: None,
             id: None,
             timestamp: None,
+            reservation_id: None,
         }
     }
 }
@@ -134,6 +146,7 @@ mod named {
         cache_write_tokens: Option<i64> = named_field("cacheWriteTokens");
         id: Option<EventId> = named_string("id");
         timestamp: Option<DateTime<Utc>> = named_string("timestamp");
+        reservation_id: Option<String> = named_string("reservationId");
     }
 }
 
@@ -142,6 +155,10 @@ impl Submission for EventIn {
 
     fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    fn reservation(&self) -> Option<&str> {
+        self.reservation_id.as_deref()
     }
 
     /// Applies every rule and builds the stream record, its strings moved;
@@ -162,6 +179,9 @@ impl Submission for EventIn {
         }
         let occurred = self.timestamp.unwrap_or(now);
         validate::occurred_at(occurred, now)?;
+        if let Some(reservation) = &self.reservation_id {
+            crate::limits::check_reservation_id(reservation)?;
+        }
         Ok(EventRecord::new(
             self.id
                 .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0),
@@ -224,6 +244,7 @@ enum Key {
     CacheWriteTokens,
     Id,
     Timestamp,
+    ReservationId,
     Events,
     Other,
 }
@@ -240,6 +261,7 @@ impl<'de> Deserialize<'de> for Key {
             "cacheWriteTokens" => Key::CacheWriteTokens,
             "id" => Key::Id,
             "timestamp" => Key::Timestamp,
+            "reservationId" => Key::ReservationId,
             "events" => Key::Events,
             _ => Key::Other,
         })
@@ -330,6 +352,7 @@ impl<'de> Visitor<'de> for EventVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventIn, A::Error> {
         let (mut tenant, mut feature, mut id, mut timestamp) = (None, None, None, None);
+        let mut reservation_id = None;
         let mut counts: [Option<Option<i64>>; 5] = Default::default();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
@@ -342,6 +365,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Key::CacheWriteTokens => once(&mut map, &mut counts[4])?,
                 Key::Id => once::<_, Option<Text>>(&mut map, &mut id)?,
                 Key::Timestamp => once::<_, Option<Text>>(&mut map, &mut timestamp)?,
+                Key::ReservationId => once::<_, Option<Text>>(&mut map, &mut reservation_id)?,
                 Key::Events | Key::Other => skip(&mut map)?,
             }
         }
@@ -368,6 +392,11 @@ impl<'de> Visitor<'de> for EventVisitor {
             cache_write_tokens: cache_write,
             id: id.flatten().map(|Text(id)| EventId(id)),
             timestamp,
+            reservation_id: match reservation_id.flatten() {
+                Some(Text(text)) if (1..=200).contains(&text.chars().count()) => Some(text),
+                Some(_) => return Err(give_up()),
+                None => None,
+            },
         })
     }
 }
@@ -528,6 +557,7 @@ mod tests {
         r#"{"tenant":"a","feature":"gpt\u002d4","tokens":5,"id":"\u00e9"}"#,
         r#"{"tenant":"a","feature":"f","inputTokens":0,"outputTokens":3}"#,
         r#"{"tenant":"a","feature":"f","id":""}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"reservationId":"a:call 7"}"#,
     ];
 
     const GIVEN_UP: &[&str] = &[
@@ -552,6 +582,8 @@ mod tests {
         r#"{"tenant":"a","feature":"f","tokens":5,"id":5}"#,
         r#"{"tenant":"a","feature":"f","tokens":5,"timestamp":"yesterday"}"#,
         r#"{"tenant":"a","feature":"f","tokens":5,"timestamp":1700000000}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"reservationId":""}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"reservationId":7}"#,
         r#"[{"tenant":"a","feature":"f","tokens":5}]"#,
         r#"["a","f",5]"#,
         "null",

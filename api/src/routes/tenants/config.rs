@@ -1,5 +1,5 @@
 //! `/api/tenants` and `/api/tenants/{tenant}`: a tenant's configuration
-//! (name, quota, billing day, alert thresholds, budget).
+//! (name, quota, billing day, alert thresholds, budget, per-minute limits).
 //!
 //! Saving a tenant re-arms its alerts in the same transaction
 //! ([`alerts::rules::rearm`]): raising the quota above current usage re-arms
@@ -89,6 +89,24 @@ pub struct TenantIn {
     /// as it is; `null`: removed.
     #[oai(nullable, deserialize_with = "fields::monthly_budget")]
     pub monthly_budget: MaybeUndefined<BudgetText>,
+    /// Most tokens the tenant may reserve or use in any 60 seconds
+    /// (`POST /api/reservations` enforces it). Absent: kept as it is;
+    /// `null`: no such limit.
+    #[oai(
+        nullable,
+        validator(minimum(value = "1")),
+        deserialize_with = "tokens_per_minute"
+    )]
+    pub tokens_per_minute: MaybeUndefined<i64>,
+    /// Most requests (model calls: reservations, and events sent without
+    /// one) in any 60 seconds. Absent: kept as it is; `null`: no such
+    /// limit.
+    #[oai(
+        nullable,
+        validator(minimum(value = "1")),
+        deserialize_with = "requests_per_minute"
+    )]
+    pub requests_per_minute: MaybeUndefined<i64>,
 }
 
 /// Every field of [`TenantIn`], named in its type errors (`monthlyBudget`
@@ -107,6 +125,15 @@ mod fields {
     }
 }
 
+/// The per-minute limits, named in their type errors.
+mod per_minute {
+    crate::routes::rules::named_parsers! {
+        tokens_per_minute: poem_openapi::types::MaybeUndefined<i64> = named_field("tokensPerMinute");
+        requests_per_minute: poem_openapi::types::MaybeUndefined<i64> = named_field("requestsPerMinute");
+    }
+}
+use per_minute::{requests_per_minute, tokens_per_minute};
+
 impl Example for TenantIn {
     fn example() -> Self {
         Self {
@@ -116,6 +143,8 @@ impl Example for TenantIn {
             timezone: Some("America/New_York".to_owned()),
             alert_thresholds: Some(vec![80, 100]),
             monthly_budget: MaybeUndefined::Value(BudgetText("500.00".to_owned())),
+            tokens_per_minute: MaybeUndefined::Value(20_000),
+            requests_per_minute: MaybeUndefined::Null,
         }
     }
 }
@@ -134,6 +163,12 @@ pub struct Tenant {
     /// Monthly budget (decimal string), if the tenant has one.
     #[oai(skip_serializing_if_is_none)]
     pub monthly_budget: Option<String>,
+    /// Most tokens in any 60 seconds, if the tenant has such a limit.
+    #[oai(skip_serializing_if_is_none)]
+    pub tokens_per_minute: Option<i64>,
+    /// Most requests in any 60 seconds, if the tenant has such a limit.
+    #[oai(skip_serializing_if_is_none)]
+    pub requests_per_minute: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -148,6 +183,8 @@ impl From<tenants::Model> for Tenant {
             billing_day: t.billing_day,
             timezone: t.timezone,
             alert_thresholds: t.alert_thresholds,
+            tokens_per_minute: t.tokens_per_minute,
+            requests_per_minute: t.requests_per_minute,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -162,14 +199,24 @@ pub struct TenantPage {
     pub offset: u64,
 }
 
+/// What an optional setting becomes: `None` keeps it (absent), `Some(None)`
+/// removes it (`null`), `Some(Some(v))` sets it.
+fn kept_or_set<T: Copy>(field: &MaybeUndefined<T>) -> Option<Option<T>> {
+    match field {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(value) => Some(Some(*value)),
+    }
+}
+
 /// The routes below, over the shared state.
 pub struct TenantConfigApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl TenantConfigApi {
-    /// Create or update a tenant's quota, billing day and alert thresholds:
-    /// the fields sent change, the others keep their value (or, on
-    /// creation, take the defaults).
+    /// Create or update a tenant's quota, billing day, alert thresholds,
+    /// budget and per-minute limits: the fields sent change, the others
+    /// keep their value (or, on creation, take the defaults).
     #[oai(path = "/api/tenants/:tenant", method = "put")]
     async fn save(
         &self,
@@ -240,6 +287,12 @@ impl TenantConfigApi {
         }
         if let Some(budget) = budget {
             row.monthly_budget_micros = Set(budget.map(Budget::micros));
+        }
+        if let Some(limit) = kept_or_set(&body.tokens_per_minute) {
+            row.tokens_per_minute = Set(limit);
+        }
+        if let Some(limit) = kept_or_set(&body.requests_per_minute) {
+            row.requests_per_minute = Set(limit);
         }
         row.updated_at = Set(now);
         let saved = if created {
