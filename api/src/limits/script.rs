@@ -2,17 +2,21 @@
 //! every command, so that a tenant's decisions, settlements, releases and
 //! the hand-over from in-flight to counted are each one atomic step on
 //! the node that holds the tenant's slot. Sent by `EVALSHA`; a node that
-//! does not know the script (a restart, a failover) gets it loaded and the
-//! call repeated, which is safe because a `NOSCRIPT` call ran nothing.
+//! does not know the script (a restart, a failover) gets the call again
+//! with the source (`EVAL`), which is safe because a `NOSCRIPT` call ran
+//! nothing. Calls for several tenants are separate commands sent at once,
+//! never one pipeline: a cluster refuses a pipeline whose keys span slots.
 
 use std::sync::LazyLock;
 
-use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, ToRedisArgs, Value};
 use stream::Valkey;
 
 use super::keys::TenantKeys;
 
-static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("limits.lua")));
+/// The script's source, sent whole to a node that lacks it.
+const SOURCE: &str = include_str!("limits.lua");
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 
 /// What the script said about a decision (a reservation, a check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,73 +323,51 @@ pub async fn apply(conn: &mut Valkey, applies: &[Applying<'_>]) -> RedisResult<V
         .collect()
 }
 
-/// One call, loading the script where it is missing.
+/// One call: by the script's hash (`EVALSHA`), and, on a node that does
+/// not know it (a restart, a failover: the script cache is not
+/// replicated), once more with its source (`EVAL`), which caches it
+/// there. Only the node of the tenant's slot is involved: `SCRIPT LOAD`
+/// would go to every node and fail while one is down.
 async fn invoke<T: redis::FromRedisValue>(
     conn: &mut Valkey,
     keys: &TenantKeys,
-    args: &[&str],
+    args: &[impl ToRedisArgs],
 ) -> RedisResult<T> {
-    let mut invocation = SCRIPT.prepare_invoke();
-    for key in keys.all() {
-        invocation.key(key);
+    match command(keys, args, true).query_async(conn).await {
+        Err(err) if no_script(&err) => command(keys, args, false).query_async(conn).await,
+        reply => reply,
     }
-    for arg in args {
-        invocation.arg(*arg);
-    }
-    invocation.invoke_async(conn).await
 }
 
-/// Several calls (each on its own tenant's slot) in one pipeline; calls a
-/// node answered `NOSCRIPT` are sent again once the script is loaded.
+/// The call as `EVALSHA` (`by_hash`) or `EVAL`.
+fn command(keys: &TenantKeys, args: &[impl ToRedisArgs], by_hash: bool) -> Cmd {
+    let mut cmd = if by_hash {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(SCRIPT.get_hash());
+        cmd
+    } else {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SOURCE);
+        cmd
+    };
+    cmd.arg(keys.all().len()).arg(keys.all()).arg(args);
+    cmd
+}
+
+/// Several calls, each on its own tenant's slot, sent at once: each is a
+/// command of its own, because a cluster runs a pipeline on one node only
+/// and refuses one whose keys span slots. On the multiplexed connection
+/// they still share the wire, so a single node answers them in about one
+/// round trip, and a cluster's nodes in parallel.
 async fn invoke_all(
-    conn: &mut Valkey,
+    conn: &Valkey,
     calls: &[(&TenantKeys, Vec<String>)],
 ) -> RedisResult<Vec<Value>> {
-    if calls.is_empty() {
-        return Ok(Vec::new());
-    }
-    if let [(keys, args)] = calls {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        return Ok(vec![invoke::<Value>(conn, keys, &args).await?]);
-    }
-    let invocations: Vec<_> = calls
-        .iter()
-        .map(|(keys, args)| {
-            let mut invocation = SCRIPT.prepare_invoke();
-            for key in keys.all() {
-                invocation.key(key);
-            }
-            for arg in args {
-                invocation.arg(arg.as_str());
-            }
-            invocation
-        })
-        .collect();
-    let mut replies: Vec<Option<Value>> = vec![None; calls.len()];
-    let mut loaded = false;
-    loop {
-        let pending: Vec<usize> = (0..calls.len()).filter(|&i| replies[i].is_none()).collect();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for &i in &pending {
-            pipe.invoke_script(&invocations[i]);
-        }
-        let answers: Vec<RedisResult<Value>> = pipe.query_async(conn).await?;
-        let mut missing = false;
-        for (&i, answer) in pending.iter().zip(answers) {
-            match answer {
-                Ok(value) => replies[i] = Some(value),
-                Err(err) if no_script(&err) && !loaded => missing = true,
-                Err(err) => return Err(err),
-            }
-        }
-        if !missing {
-            break;
-        }
-        SCRIPT.load_async(conn).await?;
-        loaded = true;
-    }
-    Ok(replies.into_iter().flatten().collect())
+    futures::future::try_join_all(calls.iter().map(|(keys, args)| {
+        let mut conn = conn.clone();
+        async move { invoke(&mut conn, keys, args).await }
+    }))
+    .await
 }
 
 fn no_script(err: &RedisError) -> bool {
