@@ -30,6 +30,8 @@ use sea_orm::DatabaseConnection;
 
 /// How long a price book answers before it is read again.
 const PRICES_TTL: Duration = Duration::from_secs(1);
+/// How long a request waits for the replica's first price book.
+const FIRST_READ_WAIT: Duration = Duration::from_millis(200);
 
 /// The replica's latest price book.
 #[derive(Clone, Default)]
@@ -42,9 +44,11 @@ struct Latest {
 }
 
 impl Prices {
-    /// The latest book: read now if there is none yet (an empty book if
-    /// PostgreSQL cannot be read, so that nothing waits for it), read again
-    /// in the background once it is older than a second.
+    /// The latest book: read now if there is none yet, waiting at most
+    /// `FIRST_READ_WAIT` (past it, or if PostgreSQL cannot be read, an
+    /// empty book stands in, so that ingest never waits for a database
+    /// that is down), read again in the background once it is older than
+    /// a second.
     pub async fn book(&self, db: &DatabaseConnection) -> Arc<PriceBook> {
         let (book, stale) = {
             let mut latest = self.lock();
@@ -65,8 +69,22 @@ impl Prices {
                 tokio::spawn(async move { prices.read(&db).await });
                 book
             }
-            (None, _) => self.read(db).await,
+            (None, _) => tokio::time::timeout(FIRST_READ_WAIT, self.read(db))
+                .await
+                .unwrap_or_else(|_| self.stand_in()),
         }
+    }
+
+    /// After a read that failed or took too long: the last book (an
+    /// empty one, costing nothing, if none was ever read), kept as if read
+    /// now, so that the next read is a second later, in the background,
+    /// rather than one per request while PostgreSQL is down.
+    fn stand_in(&self) -> Arc<PriceBook> {
+        let mut latest = self.lock();
+        latest.reading = false;
+        let book = latest.book.take().map(|(book, _)| book).unwrap_or_default();
+        latest.book = Some((book.clone(), Instant::now()));
+        book
     }
 
     /// Reads the book and keeps it (or keeps the last one, if the read
@@ -83,11 +101,8 @@ impl Prices {
             }
             Err(err) => {
                 tracing::warn!(%err, "cannot read the prices; costs use the last ones read");
-                latest
-                    .book
-                    .as_ref()
-                    .map(|(b, _)| b.clone())
-                    .unwrap_or_default()
+                drop(latest);
+                self.stand_in()
             }
         }
     }
