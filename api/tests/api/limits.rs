@@ -9,22 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use testkit::{TestApp, assert_client_error, eventually, spawn_app, spawn_app_with};
 
-/// `POST /api/reservations` to the api at `base`: status, body, and
-/// `Retry-After` if any.
+/// `POST /api/reservations` to the api at `base`.
 async fn reserve_at(app: &TestApp, base: &str, body: Value) -> (u16, Value, Option<u64>) {
-    let response = app
-        .client
-        .post(format!("{base}/api/reservations"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    (status, response.json().await.unwrap(), retry_after)
+    testkit::reservations::reserve(&app.client, base, &body).await
 }
 
 async fn reserve(app: &TestApp, body: Value) -> (u16, Value, Option<u64>) {
