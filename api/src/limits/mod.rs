@@ -301,10 +301,14 @@ impl Limits {
     }
 
     /// Refreshes in the background if the base is older than the refresh
-    /// time (at most one refresh per tenant at a time here).
+    /// time (at most one refresh per tenant at a time here, and none for a
+    /// second after one failed: under load, sweeps can keep a refresh from
+    /// applying, and a retry per decision would multiply Valkey's work).
     fn refresh_if_old(&self, state: &AppState, tenant: &str, figures: &Figures) {
         let age_ms = figures.now_ms - figures.base_read_ms.unwrap_or(0);
-        if u128::try_from(age_ms).unwrap_or(0) < self.refreshes.ttl().as_millis() {
+        if u128::try_from(age_ms).unwrap_or(0) < self.refreshes.ttl().as_millis()
+            || self.recently_failed(tenant)
+        {
             return;
         }
         let (limits, state, tenant) = (self.clone(), state.clone(), tenant.to_owned());
@@ -316,23 +320,24 @@ impl Limits {
     /// Refreshes now, waiting a while at most; whether it succeeded. After
     /// a failure, decisions stop waiting for a second.
     async fn refresh_now(&self, state: &AppState, tenant: &str) -> bool {
-        let held = self
-            .lock(&self.failed)
-            .get(tenant)
-            .is_some_and(|at| at.elapsed() < FAILED_REFRESH_HOLD);
-        if held {
+        if self.recently_failed(tenant) {
             return false;
         }
         let done = tokio::time::timeout(REFRESH_WAIT, self.refresh(state, tenant))
             .await
             .unwrap_or(false);
-        if done {
-            self.lock(&self.failed).remove(tenant);
-        } else {
+        if !done {
             self.lock(&self.failed)
                 .insert(tenant.to_owned(), Instant::now());
         }
         done
+    }
+
+    /// Whether a refresh of `tenant` failed less than a second ago.
+    fn recently_failed(&self, tenant: &str) -> bool {
+        self.lock(&self.failed)
+            .get(tenant)
+            .is_some_and(|at| at.elapsed() < FAILED_REFRESH_HOLD)
     }
 
     /// One refresh of `tenant`, shared by concurrent callers; whether it
@@ -346,9 +351,14 @@ impl Limits {
             })
             .await;
         match refreshed {
-            Ok(()) => true,
+            Ok(()) => {
+                self.lock(&self.failed).remove(tenant);
+                true
+            }
             Err(err) => {
                 tracing::warn!(%err, tenant, "cannot refresh the tenant's counted usage");
+                self.lock(&self.failed)
+                    .insert(tenant.to_owned(), Instant::now());
                 false
             }
         }
