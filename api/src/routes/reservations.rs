@@ -286,7 +286,11 @@ impl ReservationsApi {
     /// counted usage, events not yet counted, live reservations and this
     /// one fit every limit of the tenant (quota, budget, per-minute
     /// limits), atomically across api replicas.
-    #[oai(path = "/api/reservations", method = "post")]
+    #[oai(
+        path = "/api/reservations",
+        method = "post",
+        operation_id = "createReservation"
+    )]
     async fn reserve(
         &self,
         auth: ApiKey,
@@ -326,7 +330,11 @@ impl ReservationsApi {
     /// Release a reservation whose call was not made: it stops holding
     /// room at once. Idempotent: a settled, released, expired or unknown
     /// reservation is answered 204 as well.
-    #[oai(path = "/api/reservations/:id", method = "delete")]
+    #[oai(
+        path = "/api/reservations/:id",
+        method = "delete",
+        operation_id = "releaseReservation"
+    )]
     async fn release(
         &self,
         auth: ApiKey,
