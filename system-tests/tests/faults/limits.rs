@@ -2,9 +2,10 @@
 //! two api processes deciding for the same tenants on a real Redis
 //! Cluster, an api killed between a reservation and its event, PostgreSQL
 //! down (decisions go on from the last counted usage, and say how old it
-//! is), and Valkey down (`503` with `Retry-After`). The single-node
-//! interleavings (settlement racing expiry, counting racing settlement, a
-//! redelivered event) are in the api's own tests (`limits`).
+//! is), Valkey down (`503` with `Retry-After`), and settlement racing
+//! expiry across the two apis. The single-node interleavings (settlement
+//! racing expiry, counting racing settlement, a redelivered event) are in
+//! the api's own tests (`limits`).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -51,12 +52,16 @@ async fn settle(
     expect_status(http.post(format!("{base}/api/events")).json(&event), 202).await;
 }
 
-/// The quota entry of an answer's `limits`.
-fn quota(answer: &Value) -> &Value {
+/// The entry of `kind` in an answer's `limits`.
+fn limit<'a>(answer: &'a Value, kind: &str) -> &'a Value {
     answer["limits"]
         .as_array()
-        .and_then(|limits| limits.iter().find(|l| l["kind"] == "quota"))
-        .unwrap_or_else(|| panic!("no quota in {answer}"))
+        .and_then(|limits| limits.iter().find(|l| l["kind"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} in {answer}"))
+}
+
+fn quota(answer: &Value) -> &Value {
+    limit(answer, "quota")
 }
 
 /// The check at `base`: (quota used, quota reserved), and the answer.
@@ -346,4 +351,40 @@ async fn with_valkey_down_a_reservation_is_503_with_retry_after_until_it_is_back
     .await;
     // The first reservation survived in the append-only file.
     until_held(&http, &base, "acme", (0, 2_000)).await;
+}
+
+/// Reservations of one second granted by one api and settled through the
+/// other around the moment they expire, on a cluster: each is settled or
+/// expired, never both, and each call counts once in the quota and in
+/// the per-minute window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_racing_expiry_across_two_apis_counts_each_call_once() {
+    let cluster = Cluster::start(3, 0).await;
+    let stack = ClusterStack::new(TestEnv::new().await, &cluster, 3);
+    let (a, _a) = stack.spawn_api(&[]).await;
+    let (b, _b) = stack.spawn_api(&[]).await;
+    let http = client();
+    put_tenant(
+        &http,
+        &a,
+        "acme",
+        json!({"monthlyQuota": 1_000_000, "requestsPerMinute": 1_000}),
+    )
+    .await;
+
+    let calls = (0..8_u64).map(|i| {
+        let (http, a, b) = (&http, &a, &b);
+        async move {
+            let body = json!({"tenant": "acme", "tokens": 1_000, "ttlSeconds": 1});
+            let id = granted(http, a, body).await;
+            tokio::time::sleep(Duration::from_millis(900 + 30 * i)).await;
+            settle(http, b, ("acme", &format!("e{i}"), 600), Some(&id)).await;
+        }
+    });
+    futures::future::join_all(calls).await;
+
+    until_held(&http, &a, "acme", (8 * 600, 0)).await;
+    let (_, answer) = held(&http, &b, "acme").await;
+    let requests = limit(&answer, "requestsPerMinute");
+    assert_eq!(requests["used"], 8, "each call once: {answer}");
 }
