@@ -66,6 +66,17 @@ pub struct ApiConfig {
         default_value = "flagmeter.tenant"
     )]
     pub otlp_tenant_attribute: String,
+    /// What a reservation gets when the tenant's counted usage is unknown
+    /// (PostgreSQL unreachable and no usage read this period): `allow`
+    /// grants it as far as the per-minute limits allow (a PostgreSQL
+    /// outage does not stop the tenants' model calls), `refuse` answers 503.
+    #[arg(
+        long,
+        env = "FLAGMETER_LIMITS_WHEN_UNKNOWN",
+        value_enum,
+        default_value_t = crate::limits::WhenUnknown::Allow
+    )]
+    pub limits_when_unknown: crate::limits::WhenUnknown,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

@@ -21,6 +21,11 @@ pub trait Submission {
 
     fn tenant(&self) -> &str;
 
+    /// The reservation the item settles, if it names one (an event may).
+    fn reservation(&self) -> Option<&str> {
+        None
+    }
+
     /// The stream record, received at `now`, if it obeys every rule.
     fn into_record(self, now: DateTime<Utc>) -> Result<EventRecord, Invalid>;
 }
@@ -33,10 +38,11 @@ pub async fn accept<T: Submission>(
     item: T,
 ) -> Result<EventRecord, ApiError> {
     caller.require_for(Scope::Ingest, item.tenant())?;
+    let reservation = item.reservation().map(str::to_owned);
     let record = item
         .into_record(state.clock.now())
         .map_err(|invalid| ApiError::invalid_item(T::KIND, None, &invalid))?;
-    append(state, std::slice::from_ref(&record)).await?;
+    append(state, std::slice::from_ref(&record), &[reservation]).await?;
     Ok(record)
 }
 
@@ -53,6 +59,10 @@ pub async fn accept_batch<T: Submission>(
     }
     state.auth.charge_batch(caller, items.len())?;
     let now = state.clock.now();
+    let reservations: Vec<Option<String>> = items
+        .iter()
+        .map(|item| item.reservation().map(str::to_owned))
+        .collect();
     let records = items
         .into_iter()
         .enumerate()
@@ -61,19 +71,28 @@ pub async fn accept_batch<T: Submission>(
                 .map_err(|invalid| ApiError::invalid_item(T::KIND, Some(index), &invalid))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    append(state, &records).await?;
+    append(state, &records, &reservations).await?;
     Ok(records)
 }
 
 /// Appends records to one shard of the stream in one round trip
 /// (atomically for several): the next shard in turn that is below the
-/// high-water mark. Answers 503 with `Retry-After` whenever it cannot be
+/// high-water mark. Events are first registered as in flight with their
+/// tenants' limits (settling the reservations they name, `reservations`
+/// holding each record's), so that they hold room from before the
+/// pipeline can count them ([`crate::limits`]); should the append then
+/// fail, what was registered is a phantom, dropped later (or replaced by
+/// the client's retry of the same id). Answers 503 with `Retry-After` whenever it cannot be
 /// sure they are stored: Valkey unreachable, every shard full, the shard
 /// missing, too few replicas confirming in time (with
 /// `FLAGMETER_VALKEY_MIN_REPLICAS`), or no reply within the response timeout
 /// (in the last two cases the events may in fact be stored, so clients
 /// retry with the same ids).
-pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), ApiError> {
+pub async fn append(
+    state: &AppState,
+    records: &[EventRecord],
+    reservations: &[Option<String>],
+) -> Result<(), ApiError> {
     let Some(shard) = state.backlog.shard_with_room(state.high_water) else {
         metrics::counter!("flagmeter_backpressure_responses_total", "cause" => "high_water")
             .increment(1);
@@ -87,6 +106,14 @@ pub async fn append(state: &AppState, records: &[EventRecord]) -> Result<(), Api
             "event stream is full; the pipeline is catching up",
         ));
     };
+    if records.iter().any(|r| !r.void) {
+        let registered = state.limits.register(state, records, reservations).await;
+        if registered.is_err() {
+            metrics::counter!("flagmeter_backpressure_responses_total", "cause" => "valkey_unavailable")
+                .increment(1);
+        }
+        registered?;
+    }
     let keys = state.shards.get(shard);
     let payloads: Vec<Vec<u8>> = records.iter().map(EventRecord::encode).collect();
     let mut conn = state.valkey.clone();

@@ -10,6 +10,9 @@
 //! the event; the lag is that entry's age. An entry is acknowledged just
 //! after its COMMIT, so the figure errs on the safe side by that moment.
 //! The sample is at most one interval old plus a round trip.
+//!
+//! The same sample tells the limits ([`crate::limits`]) up to when
+//! everything appended has been counted ([`Lag::counted_through_ms`]).
 
 use std::{
     sync::{
@@ -29,13 +32,20 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 const NONE_WAITING: i64 = i64::MAX;
 
 /// When the oldest uncounted entry was accepted (ms since the epoch), or
-/// `NONE_WAITING`, shared with every request.
+/// `NONE_WAITING`, and when the last sample that succeeded began (0
+/// before any), shared with every request.
 #[derive(Debug, Clone)]
-pub struct Lag(Arc<AtomicI64>);
+pub struct Lag {
+    oldest: Arc<AtomicI64>,
+    sampled: Arc<AtomicI64>,
+}
 
 impl Default for Lag {
     fn default() -> Self {
-        Self(Arc::new(AtomicI64::new(NONE_WAITING)))
+        Self {
+            oldest: Arc::new(AtomicI64::new(NONE_WAITING)),
+            sampled: Arc::new(AtomicI64::new(0)),
+        }
     }
 }
 
@@ -43,20 +53,38 @@ impl Lag {
     /// Milliseconds the oldest uncounted event has waited at `now_ms`; 0
     /// when none waits.
     pub fn ms(&self, now_ms: i64) -> u64 {
-        match self.0.load(Ordering::Relaxed) {
+        match self.oldest.load(Ordering::Relaxed) {
             NONE_WAITING => 0,
             oldest => u64::try_from(now_ms - oldest).unwrap_or(0),
+        }
+    }
+
+    /// A time (ms since the epoch) before which every entry appended to
+    /// any shard has been counted (or dead-lettered): just before the
+    /// oldest uncounted entry, or, when none waited, the start of the last
+    /// sample. 0 before the first sample; never later than the truth.
+    pub fn counted_through_ms(&self) -> i64 {
+        // Read in this order: a sample stores `oldest` before `sampled`,
+        // so `oldest` is at least as recent as the sample it is paired with.
+        let sampled = self.sampled.load(Ordering::Acquire);
+        match self.oldest.load(Ordering::Acquire) {
+            NONE_WAITING => sampled,
+            oldest => (oldest - 1).min(sampled),
         }
     }
 
     /// Samples until shutdown. A failed sample keeps the last value.
     pub async fn sample(self, mut valkey: Valkey, shards: Shards, shutdown: CancellationToken) {
         loop {
+            let started = chrono::Utc::now().timestamp_millis();
             match oldest_of_all(&mut valkey, &shards).await {
-                Ok(oldest) => self.0.store(
-                    oldest.map_or(NONE_WAITING, |id| id.ms as i64),
-                    Ordering::Relaxed,
-                ),
+                Ok(oldest) => {
+                    self.oldest.store(
+                        oldest.map_or(NONE_WAITING, |id| id.ms as i64),
+                        Ordering::Release,
+                    );
+                    self.sampled.store(started, Ordering::Release);
+                }
                 Err(err) => tracing::debug!(%err, "cannot sample the pipeline's lag"),
             }
             tokio::select! {

@@ -1,6 +1,7 @@
 //! The FlagMeter HTTP service: ingest of usage events into the Valkey stream
 //! ([`ingest`], bodies in JSON or MessagePack: [`msgpack`]), usage, cost
-//! and entitlement checks over the PostgreSQL rollups, prices, tenant
+//! and entitlement checks over the PostgreSQL rollups, reservations and
+//! per-minute limits that hold across replicas ([`limits`]), prices, tenant
 //! administration (configuration, Slack webhook, alert history), API keys
 //! and their rate limits ([`auth`]), OpenTelemetry GenAI spans counted as
 //! events ([`otlp`]), the live dashboard ([`dashboard`]),
@@ -24,6 +25,7 @@ pub mod header_timeout;
 pub mod http_metrics;
 pub mod ingest;
 pub mod lag;
+pub mod limits;
 pub mod msgpack;
 pub mod otlp;
 pub mod price_catalog;

@@ -14,7 +14,8 @@ use stream::{ConnectOptions, ensure_group};
 
 use crate::{
     auth::Auth, backlog::Backlog, clock::Clock, config, config::ApiConfig, dashboard::snapshot,
-    header_timeout::HeaderTimeout, lag::Lag, routes, state::AppState, usage_cache::UsageCache,
+    header_timeout::HeaderTimeout, lag::Lag, limits::Limits, routes, state::AppState,
+    usage_cache::UsageCache,
 };
 
 /// A built api, bound to its port, ready to serve.
@@ -73,6 +74,11 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
         let currency: std::sync::Arc<str> = config.money.currency.as_str().into();
+        let limits = Limits::new(
+            &config.valkey.stream,
+            config.limits_when_unknown,
+            Duration::from_millis(config.usage_cache_ms),
+        );
         let (snapshot_publisher, snapshots) = snapshot::channel(currency.clone());
         Ok(Self {
             acceptor,
@@ -97,6 +103,7 @@ impl Application {
                 usage_cache: UsageCache::new(Duration::from_millis(config.usage_cache_ms)),
                 snapshots,
                 otlp_tenant_attribute: config.otlp_tenant_attribute.as_str().into(),
+                limits,
             },
             max_body_bytes: config.max_body_bytes,
             header_timeout: Duration::from_millis(config.header_timeout_ms),
@@ -123,6 +130,12 @@ impl Application {
             self.state.shards.clone(),
             shutdown.clone(),
         ));
+        let limits = tokio::spawn(
+            self.state
+                .limits
+                .clone()
+                .run(self.state.clone(), shutdown.clone()),
+        );
         let metrics = runtime::metrics::handle();
         crate::http_metrics::describe(self.state.high_water);
         // After the recorder exists: it reports the offset first.
@@ -132,12 +145,13 @@ impl Application {
                 .clone()
                 .sync(self.state.valkey.clone(), shutdown.clone()),
         );
+        crate::limits::describe();
         let upkeep = tokio::spawn(runtime::metrics::upkeep(metrics.clone(), shutdown.clone()));
         // Stopping it ends every dashboard stream, so that open browsers do
         // not hold the graceful shutdown up.
         let snapshots = tokio::spawn(
             self.snapshot_publisher
-                .run(self.state.db.clone(), shutdown.clone()),
+                .run(self.state.clone(), shutdown.clone()),
         );
         let app = routes::app(self.state, self.max_body_bytes, metrics);
         Server::new_with_acceptor(HeaderTimeout::new(self.acceptor, self.header_timeout))
@@ -149,6 +163,7 @@ impl Application {
             .await?;
         sampler.abort();
         lag.abort();
+        limits.abort();
         clock.abort();
         upkeep.abort();
         snapshots.abort();

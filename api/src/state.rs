@@ -6,7 +6,7 @@ use stream::{Replication, Shards, Valkey};
 
 use crate::{
     auth::Auth, backlog::Backlog, clock::Clock, dashboard::snapshot::Snapshots, lag::Lag,
-    usage_cache::UsageCache,
+    limits::Limits, usage_cache::UsageCache,
 };
 use sea_orm::DatabaseConnection;
 
@@ -57,4 +57,6 @@ pub struct AppState {
     pub otlp_tenant_attribute: std::sync::Arc<str>,
     /// The dashboard's latest figures, read once for every viewer.
     pub snapshots: Snapshots,
+    /// Reservations, per-minute limits, and the events in flight.
+    pub limits: Limits,
 }

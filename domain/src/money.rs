@@ -197,6 +197,20 @@ impl Amount {
         self.0 * 100 >= budget.amount().0 * i128::from(threshold)
     }
 
+    /// An amount of whole micro-units.
+    pub fn from_micros(micros: i64) -> Self {
+        Self(i128::from(micros) * PICOS_PER_MICRO)
+    }
+
+    /// This amount in micro-units, rounded up (towards more money), so that
+    /// an amount held against a budget is never smaller than the cost;
+    /// saturating at the ends of `i64`.
+    pub fn micros_rounded_up(self) -> i64 {
+        let micros = self.0.div_euclid(PICOS_PER_MICRO)
+            + i128::from(self.0.rem_euclid(PICOS_PER_MICRO) != 0);
+        i64::try_from(micros).unwrap_or(if micros < 0 { i64::MIN } else { i64::MAX })
+    }
+
     /// This cost as a percentage of `budget`, to two decimals, for display.
     pub fn percent_of(self, budget: Budget) -> f64 {
         let percent = self.0 as f64 * 100.0 / budget.amount().0 as f64;
@@ -402,5 +416,25 @@ mod tests {
         assert_eq!(cost.percent_of(budget), 75.0);
         let most = PerMillion::parse("9999999.999999").unwrap().cost(i64::MAX);
         assert!(most > Amount::ZERO, "no overflow");
+    }
+
+    #[test]
+    fn micro_units_round_up_towards_more_money() {
+        let tiny = PerMillion::parse("0.000025").unwrap().cost(1);
+        assert_eq!(tiny.micros_rounded_up(), 1);
+        assert_eq!(
+            Amount::from_micros(4_700_000).micros_rounded_up(),
+            4_700_000
+        );
+        assert_eq!(Amount::from_micros(4_700_000).to_string(), "4.700000");
+        assert_eq!((Amount::ZERO - tiny).micros_rounded_up(), 0);
+        assert_eq!(Amount::from_micros(-3).micros_rounded_up(), -3);
+        assert_eq!(
+            PerMillion::parse("9999999.999999")
+                .unwrap()
+                .cost(i64::MAX)
+                .micros_rounded_up(),
+            i64::MAX
+        );
     }
 }

@@ -55,6 +55,14 @@ pub struct PriceVersion {
 }
 
 impl PriceVersion {
+    /// The highest of this version's class prices.
+    pub fn dearest(&self) -> PerMillion {
+        self.input
+            .max(self.output)
+            .max(self.cache_read)
+            .max(self.cache_write)
+    }
+
     /// The exact cost of `counts`; unclassified tokens at the input price.
     pub fn cost(&self, counts: &Counts) -> Amount {
         self.input.cost(counts.input + counts.unclassified())
@@ -92,6 +100,17 @@ impl PriceBook {
         let versions = self.by_feature.get(feature)?;
         let after = versions.partition_point(|v| v.effective_from <= at);
         after.checked_sub(1).map(|last| &versions[last])
+    }
+
+    /// The highest price of any token class of any feature in force at
+    /// `at`: what a call whose feature is not known could cost per million
+    /// tokens at most.
+    pub fn dearest_in_force(&self, at: DateTime<Utc>) -> Option<PerMillion> {
+        self.by_feature
+            .keys()
+            .filter_map(|feature| self.in_force(feature, at))
+            .map(PriceVersion::dearest)
+            .max()
     }
 
     /// Whether a version of `feature` takes effect strictly inside
@@ -153,6 +172,25 @@ mod tests {
             !within("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"),
             "a change at the end"
         );
+    }
+
+    #[test]
+    fn the_dearest_price_in_force_is_the_highest_class_of_any_feature() {
+        let mut dear = version(3, "2026-11-01T00:00:00Z", "1");
+        dear.feature = "o1".into();
+        dear.output = PerMillion::parse("60").unwrap();
+        let book = PriceBook::new(vec![
+            version(1, "2026-11-01T00:00:00Z", "5"),
+            version(2, "2026-12-01T00:00:00Z", "90"),
+            dear,
+        ]);
+        let at = |t: &str| {
+            book.dearest_in_force(t.parse().unwrap())
+                .map(|p| p.to_string())
+        };
+        assert_eq!(at("2026-11-15T00:00:00Z").as_deref(), Some("60.000000"));
+        assert_eq!(at("2026-12-15T00:00:00Z").as_deref(), Some("90.000000"));
+        assert_eq!(at("2026-10-15T00:00:00Z"), None);
     }
 
     #[test]

@@ -16,6 +16,11 @@ table!("tenants" {
     pub timezone: String,
     /// Monthly budget in micro-units of the currency (`None`: no budget).
     pub monthly_budget_micros: Option<i64>,
+    /// Most tokens in any 60 seconds (`None`: no such limit).
+    pub tokens_per_minute: Option<i64>,
+    /// Most requests (model calls) in any 60 seconds (`None`: no such
+    /// limit).
+    pub requests_per_minute: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 });

@@ -39,6 +39,11 @@ pub struct Cli {
     /// What the reads ask: a tenant's usage, or its entitlement check.
     #[arg(long, value_enum, default_value_t = Reads::Usage)]
     pub reads: Reads,
+    /// Make each post a model call: a reservation of its tokens
+    /// (`POST /api/reservations`) first, which its event then settles;
+    /// a call's latency is both requests'. Single events only.
+    #[arg(long, conflicts_with = "batch")]
+    pub reserve: bool,
     /// Events per post: above 1, posts go to `/api/events/batch`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch: u32,

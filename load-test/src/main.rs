@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<Report> {
     let plan = Plan::new(cli.profile, cli.rate, cli.duration);
     let client = client::build(cli.connections, cli.api_key.as_deref())?;
-    let run_id = cli.audit.then(|| uuid::Uuid::now_v7().simple().to_string());
+    let run_id = (cli.audit || cli.reserve).then(|| uuid::Uuid::now_v7().simple().to_string());
     let traffic = Traffic::new(
         &cli.url,
         cli.tenants,
@@ -64,7 +64,8 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         cli.reads,
         (cli.batch, cli.format),
         run_id,
-    );
+    )
+    .reserving(cli.reserve);
     let before = if cli.audit {
         Some(audit::usage_now(&client, &traffic).await?)
     } else {

@@ -18,11 +18,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     audit::Ledger,
-    client,
+    client::{self, Outcome},
     profile::{Plan, Think, UserPlan},
     schedule::RateSchedule,
     stats::Stats,
-    traffic::{Kind, Traffic},
+    traffic::{Format, Kind, Traffic},
 };
 
 /// What every task of a run shares.
@@ -60,16 +60,29 @@ pub async fn execute(run: Arc<Run>, plan: &Plan, start: Instant) -> Ended {
     }
 }
 
-/// Sends one request meant to leave at `intended` and records its result.
+/// Sends one request (after its reservation, if it has one: a refused
+/// reservation is the call's outcome) meant to leave at `intended` and
+/// records its result.
 async fn fire(run: &Run, intended: Instant) {
     let request = run.traffic.next();
-    let outcome = client::send(
-        &run.client,
-        &request.url,
-        request.body,
-        run.traffic.format(),
-    )
-    .await;
+    let reserved = match request.reservation {
+        Some(reservation) => {
+            let url = run.traffic.reservations_url();
+            client::send(&run.client, &url, Some(reservation), Format::Json).await
+        }
+        None => Outcome::Status(201),
+    };
+    let outcome = if reserved == Outcome::Status(201) {
+        client::send(
+            &run.client,
+            &request.url,
+            request.body,
+            run.traffic.format(),
+        )
+        .await
+    } else {
+        reserved
+    };
     let latency = intended.elapsed();
     run.stats
         .record(request.kind, latency, outcome, request.events.len() as u64);

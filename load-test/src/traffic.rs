@@ -1,7 +1,8 @@
 //! What each request is: like the original's k6 script, a random tenant, a
 //! random feature and 100–5,099 tokens, posted (alone or in batches, as JSON
 //! or MessagePack) or a read (a tenant's usage, or its entitlement check), in
-//! the configured mix.
+//! the configured mix. With reservations, each single post is a model call:
+//! a reservation of its tokens first, which the event then settles.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -47,6 +48,9 @@ pub struct Request {
     pub body: Option<Vec<u8>>,
     /// `(tenant index, tokens)` of each event posted.
     pub events: Vec<(usize, i64)>,
+    /// The JSON body of the reservation to make before the post, which
+    /// the post's event settles.
+    pub reservation: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,18 @@ struct Event<'a> {
     tokens: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+    #[serde(rename = "reservationId", skip_serializing_if = "Option::is_none")]
+    reservation_id: Option<String>,
+}
+
+/// A reservation for one event, under the event's id (the reservation's
+/// id is then `<tenant>:<event id>`).
+#[derive(Serialize)]
+struct Reservation<'a> {
+    tenant: &'a str,
+    feature: &'a str,
+    tokens: i64,
+    id: &'a str,
 }
 
 #[derive(Serialize)]
@@ -92,9 +108,12 @@ pub struct Traffic {
     reads: Reads,
     batch: u32,
     format: Format,
-    /// With an audit, events carry `{run id}-{counter}` ids.
+    /// With an audit or reservations, events carry `{run id}-{counter}`
+    /// ids.
     ids: Option<String>,
     counter: AtomicU64,
+    /// Whether each (single) post is preceded by a reservation it settles.
+    reserve: bool,
 }
 
 impl Traffic {
@@ -117,7 +136,14 @@ impl Traffic {
             format,
             ids: run_id,
             counter: AtomicU64::new(0),
+            reserve: false,
         }
+    }
+
+    /// Makes each single post a model call: a reservation of its tokens
+    /// first (events then carry ids, if the run gave them).
+    pub fn reserving(self, reserve: bool) -> Self {
+        Self { reserve, ..self }
     }
 
     pub fn format(&self) -> Format {
@@ -133,6 +159,11 @@ impl Traffic {
         format!("{}/api/usage/{tenant}", self.base)
     }
 
+    /// `POST /api/reservations`.
+    pub fn reservations_url(&self) -> String {
+        format!("{}/api/reservations", self.base)
+    }
+
     /// The next request, chosen at random.
     pub fn next(&self) -> Request {
         let mut rng = rand::rng();
@@ -146,6 +177,7 @@ impl Traffic {
                 },
                 body: None,
                 events: Vec::new(),
+                reservation: None,
             };
         }
         let events: Vec<(usize, usize, i64)> = (0..self.batch)
@@ -165,9 +197,22 @@ impl Traffic {
                 let n = self.counter.fetch_add(1, Ordering::Relaxed);
                 format!("{run}-{n}")
             }),
+            reservation_id: None,
         });
+        let mut reservation = None;
         let (url, body) = if self.batch == 1 {
-            let event = bodies.next();
+            let mut event = bodies.next();
+            if let Some(event) = event.as_mut().filter(|_| self.reserve)
+                && let Some(id) = &event.id
+            {
+                reservation = Some(Format::Json.encode(&Reservation {
+                    tenant: event.tenant,
+                    feature: event.feature,
+                    tokens: event.tokens,
+                    id,
+                }));
+                event.reservation_id = Some(format!("{}:{id}", event.tenant));
+            }
             (
                 format!("{}/api/events", self.base),
                 self.format.encode(&event),
@@ -188,6 +233,7 @@ impl Traffic {
                 .into_iter()
                 .map(|(t, _, tokens)| (t, tokens))
                 .collect(),
+            reservation,
         }
     }
 }
@@ -249,5 +295,26 @@ mod tests {
         assert_eq!(request.kind, Kind::Read);
         assert!(request.url.starts_with("http://127.0.0.1:3000/api/usage/"));
         assert!(request.body.is_none());
+    }
+
+    #[test]
+    fn a_call_reserves_its_tokens_under_the_events_id_and_the_event_settles_it() {
+        let traffic = Traffic::new(
+            "http://127.0.0.1:3000",
+            vec!["acme-corp".into()],
+            vec!["gpt-4o".into()],
+            100,
+            Reads::Usage,
+            (1, Format::Msgpack),
+            Some("run".into()),
+        )
+        .reserving(true);
+        let call = traffic.next();
+        let reservation: Value =
+            serde_json::from_slice(call.reservation.as_deref().unwrap()).unwrap();
+        let event: Value = rmp_serde::from_slice(call.body.as_deref().unwrap()).unwrap();
+        assert_eq!(reservation["id"], "run-0");
+        assert_eq!(reservation["tokens"], event["tokens"]);
+        assert_eq!(event["reservationId"], "acme-corp:run-0");
     }
 }

@@ -77,6 +77,7 @@ migrations!(
     m20261202_000032_tenant_timezones,
     m20261202_000033_voids,
     m20261202_000034_rollup_fillfactor,
+    m20261207_000050_per_minute_limits,
     m20261207_000060_webhook_ids_and_rotation,
     m20261207_000075_key_expiry,
     m20261207_000076_deleted_tenants,

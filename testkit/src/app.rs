@@ -112,6 +112,7 @@ pub fn api_config(valkey: ValkeyArgs, database: DatabaseArgs, admin_key: &str) -
         money: Default::default(),
         webhook_rotation_grace_secs: 86_400,
         otlp_tenant_attribute: "flagmeter.tenant".into(),
+        limits_when_unknown: api::limits::WhenUnknown::Allow,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod freezing_proxy;
 pub mod json;
 pub mod log;
 pub mod offhost;
+pub mod reservations;
 pub mod standard_webhooks;
 
 pub use app::{

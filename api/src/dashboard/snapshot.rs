@@ -1,7 +1,8 @@
 //! The dashboard's figures, read once for every viewer.
 //!
 //! A single task reads every tenant's period usage and last hour of minute
-//! rollups once a second (three queries, however many browsers watch) and
+//! rollups once a second (three queries, however many browsers watch), and
+//! the tokens live reservations hold (one Valkey round trip), and
 //! publishes the result into a `watch` channel; each `/api/usage/stream`
 //! connection only reads the latest value. The JSON is serialized once per
 //! publication, not once per viewer. While nobody watches, nothing is read;
@@ -32,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 use domain::period::Tz;
 use store::usage::{self, Granularity, PeriodUsage};
 
-use crate::routes::{AlertKind, BudgetUsage, QuotaUsage};
+use crate::{
+    routes::{AlertKind, BudgetUsage, QuotaUsage},
+    state::AppState,
+};
 
 /// How often the figures are read while someone watches.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -88,6 +92,9 @@ pub struct DashboardTenant {
     /// Tokens per minute over the last 60 minutes, oldest first, starting
     /// at `seriesStart`; the last one is the current, unfinished minute.
     pub last_hour: Vec<i64>,
+    /// Tokens live reservations hold (absent when Valkey could not say).
+    #[oai(skip_serializing_if_is_none)]
+    pub reserved_tokens: Option<i64>,
 }
 
 /// Every tenant's usage, as the dashboard shows it.
@@ -234,7 +241,7 @@ impl Publisher {
     /// (and at once for a viewer that finds none), until `shutdown`. A
     /// failed reading keeps the last figures (viewers see them age) and is
     /// logged once until readings succeed again.
-    pub async fn run(self, db: DatabaseConnection, shutdown: CancellationToken) {
+    pub async fn run(self, state: AppState, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<DashboardSnapshot> = None;
@@ -255,8 +262,19 @@ impl Publisher {
                 }
                 continue;
             }
-            let snapshot = match read(&db, Utc::now(), &self.currency).await {
-                Ok(snapshot) => snapshot,
+            let snapshot = match read(&state.db, Utc::now(), &self.currency).await {
+                Ok(mut snapshot) => {
+                    let tenants: Vec<String> = snapshot
+                        .tenants
+                        .iter()
+                        .map(|t| t.quota.tenant.clone())
+                        .collect();
+                    let reserved = state.limits.reserved_tokens(&state, &tenants).await;
+                    for (row, reserved) in snapshot.tenants.iter_mut().zip(reserved) {
+                        row.reserved_tokens = reserved;
+                    }
+                    snapshot
+                }
                 Err(err) => {
                     if !failing {
                         tracing::warn!(%err, "cannot read the dashboard figures; viewers keep the last ones");
@@ -358,6 +376,7 @@ fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
             })
             .collect(),
         last_hour,
+        reserved_tokens: None,
     }
 }
 
@@ -402,6 +421,8 @@ mod tests {
                 alert_thresholds: vec![80],
                 timezone: "UTC".into(),
                 monthly_budget_micros: Some(budget.micros()),
+                tokens_per_minute: None,
+                requests_per_minute: None,
                 created_at: at,
                 updated_at: at,
             },

@@ -111,6 +111,13 @@ pub struct EventIn {
     /// the future. Defaults to the time of receipt.
     #[oai(nullable)]
     pub timestamp: Option<DateTime<Utc>>,
+    /// The `reservationId` of the reservation this call was made under
+    /// (`POST /api/reservations`): accepting the event settles it, and the
+    /// event's own tokens hold the room from then on. An unknown or
+    /// expired one changes nothing: the event is accepted and counted.
+    /// 1–200 printable ASCII characters.
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    pub reservation_id: Option<String>,
 }
 
 impl Example for EventIn {
@@ -125,6 +132,7 @@ impl Example for EventIn {
             cache_write_tokens: None,
             id: None,
             timestamp: None,
+            reservation_id: None,
         }
     }
 }
@@ -134,6 +142,10 @@ impl Submission for EventIn {
 
     fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    fn reservation(&self) -> Option<&str> {
+        self.reservation_id.as_deref()
     }
 
     /// Applies every rule and builds the stream record, its strings moved;
@@ -154,6 +166,9 @@ impl Submission for EventIn {
         }
         let occurred = self.timestamp.unwrap_or(now);
         validate::occurred_at(occurred, now)?;
+        if let Some(reservation) = &self.reservation_id {
+            crate::limits::check_reservation_id(reservation)?;
+        }
         Ok(EventRecord::new(
             self.id
                 .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0),
@@ -198,6 +213,7 @@ enum Key {
     CacheWriteTokens,
     Id,
     Timestamp,
+    ReservationId,
     Events,
     Other,
 }
@@ -214,6 +230,7 @@ impl<'de> Deserialize<'de> for Key {
             "cacheWriteTokens" => Key::CacheWriteTokens,
             "id" => Key::Id,
             "timestamp" => Key::Timestamp,
+            "reservationId" => Key::ReservationId,
             "events" => Key::Events,
             _ => Key::Other,
         })
@@ -297,6 +314,7 @@ impl<'de> Visitor<'de> for EventVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventIn, A::Error> {
         let (mut tenant, mut feature, mut id, mut timestamp) = (None, None, None, None);
+        let mut reservation_id = None;
         let mut counts: [Option<Option<i64>>; 5] = Default::default();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
@@ -309,6 +327,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Key::CacheWriteTokens => once(&mut map, &mut counts[4])?,
                 Key::Id => once::<_, Option<Text>>(&mut map, &mut id)?,
                 Key::Timestamp => once::<_, Option<Text>>(&mut map, &mut timestamp)?,
+                Key::ReservationId => once::<_, Option<Text>>(&mut map, &mut reservation_id)?,
                 Key::Events | Key::Other => return Err(give_up()),
             }
         }
@@ -339,6 +358,11 @@ impl<'de> Visitor<'de> for EventVisitor {
                 None => None,
             },
             timestamp,
+            reservation_id: match reservation_id.flatten() {
+                Some(Text(text)) if (1..=200).contains(&text.chars().count()) => Some(text),
+                Some(_) => return Err(give_up()),
+                None => None,
+            },
         })
     }
 }
@@ -489,6 +513,7 @@ mod tests {
         r#"{"tenant":"a","feature":"f","tokens":1,"id":null,"timestamp":null,"inputTokens":null}"#,
         r#"{"tenant":"a","feature":"gpt\u002d4","tokens":5,"id":"call\u002d7"}"#,
         r#"{"tenant":"a","feature":"f","inputTokens":0,"outputTokens":3}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"reservationId":"a:call 7"}"#,
     ];
 
     const GIVEN_UP: &[&str] = &[
@@ -517,6 +542,8 @@ mod tests {
         r#"{"tenant":"a","feature":"f","tokens":5,"id":5}"#,
         r#"{"tenant":"a","feature":"f","tokens":5,"timestamp":"yesterday"}"#,
         r#"{"tenant":"a","feature":"f","tokens":5,"timestamp":1700000000}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"reservationId":""}"#,
+        r#"{"tenant":"a","feature":"f","tokens":5,"reservationId":7}"#,
         r#"[{"tenant":"a","feature":"f","tokens":5}]"#,
         r#"["a","f",5]"#,
         "null",

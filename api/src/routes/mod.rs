@@ -13,6 +13,7 @@ mod otlp;
 mod paging;
 mod prices;
 mod reference;
+mod reservations;
 pub mod rules;
 mod spec;
 mod tenants;
@@ -49,6 +50,9 @@ pub(crate) enum ApiTags {
     Events,
     /// How much of its quota a tenant has used.
     Usage,
+    /// Reservations: room held for a model call before it is made, under
+    /// the tenant's quota, budget and per-minute limits.
+    Limits,
     /// Tenant configuration, Slack and signed webhooks, alert history.
     Tenants,
     /// Effective-dated prices per feature and token class.
@@ -122,6 +126,7 @@ type Apis = (
     dead_letters::DeadLettersApi,
     usage::UsageApi,
     check::CheckApi,
+    reservations::ReservationsApi,
     usage_stream::UsageStreamApi,
     tenants::TenantConfigApi,
     tenants::SlackWebhookApi,
@@ -142,6 +147,7 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
         dead_letters::DeadLettersApi(state.clone()),
         usage::UsageApi(state.clone()),
         check::CheckApi(state.clone()),
+        reservations::ReservationsApi(state.clone()),
         usage_stream::UsageStreamApi::new(state),
         tenants::TenantConfigApi(state.clone()),
         tenants::SlackWebhookApi(state.clone()),

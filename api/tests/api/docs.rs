@@ -4,7 +4,7 @@ use testkit::spawn_app;
 
 /// Every path the api serves, as the spec names it: clients use them as
 /// written, so one that disappears or is renamed fails here.
-const ROUTES: [&str; 24] = [
+const ROUTES: [&str; 26] = [
     "/api/dead-letters",
     "/api/dead-letters/redrive",
     "/api/events",
@@ -16,6 +16,8 @@ const ROUTES: [&str; 24] = [
     "/api/keys/{id}",
     "/api/prices",
     "/api/ready",
+    "/api/reservations",
+    "/api/reservations/{id}",
     "/api/tenants",
     "/api/tenants/{tenant}",
     "/api/tenants/{tenant}/alerts",

@@ -11,6 +11,7 @@ mod end_to_end;
 mod explorer;
 mod ingest;
 mod keys;
+mod limits;
 mod msgpack;
 mod otel_sdk;
 mod otlp;

@@ -35,15 +35,12 @@ pub enum Command {
     },
     /// Entitlement checks only (`GET /api/usage/{tenant}/check`) at each
     /// rate, over priced tenants with counted usage.
-    Check {
-        #[arg(required = true)]
-        rates: Vec<u32>,
-        /// Tenants the checks are spread over.
-        #[arg(long, env = "TENANTS", default_value_t = 100)]
-        tenants: usize,
-        #[command(flatten)]
-        load: LoadSettings,
-    },
+    Check(TenantRates),
+    /// Model calls at each rate (calls/s), audited, with counting
+    /// running: a reservation then the event that settles it, beside the
+    /// same events without reservations; P50/P99 of a call and Valkey
+    /// round trips per call (single node only).
+    Reserve(TenantRates),
     /// Pre-fill EVENTS events over TENANTS tenants (audited), then time
     /// WORKERS replicas draining them.
     Drain {
@@ -106,6 +103,18 @@ pub enum Command {
         #[arg(long, env = "WORKERS", default_value_t = 1)]
         workers: usize,
     },
+}
+
+/// Open-model rates over tenants of the run's own.
+#[derive(Debug, Args)]
+pub struct TenantRates {
+    #[arg(required = true)]
+    pub rates: Vec<u32>,
+    /// Tenants the requests are spread over.
+    #[arg(long, env = "TENANTS", default_value_t = 100)]
+    pub tenants: usize,
+    #[command(flatten)]
+    pub load: LoadSettings,
 }
 
 /// What every run shares.

@@ -51,11 +51,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wrk { duration } => wrk::run(&bench, &duration).await,
         Command::Capacity { events } => capacity::run(&bench, events).await,
         Command::Lag { rate, load } => open_load::lag(&bench, rate, &load).await,
-        Command::Check {
-            rates,
-            tenants,
-            load,
-        } => open_load::check(&bench, &rates, tenants, &load).await,
+        Command::Check(runs) => open_load::check(&bench, &runs).await,
+        Command::Reserve(runs) => open_load::reserve(&bench, &runs).await,
         Command::Drain {
             events,
             workers,

@@ -1,13 +1,14 @@
 //! The open-model load runs: `flagmeter-load` at given rates against a
 //! fresh api and replicas (`ingest`, `batch`), the end-to-end lag the
-//! pipeline records meanwhile (`lag`), and entitlement checks over priced,
-//! counted tenants (`check`).
+//! pipeline records meanwhile (`lag`), entitlement checks over priced,
+//! counted tenants (`check`), and model calls that reserve before they
+//! post (`reserve`).
 
 use anyhow::bail;
 use serde_json::json;
 
 use crate::{
-    cli::{LoadSettings, Rates},
+    cli::{LoadSettings, Rates, TenantRates},
     loader::{Loader, tenants},
     procfs,
     services::{Api, Bench, Run, Service},
@@ -204,13 +205,9 @@ fn interpolated_quantile(buckets: &[(f64, f64)], p: f64) -> Option<f64> {
 
 /// `check RATE...`: entitlement checks only, over `tenants` priced tenants
 /// whose usage (20,000 events, audited) was counted first.
-pub async fn check(
-    bench: &Bench,
-    rates: &[u32],
-    tenant_count: usize,
-    settings: &LoadSettings,
-) -> anyhow::Result<()> {
-    let tenants = tenants(tenant_count);
+pub async fn check(bench: &Bench, runs: &TenantRates) -> anyhow::Result<()> {
+    let (rates, settings) = (&runs.rates, &runs.load);
+    let tenants = tenants(runs.tenants);
     let since = (chrono::Utc::now() - chrono::Duration::days(40))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for &rate in rates {
@@ -265,6 +262,77 @@ pub async fn check(
                 Err(err) => println!("run {number} failed: {err:#}"),
             }
             stop(api, replicas).await;
+        }
+    }
+    Ok(())
+}
+
+/// `reserve RATE...`: at each rate, audited single events with counting
+/// running, first without reservations, then as calls that reserve their
+/// tokens before posting the event that settles them: what a reservation
+/// adds to a call's latency and to Valkey's round trips per call.
+pub async fn reserve(bench: &Bench, runs: &TenantRates) -> anyhow::Result<()> {
+    let (rates, settings) = (&runs.rates, &runs.load);
+    let tenants = tenants(runs.tenants);
+    for &rate in rates {
+        for number in 1..=bench.settings.runs {
+            let mut per_call = Vec::new();
+            for reserving in [false, true] {
+                let run = bench.fresh().await?;
+                let (api, replicas) = start(&run, &["admin"], settings.workers.max(1)).await?;
+                // Room for every call: the quota is not what is measured.
+                for tenant in tenants.split(',') {
+                    let response = bench
+                        .http
+                        .put(format!("{}/api/tenants/{tenant}", api.url))
+                        .bearer_auth(&api.key)
+                        .json(&json!({"monthlyQuota": 1_000_000_000_000_i64}))
+                        .send()
+                        .await?;
+                    if !response.status().is_success() {
+                        bail!("setting the quota of {tenant}: {}", response.status());
+                    }
+                }
+                let mut args = load_args(settings, rate);
+                args.extend([
+                    "--mix=100".to_owned(),
+                    "--audit".to_owned(),
+                    "--drain-timeout=120s".to_owned(),
+                    format!("--tenants={tenants}"),
+                ]);
+                if reserving {
+                    args.push("--reserve".to_owned());
+                }
+                let label = if reserving { "reserve" } else { "plain" };
+                let trips_before = bench.valkey_round_trips().await?;
+                let report =
+                    Loader::spawn(bench, &api, &format!("{label}-{rate}-{number}"), &args)?
+                        .finish()
+                        .await;
+                let trips = trips_before
+                    .zip(bench.valkey_round_trips().await?)
+                    .map(|(before, after)| after.saturating_sub(before));
+                match report {
+                    Ok(report) => {
+                        let calls = report.number("/requests").max(1.0);
+                        let per = trips.map(|t| t as f64 / calls);
+                        per_call.push(per);
+                        println!(
+                            "{label} {} valkey_round_trips_per_call={}",
+                            report.summary(),
+                            per.map_or("-".to_owned(), |p| format!("{p:.2}"))
+                        );
+                    }
+                    Err(err) => println!("{label} run {number} failed: {err:#}"),
+                }
+                stop(api, replicas).await;
+            }
+            if let [Some(plain), Some(reserving)] = per_call[..] {
+                println!(
+                    "rate={rate} run={number}: a reservation adds {:.2} Valkey round trips per call",
+                    reserving - plain
+                );
+            }
         }
     }
     Ok(())

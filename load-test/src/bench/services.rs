@@ -89,6 +89,25 @@ impl Bench {
             .await?)
     }
 
+    /// Script calls and appends (`EVALSHA`, `EVAL`, `XADD`) the
+    /// Valkey/Redis node has processed since it started: the round trips
+    /// of an ingest and of a reservation (`total_commands_processed` would
+    /// also count each command a script runs). `None` on a cluster, whose
+    /// nodes each count their own.
+    pub async fn valkey_round_trips(&self) -> anyhow::Result<Option<u64>> {
+        if self.cluster.is_some() {
+            return Ok(None);
+        }
+        let mut conn = redis::Client::open(self.valkey_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await?;
+        Ok(Some(round_trips(&info)))
+    }
+
     /// The pid of the Valkey/Redis node (on a cluster, the first node's):
     /// its CPU counts towards an event's cost.
     pub async fn valkey_pid(&self) -> anyhow::Result<u32> {
@@ -329,4 +348,37 @@ pub struct Api {
     pub service: Service,
     pub url: String,
     pub key: String,
+}
+
+/// The calls of `EVALSHA`, `EVAL` and `XADD` in `INFO commandstats`.
+fn round_trips(commandstats: &str) -> u64 {
+    commandstats
+        .lines()
+        .filter_map(|line| {
+            let (command, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            ["evalsha", "eval", "xadd"]
+                .contains(&command)
+                .then_some(())?;
+            stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_are_the_script_calls_and_appends() {
+        let info = "# Commandstats\r\n\
+                    cmdstat_evalsha:calls=10,usec=5,usec_per_call=0.5\r\n\
+                    cmdstat_hset:calls=99,usec=5,usec_per_call=0.05\r\n\
+                    cmdstat_xadd:calls=7,usec=5,usec_per_call=0.7\r\n";
+        assert_eq!(round_trips(info), 17);
+    }
 }

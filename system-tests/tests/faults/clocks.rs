@@ -10,11 +10,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use testkit::TestEnv;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::{
     services,
-    support::{ADMIN_KEY, Services, bin, client, expect_status, free_port},
+    support::{Services, client, expect_status},
 };
 
 /// libfaketime, from Debian's `faketime` package (multiarch path).
@@ -31,38 +31,15 @@ fn libfaketime() -> std::path::PathBuf {
 /// than through the `faketime` wrapper, whose child would outlive the
 /// test; monotonic time stays true, so that timers and timeouts behave.
 async fn skewed_api(services: &Services, skew: &str) -> (String, Child) {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let api = Command::new(bin("flagmeter-api"))
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME", skew)
-        .env("DONT_FAKE_MONOTONIC", "1")
-        .env("DATABASE_URL", &services.database_url)
-        .env("VALKEY_URL", &services.valkey_url)
-        .env("FLAGMETER_STREAM", &services.stream)
-        .env("FLAGMETER_GROUP", &services.group)
-        .env("FLAGMETER_API_ADDR", format!("127.0.0.1:{port}"))
-        .env("FLAGMETER_ADMIN_KEY", ADMIN_KEY)
-        .env("FLAGMETER_RATE_LIMIT_PER_SEC", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start flagmeter-api");
-    let http = client();
-    testkit::eventually(
-        "the skewed api answers",
-        Duration::from_secs(30),
-        || async {
-            http.get(format!("{base}/api/health"))
-                .send()
-                .await?
-                .error_for_status()
-        },
-    )
-    .await;
-    (base, api)
+    let library = libfaketime();
+    let library = library.to_str().expect("a UTF-8 path");
+    services
+        .spawn_api_process(&[
+            ("LD_PRELOAD", library),
+            ("FAKETIME", skew),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ])
+        .await
 }
 
 fn instant(value: &Value) -> DateTime<Utc> {

@@ -12,14 +12,14 @@ use testkit::{TestEnv, cluster::Cluster};
 use crate::support::{Books, Loader, Services, client};
 
 /// A stack whose api and workers use `cluster` with `shards` shards.
-struct ClusterStack {
-    services: Services,
+pub(crate) struct ClusterStack {
+    pub(crate) services: Services,
     env: TestEnv,
     shards: u16,
 }
 
 impl ClusterStack {
-    fn new(env: TestEnv, cluster: &Cluster, shards: u16) -> Self {
+    pub(crate) fn new(env: TestEnv, cluster: &Cluster, shards: u16) -> Self {
         let services = Services {
             valkey_url: cluster.url(),
             ..crate::services(&env)
@@ -43,43 +43,23 @@ impl ClusterStack {
         }
     }
 
-    /// Starts the api as a real process (its metrics are its own, not
-    /// those of the suite's in-process apis), with `extra` settings.
-    async fn spawn_api(&self, extra: &[(&str, &str)]) -> (String, tokio::process::Child) {
-        let port = crate::support::free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let api = tokio::process::Command::new(crate::support::bin("flagmeter-api"))
-            .env("DATABASE_URL", &self.services.database_url)
-            .env("VALKEY_URL", &self.services.valkey_url)
-            .env("FLAGMETER_VALKEY_CLUSTER", "true")
-            .env("FLAGMETER_STREAM_SHARDS", self.shards.to_string())
-            .env("FLAGMETER_STREAM", &self.services.stream)
-            .env("FLAGMETER_GROUP", &self.services.group)
-            .env("FLAGMETER_API_ADDR", format!("127.0.0.1:{port}"))
-            .env("FLAGMETER_ADMIN_KEY", crate::support::ADMIN_KEY)
-            .env("FLAGMETER_RATE_LIMIT_PER_SEC", "0")
-            .env("FLAGMETER_RETRY_AFTER_SECS", "1")
-            .env("FLAGMETER_DB_MAX_CONNECTIONS", "3")
-            .env("RUST_LOG", "warn")
-            .envs(extra.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let http = client();
-        testkit::eventually("the api answers", Duration::from_secs(30), || async {
-            http.get(format!("{base}/api/health"))
-                .send()
-                .await?
-                .error_for_status()
-        })
-        .await;
-        (base, api)
+    /// Starts the api as a real process on the cluster, with `extra`
+    /// settings.
+    pub(crate) async fn spawn_api(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> (String, tokio::process::Child) {
+        let shards = self.shards.to_string();
+        let mut settings = vec![
+            ("FLAGMETER_VALKEY_CLUSTER", "true"),
+            ("FLAGMETER_STREAM_SHARDS", shards.as_str()),
+        ];
+        settings.extend_from_slice(extra);
+        self.services.spawn_api_process(&settings).await
     }
 
     /// A pipeline replica as a real process (that the test may SIGKILL).
-    fn spawn_worker(&self, consumer: &str) -> tokio::process::Child {
+    pub(crate) fn spawn_worker(&self, consumer: &str) -> tokio::process::Child {
         let shards = self.shards.to_string();
         self.services.spawn_pipeline(
             consumer,
@@ -104,7 +84,11 @@ impl ClusterStack {
 
     /// Every shard drained, then per tenant (rollup tokens, ledger tokens,
     /// ledger rows) equal to what the client was told was accepted.
-    async fn audit(&self, cluster: &Cluster, expected: HashMap<String, (i64, i64, i64)>) {
+    pub(crate) async fn audit(
+        &self,
+        cluster: &Cluster,
+        expected: HashMap<String, (i64, i64, i64)>,
+    ) {
         assert!(
             cluster
                 .drained(&self.shards(), Duration::from_secs(90))

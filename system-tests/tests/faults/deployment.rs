@@ -16,7 +16,7 @@ use std::{
 use serde_json::json;
 use testkit::{TestEnv, env as testing};
 
-use crate::support::{Services, bin, client, free_port};
+use crate::support::{Services, bin, client, expect_status, free_port};
 
 fn repo_file(path: &str) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -132,6 +132,17 @@ async fn every_dashboard_and_alert_query_names_a_metric_the_binaries_export_as_p
             .await
             .unwrap();
     }
+    // A reservation granted and settled, and one refused: the reservation
+    // metrics exist once something was decided.
+    let reserve = |tokens: i64| {
+        http.post(format!("{base}/api/reservations"))
+            .json(&json!({"tenant": "acme", "tokens": tokens}))
+    };
+    let granted: serde_json::Value = expect_status(reserve(10), 201).await.json().await.unwrap();
+    expect_status(reserve(1_000_000_000), 429).await;
+    let settling = json!({"tenant": "acme", "feature": "gpt-4o", "tokens": 10, "id": "20",
+                          "reservationId": granted["reservationId"]});
+    expect_status(http.post(format!("{base}/api/events")).json(&settling), 202).await;
     http.post(format!("{base}/api/events"))
         .json(&json!({"tenant": ""}))
         .send()
@@ -160,12 +171,12 @@ async fn every_dashboard_and_alert_query_names_a_metric_the_binaries_export_as_p
     );
     assert!(
         api_metrics.contains(
-            "flagmeter_http_requests_total{route=\"/api/events\",method=\"POST\",status=\"202\"} 20"
+            "flagmeter_http_requests_total{route=\"/api/events\",method=\"POST\",status=\"202\"} 21"
         ),
         "{api_metrics}"
     );
     assert!(
-        pipeline_metrics.contains("flagmeter_events_counted_total 20"),
+        pipeline_metrics.contains("flagmeter_events_counted_total 21"),
         "{pipeline_metrics}"
     );
     for destination in ["slack", "webhook"] {

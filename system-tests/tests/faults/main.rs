@@ -11,6 +11,7 @@ mod clocks;
 mod cluster;
 mod deployment;
 mod half_open;
+mod limits;
 mod logs;
 mod offhost;
 mod recovery;
@@ -23,7 +24,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
     Books, Loader, PrivatePostgres, PrivateValkey, Services, client, client_with_key,
-    create_database, expect_status, signal,
+    expect_status, signal,
 };
 use testkit::fake_slack::FakeSlack;
 use testkit::{
@@ -144,14 +145,7 @@ async fn sigterm_lets_a_worker_finish_its_batch_and_exit_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() {
     let postgres = PrivatePostgres::start().await;
-    let database_url = create_database(&postgres.url()).await;
-    let stream = format!("flagmeter-test:{}", uuid::Uuid::now_v7().simple());
-    let stack = Services {
-        database_url,
-        valkey_url: testing::valkey_url(),
-        stream,
-        group: "rollups".into(),
-    };
+    let stack = Services::on_private_postgres(&postgres).await;
     let (base, _api) = stack.spawn_api().await;
     // A key from the (soon crashing) database, not the environment's: the
     // api must go on authenticating it with PostgreSQL down.
@@ -202,12 +196,7 @@ async fn postgres_crashing_and_staying_down_delays_counting_but_loses_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_503_tells_the_client_the_configured_retry_after() {
     let postgres = PrivatePostgres::start().await;
-    let stack = Services {
-        database_url: create_database(&postgres.url()).await,
-        valkey_url: testing::valkey_url(),
-        stream: format!("flagmeter-test:{}", uuid::Uuid::now_v7().simple()),
-        group: "rollups".into(),
-    };
+    let stack = Services::on_private_postgres(&postgres).await;
     let mut config = stack.api_config();
     config.retry_after_secs = 7;
     // One accepted event fills the stream to its high-water mark: ingest is

@@ -113,12 +113,61 @@ impl Services {
         config
     }
 
+    /// A stack on a database of its own on `postgres` (which the test may
+    /// crash), the suite's Valkey and a stream of its own.
+    pub async fn on_private_postgres(postgres: &PrivatePostgres) -> Self {
+        Self {
+            database_url: create_database(&postgres.url()).await,
+            valkey_url: testkit::env::valkey_url(),
+            stream: format!("flagmeter-test:{}", uuid::Uuid::now_v7().simple()),
+            group: "rollups".into(),
+        }
+    }
+
     /// Starts the api in this process; returns its base URL, and a guard
     /// that stops it when dropped (at the end of the test).
     pub async fn spawn_api(&self) -> (String, DropGuard) {
         let shutdown = CancellationToken::new();
         let base = testkit::app::serve(self.api_config(), &shutdown).await;
         (base, shutdown.drop_guard())
+    }
+
+    /// Starts the api as a real process (its metrics are its own, not
+    /// those of the suite's in-process apis; a test may kill it), with
+    /// `extra` settings, logging to `flagmeter-api-{port}.log` in the
+    /// temporary directory; returns its base URL once it answers.
+    pub async fn spawn_api_process(&self, extra: &[(&str, &str)]) -> (String, Child) {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("flagmeter-api-{port}.log")))
+                .unwrap();
+        let api = Command::new(bin("flagmeter-api"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("VALKEY_URL", &self.valkey_url)
+            .env("FLAGMETER_STREAM", &self.stream)
+            .env("FLAGMETER_GROUP", &self.group)
+            .env("FLAGMETER_API_ADDR", format!("127.0.0.1:{port}"))
+            .env("FLAGMETER_ADMIN_KEY", ADMIN_KEY)
+            .env("FLAGMETER_RATE_LIMIT_PER_SEC", "0")
+            .env("FLAGMETER_RETRY_AFTER_SECS", "1")
+            .env("FLAGMETER_DB_MAX_CONNECTIONS", "3")
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start flagmeter-api");
+        let http = client();
+        testkit::eventually("the api answers", Duration::from_secs(30), || async {
+            http.get(format!("{base}/api/health"))
+                .send()
+                .await?
+                .error_for_status()
+        })
+        .await;
+        (base, api)
     }
 
     /// Runs a replica that aborts right after its first COMMIT, before it
@@ -505,7 +554,7 @@ impl Drop for PrivateValkey {
 }
 
 /// A fresh database on a server, for a stack.
-pub async fn create_database(server_url: &str) -> String {
+async fn create_database(server_url: &str) -> String {
     use sea_orm::ConnectionTrait;
     let name = format!("flagmeter_fault_{}", uuid::Uuid::now_v7().simple());
     let admin = sea_orm::Database::connect(server_url).await.unwrap();

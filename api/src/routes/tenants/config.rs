@@ -1,5 +1,5 @@
 //! `/api/tenants` and `/api/tenants/{tenant}`: a tenant's configuration
-//! (name, quota, billing day, alert thresholds, budget).
+//! (name, quota, billing day, alert thresholds, budget, per-minute limits).
 //!
 //! Saving a tenant re-arms its alerts in the same transaction
 //! ([`alerts::rules::rearm`]): raising the quota above current usage re-arms
@@ -74,6 +74,16 @@ pub struct TenantIn {
     /// as it is; `null`: removed.
     #[oai(nullable)]
     pub monthly_budget: MaybeUndefined<BudgetText>,
+    /// Most tokens the tenant may reserve or use in any 60 seconds
+    /// (`POST /api/reservations` enforces it). Absent: kept as it is;
+    /// `null`: no such limit.
+    #[oai(nullable, validator(minimum(value = "1")))]
+    pub tokens_per_minute: MaybeUndefined<i64>,
+    /// Most requests (model calls: reservations, and events sent without
+    /// one) in any 60 seconds. Absent: kept as it is; `null`: no such
+    /// limit.
+    #[oai(nullable, validator(minimum(value = "1")))]
+    pub requests_per_minute: MaybeUndefined<i64>,
 }
 
 impl Body for TenantIn {}
@@ -87,6 +97,8 @@ impl Example for TenantIn {
             timezone: Some("America/New_York".to_owned()),
             alert_thresholds: Some(vec![80, 100]),
             monthly_budget: MaybeUndefined::Value(BudgetText("500.00".to_owned())),
+            tokens_per_minute: MaybeUndefined::Value(20_000),
+            requests_per_minute: MaybeUndefined::Null,
         }
     }
 }
@@ -105,6 +117,12 @@ pub struct Tenant {
     /// Monthly budget (decimal string), if the tenant has one.
     #[oai(skip_serializing_if_is_none)]
     pub monthly_budget: Option<String>,
+    /// Most tokens in any 60 seconds, if the tenant has such a limit.
+    #[oai(skip_serializing_if_is_none)]
+    pub tokens_per_minute: Option<i64>,
+    /// Most requests in any 60 seconds, if the tenant has such a limit.
+    #[oai(skip_serializing_if_is_none)]
+    pub requests_per_minute: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -119,6 +137,8 @@ impl From<tenants::Model> for Tenant {
             billing_day: t.billing_day,
             timezone: t.timezone,
             alert_thresholds: t.alert_thresholds,
+            tokens_per_minute: t.tokens_per_minute,
+            requests_per_minute: t.requests_per_minute,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -133,14 +153,24 @@ pub struct TenantPage {
     pub offset: u64,
 }
 
+/// What an optional setting becomes: `None` keeps it (absent), `Some(None)`
+/// removes it (`null`), `Some(Some(v))` sets it.
+fn kept_or_set<T: Copy>(field: &MaybeUndefined<T>) -> Option<Option<T>> {
+    match field {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(value) => Some(Some(*value)),
+    }
+}
+
 /// The routes below, over the shared state.
 pub struct TenantConfigApi(pub AppState);
 
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl TenantConfigApi {
-    /// Create or update a tenant's quota, billing day and alert thresholds:
-    /// the fields sent change, the others keep their value (or, on
-    /// creation, take the defaults).
+    /// Create or update a tenant's quota, billing day, alert thresholds,
+    /// budget and per-minute limits: the fields sent change, the others
+    /// keep their value (or, on creation, take the defaults).
     #[oai(
         path = "/api/tenants/:tenant",
         method = "put",
@@ -215,6 +245,12 @@ impl TenantConfigApi {
         }
         if let Some(budget) = budget {
             row.monthly_budget_micros = Set(budget.map(Budget::micros));
+        }
+        if let Some(limit) = kept_or_set(&body.tokens_per_minute) {
+            row.tokens_per_minute = Set(limit);
+        }
+        if let Some(limit) = kept_or_set(&body.requests_per_minute) {
+            row.requests_per_minute = Set(limit);
         }
         row.updated_at = Set(now);
         let saved = if created {
