@@ -190,6 +190,9 @@ def test_real_reservations_hold_room_until_recorded_or_released(stack: Stack, ha
         with fm.call(tenant, "gpt-4o", estimate_tokens=6000) as call:
             assert call.reservation_id
             call.record(golden("openai_responses")["response"])
+        # The event settles the reservation once the api accepts it: until
+        # the queue sends it, the 6,000 stay held.
+        fm.flush()
         with pytest.raises(RuntimeError):
             with fm.call(tenant, "gpt-4o", estimate_tokens=9000):
                 raise RuntimeError("released on the way out")
