@@ -139,6 +139,14 @@ ensure_venv() {
   (cd "$venv/bin" && pwd)
 }
 
+# What scripts/test-examples needs: jq (the examples use it) and the venv of
+# its runner (httpx for the stack, msgpack for the MessagePack example).
+# Prints the venv's bin folder.
+ensure_examples_tools() {
+  command -v jq >/dev/null 2>&1 || apt_install jq
+  ensure_venv examples-venv scripts/examples-requirements.txt
+}
+
 # The webhook receiver's standardwebhooks package (testkit::standard_webhooks).
 ensure_standard_webhooks() {
   ensure_venv standard-webhooks-venv testkit/python/requirements.txt >/dev/null

@@ -28,7 +28,7 @@ use store::usage::{PeriodUsage, period_usage};
 
 /// Records the budget alerts, and their signed-webhook deliveries as
 /// [`crate::rules`] does for quota alerts.
-const INSERT_ALERTS: &str = crate::rules::recording_alerts!(
+const INSERT_ALERTS: &str = crate::outbox::recording_alerts!(
     r#"
     INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status,
                         kind, cost, budget)
@@ -94,7 +94,7 @@ pub(crate) async fn decide<C: ConnectionTrait>(
     if columns.tenant.is_empty() {
         return Ok(0);
     }
-    crate::rules::insert_alerts(db, INSERT_ALERTS, columns.values()).await
+    crate::outbox::insert_alerts(db, INSERT_ALERTS, columns.values()).await
 }
 
 /// The crossings to insert, one array per column.

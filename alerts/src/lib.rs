@@ -6,7 +6,8 @@
 //! Everything about alerts lives here, and both binaries use it: [`rules`]
 //! holds the one threshold rule and applies it both ways, recording alerts
 //! that became due (the pipeline, as it counts) and re-arming those no
-//! longer reached (the api, when a quota is raised); [`sender`] delivers the
+//! longer reached (the api, when a quota is raised); [`outbox`] records an
+//! alert with its pending deliveries; [`sender`] delivers the
 //! recorded alerts from the outbox with retries, to Slack and to a tenant's
 //! signed webhook; [`slack`] builds and posts the Slack message (and posts
 //! the signed one); [`alert_event`] is what a signed webhook receives and
@@ -18,6 +19,7 @@ pub mod alert_event;
 pub mod budget;
 pub mod config;
 pub mod metrics;
+pub mod outbox;
 pub mod rules;
 pub mod sender;
 pub mod signing;

@@ -80,41 +80,8 @@ FROM open o
 WHERE cardinality(o.thresholds) > 0
 "#;
 
-/// The time zones of these tenants, whose periods [`OPEN_THRESHOLDS`] needs.
-/// An alert insert (`$insert`, up to its `ORDER BY ... FOR KEY SHARE`)
-/// that records each new alert once per tenant, period, threshold and kind,
-/// and for each new one whose tenant has an enabled signed webhook its
-/// delivery there ([`crate::sender`]), answering how many it `recorded`,
-/// and how many of those have nowhere to go (`undirected`: neither Slack
-/// nor a signed webhook) ([`insert_alerts`]); quota alerts here, budget
-/// alerts in [`crate::budget`]. Each destination then gets one message per
-/// alert.
-macro_rules! recording_alerts {
-    ($insert:literal) => {
-        concat!(
-            "WITH inserted AS (\n",
-            $insert,
-            "    ON CONFLICT (tenant, period_start, threshold, kind) DO NOTHING
-    RETURNING id, tenant, status
-),
-deliveries AS (
-    INSERT INTO webhook_deliveries (alert_id, tenant)
-    SELECT i.id, i.tenant FROM inserted i
-    JOIN tenant_webhooks w ON w.tenant = i.tenant AND w.enabled
-    RETURNING alert_id
-)
-SELECT count(*) AS recorded,
-       count(*) FILTER (WHERE i.status = 'no_webhook'
-                        AND i.id NOT IN (SELECT alert_id FROM deliveries)) AS undirected
-FROM inserted i
-"
-        )
-    };
-}
-pub(crate) use recording_alerts;
-
 /// Records the quota alerts.
-const INSERT_ALERTS: &str = recording_alerts!(
+const INSERT_ALERTS: &str = crate::outbox::recording_alerts!(
     r#"
     INSERT INTO alerts (tenant, period_start, period_end, threshold, usage_tokens, quota, status)
     SELECT a.tenant, a.period_start, a.period_end, a.threshold, a.usage_tokens, a.quota,
@@ -258,31 +225,7 @@ async fn record<C: ConnectionTrait>(db: &C, crossings: &[Crossing]) -> Result<u6
                 .collect::<Vec<_>>(),
         ),
     ];
-    insert_alerts(db, INSERT_ALERTS, values).await
-}
-
-/// Runs an alert insert that answers how many alerts it `recorded` (quota
-/// alerts here, budget alerts in [`crate::budget`]), counting those with
-/// nowhere to go in [`crate::metrics::WITHOUT_DESTINATION`].
-pub(crate) async fn insert_alerts<C: ConnectionTrait>(
-    db: &C,
-    insert: &str,
-    values: impl IntoIterator<Item = Value>,
-) -> Result<u64, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            insert,
-            values,
-        ))
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("the alert insert returned no row".into()))?;
-    let recorded: i64 = row.try_get("", "recorded")?;
-    let undirected: i64 = row.try_get("", "undirected")?;
-    if undirected > 0 {
-        metrics::counter!(crate::metrics::WITHOUT_DESTINATION).increment(undirected as u64);
-    }
-    Ok(recorded as u64)
+    crate::outbox::insert_alerts(db, INSERT_ALERTS, values).await
 }
 
 /// Re-arms `tenant`'s alerts after its configuration was saved, in the

@@ -1,5 +1,6 @@
 //! Building the api from its configuration and running it until shutdown.
 
+use anyhow::Context;
 use std::{net::SocketAddr, time::Duration};
 
 use poem::{
@@ -56,7 +57,16 @@ impl Application {
         // Before the first event is stamped: see `clock`.
         let clock = Clock::default();
         clock.sync_once(&mut valkey).await;
-        let acceptor = TcpListener::bind(config.api_addr).into_acceptor().await?;
+        let acceptor = TcpListener::bind(config.api_addr)
+            .into_acceptor()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (FLAGMETER_API_ADDR): is another api running there? \
+                     Set FLAGMETER_API_ADDR to a free address",
+                    config.api_addr
+                )
+            })?;
         let addr = acceptor
             .local_addr()
             .first()

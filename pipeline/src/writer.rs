@@ -12,7 +12,7 @@
 //! Across batches "first committed" is usually the earliest entry, but not
 //! always: replicas commit concurrently and a taken-over entry is committed
 //! late. Clients must therefore send an id again only with the same values
-//! (README, "Record one event"). Only the rows the insert really added are
+//! (docs/api.md, "Record one event"). Only the rows the insert really added are
 //! aggregated into the minute and daily rollups. The upserts take their
 //! rows in key order, so concurrent workers lock rollup rows in the same
 //! order and cannot deadlock. Each PostgreSQL connection adds into rollup

@@ -1,6 +1,6 @@
 """Exports GenAI spans to FlagMeter with the real OpenTelemetry Python SDK.
 
-Configured only as the README tells users to configure it: the standard
+Configured only as the README and docs/api.md tell users to configure it: the standard
 OTEL_EXPORTER_OTLP_* environment variables (endpoint, the API key as an
 Authorization header, gzip). The tenant is a resource attribute, and one
 span overrides it with its own. Exits 0 only if every export succeeded.

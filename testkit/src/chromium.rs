@@ -162,12 +162,12 @@ impl Browser {
         self.send(Some(&session), method, params).await
     }
 
-    /// The value of a JavaScript expression in the page.
     /// Opens `url` in the tab.
     pub async fn navigate(&mut self, url: &str) {
         self.page("Page.navigate", json!({ "url": url })).await;
     }
 
+    /// The value of a JavaScript expression in the page.
     pub async fn eval(&mut self, expression: &str) -> Value {
         let result = self
             .page(

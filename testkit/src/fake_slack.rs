@@ -2,7 +2,7 @@
 //! signed webhook: it records every message with its headers and answers
 //! from a script (status, optional `Retry-After`), then 200 once the script
 //! is used up. As a signed webhook's receiver it verifies each delivery the
-//! way the README tells receivers to ([`Received::signed_by`]), with its own
+//! way docs/api.md tells receivers to ([`Received::signed_by`]), with its own
 //! HMAC, not FlagMeter's.
 
 use std::{

@@ -29,7 +29,9 @@
     minimumFractionDigits: 1,
     maximumFractionDigits: 1,
   });
-  const periodEnds = new Intl.DateTimeFormat(undefined, {
+  /** Formats of period ends, by time zone (null: unknown to this browser). */
+  const periodEnds = new Map();
+  const utcPeriodEnds = new Intl.DateTimeFormat(undefined, {
     dateStyle: "medium",
     timeStyle: "short",
     timeZone: "UTC",
@@ -41,6 +43,7 @@
   const summary = document.getElementById("summary");
   const empty = document.getElementById("empty");
   const truncated = document.getElementById("truncated");
+  const waiting = document.getElementById("waiting");
   const connection = document.getElementById("connection");
   const connectionText = document.getElementById("connection-text");
   const updated = document.getElementById("updated");
@@ -53,6 +56,8 @@
   /** Row elements by tenant id. */
   const rows = new Map();
   let tenants = [];
+  /** Whether figures were shown for the key in use. */
+  let received = false;
   let lastMessageAt = 0;
   let state = "";
 
@@ -74,21 +79,76 @@
     return node;
   }
 
-  function level(t) {
-    if (t.quotaPercent >= t.alertAt) return "over";
-    if (t.quotaPercent >= t.alertAt - NEAR_POINTS) return "near";
+  // ---------------------------------------------------------------------------
+  // Limits: the quota (tokens) and, when the tenant has one, the budget
+  // (cost). Whether a limit has reached the alert threshold comes from the
+  // server (`reached`, decided as alerts are); "near" is judged here.
+
+  /** The tenant's limits, with the share of each used (percent). */
+  function limits(t) {
+    const all = [{ kind: "quota", percent: t.quotaPercent }];
+    if (t.budgetPercent !== undefined) all.push({ kind: "budget", percent: t.budgetPercent });
+    return all;
+  }
+
+  function limitLevel(t, limit) {
+    if (t.reached.includes(limit.kind)) return "over";
+    if (limit.percent >= t.alertAt - NEAR_POINTS) return "near";
     return "ok";
   }
 
-  function markerText(t, lvl) {
-    if (lvl === "over") {
-      return t.quotaPercent >= 100 && t.alertAt <= 100
-        ? "quota used up (alert at " + t.alertAt + "\u00a0%)"
-        : "at or over " + t.alertAt + "\u00a0%";
-    }
-    if (lvl === "near") return "near " + t.alertAt + "\u00a0%";
-    return "";
+  /** The tenant's level: the highest of its limits' levels. */
+  function level(t) {
+    const levels = limits(t).map((limit) => limitLevel(t, limit));
+    if (levels.includes("over")) return "over";
+    if (levels.includes("near")) return "near";
+    return "ok";
   }
+
+  /** The highest share of any limit: the list's order. */
+  function topPercent(t) {
+    return Math.max(...limits(t).map((limit) => limit.percent));
+  }
+
+  function capitalized(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  /** Which limits are at the tenant's level, in words: "Quota and budget
+      at or over 80 %". */
+  function markerText(t, lvl) {
+    if (lvl === "ok") return "";
+    const at = limits(t).filter((limit) => limitLevel(t, limit) === lvl);
+    const names = capitalized(at.map((limit) => limit.kind).join(" and "));
+    const threshold = t.alertAt + "\u00a0%";
+    if (lvl === "near") return names + " near " + threshold;
+    return at.every((limit) => limit.percent >= 100) && t.alertAt <= 100
+      ? names + " used up (alert at " + threshold + ")"
+      : names + " at or over " + threshold;
+  }
+
+  /** A bar of one limit's share, with a tick at the alert threshold. */
+  function meter(kind) {
+    const bar = el("div", "bar " + kind + "-bar");
+    bar.setAttribute("aria-hidden", "true");
+    const fill = el("div", "fill");
+    const tick = el("div", "alert-tick");
+    bar.append(fill, tick);
+    return { bar, fill, tick };
+  }
+
+  /** Shows `limit` (or hides the bar, for a limit the tenant lacks). */
+  function updateMeter(m, t, limit) {
+    m.bar.hidden = limit === undefined;
+    if (limit === undefined) return;
+    m.bar.dataset.level = limitLevel(t, limit);
+    m.fill.style.width = Math.min(Math.max(limit.percent, 0), 100) + "%";
+    m.tick.hidden = t.alertAt > 100;
+    m.tick.style.left = Math.min(t.alertAt, 100) + "%";
+  }
+
+  // ---------------------------------------------------------------------------
+  // Rows.
 
   function createRow(id) {
     const row = el("li", "tenant");
@@ -112,14 +172,13 @@
     const quota = el("span", "quota");
     tokens.append(used, " of ", quota, " tokens");
     figures.append(percent, tokens);
+    const quotaMeter = meter("quota");
+    // Cost, budget and unpriced tokens; the budget's bar under them.
+    const costs = el("div", "costs");
     const spend = el("p", "spend");
     spend.hidden = true;
-
-    const bar = el("div", "bar");
-    bar.setAttribute("aria-hidden", "true");
-    const fill = el("div", "fill");
-    const tick = el("div", "alert-tick");
-    bar.append(fill, tick);
+    const budgetMeter = meter("budget");
+    costs.append(spend, budgetMeter.bar);
 
     const spark = document.createElementNS(SVG, "svg");
     spark.setAttribute("class", "spark");
@@ -133,7 +192,8 @@
 
     const period = el("p", "period");
     const periodEnd = el("time");
-    period.append("Period ends ", periodEnd);
+    const zone = el("span", "zone");
+    period.append("Period ends ", periodEnd, " ", zone);
 
     const details = el("details");
     const detailsSummary = el("summary");
@@ -141,20 +201,26 @@
     const caption = el("caption", "visually-hidden");
     const thead = el("thead");
     const headRow = el("tr");
-    for (const [label, cls] of [["Feature", ""], ["Tokens", "num"], ["Share", "num"]]) {
+    const heading = (label, cls) => {
       const th = el("th", cls, label);
       th.scope = "col";
       headRow.append(th);
-    }
+      return th;
+    };
+    heading("Feature", "");
+    heading("Tokens", "num");
+    heading("Share", "num");
+    const costHead = heading("Cost", "num");
     thead.append(headRow);
     const tbody = el("tbody");
     table.append(caption, thead, tbody);
     details.append(detailsSummary, table);
 
-    row.append(head, figures, spend, bar, spark, period, details);
+    row.append(head, figures, quotaMeter.bar, costs, spark, period, details);
     return {
-      row, title, idLabel, marker, icon, markerLabel, percent, used, quota, fill, tick, spend,
-      spark, sparkTitle, area, line, periodEnd, detailsSummary, caption, tbody,
+      row, title, idLabel, marker, icon, markerLabel, percent, used, quota, quotaMeter, spend,
+      budgetMeter, spark, sparkTitle, area, line, periodEnd, zone, detailsSummary, caption,
+      costHead, tbody,
     };
   }
 
@@ -164,22 +230,62 @@
     return text.replace(/(\.\d\d\d*?)0+$/, "$1");
   }
 
-  // Cost and budget, shown where they are set: a budget, or a cost (or
-  // unpriced tokens) counted.
+  function isZero(amount) {
+    return /^0(\.0*)?$/.test(amount);
+  }
+
+  function unpricedText(tokens) {
+    return numbers.format(tokens) + (tokens === 1 ? " token" : " tokens") + " without a price";
+  }
+
+  // Cost and budget, shown where they are set (a budget, or a cost
+  // counted), and tokens that had no price, whatever else is shown: they
+  // are in no cost.
   function spendText(t, currency) {
+    const parts = [];
     if (t.budget !== undefined) {
-      return "Cost " + money(t.cost) + " of " + money(t.budget) + " " + currency +
-        " budget (" + percents.format(t.budgetPercent) + "\u00a0%)";
+      parts.push("Cost " + money(t.cost) + " of " + money(t.budget) + " " + currency +
+        " budget (" + percents.format(t.budgetPercent) + "\u00a0%)");
+    } else if (!isZero(t.cost)) {
+      parts.push("Cost " + money(t.cost) + " " + currency);
     }
-    if (t.cost !== "0.000000") return "Cost " + money(t.cost) + " " + currency;
-    if (t.unpricedTokens > 0) return "No price for " + numbers.format(t.unpricedTokens) + " tokens";
-    return "";
+    if (t.unpricedTokens > 0) parts.push(unpricedText(t.unpricedTokens));
+    return parts.join(" \u00b7 ");
+  }
+
+  /** A feature's cost cell: its cost, and its tokens that had no price. */
+  function featureCostText(f) {
+    if (f.unpricedTokens === 0) return money(f.cost);
+    if (f.unpricedTokens === f.totalTokens) return "no price";
+    return money(f.cost) + " + " + unpricedText(f.unpricedTokens);
+  }
+
+  /** The end of `t`'s period in its own time zone, and the zone's name
+      (UTC, said so, where this browser does not know the zone). */
+  function periodEndText(t) {
+    if (!periodEnds.has(t.timezone)) {
+      let format = null;
+      try {
+        format = new Intl.DateTimeFormat(undefined, {
+          dateStyle: "medium",
+          timeStyle: "short",
+          timeZone: t.timezone,
+        });
+      } catch {
+        // RangeError: a zone this browser's time zone data lacks.
+      }
+      periodEnds.set(t.timezone, format);
+    }
+    const format = periodEnds.get(t.timezone);
+    const end = new Date(t.periodEnd);
+    if (format) return [format.format(end), "(" + t.timezone + ")"];
+    return [utcPeriodEnds.format(end), "(UTC)"];
   }
 
   function updateRow(r, t, seriesStart, currency) {
     const lvl = level(t);
     r.row.dataset.level = lvl;
-    r.row.dataset.percent = String(t.quotaPercent);
+    r.row.dataset.percent = String(topPercent(t));
     r.row.dataset.search = (t.tenantName + " " + t.tenant).toLowerCase();
     r.title.textContent = t.tenantName;
     r.idLabel.textContent = t.tenantName === t.tenant ? "" : "(" + t.tenant + ")";
@@ -193,22 +299,23 @@
     r.percent.textContent = percents.format(t.quotaPercent) + "\u00a0%";
     r.used.textContent = numbers.format(t.totalTokens);
     r.quota.textContent = numbers.format(t.monthlyQuota);
-    r.fill.style.width = Math.min(Math.max(t.quotaPercent, 0), 100) + "%";
+    const [quotaLimit, budgetLimit] = limits(t);
+    updateMeter(r.quotaMeter, t, quotaLimit);
     const spend = spendText(t, currency);
     r.spend.hidden = spend === "";
     r.spend.textContent = spend;
-    r.tick.hidden = t.alertAt > 100;
-    r.tick.style.left = Math.min(t.alertAt, 100) + "%";
+    updateMeter(r.budgetMeter, t, budgetLimit);
 
     drawSparkline(r, t.lastHour, seriesStart);
 
     r.periodEnd.dateTime = t.periodEnd;
-    r.periodEnd.textContent = periodEnds.format(new Date(t.periodEnd)) + " UTC";
+    [r.periodEnd.textContent, r.zone.textContent] = periodEndText(t);
 
     const features = t.byFeature;
     r.detailsSummary.textContent =
       features.length === 1 ? "1 feature" : features.length + " features";
-    r.caption.textContent = "Tokens by feature for " + t.tenantName;
+    r.caption.textContent = "Tokens and cost by feature for " + t.tenantName;
+    r.costHead.textContent = "Cost (" + currency + ")";
     const body = document.createDocumentFragment();
     for (const f of features) {
       const tr = el("tr");
@@ -217,6 +324,7 @@
         el("td", "", f.feature),
         el("td", "num", numbers.format(f.totalTokens)),
         el("td", "num", percents.format(share) + "\u00a0%"),
+        el("td", "num", featureCostText(f)),
       );
       body.append(tr);
     }
@@ -241,11 +349,13 @@
   }
 
   function byPercentThenName(a, b) {
-    return b.quotaPercent - a.quotaPercent || a.tenantName.localeCompare(b.tenantName) ||
+    return topPercent(b) - topPercent(a) || a.tenantName.localeCompare(b.tenantName) ||
       a.tenant.localeCompare(b.tenant);
   }
 
   function render(snapshot) {
+    received = true;
+    waiting.hidden = true;
     tenants = snapshot.tenants.slice().sort(byPercentThenName);
     const seen = new Set();
     for (const t of tenants) {
@@ -289,7 +399,7 @@
   }
 
   const STATE_TEXT = {
-    connecting: "Connecting…",
+    connecting: "Connecting to the live figures…",
     live: "Live",
     stale: "Connected, but the figures are not being refreshed",
     reconnecting: "Connection lost, reconnecting…",
@@ -389,6 +499,7 @@
       figures. */
   function showKeyForm(shown) {
     keyForm.hidden = !shown;
+    waiting.hidden = shown || received;
     toolbar.hidden = shown;
     forget.hidden = shown;
   }
@@ -398,6 +509,7 @@
   function clearFigures() {
     rows.clear();
     tenants = [];
+    received = false;
     list.replaceChildren();
     lastMessageAt = 0;
     updated.removeAttribute("datetime");

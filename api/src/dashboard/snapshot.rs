@@ -4,7 +4,10 @@
 //! rollups once a second (three queries, however many browsers watch) and
 //! publishes the result into a `watch` channel; each `/api/usage/stream`
 //! connection only reads the latest value. The JSON is serialized once per
-//! publication, not once per viewer. While nobody watches, nothing is read.
+//! publication, not once per viewer. While nobody watches, nothing is read;
+//! the first viewer to come wakes the reader at once rather than waiting for
+//! its next tick, so that a page's first figures arrive as soon as they can
+//! be read.
 //!
 //! A viewer gets a `snapshot` event when the figures changed and a small
 //! `heartbeat` event otherwise, so that it can show how fresh its figures
@@ -23,13 +26,13 @@ use futures::{Stream, StreamExt, stream};
 use poem::web::sse::Event;
 use poem_openapi::{Object, Union, types::ToJSON};
 use sea_orm::{DatabaseConnection, DbErr};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use domain::period::Tz;
 use store::usage::{self, Granularity, PeriodUsage};
 
-use crate::routes::{BudgetUsage, QuotaUsage};
+use crate::routes::{AlertKind, BudgetUsage, QuotaUsage};
 
 /// How often the figures are read while someone watches.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -50,6 +53,9 @@ pub struct DashboardFeature {
     pub total_tokens: i64,
     /// Exact cost of the feature's priced tokens (decimal string).
     pub cost: String,
+    /// The feature's tokens with no price in force at their event time
+    /// (not in `cost`).
+    pub unpriced_tokens: i64,
 }
 
 /// One tenant's row on the dashboard.
@@ -68,8 +74,15 @@ pub struct DashboardTenant {
     /// The tenant's lowest alert threshold (80 when it has none): the
     /// dashboard marks the tenant from this percentage on.
     pub alert_at: i32,
+    /// The limits whose usage has reached `alertAt` percent (the quota by
+    /// tokens, the budget by cost), decided in integers as alerts are:
+    /// the dashboard flags the tenant when there is any.
+    pub reached: Vec<AlertKind>,
     /// End of the billing period (exclusive).
     pub period_end: DateTime<Utc>,
+    /// The tenant's IANA time zone, whose local midnight starts and ends
+    /// its periods.
+    pub timezone: String,
     /// Per-feature totals, largest first.
     pub by_feature: Vec<DashboardFeature>,
     /// Tokens per minute over the last 60 minutes, oldest first, starting
@@ -138,6 +151,8 @@ struct Published {
 pub struct Snapshots {
     latest: watch::Receiver<Option<Published>>,
     watchers: Arc<AtomicUsize>,
+    /// Wakes the publisher for a viewer that finds no figures.
+    wake: Arc<Notify>,
 }
 
 /// The writing end, owned by the task that reads the figures.
@@ -147,6 +162,7 @@ pub struct Publisher {
     currency: Arc<str>,
     latest: watch::Sender<Option<Published>>,
     watchers: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
 }
 
 /// A connected viewer, counted while its stream lives.
@@ -162,15 +178,18 @@ impl Drop for Watching {
 pub fn channel(currency: Arc<str>) -> (Publisher, Snapshots) {
     let (tx, rx) = watch::channel(None);
     let watchers = Arc::new(AtomicUsize::new(0));
+    let wake = Arc::new(Notify::new());
     (
         Publisher {
             currency,
             latest: tx,
             watchers: watchers.clone(),
+            wake: wake.clone(),
         },
         Snapshots {
             latest: rx,
             watchers,
+            wake,
         },
     )
 }
@@ -182,6 +201,10 @@ impl Snapshots {
     pub fn subscribe(&self) -> impl Stream<Item = Event> + Send + 'static {
         self.watchers.fetch_add(1, Ordering::Relaxed);
         let watching = Watching(self.watchers.clone());
+        if self.latest.borrow().is_none() {
+            // The permit is kept until the publisher waits again.
+            self.wake.notify_one();
+        }
         let mut latest = self.latest.clone();
         // Whatever is there already is news to this viewer.
         latest.mark_changed();
@@ -207,9 +230,10 @@ impl Snapshots {
 }
 
 impl Publisher {
-    /// Reads and publishes the figures every second while someone watches,
-    /// until `shutdown`. A failed reading keeps the last figures (viewers
-    /// see them age) and is logged once until readings succeed again.
+    /// Reads and publishes the figures every second while someone watches
+    /// (and at once for a viewer that finds none), until `shutdown`. A
+    /// failed reading keeps the last figures (viewers see them age) and is
+    /// logged once until readings succeed again.
     pub async fn run(self, db: DatabaseConnection, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +244,8 @@ impl Publisher {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
+                // The next reading a full interval after this one.
+                _ = self.wake.notified() => ticks.reset(),
             }
             if self.watchers.load(Ordering::Relaxed) == 0 {
                 // Nobody to serve: forget the figures rather than show a
@@ -305,19 +331,22 @@ async fn read(
 }
 
 fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
+    let alert_at = usage
+        .tenant
+        .alert_thresholds
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(DEFAULT_ALERT_AT);
     DashboardTenant {
         quota: QuotaUsage::of(&usage),
         cost: usage.cost().to_string(),
         unpriced_tokens: usage.unpriced_tokens(),
         budget: BudgetUsage::of(&usage),
-        alert_at: usage
-            .tenant
-            .alert_thresholds
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(DEFAULT_ALERT_AT),
+        alert_at,
+        reached: reached(&usage, alert_at),
         period_end: usage.period.end,
+        timezone: usage.tenant.timezone,
         by_feature: usage
             .by_feature
             .into_iter()
@@ -325,8 +354,88 @@ fn tenant_row(usage: PeriodUsage, last_hour: Vec<i64>) -> DashboardTenant {
                 feature: f.feature,
                 total_tokens: f.counts.tokens,
                 cost: f.cost.to_string(),
+                unpriced_tokens: f.unpriced_tokens,
             })
             .collect(),
         last_hour,
+    }
+}
+
+/// The limits of `usage` at or over `threshold` percent, with the very
+/// comparisons that fire quota and budget alerts.
+fn reached(usage: &PeriodUsage, threshold: i32) -> Vec<AlertKind> {
+    let quota = alerts::rules::crossed(usage.total_tokens(), usage.tenant.monthly_quota, threshold);
+    let budget = usage
+        .budget()
+        .is_some_and(|budget| usage.cost().reached(budget, threshold));
+    [(quota, AlertKind::Quota), (budget, AlertKind::Budget)]
+        .into_iter()
+        .filter_map(|(reached, kind)| reached.then_some(kind))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use domain::{
+        money::{Amount, Budget, PerMillion},
+        period::BillingPeriod,
+        pricing::Counts,
+    };
+    use entity::tenants;
+    use store::usage::FeatureTotal;
+
+    use super::*;
+
+    /// `tokens` of a 100,000-token quota, priced at 10 per million tokens
+    /// against a budget of 1.00 (so 1,000 tokens are 1 % of either).
+    fn usage(tokens: i64) -> PeriodUsage {
+        let at = Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap();
+        let budget = Budget::parse("1.00").unwrap();
+        let cost: Amount = PerMillion::parse("10").unwrap().cost(tokens);
+        PeriodUsage {
+            tenant: tenants::Model {
+                id: "acme".into(),
+                name: "acme".into(),
+                monthly_quota: 100_000,
+                billing_day: 1,
+                alert_thresholds: vec![80],
+                timezone: "UTC".into(),
+                monthly_budget_micros: Some(budget.micros()),
+                created_at: at,
+                updated_at: at,
+            },
+            period: BillingPeriod::containing(at, 1, Tz::UTC),
+            by_feature: vec![FeatureTotal {
+                feature: "gpt-4o".into(),
+                counts: Counts {
+                    events: 1,
+                    tokens,
+                    ..Counts::default()
+                },
+                cost,
+                unpriced_tokens: 0,
+            }],
+            last_counted_at: Some(at),
+        }
+    }
+
+    #[test]
+    fn limits_shown_as_80_percent_but_short_of_it_have_not_reached_it() {
+        let usage = usage(79_996);
+        assert_eq!(usage.quota_percent(), 80.0);
+        assert_eq!(BudgetUsage::of(&usage).budget_percent, Some(80.0));
+        assert_eq!(reached(&usage, 80), [], "no alert fires at 79.996 %");
+    }
+
+    #[test]
+    fn quota_and_budget_reach_the_threshold_as_their_alerts_fire() {
+        assert_eq!(
+            reached(&usage(80_000), 80),
+            [AlertKind::Quota, AlertKind::Budget]
+        );
+        let mut without_budget = usage(80_000);
+        without_budget.tenant.monthly_budget_micros = None;
+        assert_eq!(reached(&without_budget, 80), [AlertKind::Quota]);
     }
 }

@@ -57,7 +57,11 @@ impl CheckApi {
     /// Whether a tenant may use `tokens` more tokens now (an entitlement
     /// check). A tenant never seen is answered as a new tenant: the default
     /// quota, no usage.
-    #[oai(path = "/api/usage/:tenant/check", method = "get")]
+    #[oai(
+        path = "/api/usage/:tenant/check",
+        method = "get",
+        operation_id = "checkUsage"
+    )]
     async fn check(
         &self,
         auth: ApiKey,

@@ -114,7 +114,11 @@ fn moving_failed(err: MoveError) -> ApiError {
 #[OpenApi(tag = "ApiTags::Events")]
 impl DeadLettersApi {
     /// Dead letters, oldest first: stream entries that could not be counted.
-    #[oai(path = "/api/dead-letters", method = "get")]
+    #[oai(
+        path = "/api/dead-letters",
+        method = "get",
+        operation_id = "listDeadLetters"
+    )]
     async fn list(
         &self,
         auth: ApiKey,
@@ -144,7 +148,11 @@ impl DeadLettersApi {
 
     /// Put dead letters back into the stream (after fixing their cause);
     /// those without their original bytes are deleted.
-    #[oai(path = "/api/dead-letters/redrive", method = "post")]
+    #[oai(
+        path = "/api/dead-letters/redrive",
+        method = "post",
+        operation_id = "redriveDeadLetters"
+    )]
     async fn redrive(
         &self,
         auth: ApiKey,

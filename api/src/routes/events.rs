@@ -51,7 +51,7 @@ pub struct EventsApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Events")]
 impl EventsApi {
     /// Record one usage event.
-    #[oai(path = "/api/events", method = "post")]
+    #[oai(path = "/api/events", method = "post", operation_id = "recordEvent")]
     async fn post_event(
         &self,
         auth: ApiKey,
@@ -66,7 +66,7 @@ impl EventsApi {
 
     /// A tenant's counted events, newest first (keyset-paginated): the
     /// event explorer ([`super::explorer`]).
-    #[oai(path = "/api/events", method = "get")]
+    #[oai(path = "/api/events", method = "get", operation_id = "listEvents")]
     // Each query parameter is an argument: that is how poem-openapi
     // documents them.
     #[allow(clippy::too_many_arguments)]
@@ -110,7 +110,11 @@ impl EventsApi {
     }
 
     /// Record up to 1000 usage events at once.
-    #[oai(path = "/api/events/batch", method = "post")]
+    #[oai(
+        path = "/api/events/batch",
+        method = "post",
+        operation_id = "recordEventBatch"
+    )]
     async fn post_batch(
         &self,
         auth: ApiKey,

@@ -36,7 +36,7 @@ pub struct HealthApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
     /// Liveness: the process is up.
-    #[oai(path = "/api/health", method = "get")]
+    #[oai(path = "/api/health", method = "get", operation_id = "getHealth")]
     async fn health(&self) -> Json<Health> {
         Json(Health {
             status: "ok".into(),
@@ -46,7 +46,7 @@ impl HealthApi {
     }
 
     /// Readiness: PostgreSQL and Valkey are reachable.
-    #[oai(path = "/api/ready", method = "get")]
+    #[oai(path = "/api/ready", method = "get", operation_id = "getReady")]
     async fn ready(&self) -> ReadyResponse {
         let timeout = std::time::Duration::from_secs(2);
         let database = tokio::time::timeout(timeout, self.0.db.execute_unprepared("SELECT 1"))

@@ -127,7 +127,7 @@ pub struct KeysApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Keys")]
 impl KeysApi {
     /// Create an API key. Its secret is in this answer only.
-    #[oai(path = "/api/keys", method = "post")]
+    #[oai(path = "/api/keys", method = "post", operation_id = "createKey")]
     async fn create(
         &self,
         auth: ApiKey,
@@ -149,7 +149,7 @@ impl KeysApi {
     }
 
     /// Every API key, without secrets.
-    #[oai(path = "/api/keys", method = "get")]
+    #[oai(path = "/api/keys", method = "get", operation_id = "listKeys")]
     async fn list(&self, auth: ApiKey) -> Result<Found<KeyList>, ApiError> {
         auth.0.require(Scope::Admin)?;
         let keys = store::list(&self.0.db).await?;
@@ -159,7 +159,7 @@ impl KeysApi {
     }
 
     /// Revoke an API key. Revoking a revoked key changes nothing.
-    #[oai(path = "/api/keys/:id", method = "delete")]
+    #[oai(path = "/api/keys/:id", method = "delete", operation_id = "revokeKey")]
     async fn revoke(&self, auth: ApiKey, id: Path<Uuid>) -> Result<RevokeKeyResponse, ApiError> {
         auth.0.require(Scope::Admin)?;
         let key = store::revoke(&self.0.db, id.0).await?.ok_or_else(|| {

@@ -13,11 +13,13 @@ mod paging;
 mod prices;
 mod reference;
 pub mod rules;
+mod spec;
 mod tenants;
 mod usage;
 mod usage_stream;
 mod voids;
 
+pub(crate) use tenants::AlertKind;
 pub(crate) use usage::{BudgetUsage, QuotaUsage};
 
 use std::sync::Arc;
@@ -165,14 +167,22 @@ pub fn openapi(state: &AppState) -> OpenApiService<Apis, ()> {
 /// 500 instead of a dropped connection should a handler panic.
 pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) -> impl Endpoint {
     let api = openapi(&state);
-    let allowed = Arc::new(AllowedMethods::from_spec(&api.spec()));
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
-    let reference = reference::endpoint(api.scalar_html());
+    let spec = spec::Spec::of(&api);
+    let allowed = Arc::new(AllowedMethods::from_spec(spec.json()));
+    let docs = html_page(spec.embed_in(api.swagger_ui_html()));
+    let reference = reference::endpoint(spec.embed_in(api.scalar_html()));
+    let spec = spec.json().to_owned();
     let retry_after_secs = state.retry_after_secs;
     Route::new()
         .nest("/", api)
-        .at("/openapi.json", spec)
+        .at(
+            "/openapi.json",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(spec.clone())
+            })),
+        )
         .nest("/docs", docs)
         .at("/reference", reference)
         .at(
@@ -193,6 +203,11 @@ pub fn app(state: AppState, max_body_bytes: usize, metrics: PrometheusHandle) ->
         .with(CatchPanic::new().with_handler(|_| ApiError::panicked().into_response()))
         .with(Tracing)
         .catch_all_error(json_errors)
+}
+
+/// Serves one HTML page.
+fn html_page(html: String) -> impl Endpoint {
+    poem::endpoint::make_sync(move |_| poem::web::Html(html.clone()))
 }
 
 /// The methods each documented path answers, for the `Allow` header that

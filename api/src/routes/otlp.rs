@@ -263,7 +263,7 @@ impl OtlpApi {
     /// Export OpenTelemetry traces (OTLP/HTTP): each GenAI span with token
     /// usage is recorded as a usage event.
     ///
-    /// See the README's "OpenTelemetry" section for how span attributes
+    /// See the "OpenTelemetry" section of docs/api.md for how span attributes
     /// become events. A span for a tenant the key may not ingest for is
     /// rejected like an invalid one.
     #[oai(path = "/v1/traces", method = "post", operation_id = "exportTraces")]

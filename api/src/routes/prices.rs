@@ -142,7 +142,7 @@ pub struct PricesApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Prices")]
 impl PricesApi {
     /// Add a price version for a feature.
-    #[oai(path = "/api/prices", method = "post")]
+    #[oai(path = "/api/prices", method = "post", operation_id = "createPrice")]
     async fn create(&self, auth: ApiKey, body: Json<PriceIn>) -> Result<Created<Price>, BodyError> {
         auth.0.require(Scope::Admin)?;
         let input = price("inputPerMillion", &body.input_per_million)?;
@@ -170,7 +170,7 @@ impl PricesApi {
     }
 
     /// The price versions of a feature, or of every feature.
-    #[oai(path = "/api/prices", method = "get")]
+    #[oai(path = "/api/prices", method = "get", operation_id = "listPrices")]
     async fn list(
         &self,
         auth: ApiKey,

@@ -263,7 +263,7 @@ pub struct UsageApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Usage")]
 impl UsageApi {
     /// A tenant's usage in its current billing period.
-    #[oai(path = "/api/usage/:tenant", method = "get")]
+    #[oai(path = "/api/usage/:tenant", method = "get", operation_id = "getUsage")]
     async fn tenant_usage(
         &self,
         auth: ApiKey,
@@ -287,7 +287,7 @@ impl UsageApi {
     }
 
     /// Every tenant's usage in its current billing period.
-    #[oai(path = "/api/usage", method = "get")]
+    #[oai(path = "/api/usage", method = "get", operation_id = "listUsage")]
     async fn all_usage(
         &self,
         auth: ApiKey,
@@ -316,7 +316,11 @@ impl UsageApi {
     /// 24 hours or 31 days before `to`. At most 10,080 buckets. Hours and
     /// days are those of `tz` (default: the tenant's `timezone`): a day
     /// bucket runs from local midnight to local midnight.
-    #[oai(path = "/api/usage/:tenant/timeseries", method = "get")]
+    #[oai(
+        path = "/api/usage/:tenant/timeseries",
+        method = "get",
+        operation_id = "getTimeseries"
+    )]
     // Each query parameter is an argument: that is how poem-openapi
     // documents them.
     #[allow(clippy::too_many_arguments)]

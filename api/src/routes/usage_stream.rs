@@ -84,12 +84,17 @@ impl UsageStreamApi {
     /// Every tenant's usage, live (Server-Sent Events).
     ///
     /// The first 1000 tenants in id order, each with its period usage,
-    /// quota, lowest alert threshold, per-feature totals and tokens per
+    /// quota and budget, lowest alert threshold and the limits that have
+    /// reached it, time zone, per-feature totals and costs, and tokens per
     /// minute over the last hour. Read once a second for all connections
     /// together. Needs a `read` key for all tenants (the dashboard sends
     /// it with `fetch`, since a browser's `EventSource` cannot); the stream
     /// ends soon after the key is revoked.
-    #[oai(path = "/api/usage/stream", method = "get")]
+    #[oai(
+        path = "/api/usage/stream",
+        method = "get",
+        operation_id = "streamUsage"
+    )]
     async fn usage_stream(&self, auth: ApiKey) -> Result<UsageEvents, ApiError> {
         auth.0.require_all_tenants(Scope::Read)?;
         // A revoked key's stream ends, as its next request would be refused.

@@ -95,7 +95,7 @@ pub struct VoidsApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Events")]
 impl VoidsApi {
     /// Void (cancel) one event: its tokens leave usage once applied.
-    #[oai(path = "/api/events/void", method = "post")]
+    #[oai(path = "/api/events/void", method = "post", operation_id = "voidEvent")]
     async fn post_void(
         &self,
         auth: ApiKey,
@@ -110,7 +110,11 @@ impl VoidsApi {
     }
 
     /// Void up to 1000 events at once.
-    #[oai(path = "/api/events/void/batch", method = "post")]
+    #[oai(
+        path = "/api/events/void/batch",
+        method = "post",
+        operation_id = "voidEventBatch"
+    )]
     async fn post_void_batch(
         &self,
         auth: ApiKey,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use api::{config::ApiConfig, startup::Application};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Value, json};
 use testkit::env::event;
 use tokio::{task::JoinHandle, time::Instant};
@@ -82,6 +82,16 @@ async fn the_stream_sends_a_retry_hint_then_every_tenant_with_its_last_hour() {
     assert_eq!(acme["totalTokens"], 1000);
     assert_eq!(acme["quotaPercent"], 10.0);
     assert_eq!(acme["alertAt"], 80);
+    assert_eq!(acme["reached"], json!([]), "10 % reaches no threshold");
+    assert_eq!(acme["timezone"], "UTC");
+    assert_eq!(
+        (
+            &acme["byFeature"][0]["cost"],
+            &acme["byFeature"][0]["unpricedTokens"]
+        ),
+        (&json!("0.000000"), &json!(600)),
+        "no price yet"
+    );
     assert_eq!(acme["byFeature"][0]["feature"], "gpt-4o");
     let last_hour: Vec<i64> = acme["lastHour"]
         .as_array()
@@ -139,6 +149,12 @@ async fn the_page_and_its_assets_are_served_by_the_binary() {
             .contains("script-src 'self'")
     );
     let html = response.text().await.unwrap();
+    assert!(
+        html.contains(
+            r#"<p id="waiting" class="notice" role="status">Waiting for the first figures"#
+        ),
+        "before its script runs, the page says what it waits for"
+    );
     for external in ["src=\"http", "href=\"http", "url(http", "@import"] {
         assert!(!html.contains(external), "no CDN: found {external}");
     }
@@ -244,6 +260,17 @@ fn note(what: &str) {
     eprintln!("[dashboard test] {what}");
 }
 
+/// Takes a screenshot named `name`, asserting that it was written and is
+/// not empty.
+async fn checked_screenshot(browser: &mut Browser, name: &str) {
+    let shot = browser.screenshot(name).await;
+    let size = std::fs::metadata(&shot)
+        .expect("the screenshot is written")
+        .len();
+    assert!(size > 1_000, "{} holds only {size} bytes", shot.display());
+    note(&format!("screenshot: {}", shot.display()));
+}
+
 /// Where the page keeps its API key in the tab's session storage.
 const KEY_STORAGE: &str = "flagmeter.dashboard.apiKey";
 
@@ -261,6 +288,7 @@ const STATE: &str = r##"JSON.stringify({
   forgetButton: !document.getElementById("forget").hidden,
   keyStored: sessionStorage.getItem("flagmeter.dashboard.apiKey") !== null,
   summary: document.getElementById("summary").textContent,
+  waiting: !document.getElementById("waiting").hidden,
   rows: Array.from(document.querySelectorAll("#tenants > li")).map((li) => {
     const marker = li.querySelector(".marker");
     return {
@@ -271,6 +299,8 @@ const STATE: &str = r##"JSON.stringify({
       percent: li.querySelector(".percent").textContent,
       tokens: li.querySelector(".tokens").textContent,
       spend: li.querySelector(".spend").hidden ? "" : li.querySelector(".spend").textContent,
+      bars: Array.from(li.querySelectorAll(".bar"))
+        .map((bar) => (bar.hidden ? "" : bar.dataset.level)),
       marker: marker.hidden ? "" : marker.textContent,
       period: li.querySelector(".period").textContent,
       features: li.querySelector("summary").textContent,
@@ -278,6 +308,15 @@ const STATE: &str = r##"JSON.stringify({
     };
   }),
 })"##;
+
+/// Opens `details` of `tenant`'s row; returns the header and cells of its
+/// feature table.
+const FEATURE_TABLE: &str = r##"(tenant) => {
+  const d = document.querySelector(`li[data-tenant="${tenant}"] details`);
+  d.open = true;
+  return Array.from(d.querySelectorAll("tr"))
+    .map((tr) => Array.from(tr.cells).map((c) => c.textContent));
+}"##;
 
 /// `value` percent-encoded for a URL's fragment.
 fn fragment_encoded(value: &str) -> String {
@@ -401,7 +440,12 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     assert_eq!(acme["name"], "Acme <b>Corp</b> & Sons", "the name as text");
     assert_eq!(acme["percent"], "85.0\u{a0}%");
     assert_eq!(acme["tokens"], "8,500 of 10,000 tokens");
-    assert_eq!(acme["spend"], "Cost 0.01 of 1.00 USD budget (1.0\u{a0}%)");
+    assert_eq!(
+        acme["spend"],
+        "Cost 0.01 of 1.00 USD budget (1.0\u{a0}%) \u{b7} 3,500 tokens without a price",
+        "unpriced tokens beside the cost"
+    );
+    assert_eq!(acme["bars"], json!(["over", "ok"]), "quota, then budget");
     assert_eq!(acme["level"], "over");
     assert!(
         acme["marker"]
@@ -439,20 +483,14 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
 
     // The per-feature breakdown, and the filter box.
     let features = browser
-        .eval(
-            r##"(() => {
-              const d = document.querySelector('li[data-tenant="acme-corp"] details');
-              d.open = true;
-              return Array.from(d.querySelectorAll("tbody tr"))
-                .map((tr) => Array.from(tr.cells).map((c) => c.textContent));
-            })()"##,
-        )
+        .eval(&format!("({FEATURE_TABLE})('acme-corp')"))
         .await;
     assert_eq!(
         features,
         json!([
-            ["gpt-4o", "5,000", "58.8\u{a0}%"],
-            ["claude-3-opus", "3,500", "41.2\u{a0}%"]
+            ["Feature", "Tokens", "Share", "Cost (USD)"],
+            ["gpt-4o", "5,000", "58.8\u{a0}%", "0.01"],
+            ["claude-3-opus", "3,500", "41.2\u{a0}%", "no price"]
         ])
     );
     let shown = browser
@@ -497,8 +535,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         true,
         "an expanded row stays expanded across updates"
     );
-    let shot = browser.screenshot("dashboard.png").await;
-    note(&format!("screenshot: {}", shot.display()));
+    checked_screenshot(&mut browser, "dashboard.png").await;
 
     // At phone width nothing overflows sideways.
     browser
@@ -513,7 +550,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
             "window.innerWidth === 390 && document.documentElement.scrollWidth <= 390",
         )
         .await;
-    browser.screenshot("dashboard-phone.png").await;
+    checked_screenshot(&mut browser, "dashboard-phone.png").await;
     browser
         .page("Emulation.clearDeviceMetricsOverride", json!({}))
         .await;
@@ -580,8 +617,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         "password API key with read scope Connect",
         "a labelled password field and a Connect button"
     );
-    let shot = browser.screenshot("dashboard-key-form.png").await;
-    note(&format!("screenshot: {}", shot.display()));
+    checked_screenshot(&mut browser, "dashboard-key-form.png").await;
 
     // A wrong key, typed into the form: refused, forgotten, asked again.
     type_key(&mut browser, "not-a-real-key").await;
@@ -602,8 +638,7 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
         (&json!(true), &json!(false), &json!([])),
         "the form again, the key forgotten, no figures: {state}"
     );
-    let shot = browser.screenshot("dashboard-key-refused.png").await;
-    note(&format!("screenshot: {}", shot.display()));
+    checked_screenshot(&mut browser, "dashboard-key-refused.png").await;
     // It does not retry with a refused key.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(page_state(&mut browser).await["connection"], "refused");
@@ -686,4 +721,180 @@ async fn the_dashboard_shows_usage_live_in_a_browser_and_recovers_after_a_restar
     browser.close().await;
     watched.stop().await;
     pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_says_it_waits_then_flags_budgets_with_costs_and_local_period_ends() {
+    let app = spawn_app().await;
+    let now = Utc::now();
+    app.set_standing_price("gpt-4o", "2", "8").await;
+    app.set_price("claude-3-haiku", "1", "4", now - chrono::Duration::hours(6))
+        .await;
+    // 94 % of its budget, under 1 % of its quota.
+    app.put_tenant(
+        "budget-co",
+        json!({ "monthlyQuota": 100_000_000, "monthlyBudget": "1.00" }),
+    )
+    .await;
+    // Billed in New York from a day that began at least a day ago (the
+    // 1st, or the 28th on the 1st), so that its period holds the last 12
+    // hours.
+    let new_york = domain::period::zone_named("America/New_York");
+    let billing_day: i16 = if now.with_timezone(&new_york).day() >= 2 {
+        1
+    } else {
+        28
+    };
+    app.put_tenant(
+        "nyc-co",
+        json!({
+            "monthlyQuota": 1_000_000,
+            "monthlyBudget": "10.00",
+            "timezone": "America/New_York",
+            "billingDay": billing_day,
+        }),
+    )
+    .await;
+    let hours_ago = |hours| now - chrono::Duration::hours(hours);
+    app.env
+        .write(
+            &[
+                event("budget-co", "1", "gpt-4o", 470_000, now),
+                event("nyc-co", "2", "gpt-4o", 100_000, now),
+                // Before its price took effect, then after.
+                event("nyc-co", "3", "claude-3-haiku", 30_000, hours_ago(12)),
+                event("nyc-co", "4", "claude-3-haiku", 10_000, now),
+                event("nyc-co", "5", "in-house-model", 25_000, now),
+            ],
+            1_000_000,
+        )
+        .await;
+    let (_, alerts) = app.get_json("/api/tenants/budget-co/alerts").await;
+    assert_eq!(
+        json::texts(&alerts, "kind"),
+        ["budget"],
+        "the budget alert fired"
+    );
+
+    let mut browser = Browser::launch(artifacts_dir()).await;
+    // The live figures held back: what the page shows before they come.
+    browser
+        .page(
+            "Fetch.enable",
+            json!({ "patterns": [{ "urlPattern": "*/api/usage/stream" }] }),
+        )
+        .await;
+    browser
+        .navigate(&format!(
+            "{}/#key={}",
+            app.base,
+            fragment_encoded(&app.admin_key)
+        ))
+        .await;
+    browser
+        .shows(
+            "that it waits for the figures",
+            &format!(
+                "sessionStorage.getItem({KEY_STORAGE:?}) !== null
+                   && document.getElementById('waiting').hidden === false"
+            ),
+        )
+        .await;
+    let state = page_state(&mut browser).await;
+    assert_eq!(
+        (&state["connection"], &state["connectionText"]),
+        (
+            &json!("connecting"),
+            &json!("Connecting to the live figures\u{2026}")
+        ),
+        "{state}"
+    );
+    assert_eq!(state["rows"], json!([]), "{state}");
+    let waiting = browser
+        .eval("document.getElementById('waiting').textContent")
+        .await;
+    assert!(
+        waiting
+            .as_str()
+            .unwrap()
+            .starts_with("Waiting for the first figures"),
+        "{waiting}"
+    );
+    checked_screenshot(&mut browser, "dashboard-waiting.png").await;
+
+    // Let them through.
+    browser.page("Fetch.disable", json!({})).await;
+    browser
+        .shows(
+            "the two tenants",
+            "document.querySelectorAll('#tenants > li').length === 2",
+        )
+        .await;
+    let state = page_state(&mut browser).await;
+    assert_eq!(state["waiting"], false, "{state}");
+    assert_eq!(
+        state["summary"], "2 tenants, 1 at or over the alert threshold",
+        "the budget crossing is counted"
+    );
+    assert_eq!(
+        json::texts(&state["rows"], "tenant"),
+        ["budget-co", "nyc-co"],
+        "by the higher of quota and budget shares"
+    );
+
+    let budget = row(&state, "budget-co");
+    assert_eq!(budget["level"], "over", "{budget}");
+    assert_eq!(budget["marker"], "\u{25b2} Budget at or over 80\u{a0}%");
+    assert_eq!(budget["percent"], "0.5\u{a0}%");
+    assert_eq!(
+        budget["spend"],
+        "Cost 0.94 of 1.00 USD budget (94.0\u{a0}%)"
+    );
+    assert_eq!(budget["bars"], json!(["ok", "over"]), "quota, then budget");
+    assert_eq!(
+        budget["period"]
+            .as_str()
+            .unwrap()
+            .rsplit_once(' ')
+            .unwrap()
+            .1,
+        "(UTC)"
+    );
+
+    let nyc = row(&state, "nyc-co");
+    assert_eq!((&nyc["level"], &nyc["marker"]), (&json!("ok"), &json!("")));
+    assert_eq!(nyc["tokens"], "165,000 of 1,000,000 tokens");
+    assert_eq!(
+        nyc["spend"],
+        "Cost 0.21 of 10.00 USD budget (2.1\u{a0}%) \u{b7} 55,000 tokens without a price",
+        "unpriced tokens beside a cost and a budget"
+    );
+    let period = domain::period::BillingPeriod::containing(now, billing_day, new_york);
+    let local_end = period.end.with_timezone(&new_york);
+    assert_eq!(
+        nyc["period"].as_str().unwrap().replace('\u{202f}', " "),
+        format!(
+            "Period ends {}, 12:00 AM (America/New_York)",
+            local_end.format("%b %-d, %Y")
+        ),
+        "local midnight, in the tenant's zone"
+    );
+    let features = browser.eval(&format!("({FEATURE_TABLE})('nyc-co')")).await;
+    assert_eq!(
+        features,
+        json!([
+            ["Feature", "Tokens", "Share", "Cost (USD)"],
+            ["gpt-4o", "100,000", "60.6\u{a0}%", "0.20"],
+            [
+                "claude-3-haiku",
+                "40,000",
+                "24.2\u{a0}%",
+                "0.01 + 30,000 tokens without a price"
+            ],
+            ["in-house-model", "25,000", "15.2\u{a0}%", "no price"]
+        ])
+    );
+    checked_screenshot(&mut browser, "dashboard-budgets.png").await;
+
+    browser.close().await;
 }

@@ -64,6 +64,62 @@ async fn the_spec_lists_exactly_the_served_routes() {
     assert_eq!(tokens["maximum"], 1_000_000_000.0);
 }
 
+/// What client generators need: a stable, unique `operationId` on every
+/// operation, and no `allOf` around a lone `$ref` (openapi-python-client
+/// drops what sits behind one). `clients/generated` generates a client
+/// from the served spec and uses it.
+#[tokio::test]
+async fn every_operation_has_an_id_and_no_reference_hides_in_an_all_of() {
+    let app = spawn_app().await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let mut ids = BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let id = operation["operationId"].as_str();
+            let id = id.unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_owned()), "{id} names two operations");
+        }
+    }
+    assert_eq!(ids.len(), ROUTES.len() + 9, "every operation has its id");
+    let mut wrapped = Vec::new();
+    lone_references(&spec, &mut wrapped);
+    assert!(
+        wrapped.is_empty(),
+        "references wrapped in allOf: {wrapped:?}"
+    );
+    let docs = html_page(&app, "/docs").await;
+    assert!(
+        docs.contains("\"operationId\""),
+        "the docs show the served spec"
+    );
+}
+
+/// Every `allOf` under `value` that holds one `$ref` and no schema of its
+/// own (only annotations beside it).
+fn lone_references<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(object) => {
+            if let Some(parts) = object.get("allOf").and_then(|parts| parts.as_array()) {
+                let schemas = parts.iter().filter(|part| {
+                    part.get("$ref").is_some()
+                        || part.get("properties").is_some()
+                        || part.get("type").is_some()
+                });
+                if schemas.count() == 1 {
+                    found.push(value);
+                }
+            }
+            object
+                .values()
+                .for_each(|child| lone_references(child, found));
+        }
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|item| lone_references(item, found))
+        }
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn the_docs_are_an_html_page_served_by_the_binary() {
     let app = spawn_app().await;
@@ -118,4 +174,28 @@ async fn health_and_readiness_answer() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["database"], true);
     assert_eq!(body["valkey"], true);
+}
+
+/// An address another process holds is named at start-up, with the
+/// variable that sets it, instead of a bare "Address already in use".
+#[tokio::test]
+async fn a_busy_port_is_named_with_its_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let env = testkit::env::TestEnv::new().await;
+    let mut config = testkit::app::api_config(
+        env.valkey_args(),
+        env.database_args(),
+        "busy-port-admin-key",
+    );
+    config.api_addr = taken.local_addr().unwrap();
+    let refused = api::startup::Application::build(config)
+        .await
+        .err()
+        .expect("the port is taken");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(&taken.local_addr().unwrap().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("FLAGMETER_API_ADDR"), "{message}");
 }

@@ -1,5 +1,5 @@
 //! Signed generic webhooks: the secret's life (issued once, masked, rotated)
-//! and deliveries that a local receiver verifies as the README says, one per
+//! and deliveries that a local receiver verifies as docs/api.md says, one per
 //! threshold and destination, through failures and a 429; a rotation that
 //! loses no alert, checked by a receiver using the real `standardwebhooks`
 //! package; and the URL rules that the Slack webhook and the signed one

@@ -4,6 +4,7 @@ front of the api. Nothing here talks to anything but 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import httpx
 
@@ -38,11 +39,14 @@ class Stack:
     key: str
     processes: List[subprocess.Popen] = field(default_factory=list)
     database: Optional[str] = None
+    database_url: Optional[str] = None
     stream: Optional[str] = None
     logs: Optional[Path] = None
 
     @classmethod
-    def start(cls) -> "Stack":
+    def start(cls, settings: Optional[Dict[str, str]] = None) -> "Stack":
+        """Starts the binaries; ``settings`` adds to (or overrides) their
+        environment."""
         if os.environ.get("FLAGMETER_TEST_URL"):
             return cls(os.environ["FLAGMETER_TEST_URL"], os.environ["FLAGMETER_TEST_KEY"])
         bin_dir = Path(os.environ.get("FLAGMETER_BIN_DIR", REPO / "target" / "debug"))
@@ -65,9 +69,10 @@ class Stack:
         stack._psql(f'CREATE DATABASE "{stack.database}"')
         port = free_port()
         stack.url = f"http://127.0.0.1:{port}"
+        stack.database_url = f"postgres://postgres@{pg_host}:{pg_port}/{stack.database}"
         env = {
             **os.environ,
-            "DATABASE_URL": f"postgres://postgres@{pg_host}:{pg_port}/{stack.database}",
+            "DATABASE_URL": stack.database_url,
             "VALKEY_URL": valkey,
             "FLAGMETER_STREAM": stack.stream,
             "FLAGMETER_API_ADDR": f"127.0.0.1:{port}",
@@ -77,6 +82,7 @@ class Stack:
             "FLAGMETER_USAGE_CACHE_MS": "50",
             "FLAGMETER_BLOCK_MS": "200",
             "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
+            **(settings or {}),
         }
         try:
             # The api applies the migrations; the pipeline starts after it answers.
@@ -241,6 +247,19 @@ class Proxy:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """The url of a server on loopback that accepts connections and never
+    answers: a client's sender is stuck on it."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+    finally:
+        silent.close()
 
 
 def every_fourth_answer_lost(n: int, method: str, path: str) -> Optional[tuple]:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from support import Stack, tenant_name, wait_for_total
+from settings import FAST, stuck_settings
+from support import Stack, silent_server, tenant_name, wait_for_total
 
-from flagmeter import ApiError, AsyncClient, Client, FlushError, QueueFull, RetryPolicy
-
-FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
+from flagmeter import ApiError, AsyncClient, Client, FlushError, QueueFull
 
 
 async def eventually_total(fm: AsyncClient, tenant: str, expected: int, falling: bool = False) -> None:
@@ -54,20 +52,8 @@ async def test_async_reads_batches_voids_and_errors(stack: Stack) -> None:
 
 
 async def test_async_close_reports_what_it_could_not_deliver() -> None:
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    try:
-        fm = AsyncClient(
-            f"http://127.0.0.1:{silent.getsockname()[1]}",
-            api_key="k",
-            batch_size=1,
-            max_queue=3,
-            enqueue_timeout=0.2,
-            flush_interval=0.01,
-            timeout=0.3,
-            retry=RetryPolicy(deadline=1, initial_backoff=0.05),
-        )
+    with silent_server() as url:
+        fm = AsyncClient(url, **stuck_settings(max_queue=3, enqueue_timeout=0.2, timeout=0.3, deadline=1))
         ids = [await fm.record("t", "f", 1)]
         await asyncio.sleep(0.1)  # the sender holds the first event
         ids += [await fm.record("t", "f", 1) for _ in range(3)]
@@ -79,5 +65,3 @@ async def test_async_close_reports_what_it_could_not_deliver() -> None:
             await fm.close()
         assert sorted(event["id"] for event in failed.value.events) == sorted(ids)
         assert fm.stats.failed == 4
-    finally:
-        silent.close()

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
+from settings import FAST
 from support import Proxy, Stack, tenant_name, wait_for_total
 
-from flagmeter import AsyncClient, Client, LimitExceeded, RetryPolicy
+from flagmeter import AsyncClient, Client, LimitExceeded
 
-FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
 GOLDEN = Path(__file__).resolve().parents[2] / "testdata" / "providers"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -10,11 +9,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
-from support import Proxy, Stack, tenant_name, wait_for_total
+from settings import FAST, stuck_settings
+from support import Proxy, Stack, silent_server, tenant_name, wait_for_total
 
 from flagmeter import ApiError, Client, DeadlineExceeded, FlushError, QueueFull, RetryPolicy, uuid7
-
-FAST = RetryPolicy(deadline=10, initial_backoff=0.01, max_backoff=0.2)
 
 
 @pytest.fixture
@@ -192,22 +190,8 @@ def test_a_request_that_keeps_failing_gives_up_at_its_deadline(stack: Stack) -> 
 
 
 def test_a_full_queue_makes_record_wait_then_raise_and_nothing_is_dropped() -> None:
-    # A server that accepts connections and never answers: the sender is stuck.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)
-    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    try:
-        fm = Client(
-            url,
-            api_key="k",
-            batch_size=1,
-            max_queue=5,
-            enqueue_timeout=0.3,
-            flush_interval=0.01,
-            timeout=0.5,
-            retry=RetryPolicy(deadline=1.5, initial_backoff=0.05),
-        )
+    with silent_server() as url:
+        fm = Client(url, **stuck_settings(max_queue=5, enqueue_timeout=0.3, timeout=0.5, deadline=1.5))
         ids = [fm.record("t", "f", 1)]
         time.sleep(0.2)  # the sender has taken the first event and waits on the silent server
         ids += [fm.record("t", "f", 1) for _ in range(5)]
@@ -220,8 +204,6 @@ def test_a_full_queue_makes_record_wait_then_raise_and_nothing_is_dropped() -> N
             fm.close()
         assert sorted(event["id"] for event in failed.value.events) == sorted(ids)
         assert fm.stats.failed == 6 and fm.stats.sent == 0
-    finally:
-        silent.close()
 
 
 def test_records_from_many_threads_are_all_counted(client: Client) -> None:

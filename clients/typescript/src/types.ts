@@ -31,17 +31,9 @@ export interface EventInput {
 }
 
 /** An event as sent: its id fixed, absent fields left out. */
-export interface WireEvent {
+export interface WireEvent extends Omit<EventInput, "id" | "timestamp"> {
   id: string;
-  tenant: string;
-  feature: string;
-  tokens?: number;
-  inputTokens?: number;
-  outputTokens?: number;
-  cacheReadTokens?: number;
-  cacheWriteTokens?: number;
   timestamp?: string;
-  reservationId?: string;
 }
 
 export type LimitKind = "quota" | "budget" | "tokensPerMinute" | "requestsPerMinute";
@@ -92,15 +84,19 @@ export interface Check {
   blockedBy?: string;
 }
 
-export interface FeatureUsage {
-  feature: string;
-  totalTokens: number;
+/** Tokens by class and their cost, in a usage answer. */
+export interface TokenTotals {
   inputTokens: number;
   outputTokens: number;
   cacheReadTokens: number;
   cacheWriteTokens: number;
   cost: string;
   unpricedTokens: number;
+}
+
+export interface FeatureUsage extends TokenTotals {
+  feature: string;
+  totalTokens: number;
 }
 
 /** `GET /api/usage/{tenant}`: the current billing period. */
@@ -131,16 +127,10 @@ export interface TimeseriesQuery {
   tz?: string;
 }
 
-export interface Point {
+export interface Point extends TokenTotals {
   start: string;
   totalTokens: number;
   eventCount: number;
-  inputTokens: number;
-  outputTokens: number;
-  cacheReadTokens: number;
-  cacheWriteTokens: number;
-  cost: string;
-  unpricedTokens: number;
 }
 
 /** `GET /api/usage/{tenant}/timeseries`: every bucket, empty ones as 0. */

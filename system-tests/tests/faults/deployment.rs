@@ -286,11 +286,11 @@ fn panel_query(title: &str, legend: &str) -> String {
 }
 
 #[test]
-fn every_panel_the_readme_describes_is_on_the_dashboard() {
+fn every_panel_the_operations_guide_describes_is_on_the_dashboard() {
     let bullet = regex::Regex::new(r"(?m)^- \*([^*]+)\*:").unwrap();
-    let readme = repo_file("README.md");
+    let guide = repo_file("docs/operations.md");
     let described: BTreeSet<&str> = bullet
-        .captures_iter(&readme)
+        .captures_iter(&guide)
         .map(|c| c.get(1).unwrap().as_str())
         .collect();
     assert!(described.len() >= 20, "{described:?}");
@@ -305,7 +305,7 @@ fn every_panel_the_readme_describes_is_on_the_dashboard() {
     let missing: Vec<&&str> = described.difference(&titles).collect();
     assert!(
         missing.is_empty(),
-        "described in the README, not on the dashboard: {missing:?}"
+        "described in docs/operations.md, not on the dashboard: {missing:?}"
     );
 }
 

@@ -311,7 +311,7 @@ async fn valkey_killed_with_appendfsync_always_loses_nothing_accepted() {
     assert_eq!(counted, accepted, "every accepted event counted once");
 }
 
-/// Not an assertion but a measurement (README, "Durability"): how many
+/// Not an assertion but a measurement (docs/guarantees.md, "Durability"): how many
 /// accepted events `appendfsync everysec` loses when Valkey is SIGKILLed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: cargo test --test faults -- --ignored --nocapture"]

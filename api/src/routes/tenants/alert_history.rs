@@ -146,7 +146,7 @@ impl Delivery {
 }
 
 /// What an alert is about.
-#[derive(Debug, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum AlertKind {
     /// Tokens crossed a threshold of the monthly quota.
@@ -250,7 +250,11 @@ pub struct AlertHistoryApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl AlertHistoryApi {
     /// The tenant's quota and budget alerts, newest first.
-    #[oai(path = "/api/tenants/:tenant/alerts", method = "get")]
+    #[oai(
+        path = "/api/tenants/:tenant/alerts",
+        method = "get",
+        operation_id = "listAlerts"
+    )]
     async fn alerts(
         &self,
         auth: ApiKey,

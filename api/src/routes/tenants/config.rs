@@ -170,7 +170,11 @@ impl TenantConfigApi {
     /// Create or update a tenant's quota, billing day and alert thresholds:
     /// the fields sent change, the others keep their value (or, on
     /// creation, take the defaults).
-    #[oai(path = "/api/tenants/:tenant", method = "put")]
+    #[oai(
+        path = "/api/tenants/:tenant",
+        method = "put",
+        operation_id = "putTenant"
+    )]
     async fn save(
         &self,
         auth: ApiKey,
@@ -256,14 +260,18 @@ impl TenantConfigApi {
     }
 
     /// A tenant's configuration.
-    #[oai(path = "/api/tenants/:tenant", method = "get")]
+    #[oai(
+        path = "/api/tenants/:tenant",
+        method = "get",
+        operation_id = "getTenant"
+    )]
     async fn get(&self, auth: ApiKey, tenant: Path<TenantSlug>) -> Result<Found<Tenant>, ApiError> {
         let existing = admin_tenant(&self.0.db, &auth, &tenant).await?;
         Ok(Found::Ok(Json(existing.into())))
     }
 
     /// Every tenant's configuration, a page at a time, in id order.
-    #[oai(path = "/api/tenants", method = "get")]
+    #[oai(path = "/api/tenants", method = "get", operation_id = "listTenants")]
     async fn list(
         &self,
         auth: ApiKey,
@@ -292,7 +300,11 @@ impl TenantConfigApi {
     /// billing history stays readable (usage, time series, events, alert
     /// history), under the configuration it had; a later `PUT` or event
     /// creates it afresh with the defaults.
-    #[oai(path = "/api/tenants/:tenant", method = "delete")]
+    #[oai(
+        path = "/api/tenants/:tenant",
+        method = "delete",
+        operation_id = "deleteTenant"
+    )]
     async fn delete(
         &self,
         auth: ApiKey,

@@ -10,7 +10,7 @@ mod config;
 mod slack_webhook;
 mod webhook;
 
-pub use alert_history::AlertHistoryApi;
+pub use alert_history::{AlertHistoryApi, AlertKind};
 pub use config::TenantConfigApi;
 pub use slack_webhook::SlackWebhookApi;
 pub use webhook::SignedWebhookApi;

@@ -79,7 +79,11 @@ pub struct SlackWebhookApi(pub AppState);
 impl SlackWebhookApi {
     /// Set the Slack incoming webhook alerts are posted to: 201 when the
     /// tenant had none, 200 when it replaces one.
-    #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "put")]
+    #[oai(
+        path = "/api/tenants/:tenant/slack-webhook",
+        method = "put",
+        operation_id = "putSlackWebhook"
+    )]
     async fn put_webhook(
         &self,
         auth: ApiKey,
@@ -97,7 +101,11 @@ impl SlackWebhookApi {
     }
 
     /// The tenant's webhook, its secret part masked.
-    #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "get")]
+    #[oai(
+        path = "/api/tenants/:tenant/slack-webhook",
+        method = "get",
+        operation_id = "getSlackWebhook"
+    )]
     async fn get_webhook(
         &self,
         auth: ApiKey,
@@ -108,7 +116,11 @@ impl SlackWebhookApi {
     }
 
     /// Remove the tenant's webhook: alerts are then recorded as `no_webhook`.
-    #[oai(path = "/api/tenants/:tenant/slack-webhook", method = "delete")]
+    #[oai(
+        path = "/api/tenants/:tenant/slack-webhook",
+        method = "delete",
+        operation_id = "deleteSlackWebhook"
+    )]
     async fn delete_webhook(
         &self,
         auth: ApiKey,
@@ -118,7 +130,11 @@ impl SlackWebhookApi {
     }
 
     /// Send a test message to the tenant's webhook and report Slack's answer.
-    #[oai(path = "/api/tenants/:tenant/slack-webhook/test", method = "post")]
+    #[oai(
+        path = "/api/tenants/:tenant/slack-webhook/test",
+        method = "post",
+        operation_id = "testSlackWebhook"
+    )]
     async fn test_webhook(
         &self,
         auth: ApiKey,

@@ -149,7 +149,11 @@ pub struct SignedWebhookApi(pub AppState);
 #[OpenApi(tag = "ApiTags::Tenants")]
 impl SignedWebhookApi {
     /// Set the tenant's signed webhook; creating it issues its secret.
-    #[oai(path = "/api/tenants/:tenant/webhook", method = "put")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook",
+        method = "put",
+        operation_id = "putWebhook"
+    )]
     async fn put_webhook(
         &self,
         auth: ApiKey,
@@ -173,7 +177,11 @@ impl SignedWebhookApi {
     }
 
     /// The tenant's signed webhook, URL and secret masked.
-    #[oai(path = "/api/tenants/:tenant/webhook", method = "get")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook",
+        method = "get",
+        operation_id = "getWebhook"
+    )]
     async fn get_webhook(
         &self,
         auth: ApiKey,
@@ -185,7 +193,11 @@ impl SignedWebhookApi {
     }
 
     /// Remove the tenant's signed webhook: alerts no longer go there.
-    #[oai(path = "/api/tenants/:tenant/webhook", method = "delete")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook",
+        method = "delete",
+        operation_id = "deleteWebhook"
+    )]
     async fn delete_webhook(
         &self,
         auth: ApiKey,
@@ -198,7 +210,11 @@ impl SignedWebhookApi {
     /// the grace period (`FLAGMETER_WEBHOOK_ROTATION_GRACE_SECS`, a day by
     /// default; `previousSecretsExpireAt` says until when), so that the
     /// receiver can switch to the new one without refusing an alert.
-    #[oai(path = "/api/tenants/:tenant/webhook/rotate-secret", method = "post")]
+    #[oai(
+        path = "/api/tenants/:tenant/webhook/rotate-secret",
+        method = "post",
+        operation_id = "rotateWebhookSecret"
+    )]
     async fn rotate_secret(
         &self,
         auth: ApiKey,

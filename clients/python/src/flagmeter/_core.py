@@ -63,33 +63,38 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-_CLASSES = (
-    ("input_tokens", "inputTokens"),
-    ("output_tokens", "outputTokens"),
-    ("cache_read_tokens", "cacheReadTokens"),
-    ("cache_write_tokens", "cacheWriteTokens"),
-)
+_CLASSES = {
+    "input_tokens": "inputTokens",
+    "output_tokens": "outputTokens",
+    "cache_read_tokens": "cacheReadTokens",
+    "cache_write_tokens": "cacheWriteTokens",
+}
+"""The token classes: their argument names, and their names on the wire."""
+
+_RESERVATION_OPTIONS = {"feature": "feature", **_CLASSES, "ttl_seconds": "ttlSeconds"}
 
 
-def build_event(
-    tenant: str,
-    feature: str,
-    tokens: Optional[int] = None,
-    *,
-    input_tokens: Optional[int] = None,
-    output_tokens: Optional[int] = None,
-    cache_read_tokens: Optional[int] = None,
-    cache_write_tokens: Optional[int] = None,
-    id: Optional[str] = None,
-    timestamp: Optional[Timestamp] = None,
-    reservation_id: Optional[str] = None,
-) -> WireEvent:
-    """The wire body of one event, its id fixed now (before any send), so
-    that every retry of it is the same event and counts once.
+def _on_the_wire(names: Mapping[str, str], values: Mapping[str, Any]) -> Dict[str, Any]:
+    """The values given (not None) under their wire names; a name not in
+    ``names`` is the caller's mistake, as an unknown keyword argument is."""
+    unknown = set(values) - set(names)
+    if unknown:
+        raise TypeError(f"unexpected argument(s): {', '.join(sorted(unknown))}")
+    return {names[name]: value for name, value in values.items() if value is not None}
+
+
+def build_event(tenant: str, feature: str, tokens: Optional[int] = None, **fields: Any) -> WireEvent:
+    """The wire body of one event (the arguments of ``record``: the token
+    classes, ``id``, ``timestamp`` and ``reservation_id`` in ``fields``),
+    its id fixed now (before any send), so that every retry of it is the
+    same event and counts once.
 
     Checks the api's rules that are cheap to check here, so that a bad
     event fails at the call site instead of refusing a whole batch later.
     Absent optional fields are left out, not sent as null."""
+    id = fields.pop("id", None)
+    timestamp = fields.pop("timestamp", None)
+    reservation_id = fields.pop("reservation_id", None)
     if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
         raise ValueError(f"tenant must be 1-64 of [A-Za-z0-9._-] starting alphanumeric: {tenant!r}")
     if not isinstance(feature, str) or len(feature) > 128 or not _PRINTABLE.fullmatch(feature):
@@ -97,26 +102,17 @@ def build_event(
     body: WireEvent = {"id": id if id is not None else uuid7(), "tenant": tenant, "feature": feature}
     if not isinstance(body["id"], str) or len(body["id"]) > 128 or not _PRINTABLE_ID.fullmatch(body["id"]):
         raise ValueError(f"id must be 1-128 printable ASCII: {id!r}")
-    values = dict(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read_tokens,
-        cache_write_tokens=cache_write_tokens,
-    )
-    classes = 0
-    for name, wire in _CLASSES:
-        if values[name] is not None:
-            classes += _count(name, values[name], 0)
-            body[wire] = values[name]
-    has_classes = any(values[name] is not None for name, _ in _CLASSES)
+    given = _on_the_wire(_CLASSES, fields)
+    total = sum(_count(name, value, 0) for name, value in fields.items() if value is not None)
+    body.update(given)
     if tokens is not None:
         _count("tokens", tokens, 1)
-        if has_classes and tokens != classes:
-            raise ValueError(f"tokens ({tokens}) must equal the sum of the token classes ({classes})")
+        if given and tokens != total:
+            raise ValueError(f"tokens ({tokens}) must equal the sum of the token classes ({total})")
         body["tokens"] = tokens
-    elif not has_classes:
+    elif not given:
         raise ValueError("an event needs tokens, or token classes (input_tokens, ...)")
-    elif classes < 1:
+    elif total < 1:
         raise ValueError("an event's token classes must add up to at least 1")
     if timestamp is not None:
         body["timestamp"] = format_time(timestamp)
@@ -125,31 +121,13 @@ def build_event(
     return body
 
 
-def reservation_body(
-    tenant: str,
-    tokens: int,
-    *,
-    feature: Optional[str],
-    input_tokens: Optional[int],
-    output_tokens: Optional[int],
-    cache_read_tokens: Optional[int],
-    cache_write_tokens: Optional[int],
-    ttl_seconds: Optional[int],
-    id: Optional[str],
-) -> Dict[str, Any]:
-    """The body of ``POST /api/reservations``; the id (the api's
-    idempotency key) is fixed here so that a retry gets the same
-    reservation back rather than holding room twice."""
+def reservation_body(tenant: str, tokens: int, *, id: Optional[str] = None, **options: Any) -> Dict[str, Any]:
+    """The body of ``POST /api/reservations`` (the arguments of ``reserve``,
+    its optional ones in ``options``); the id (the api's idempotency key)
+    is fixed here so that a retry gets the same reservation back rather
+    than holding room twice."""
     body: Dict[str, Any] = {"tenant": tenant, "tokens": _count("tokens", tokens, 1), "id": id or uuid7()}
-    optional = {
-        "feature": feature,
-        "inputTokens": input_tokens,
-        "outputTokens": output_tokens,
-        "cacheReadTokens": cache_read_tokens,
-        "cacheWriteTokens": cache_write_tokens,
-        "ttlSeconds": ttl_seconds,
-    }
-    body.update({key: value for key, value in optional.items() if value is not None})
+    body.update(_on_the_wire(_RESERVATION_OPTIONS, options))
     return body
 
 

@@ -69,15 +69,20 @@ class Check(TypedDict, total=False):
     blockedBy: str
 
 
-class FeatureUsage(TypedDict, total=False):
-    feature: str
-    totalTokens: int
+class TokenTotals(TypedDict, total=False):
+    """Tokens by class and their cost, in a usage answer."""
+
     inputTokens: int
     outputTokens: int
     cacheReadTokens: int
     cacheWriteTokens: int
     cost: str
     unpricedTokens: int
+
+
+class FeatureUsage(TokenTotals, total=False):
+    feature: str
+    totalTokens: int
 
 
 class Usage(TypedDict, total=False):
@@ -100,16 +105,10 @@ class Usage(TypedDict, total=False):
     lastCountedAt: Optional[str]
 
 
-class Point(TypedDict, total=False):
+class Point(TokenTotals, total=False):
     start: str
     totalTokens: int
     eventCount: int
-    inputTokens: int
-    outputTokens: int
-    cacheReadTokens: int
-    cacheWriteTokens: int
-    cost: str
-    unpricedTokens: int
 
 
 class Timeseries(TypedDict, total=False):

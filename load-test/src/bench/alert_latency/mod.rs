@@ -1,7 +1,7 @@
 //! Alert latency (issue 32): from the moment a client sends the event that
 //! crosses a tenant's threshold to the moment the tenant's signed webhook
 //! receives the alert, on a receiver on loopback inside the bench
-//! (testkit's, which checks every signature as the README tells receivers
+//! (testkit's, which checks every signature as docs/api.md tells receivers
 //! to). Measured at idle and under background ingest, each sample a tenant
 //! of its own sent at a random moment, so that samples fall at every point
 //! of the replicas' read and settle cycle; each run on a fresh database and
