@@ -1,5 +1,7 @@
-//! The outbox sender: delivers recorded alerts to their destinations, one
-//! delivery at a time, in every pipeline replica.
+//! The outbox sender: delivers recorded alerts to their destinations, in
+//! every pipeline replica, a few deliveries at once (its lanes, each one
+//! delivery at a time), so that a slow or silent destination holds up only
+//! its own lane, not every other tenant's alerts.
 //!
 //! An alert has up to two destinations, each with its own delivery state:
 //! Slack (the state is the alert row's own) and the tenant's signed webhook
@@ -22,10 +24,12 @@
 //! The sender looks for due deliveries as soon as an evaluation in its
 //! replica recorded an alert ([`AlertsDue::wake`]), and otherwise every
 //! poll interval (which also finds retries coming due, and alerts recorded
-//! elsewhere). One delivery is given up after [`ATTEMPT_BOUND`], so that a
-//! PostgreSQL connection that went silent cannot stop deliveries for good.
+//! elsewhere). A lane that claims a delivery wakes another before it asks
+//! the destination, so that as many lanes work as there are deliveries due.
+//! One delivery is given up after [`ATTEMPT_BOUND`], so that a PostgreSQL
+//! connection that went silent cannot stop deliveries for good.
 
-use std::{sync::Arc, time::Duration};
+use std::{num::NonZeroUsize, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -61,6 +65,9 @@ pub struct SenderSettings {
     /// The deployment's currency (`FLAGMETER_CURRENCY`), in which budget
     /// alerts state cost and budget.
     pub currency: String,
+    /// Deliveries made at once (the lanes). Each holds a PostgreSQL
+    /// connection while its destination answers.
+    pub in_flight: NonZeroUsize,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -216,6 +223,12 @@ impl Sender {
 
     /// Delivers due alerts until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
+        let lanes = (0..self.settings.in_flight.get()).map(|_| self.lane(&shutdown));
+        futures::future::join_all(lanes).await;
+    }
+
+    /// One delivery at a time, until shutdown.
+    async fn lane(&self, shutdown: &CancellationToken) {
         while !shutdown.is_cancelled() {
             let attempt = tokio::time::timeout(ATTEMPT_BOUND, self.deliver_one()).await;
             let idle = match attempt {
@@ -262,6 +275,8 @@ impl Sender {
         let Some(due) = Due::find_by_statement(claim).one(&txn).await? else {
             return Ok(false);
         };
+        // More may be due: another lane looks while this one delivers.
+        self.due.wake();
         let outcome = self.attempt(&txn, destination, &due).await?;
         self.mark(&txn, destination, &due, outcome).await?;
         txn.commit().await?;

@@ -14,7 +14,7 @@
 //! after COMMIT, so an abandoned batch stays pending and is counted by
 //! another replica, or by this one restarted.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 
 use alerts::{
     config::{AlertArgs, SenderArgs},
@@ -220,6 +220,7 @@ impl Pipeline {
                 give_up_after: Duration::from_secs(sender_args.alert_give_up_secs),
                 poll: Duration::from_millis(sender_args.alert_poll_ms),
                 currency: config.money.currency.clone(),
+                in_flight: deliveries_in_flight(config.database.db_max_connections),
             },
         );
         let worker_settings = WorkerSettings {
@@ -262,4 +263,11 @@ async fn finish(tasks: &mut JoinSet<()>) {
 async fn grace_after(shutdown: &CancellationToken) {
     shutdown.cancelled().await;
     tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
+/// How many alert deliveries a replica makes at once: half its pool, at
+/// least one. Each holds a connection while its destination answers (up to
+/// the client's 10 s), and counting keeps the other half.
+fn deliveries_in_flight(pool: u32) -> NonZeroUsize {
+    NonZeroUsize::new(pool as usize / 2).unwrap_or(NonZeroUsize::MIN)
 }

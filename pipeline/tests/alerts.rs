@@ -1,7 +1,8 @@
 //! Quota alerts decided after COMMIT, against real PostgreSQL and Valkey:
 //! the interleavings of replicas counting one tenant, a crash between COMMIT
 //! and evaluation, redelivery, a decision racing a settings change, and
-//! delivery as soon as an alert is recorded.
+//! delivery as soon as an alert is recorded, even while another
+//! destination keeps the sender waiting.
 
 use std::time::Duration;
 
@@ -44,6 +45,26 @@ async fn fired(env: &TestEnv, tenant: &str) -> Vec<(i32, i64)> {
         .into_iter()
         .map(|a| (a.threshold, a.usage_tokens))
         .collect()
+}
+
+/// Gives `tenant` an enabled Slack webhook at `url`.
+async fn slack_webhook(env: &TestEnv, tenant: &str, url: &str) {
+    env.db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO slack_webhooks (tenant, url, enabled) VALUES ($1, $2, true)",
+            [tenant.into(), url.into()],
+        ))
+        .await
+        .unwrap();
+}
+
+/// A replica whose sender polls every ten minutes: within a test, only the
+/// wake-up from an evaluation can have an alert delivered.
+fn woken_only(env: &TestEnv) -> testing::Replica {
+    let mut config = env.pipeline_config("w");
+    config.sender.alert_poll_ms = 600_000;
+    testing::Replica::start(config)
 }
 
 /// One replica's step: count a batch, or evaluate the tenants of one.
@@ -261,19 +282,8 @@ async fn an_alert_is_delivered_as_soon_as_it_is_recorded_not_at_the_next_poll() 
     let env = TestEnv::new().await;
     tenant(&env, "acme", 1_000, &[80]).await;
     let slack = FakeSlack::start(&[]).await;
-    env.db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO slack_webhooks (tenant, url, enabled) VALUES ($1, $2, true)",
-            ["acme".into(), slack.url.clone().into()],
-        ))
-        .await
-        .unwrap();
-    let mut config = env.pipeline_config("w");
-    // Ten minutes: within the test, only the wake-up from the evaluation
-    // can have the alert delivered.
-    config.sender.alert_poll_ms = 600_000;
-    let worker = testing::Replica::start(config);
+    slack_webhook(&env, "acme", &slack.url).await;
+    let worker = woken_only(&env);
     env.append(&[event("acme", "1", 100)]).await;
     assert!(env.drained(Duration::from_secs(20)).await);
 
@@ -288,4 +298,49 @@ async fn an_alert_is_delivered_as_soon_as_it_is_recorded_not_at_the_next_poll() 
 
     assert_eq!(delivered[0].status, 200);
     assert_eq!(fired(&env, "acme").await, [(80, 900)]);
+}
+
+/// Whether the client is still waiting on `asked` for an answer: it has
+/// neither closed the connection nor given up (reading what it sent).
+fn unanswered(asked: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match asked.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(err) => return err.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_never_answers_holds_up_no_other_tenants_alert() {
+    let env = TestEnv::new().await;
+    tenant(&env, "silent", 1_000, &[80]).await;
+    tenant(&env, "acme", 1_000, &[80]).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/services/T/B/x", silent.local_addr().unwrap());
+    slack_webhook(&env, "silent", &silent_url).await;
+    let slack = FakeSlack::start(&[]).await;
+    slack_webhook(&env, "acme", &slack.url).await;
+    let worker = woken_only(&env);
+
+    env.append(&[event("silent", "1", 900)]).await;
+    let accepted = tokio::time::timeout(Duration::from_secs(30), silent.accept()).await;
+    let (asked, _) = accepted.expect("the silent destination is asked").unwrap();
+    asked.readable().await.unwrap();
+    env.append(&[event("acme", "1", 900)]).await;
+    let delivered = slack.wait_for_requests(1, Duration::from_secs(30)).await;
+    // Before the client's 10 s timeout: a sender that waited for the
+    // silent destination would have closed this connection by now.
+    let waiting = unanswered(&asked);
+    drop(asked);
+    worker.stop().await;
+
+    let text = delivered[0].json()["text"].as_str().map(str::to_owned);
+    assert!(text.is_some_and(|t| t.contains("acme")), "{delivered:?}");
+    assert!(
+        waiting,
+        "acme's alert was delivered while the silent destination was still being asked"
+    );
 }

@@ -14,7 +14,7 @@ use tokio::process::Child;
 
 use crate::{
     services,
-    support::{Services, client, expect_status},
+    support::{Services, client, expect_status, sample, scrape},
 };
 
 /// libfaketime, from Debian's `faketime` package (multiarch path).
@@ -73,21 +73,9 @@ async fn replicas_with_wrong_clocks_stamp_events_by_the_clock_they_share() {
         ] {
             expect_status(http.post(format!("{base}/api/events")).json(&body), 202).await;
         }
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let offset: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("flagmeter_clock_offset_seconds "))
-            .unwrap_or_else(|| panic!("{skew}: no clock offset gauge"))
-            .trim()
-            .parse()
-            .unwrap();
+        let metrics = scrape(&format!("{base}/metrics")).await;
+        let offset = sample(&metrics, "flagmeter_clock_offset_seconds")
+            .unwrap_or_else(|| panic!("{skew}: no clock offset gauge"));
         assert!(
             offset.abs() > 60.0,
             "{skew}: the replica reports its clock is off ({offset} s)"

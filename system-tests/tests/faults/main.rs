@@ -11,6 +11,7 @@ mod clocks;
 mod cluster;
 mod deployment;
 mod half_open;
+mod lag;
 mod limits;
 mod logs;
 mod offhost;

@@ -50,6 +50,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// What a metrics endpoint serves.
+pub async fn scrape(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample `name` (no labels) in a scrape, if it is there.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// Sends a signal by name (`TERM`, `KILL`) to a process.
 pub async fn signal(pid: u32, name: &str) {
     let mut kill = Command::new("kill");

@@ -4,7 +4,11 @@
 //! (testkit's, which checks every signature as docs/api.md tells receivers
 //! to). Measured at idle and under background ingest, each sample a tenant
 //! of its own sent at a random moment, so that samples fall at every point
-//! of the replicas' read and settle cycle.
+//! of the replicas' read and settle cycle; each run on a fresh database and
+//! stream, and each sample split into its stages ([`stages`]) to show where
+//! the time goes.
+
+mod stages;
 
 use std::time::Duration;
 
@@ -16,9 +20,10 @@ use tokio::time::Instant;
 
 use crate::{
     loader::Loader,
-    services::{Api, Bench},
+    services::{Api, Bench, Run},
     stats::quantile,
 };
+use stages::{Sample, Sent};
 
 /// The target of issue 32, in milliseconds.
 const TARGET_P50_MS: f64 = 50.0;
@@ -26,12 +31,55 @@ const TARGET_P99_MS: f64 = 250.0;
 /// Longest wait for one alert before the run is called failed.
 const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What one run measured.
+struct Measured {
+    idle: Vec<Sample>,
+    /// With the rate the api accepted meanwhile, in events per second.
+    loaded: Option<(Vec<Sample>, f64)>,
+}
+
 pub async fn run(
     bench: &Bench,
     samples: usize,
     background: u32,
     workers: usize,
 ) -> anyhow::Result<()> {
+    let mut runs = Vec::with_capacity(bench.settings.runs);
+    for number in 1..=bench.settings.runs {
+        println!(
+            "alert-latency run {number}: load average {}",
+            load_average()
+        );
+        let measured = measure_run(bench, samples, background, workers).await?;
+        println!("{}", line(number, "idle", &measured.idle));
+        if let Some((loaded, achieved)) = &measured.loaded {
+            let phase = format!("background {background} ev/s (accepted {achieved:.0})");
+            println!("{}", line(number, &phase, loaded));
+        }
+        runs.push(measured);
+    }
+
+    println!("| phase | run | alerts | P50 ms | P99 ms | max ms | target |");
+    println!("|---|---|---|---|---|---|---|");
+    for (number, measured) in (1..).zip(&runs) {
+        println!("{}", row("idle", number, &measured.idle));
+    }
+    for (number, measured) in (1..).zip(&runs) {
+        if let Some((loaded, achieved)) = &measured.loaded {
+            let phase = format!("{background} ev/s asked, {achieved:.0} accepted");
+            println!("{}", row(&phase, number, loaded));
+        }
+    }
+    Ok(())
+}
+
+/// One run: fresh services, the idle phase, then the loaded one.
+async fn measure_run(
+    bench: &Bench,
+    samples: usize,
+    background: u32,
+    workers: usize,
+) -> anyhow::Result<Measured> {
     let receiver = FakeSlack::start(&[]).await;
     let run = bench
         .fresh()
@@ -44,16 +92,40 @@ pub async fn run(
         replicas.push(run.start_worker(n)?);
     }
     let phases = Phases {
-        bench,
+        run: &run,
         api: &api,
         receiver: &receiver,
     };
 
     let idle = phases.measure("idle", samples).await?;
-    println!("{}", line("idle", &idle));
     let loaded = if background > 0 {
-        // Batches of 10 events: the rate in events, at a tenth of the
-        // requests, on tenants of the load's own.
+        Some(phases.measure_loaded(background, samples).await?)
+    } else {
+        None
+    };
+    for replica in replicas {
+        replica.stop().await;
+    }
+    api.service.stop().await;
+    Ok(Measured { idle, loaded })
+}
+
+struct Phases<'a> {
+    run: &'a Run<'a>,
+    api: &'a Api,
+    receiver: &'a FakeSlack,
+}
+
+impl Phases<'_> {
+    /// `samples` alerts under `background` events per second posted in
+    /// batches of 10 by `flagmeter-load` on tenants of its own; with the
+    /// rate the api accepted meanwhile (the samples' own events are among
+    /// them, a few dozen).
+    async fn measure_loaded(
+        &self,
+        background: u32,
+        samples: usize,
+    ) -> anyhow::Result<(Vec<Sample>, f64)> {
         let rate = (f64::from(background) / 10.0).to_string();
         let args = [
             "--rate",
@@ -66,54 +138,26 @@ pub async fn run(
             "load-a,load-b,load-c",
         ]
         .map(str::to_owned);
-        let loader = Loader::spawn(bench, &api, "alert-latency-background", &args)?;
+        let loader = Loader::spawn(self.run.bench, self.api, "alert-latency-background", &args)?;
         // Let the replicas reach their loaded rhythm first.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (added, start) = (run.entries_added().await?, Instant::now());
-        let loaded = phases.measure("loaded", samples).await;
-        // What the api accepted meanwhile (the samples' own events are
-        // among them, a few dozen).
-        let achieved = (run.entries_added().await? - added) as f64 / start.elapsed().as_secs_f64();
+        let (added, start) = (self.run.entries_added().await?, Instant::now());
+        let loaded = self.measure("loaded", samples).await;
+        let achieved =
+            (self.run.entries_added().await? - added) as f64 / start.elapsed().as_secs_f64();
         loader.stop().await;
-        let loaded = loaded?;
-        println!(
-            "{} (background achieved {achieved:.0} ev/s)",
-            line(&format!("background {background} ev/s"), &loaded)
-        );
-        Some(loaded)
-    } else {
-        None
-    };
-    for replica in replicas {
-        replica.stop().await;
+        Ok((loaded?, achieved))
     }
-    api.service.stop().await;
 
-    println!("| phase | alerts | P50 ms | P99 ms | max ms | target |");
-    println!("|---|---|---|---|---|---|");
-    println!("{}", row("idle", &idle));
-    if let Some(loaded) = &loaded {
-        println!("{}", row(&format!("{background} ev/s background"), loaded));
-    }
-    Ok(())
-}
-
-struct Phases<'a> {
-    bench: &'a Bench,
-    api: &'a Api,
-    receiver: &'a FakeSlack,
-}
-
-impl Phases<'_> {
-    /// `samples` alerts, one tenant each; their latencies in ms.
-    async fn measure(&self, phase: &str, samples: usize) -> anyhow::Result<Vec<f64>> {
-        let mut latencies = Vec::with_capacity(samples);
+    /// `samples` alerts, one tenant each, split into their stages.
+    async fn measure(&self, phase: &str, samples: usize) -> anyhow::Result<Vec<Sample>> {
+        let mut sent = Vec::with_capacity(samples);
         for i in 0..samples {
             let tenant = format!("alert-{phase}-{i:03}");
             let secret = self.configure(&tenant).await?;
             let pause = rand::rng().random_range(100..600);
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            let sent = Instant::now();
+            let at = Sent::now();
             self.send(
                 "/api/events",
                 reqwest::Method::POST,
@@ -125,9 +169,9 @@ impl Phases<'_> {
             if !delivery.signed_by(&secret) {
                 bail!("the alert for {tenant} arrived with a signature that does not verify");
             }
-            latencies.push(delivery.at.duration_since(sent.into_std()).as_secs_f64() * 1e3);
+            sent.push((tenant, at, delivery.at));
         }
-        Ok(latencies)
+        stages::split(&self.run.database_url, sent).await
     }
 
     /// A tenant with a quota of 1,000 tokens, one threshold at 100 %, and
@@ -162,6 +206,7 @@ impl Phases<'_> {
         expect: u16,
     ) -> anyhow::Result<Value> {
         let response = self
+            .run
             .bench
             .http
             .request(method, format!("{}{path}", self.api.url))
@@ -198,26 +243,43 @@ impl Phases<'_> {
     }
 }
 
-fn line(phase: &str, latencies: &[f64]) -> String {
-    let q = |p| quantile(latencies, p).unwrap_or(f64::NAN);
+/// The machine's 1, 5 and 15-minute load averages: the box may be shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The nearest-rank quantile `q` of the samples' totals, in ms.
+fn total(samples: &[Sample], q: f64) -> f64 {
+    let totals: Vec<f64> = samples.iter().map(|s| s.total_ms).collect();
+    quantile(&totals, q).unwrap_or(f64::NAN)
+}
+
+fn line(number: usize, phase: &str, samples: &[Sample]) -> String {
     format!(
-        "alert-latency {phase}: alerts={} p50={:.1} p99={:.1} max={:.1} ms",
-        latencies.len(),
-        q(0.5),
-        q(0.99),
-        q(1.0)
+        "alert-latency run {number} {phase}: alerts={} p50={:.1} p99={:.1} max={:.1} ms\n  {}",
+        samples.len(),
+        total(samples, 0.5),
+        total(samples, 0.99),
+        total(samples, 1.0),
+        stages::summary(samples)
     )
 }
 
-fn row(phase: &str, latencies: &[f64]) -> String {
-    let q = |p| quantile(latencies, p).unwrap_or(f64::NAN);
-    let met = q(0.5) <= TARGET_P50_MS && q(0.99) <= TARGET_P99_MS;
+fn row(phase: &str, number: usize, samples: &[Sample]) -> String {
+    let (p50, p99) = (total(samples, 0.5), total(samples, 0.99));
+    let met = p50 <= TARGET_P50_MS && p99 <= TARGET_P99_MS;
     format!(
-        "| {phase} | {} | {:.1} | {:.1} | {:.1} | P50 ≤ {TARGET_P50_MS} / P99 ≤ {TARGET_P99_MS}: {} |",
-        latencies.len(),
-        q(0.5),
-        q(0.99),
-        q(1.0),
+        "| {phase} | {number} | {} | {p50:.1} | {p99:.1} | {:.1} | P50 ≤ {TARGET_P50_MS} / P99 ≤ {TARGET_P99_MS}: {} |",
+        samples.len(),
+        total(samples, 1.0),
         if met { "met" } else { "not met" }
     )
 }
