@@ -313,8 +313,12 @@ impl ReservationsApi {
     async fn release(
         &self,
         auth: ApiKey,
-        /// The `reservationId` a reservation was granted with.
-        #[oai(validator(min_length = 3, max_length = 200))]
+        /// The `reservationId` a reservation was granted with: its tenant,
+        /// a colon, and its key.
+        #[oai(validator(
+            max_length = 200,
+            pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[\x20-\x7e]+$"
+        ))]
         id: Path<String>,
     ) -> Result<Released, ApiError> {
         let Some((tenant, key)) = id
