@@ -91,6 +91,12 @@ ensure_faketime() {
   command -v faketime >/dev/null 2>&1 || apt_install faketime
 }
 
+# iptables and ip6tables, for the off-host guard (offhost_guard_start),
+# installed before it starts since the guard refuses the package mirrors.
+ensure_iptables() {
+  { command -v iptables && command -v ip6tables; } >/dev/null 2>&1 || apt_install iptables
+}
+
 # Chromium, for the dashboard's browser test (api/tests/api/dashboard.rs).
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then

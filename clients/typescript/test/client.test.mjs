@@ -331,6 +331,9 @@ test("real reservations hold room until recorded or released", async (t) => {
     assert.ok(call.reservationId);
     call.record(golden("openai_responses").response);
   });
+  // The event settles the reservation once the api accepts it: until the
+  // queue sends it, the 6,000 stay held.
+  await fm.flush();
   await assert.rejects(fm.call({ tenant, feature: "gpt-4o", estimateTokens: 9000 }, () => { throw new Error("released"); }), /released/);
   await fm.flush();
   await waitForTotal(() => fm.usage(tenant), 380);
